@@ -1,0 +1,56 @@
+"""One error hierarchy for the whole project.
+
+Every error a user can cause derives from :class:`MetaAEError`; the CLI turns any of them
+into one line on stderr and exit code 2. Messages say what was expected, what was found
+and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MetaAEError",
+    "SpecError",
+    "DataError",
+    "CheckpointError",
+    "BundleError",
+    "BackendUnavailableError",
+    "ExportError",
+    "ParityError",
+    "InputError",
+]
+
+
+class MetaAEError(Exception):
+    """Base class of every error metaae-edge raises on purpose."""
+
+
+class SpecError(MetaAEError, ValueError):
+    """An ArchSpec / supernet config is invalid."""
+
+
+class DataError(MetaAEError, ValueError):
+    """Task data is unusable (NaN/Inf, wrong rank, non-numeric, empty, too wide...)."""
+
+
+class CheckpointError(MetaAEError):
+    """A checkpoint is missing, corrupt, truncated or of an unknown format."""
+
+
+class BundleError(MetaAEError):
+    """A bundle is missing, corrupt, tampered with, or of an unsupported schema."""
+
+
+class BackendUnavailableError(MetaAEError, ImportError):
+    """An optional backend (onnxruntime, onnxruntime-gpu, TensorRT, torch) is missing."""
+
+
+class ExportError(MetaAEError):
+    """Exporting a model to ONNX (or an engine) failed."""
+
+
+class ParityError(ExportError):
+    """An exported graph does not match its torch reference within tolerance."""
+
+
+class InputError(MetaAEError, ValueError):
+    """Input given to the runtime has the wrong shape, dtype or values."""

@@ -1,0 +1,245 @@
+"""The MLP supernet: one shared weight set, architecture logits ``alpha`` for every choice.
+
+Search space (see :class:`~metaae_edge.spec.SupernetConfig`):
+
+* width of each hidden layer and the latent size: prefix channel masks over one weight
+  tensor (FBNetV2), the mask being the probability-weighted sum of the choices' masks;
+* depth: ``d`` in ``1..max_depth`` hidden layers per side; layer ``i >= 1`` is gated by
+  ``P(depth > i)`` and otherwise passes its input through (identity), so a skipped layer
+  simply disappears from the extracted network;
+* activation of each hidden layer: a probability-weighted mix of the candidates;
+* input dimension: the first / last layers are sliced to the task's feature count, so one
+  checkpoint serves tasks of any ``D <= max_input_dim``.
+
+Under one-hot probabilities the supernet computes exactly the compact network that
+:func:`extract` builds, which the tests check.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DataError
+from ..spec import ArchSpec, LayerSpec, SupernetConfig
+from .compact import CompactAE
+from .ops import activation_fn
+
+__all__ = ["ArchParams", "MLPSupernet", "arch_probs", "discretize", "extract"]
+
+ARCH_PREFIX = "arch."
+
+
+class ArchParams(nn.Module):
+    """The architecture logits ``alpha`` (zeros = uniform over every choice)."""
+
+    def __init__(self, cfg: SupernetConfig):
+        super().__init__()
+        n_w, n_a = len(cfg.width_choices), len(cfg.activations)
+        self.enc_width = nn.Parameter(torch.zeros(cfg.max_depth, n_w))
+        self.enc_act = nn.Parameter(torch.zeros(cfg.max_depth, n_a))
+        self.dec_width = nn.Parameter(torch.zeros(cfg.max_depth, n_w))
+        self.dec_act = nn.Parameter(torch.zeros(cfg.max_depth, n_a))
+        self.depth = nn.Parameter(torch.zeros(cfg.max_depth))
+        self.latent = nn.Parameter(torch.zeros(len(cfg.latent_choices)))
+
+
+def arch_probs(
+    alpha: dict[str, torch.Tensor],
+    tau: float = 1.0,
+    mode: str = "softmax",
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Turn logits into choice probabilities.
+
+    Args:
+        alpha: logits by name (``enc_width``, ``latent``, ...), as in :class:`ArchParams`.
+        tau: softmax temperature; small values approach a hard choice.
+        mode: ``softmax``, ``gumbel`` (Gumbel-softmax sample, for exploring sub-networks)
+            or ``hard`` (one-hot argmax; what :func:`discretize` picks).
+        generator: RNG for the Gumbel noise (determinism).
+    """
+    out = {}
+    for name, logits in alpha.items():
+        if mode == "hard":
+            idx = logits.argmax(dim=-1, keepdim=True)
+            out[name] = torch.zeros_like(logits).scatter_(-1, idx, 1.0)
+        elif mode == "gumbel":
+            u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
+            g = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
+            out[name] = F.softmax((logits + g) / tau, dim=-1)
+        elif mode == "softmax":
+            out[name] = F.softmax(logits / tau, dim=-1)
+        else:
+            raise ValueError(f"unknown arch-probs mode {mode!r}")
+    return out
+
+
+class MLPSupernet(nn.Module):
+    """The searchable MLP autoencoder.
+
+    ``forward(x, probs)`` maps normalised ``x`` of shape (B, D), ``D <= max_input_dim``, to
+    ``(reconstruction_preactivation, latent)``; the task's loss applies the output
+    activation (identity for MSE, sigmoid inside BCE-with-logits).
+    """
+
+    def __init__(self, cfg: SupernetConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = (cfg or SupernetConfig()).validate()
+        w, lmax = cfg.max_width, cfg.max_latent
+        self.enc = nn.ModuleList(
+            [nn.Linear(cfg.max_input_dim, w)] + [nn.Linear(w, w) for _ in range(cfg.max_depth - 1)]
+        )
+        self.to_latent = nn.Linear(w, lmax)
+        self.dec = nn.ModuleList(
+            [nn.Linear(lmax, w)] + [nn.Linear(w, w) for _ in range(cfg.max_depth - 1)]
+        )
+        self.to_output = nn.Linear(w, cfg.max_input_dim)
+        self.arch = ArchParams(cfg)
+        # Prefix masks of each choice: row c is 1 on the first width_c channels.
+        self.register_buffer("width_masks", _prefix_masks(cfg.width_choices), persistent=False)
+        self.register_buffer("latent_masks", _prefix_masks(cfg.latent_choices), persistent=False)
+        self._acts = [activation_fn(a) for a in cfg.activations]
+
+    # -- helpers ----------------------------------------------------------------------
+    def alpha(self) -> dict[str, torch.Tensor]:
+        """The architecture logits by short name."""
+        return dict(self.arch.named_parameters())
+
+    def check_input_dim(self, d: int) -> None:
+        if d > self.cfg.max_input_dim:
+            raise DataError(
+                f"data has {d} features but this checkpoint supports at most "
+                f"{self.cfg.max_input_dim}; reduce the features (e.g. PCA) or meta-train a "
+                f"checkpoint with a larger max_input_dim"
+            )
+
+    def depth_gates(self, p_depth: torch.Tensor) -> torch.Tensor:
+        """Gate of layer i = P(depth > i); layer 0 is always on."""
+        # reverse cumulative sum: gate[i] = sum_{d >= i+1} p(d)
+        return torch.flip(torch.cumsum(torch.flip(p_depth, [0]), 0), [0])
+
+    def _mixed_act(self, pre: torch.Tensor, p_act: torch.Tensor) -> torch.Tensor:
+        out = p_act[0] * self._acts[0](pre)
+        for k in range(1, len(self._acts)):
+            out = out + p_act[k] * self._acts[k](pre)
+        return out
+
+    def _stack(self, h, layers, p_width, p_act, gates, d_in: int | None = None):
+        for i, layer in enumerate(layers):
+            weight = layer.weight if (i or d_in is None) else layer.weight[:, :d_in]
+            mask = p_width[i] @ self.width_masks
+            out = self._mixed_act(F.linear(h, weight, layer.bias), p_act[i]) * mask
+            h = out if i == 0 else gates[i] * out + (1 - gates[i]) * h
+        return h
+
+    # -- forward ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor]):
+        d = x.shape[-1]
+        self.check_input_dim(d)
+        gates = self.depth_gates(probs["depth"])
+        h = self._stack(x, self.enc, probs["enc_width"], probs["enc_act"], gates, d_in=d)
+        z = F.linear(h, self.to_latent.weight, self.to_latent.bias)
+        z = z * (probs["latent"] @ self.latent_masks)
+        h = self._stack(z, self.dec, probs["dec_width"], probs["dec_act"], gates)
+        recon = F.linear(h, self.to_output.weight[:d], self.to_output.bias[:d])
+        return recon, z
+
+    def expected_macs(self, probs: dict[str, torch.Tensor], d: int) -> torch.Tensor:
+        """Differentiable expected multiply-accumulates per sample for ``d`` features."""
+        widths = torch.tensor(self.cfg.width_choices, dtype=torch.float32, device=probs["depth"].device)
+        lats = torch.tensor(self.cfg.latent_choices, dtype=torch.float32, device=widths.device)
+        gates = self.depth_gates(probs["depth"])
+        e_lat = probs["latent"] @ lats
+        total = torch.zeros((), device=widths.device)
+
+        def side(p_width, e_in):
+            nonlocal total
+            eff = e_in
+            for i in range(self.cfg.max_depth):
+                e_w = p_width[i] @ widths
+                g = gates[i] if i else 1.0
+                total = total + g * eff * e_w
+                eff = g * e_w + (1 - g) * eff
+            return eff
+
+        eff = side(probs["enc_width"], torch.tensor(float(d), device=widths.device))
+        total = total + eff * e_lat
+        eff = side(probs["dec_width"], e_lat)
+        return total + eff * d
+
+    def max_macs(self, d: int) -> float:
+        """MACs of the largest sub-network for ``d`` features (normalises the penalty)."""
+        w, lmax = self.cfg.max_width, self.cfg.max_latent
+        return float(2 * (d * w + (self.cfg.max_depth - 1) * w * w + w * lmax))
+
+
+def _prefix_masks(choices: tuple[int, ...]) -> torch.Tensor:
+    n = max(choices)
+    return torch.stack([(torch.arange(n) < c).float() for c in choices])
+
+
+def discretize(
+    supernet: MLPSupernet,
+    input_dim: int,
+    alpha: dict[str, torch.Tensor] | None = None,
+    output_activation: str = "identity",
+) -> ArchSpec:
+    """Freeze the architecture: argmax of every choice -> :class:`ArchSpec`."""
+    supernet.check_input_dim(input_dim)
+    cfg = supernet.cfg
+    a = {k: v.detach() for k, v in (alpha or supernet.alpha()).items()}
+    depth = int(a["depth"].argmax()) + 1
+
+    def layers(width_logits, act_logits):
+        return tuple(
+            LayerSpec(
+                width=cfg.width_choices[int(width_logits[i].argmax())],
+                activation=cfg.activations[int(act_logits[i].argmax())],
+            )
+            for i in range(depth)
+        )
+
+    return ArchSpec(
+        input_shape=(input_dim,),
+        encoder=layers(a["enc_width"], a["enc_act"]),
+        latent_dim=cfg.latent_choices[int(a["latent"].argmax())],
+        decoder=layers(a["dec_width"], a["dec_act"]),
+        output_activation=output_activation,
+    ).validate()
+
+
+@torch.no_grad()
+def extract(
+    supernet: MLPSupernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None
+) -> CompactAE:
+    """Slice the sub-network ``spec`` out of the supernet into a plain :class:`CompactAE`.
+
+    Args:
+        supernet: the supernet whose weights to slice.
+        spec: the architecture (e.g. from :func:`discretize`).
+        params: optional weights by name (as ``supernet.named_parameters()``), e.g. adapted
+            fast weights; defaults to the supernet's own.
+    """
+    spec.validate()
+    supernet.check_input_dim(spec.input_dim)
+    p = params if params is not None else dict(supernet.named_parameters())
+    model = CompactAE(spec)
+    enc_dims, dec_dims = spec.encoder_dims(), spec.decoder_dims()
+    enc_src = [f"enc.{i}" for i in range(len(spec.encoder))] + ["to_latent"]
+    dec_src = [f"dec.{i}" for i in range(len(spec.decoder))] + ["to_output"]
+    for stack, dims, src in ((model.encoder, enc_dims, enc_src), (model.decoder, dec_dims, dec_src)):
+        for layer, name, d_in, d_out in zip(stack.layers, src, dims[:-1], dims[1:]):
+            layer.weight.copy_(p[f"{name}.weight"][:d_out, :d_in])
+            layer.bias.copy_(p[f"{name}.bias"][:d_out])
+    return model
+
+
+def supernet_param_names(supernet: MLPSupernet) -> tuple[list[str], list[str]]:
+    """(weight names, architecture names) of the supernet's parameters."""
+    names = [n for n, _ in supernet.named_parameters()]
+    return [n for n in names if not n.startswith(ARCH_PREFIX)], [
+        n for n in names if n.startswith(ARCH_PREFIX)
+    ]
+

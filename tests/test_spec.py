@@ -1,0 +1,73 @@
+import json
+
+import pytest
+
+from metaae_edge.errors import SpecError
+from metaae_edge.spec import ArchSpec, LayerSpec, SupernetConfig
+
+
+def make_spec(**kw):
+    base = dict(
+        input_shape=(30,),
+        encoder=(LayerSpec(64, "relu"), LayerSpec(32, "tanh")),
+        latent_dim=4,
+        decoder=(LayerSpec(32, "hardswish"),),
+    )
+    base.update(kw)
+    return ArchSpec(**base).validate()
+
+
+def test_json_round_trip_is_identity():
+    spec = make_spec()
+    again = ArchSpec.from_json(spec.to_json())
+    assert again == spec
+    assert hash(again) == hash(spec)
+    assert json.loads(spec.to_json())["encoder"][1] == {"width": 32, "activation": "tanh"}
+
+
+def test_param_and_mac_counts_by_hand():
+    spec = make_spec()
+    # encoder 30->64->32->4, decoder 4->32->30
+    macs = 30 * 64 + 64 * 32 + 32 * 4 + 4 * 32 + 32 * 30
+    biases = 64 + 32 + 4 + 32 + 30
+    assert spec.macs() == macs
+    assert spec.param_count() == macs + biases
+    assert spec.describe() == "mlp 30 -> 64 relu -> 32 tanh -> [4] -> 32 hardswish -> 30"
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(latent_dim=0), "latent_dim must be a positive integer"),
+        (dict(encoder=(LayerSpec(8, "gelu"),)), "encoder[0].activation must be one of"),
+        (dict(input_shape=(8, 8)), "needs a 1-D input_shape"),
+        (dict(output_activation="softmax"), "output_activation must be one of"),
+        (dict(backbone="transformer"), "backbone must be one of"),
+    ],
+)
+def test_validate_names_the_bad_field(kw, msg):
+    with pytest.raises(SpecError) as exc:
+        make_spec(**kw)
+    assert msg in str(exc.value)
+
+
+def test_from_json_rejects_garbage_and_unknown_fields():
+    with pytest.raises(SpecError, match="not valid JSON"):
+        ArchSpec.from_json("{nope")
+    d = make_spec().to_dict()
+    d["colour"] = "blue"
+    with pytest.raises(SpecError, match="unknown ArchSpec field"):
+        ArchSpec.from_dict(d)
+    d = make_spec().to_dict()
+    del d["latent_dim"]
+    with pytest.raises(SpecError, match="missing field"):
+        ArchSpec.from_dict(d)
+
+
+def test_supernet_config_validates_and_round_trips():
+    cfg = SupernetConfig()
+    assert SupernetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(SpecError, match="strictly increasing"):
+        SupernetConfig(width_choices=(32, 16)).validate()
+    with pytest.raises(SpecError, match="unknown activation"):
+        SupernetConfig(activations=("relu", "swish")).validate()
