@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -13,13 +14,13 @@ from ..errors import DataError
 __all__ = [
     "OBJECTIVES",
     "SPLITS",
-    "Normalizer",
     "Noise",
+    "Normalizer",
     "Task",
     "TaskFamily",
-    "register_family",
     "create_family",
     "list_families",
+    "register_family",
     "task_seed",
 ]
 
@@ -46,7 +47,7 @@ class Normalizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, kind: str = "standard") -> "Normalizer":
+    def fit(cls, x: np.ndarray, kind: str = "standard") -> Normalizer:
         """``standard``: per-feature z-score (std floored); ``identity``: no-op."""
         d = x.shape[1]
         if kind == "identity":
@@ -69,7 +70,7 @@ class Normalizer:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+    def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
 
 
@@ -81,7 +82,7 @@ class Noise:
     level: float = 0.1
 
     @classmethod
-    def parse(cls, text: str) -> "Noise":
+    def parse(cls, text: str) -> Noise:
         """Parse ``gaussian:SIGMA`` or ``salt-pepper:P``."""
         kind, _, value = text.partition(":")
         if kind not in ("gaussian", "salt-pepper"):
@@ -166,8 +167,8 @@ class Task:
             "objective": self.objective,
             "loss": self.loss,
             "input_dim": self.input_dim,
-            "n_support": int(len(self.support)),
-            "n_query": int(len(self.query)),
+            "n_support": len(self.support),
+            "n_query": len(self.query),
             "seed": self.seed,
             "normalization": self.normalization,
         }

@@ -1,0 +1,339 @@
+"""Load a user's own data (.npy, .npz, .csv) as a :class:`Task`, with clear errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .base import OBJECTIVES, Noise, Task
+
+__all__ = ["MIN_SAMPLES", "SUFFIXES", "load_array", "load_task"]
+
+MIN_SAMPLES = 8  # smallest data set that still leaves a usable support and query set
+SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv")
+_DATA_KEYS = ("x", "data")
+_LABEL_KEYS = ("labels", "y")
+
+
+def _parse_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[int]]:
+    """Numeric CSV -> (array, header or None, file line number of each row).
+
+    One header row is allowed: the first row counts as a header when any of its cells is
+    not a number. Delimiter (comma, semicolon or tab) is sniffed; blank lines and lines
+    starting with ``#`` are skipped.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {exc.start}); expected a numeric CSV file: "
+            "re-save it as UTF-8 CSV, or save binary data with numpy.save as .npy"
+        ) from None
+    try:
+        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel  # a single column has no delimiter to sniff
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for line_no, row in enumerate(csv.reader(text.splitlines(), dialect), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            rows.append((line_no, cells))
+    except csv.Error as exc:
+        raise DataError(
+            f"{path} is not a readable CSV file ({exc}); expected numeric rows"
+        ) from None
+    if not rows:
+        raise DataError(
+            f"{path} is empty: expected numeric rows (samples) and columns (features); "
+            "write at least one sample per line"
+        )
+    header: list[str] | None = None
+    if any(_parse_float(c) is None for c in rows[0][1]):
+        header = rows[0][1]
+        rows = rows[1:]
+        if not rows:
+            raise DataError(
+                f"{path} has a header row but no data rows; add at least {MIN_SAMPLES} samples"
+            )
+    width = len(header) if header is not None else len(rows[0][1])
+    for line_no, cells in rows:
+        if len(cells) != width:
+            raise DataError(
+                f"{path} line {line_no}: expected {width} columns, found {len(cells)}; "
+                "every row must have the same number of numeric columns"
+            )
+    lines = [ln for ln, _ in rows]
+    try:  # fast path: numpy parses every cell at once
+        return np.array([c for _, c in rows], dtype=np.str_).astype(np.float64), header, lines
+    except ValueError:
+        pass  # a cell numpy cannot parse: go cell by cell to name the first bad one
+    values = np.empty((len(rows), width), np.float64)
+    for i, (line_no, cells) in enumerate(rows):
+        for j, cell in enumerate(cells):
+            v = _parse_float(cell)
+            if v is None:
+                col = f"column {j + 1}" + (f" ({header[j]!r})" if header else "")
+                found = repr(cell) if cell else "an empty cell"
+                raise DataError(
+                    f"{path} line {line_no}, {col}: expected a number, found {found}; "
+                    "remove or encode non-numeric columns before loading"
+                )
+            values[i, j] = v
+    return values, header, lines
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Raw array, labels stored alongside it (npz only) and where they came from."""
+    suffix = path.suffix.lower()
+    meta: dict[str, Any] = {"format": suffix[1:]}
+    if suffix == ".csv":
+        x, header, lines = _read_csv(path)
+        meta.update(header=header, lines=lines)
+        return x, None, meta
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes); expected a {suffix} file saved with numpy")
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False), None, meta
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            data_keys = [k for k in _DATA_KEYS if k in keys] or [
+                k for k in keys if k not in _LABEL_KEYS
+            ]
+            if not data_keys:
+                raise DataError(
+                    f"{path} holds no data array (found keys {keys}); save the samples "
+                    "under the key 'x', e.g. np.savez(path, x=samples, labels=labels)"
+                )
+            label_keys = [k for k in _LABEL_KEYS if k in keys]
+            meta["key"] = data_keys[0]
+            labels = npz[label_keys[0]] if label_keys else None
+            return npz[data_keys[0]], labels, meta
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        # Corrupt files and pickled object arrays (never loaded: arbitrary code) end here.
+        raise DataError(
+            f"could not read {path} as {suffix}: {exc}; expected a numeric array saved with "
+            f"numpy.{'save' if suffix == '.npy' else 'savez'} (object arrays are refused)"
+        ) from None
+
+
+def _check_finite(x: np.ndarray, path: Path, lines: list[int] | None) -> None:
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        r, c = (int(v) for v in bad[0])
+        what = "NaN" if np.isnan(x[r, c]) else "Inf"
+        where = f"row {r}, column {c} (0-based)"
+        if lines is not None:
+            where += f", file line {lines[r]}"
+        raise DataError(
+            f"{path} contains {what} at {where} ({len(bad)} non-finite values in all); "
+            "expected finite numbers: impute or drop those samples before loading"
+        )
+
+
+def load_array(path: str | os.PathLike[str], *, max_input_dim: int | None = None) -> np.ndarray:
+    """Read a 2-D (samples, features) float32 array from ``.npy``, ``.npz`` or ``.csv``.
+
+    Args:
+        path: The data file.
+        max_input_dim: Reject data with more features than this.
+
+    Returns:
+        The validated float32 array.
+
+    Raises:
+        DataError: For a missing, empty, unreadable or malformed file, non-numeric values,
+            NaN/Inf, a rank other than 2, or too many features.
+    """
+    return _load(Path(path), max_input_dim)[0]
+
+
+def _load(
+    path: Path, max_input_dim: int | None
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    if not path.exists():
+        raise DataError(
+            f"data file not found: {path}; expected a {', '.join(SUFFIXES)} file, check the path"
+        )
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; expected a {', '.join(SUFFIXES)} file")
+    if path.suffix.lower() not in SUFFIXES:
+        raise DataError(
+            f"unsupported data file type {path.suffix or '(no extension)'!r} for {path}; "
+            f"expected one of {', '.join(SUFFIXES)}: convert it, e.g. numpy.save('data.npy', x)"
+        )
+    raw, labels, meta = _read(path)
+    raw = np.asarray(raw)
+    if raw.dtype.kind not in "biuf":
+        raise DataError(
+            f"{path} holds {raw.dtype} values; expected a numeric (int/float) array of "
+            "(samples, features): convert it with x.astype(np.float32)"
+        )
+    if raw.ndim != 2:
+        if raw.ndim == 1:
+            hint = f"Reshape it, e.g. x.reshape(-1, 1) for {raw.shape[0]} samples of one feature"
+        elif raw.ndim > 2:
+            flat = (raw.shape[0], int(np.prod(raw.shape[1:])))
+            hint = f"Flatten each sample first, e.g. x.reshape(len(x), -1) -> {flat}"
+        else:
+            hint = "Save an array of shape (samples, features)"
+        raise DataError(
+            f"{path}: expected a 2-D array (samples, features) for an MLP; got shape "
+            f"{raw.shape}. {hint}"
+        )
+    n, d = raw.shape
+    if n == 0 or d == 0:
+        raise DataError(
+            f"{path} is empty: shape {raw.shape}; expected at least {MIN_SAMPLES} samples "
+            "with at least one feature"
+        )
+    lines = meta.get("lines")
+    _check_finite(raw.astype(np.float64, copy=False), path, lines)
+    x = raw.astype(np.float32)
+    if not np.isfinite(x).all():
+        r, c = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
+        raise DataError(
+            f"{path}: value {raw[r, c]!r} at row {r}, column {c} (0-based) overflows float32; "
+            "rescale the data (e.g. to standard units) before loading"
+        )
+    if n < MIN_SAMPLES:
+        raise DataError(
+            f"{path} has {n} samples; expected at least {MIN_SAMPLES} to split into support "
+            "and query sets: collect more samples"
+        )
+    if max_input_dim is not None and d > max_input_dim:
+        raise DataError(
+            f"{path} has {d} features but the model accepts at most {max_input_dim} "
+            "(max_input_dim); select fewer columns or reduce them (e.g. PCA), or use a "
+            "checkpoint meta-trained for wider inputs"
+        )
+    return x, labels, meta
+
+
+def _as_labels(labels: Any, n: int, path: Path) -> np.ndarray:
+    """0/1 anomaly labels: an array-like or a path to a .npy/.npz/.csv file."""
+    if isinstance(labels, (str, os.PathLike)):
+        lp = Path(labels)
+        if not lp.exists():
+            raise DataError(f"labels file not found: {lp}; check the path")
+        if lp.suffix.lower() not in SUFFIXES:
+            raise DataError(
+                f"labels file {lp} must be one of {', '.join(SUFFIXES)}; got {lp.suffix!r}"
+            )
+        labels = _read(lp)[0]
+    y = np.asarray(labels)
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(
+            f"labels for {path} must be one 0/1 value per sample ({n}), got shape {y.shape}"
+        )
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        raise DataError(
+            f"labels for {path} must be 0 (normal) or 1 (anomaly); found values "
+            f"{np.unique(y)[:5].tolist()}"
+        )
+    return y.astype(np.int64)
+
+
+def load_task(
+    path: str | os.PathLike[str],
+    *,
+    objective: str = "reconstruct",
+    query_fraction: float = 0.25,
+    seed: int = 0,
+    labels: Sequence[int] | np.ndarray | str | os.PathLike[str] | None = None,
+    noise: Noise | str | None = None,
+    max_input_dim: int | None = None,
+) -> Task:
+    """Load a user's data file as a task (family ``"user"``, name = the file stem).
+
+    Samples are split into support and query sets by a seeded permutation. For ``anomaly``
+    with labels (the ``labels`` argument, or a ``labels``/``y`` array in the .npz), the
+    support set holds only normal samples (label 0), and the query holds the remaining
+    ``query_fraction`` of the normals plus every anomaly. Without labels the query is
+    unlabelled. Labels are ignored for the other objectives.
+
+    Args:
+        path: A ``.npy`` (2-D array), ``.npz`` (key ``x``/``data`` or the first array) or
+            ``.csv`` (numeric, one optional header row) file of shape (samples, features).
+        objective: ``reconstruct``, ``denoise`` or ``anomaly``.
+        query_fraction: Fraction of samples (of normals, for labelled anomaly data) held
+            out as the query set.
+        seed: Seed of the support/query split.
+        labels: Optional 0/1 anomaly labels, one per sample, or a path to a file of them.
+        noise: ``denoise`` corruption (a :class:`Noise` or text like ``gaussian:0.2``).
+        max_input_dim: Largest feature count the model accepts.
+
+    Returns:
+        The task with raw float32 data.
+
+    Raises:
+        DataError: With a one-line explanation of what is wrong and how to fix it.
+    """
+    if objective not in OBJECTIVES:
+        raise DataError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    query_fraction = float(query_fraction)
+    if not (0.0 < query_fraction < 1.0):
+        raise DataError(f"query_fraction must be between 0 and 1, got {query_fraction}")
+    p = Path(path)
+    x, stored_labels, meta = _load(p, max_input_dim)
+    n = len(x)
+    if isinstance(noise, str):
+        noise = Noise.parse(noise)
+    rng = np.random.default_rng(seed)
+    info: dict[str, Any] = {"path": str(p), "format": meta["format"], "n_samples": n}
+    if meta.get("header"):
+        info["columns"] = meta["header"]
+    if "key" in meta:
+        info["key"] = meta["key"]
+
+    y = None
+    if objective == "anomaly":
+        source = labels if labels is not None else stored_labels
+        y = None if source is None else _as_labels(source, n, p)
+    if y is None:
+        perm = rng.permutation(n)
+        n_q = min(max(1, round(query_fraction * n)), n - 1)
+        support, query, query_labels = x[perm[n_q:]], x[perm[:n_q]], None
+    else:
+        normal = np.flatnonzero(y == 0)
+        anomalous = np.flatnonzero(y == 1)
+        if len(normal) < 2:
+            raise DataError(
+                f"{p}: anomaly labels mark {len(normal)} normal samples; expected at least 2 "
+                "(label 0) to adapt on and judge against"
+            )
+        normal = rng.permutation(normal)
+        n_q = min(max(1, round(query_fraction * len(normal))), len(normal) - 1)
+        q_idx = rng.permutation(np.concatenate([normal[:n_q], anomalous]))
+        support, query, query_labels = x[normal[n_q:]], x[q_idx], y[q_idx]
+        info["n_anomalies"] = len(anomalous)
+    return Task(
+        name=p.stem,
+        family="user",
+        support=np.ascontiguousarray(support),
+        query=np.ascontiguousarray(query),
+        objective=objective,
+        query_labels=query_labels,
+        seed=int(seed),
+        noise=noise,
+        info=info,
+    )
