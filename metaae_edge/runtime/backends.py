@@ -1,0 +1,276 @@
+"""Inference backends: one small loader + runner per backend (Polygraphy's shape).
+
+Torch-free. onnxruntime / tensorrt are imported lazily; a missing one raises
+:class:`BackendUnavailableError` naming the pip extra to install and the backends that *are*
+available here.
+
+Backends, fastest first (the order ``auto`` tries):
+
+* ``tensorrt``  native TensorRT engine (needs an engine built for this GPU in the bundle)
+* ``ort-trt``   onnxruntime TensorrtExecutionProvider, engines cached on disk
+* ``ort-cuda``  onnxruntime CUDAExecutionProvider, inputs/outputs through IOBinding
+* ``ort-cpu``   onnxruntime CPUExecutionProvider
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, BundleError, InputError
+
+__all__ = [
+    "BACKENDS",
+    "OPTIMIZATION_LEVELS",
+    "SessionConfig",
+    "OrtRunner",
+    "require",
+    "available_backends",
+    "create_runner",
+]
+
+#: Every backend name, fastest first (the order ``auto`` tries them in).
+BACKENDS: tuple[str, ...] = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
+_EXTRA = {
+    "ort-cpu": "metaae-edge[cpu]",
+    "ort-cuda": "metaae-edge[gpu]",
+    "ort-trt": "metaae-edge[gpu,tensorrt]",
+    "tensorrt": "metaae-edge[tensorrt]",
+}
+_PROVIDER = {
+    "ort-cpu": "CPUExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-trt": "TensorrtExecutionProvider",
+}
+OPTIMIZATION_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import ``module`` or raise :class:`BackendUnavailableError` naming the pip extra.
+
+    Args:
+        module: Import name, e.g. ``"onnxruntime"``.
+        extra: What to install, e.g. ``"metaae-edge[cpu]"``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        have = ", ".join(available_backends()) or "none"
+        raise BackendUnavailableError(
+            f"{module} is not installed ({exc}); install it with pip install '{extra}' "
+            f"(backends available here: {have})"
+        ) from None
+
+
+def _ort_providers() -> list[str]:
+    try:
+        ort = importlib.import_module("onnxruntime")
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+def available_backends() -> list[str]:
+    """Backends whose software is installed here, fastest first.
+
+    Listing is a cheap probe (installed packages and registered execution providers);
+    a listed GPU backend can still fail to start, e.g. when CUDA libraries are missing,
+    which :func:`create_runner` reports.
+    """
+    providers = _ort_providers()
+    out = []
+    if importlib.util.find_spec("tensorrt") is not None:
+        out.append("tensorrt")
+    for name in ("ort-trt", "ort-cuda", "ort-cpu"):
+        if _PROVIDER[name] in providers:
+            out.append(name)
+    return out
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Session options shared by every graph a Runtime opens.
+
+    Attributes:
+        threads: intra-op threads (None or 0: onnxruntime's default, one per core).
+        inter_threads: inter-op threads (None: default).
+        optimization: graph optimisation level: disable | basic | extended | all.
+        device_id: CUDA device for the GPU backends.
+        max_batch: largest batch a GPU engine is built for (TensorRT profile).
+        cache_dir: where ort-trt caches engines (default: ~/.cache/metaae-edge/trt).
+    """
+
+    threads: int | None = None
+    inter_threads: int | None = None
+    optimization: str = "all"
+    device_id: int = 0
+    max_batch: int | None = None
+    cache_dir: str | None = None
+
+    def session_options(self, ort: ModuleType) -> Any:
+        level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if self.optimization not in level:
+            raise InputError(
+                f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
+                f"got {self.optimization!r}"
+            )
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level[self.optimization]
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+        if self.inter_threads:
+            so.inter_op_num_threads = int(self.inter_threads)
+        so.log_severity_level = 3  # errors only: ORT warnings are noise for a CLI user
+        return so
+
+
+class OrtRunner:
+    """One onnxruntime session for one graph; ``run`` is safe to call from many threads.
+
+    Input and output names are read once here so the per-call path is a bare
+    ``session.run``.
+    """
+
+    def __init__(
+        self, path: Path, backend: str, config: SessionConfig,
+        profile: tuple[str, int] | None = None,
+    ):
+        ort = require("onnxruntime", _EXTRA[backend])
+        provider = _PROVIDER[backend]
+        if provider not in ort.get_available_providers():
+            raise BackendUnavailableError(
+                f"backend {backend} needs onnxruntime's {provider}, which this onnxruntime "
+                f"build lacks; install pip install '{_EXTRA[backend]}' "
+                f"(backends available here: {', '.join(available_backends()) or 'none'})"
+            )
+        self.backend = backend
+        self.path = Path(path)
+        self._profile = profile
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=config.session_options(ort),
+                providers=self._providers(backend, config),
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if backend == "ort-cpu":  # the CPU provider always exists: the graph is bad
+                raise BundleError(f"onnxruntime could not load {self.path}: {why}; the graph "
+                                  "is corrupt or not ONNX, re-export the bundle") from None
+            raise BackendUnavailableError(
+                f"backend {backend} could not open {self.path.name}: {why}") from None
+        used = self.session.get_providers()
+        # onnxruntime silently falls back to CPU when a GPU provider fails to initialise;
+        # a user who asked for a GPU backend must hear about it.
+        if not used or used[0] != provider:
+            raise BackendUnavailableError(
+                f"backend {backend}: {provider} failed to initialise (CUDA / cuDNN / TensorRT "
+                f"libraries missing or no GPU?); onnxruntime fell back to {', '.join(used)}"
+            )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        # The per-call path: the bound ``session.run`` itself on CPU (no wrapper frame),
+        # IOBinding on CUDA.
+        self.run = self._run_iobinding if backend == "ort-cuda" else self.session.run
+
+    def _providers(self, backend: str, config: SessionConfig) -> list[Any]:
+        if backend == "ort-cpu":
+            return ["CPUExecutionProvider"]
+        cuda = ("CUDAExecutionProvider", {"device_id": config.device_id})
+        if backend == "ort-cuda":
+            return [cuda, "CPUExecutionProvider"]
+        return [("TensorrtExecutionProvider", self._trt_options(config)), cuda,
+                "CPUExecutionProvider"]
+
+    def _trt_options(self, config: SessionConfig) -> dict[str, Any]:
+        # One cache folder per graph content, so a changed bundle never reuses a stale engine.
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        root = Path(config.cache_dir or os.environ.get("METAAE_EDGE_CACHE")
+                    or Path.home() / ".cache" / "metaae-edge" / "trt")
+        cache = root / digest
+        cache.mkdir(parents=True, exist_ok=True)
+        opts: dict[str, Any] = {
+            "device_id": config.device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+        }
+        if self._profile is not None:
+            # A [1, max_batch] profile for the dynamic batch axis; without one TensorRT
+            # rebuilds the engine whenever a larger batch than seen before arrives.
+            name, width = self._profile
+            opts.update(trt_profile_options(name, width, config.max_batch or 4096))
+        return opts
+
+    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the graph; ``outputs=None`` returns every output in graph order.
+
+        (Replaced per instance in ``__init__`` by the backend's fastest path.)
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    def _run_iobinding(self, outputs: list[str] | None,
+                       feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        # Copy the input to the GPU once and let ORT allocate outputs there; a fresh
+        # binding per call keeps concurrent calls independent.
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        for name in outputs or self.output_names:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+
+def trt_profile_options(input_name: str, width: int, max_batch: int) -> dict[str, str]:
+    """TensorRT EP optimisation-profile options for a [batch, width] input."""
+    opt = min(max_batch, 64)
+    return {
+        "trt_profile_min_shapes": f"{input_name}:1x{width}",
+        "trt_profile_opt_shapes": f"{input_name}:{opt}x{width}",
+        "trt_profile_max_shapes": f"{input_name}:{max_batch}x{width}",
+    }
+
+
+def _native_tensorrt(path: Path, config: SessionConfig) -> Any:
+    require("tensorrt", _EXTRA["tensorrt"])
+    # The engine builder lives in exporters/tensorrt.py (its own issue); until a bundle
+    # carries an engine for this GPU there is nothing for a native runner to load.
+    raise BackendUnavailableError(
+        "backend tensorrt needs a TensorRT engine built for this GPU inside the bundle and "
+        "this bundle has none; use --backend ort-trt (builds and caches an engine) instead"
+    )
+
+
+def create_runner(
+    backend: str, path: Path, config: SessionConfig,
+    profile: tuple[str, int] | None = None,
+) -> OrtRunner:
+    """Open ``path`` with one concrete backend (not ``auto``).
+
+    Args:
+        backend: one of :data:`BACKENDS`.
+        path: the ONNX graph.
+        config: session options.
+        profile: (input name, feature width) for the TensorRT optimisation profile.
+    """
+    if backend not in BACKENDS:
+        raise BackendUnavailableError(
+            f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}"
+        )
+    if backend == "tensorrt":
+        return _native_tensorrt(path, config)
+    return OrtRunner(path, backend, config, profile)

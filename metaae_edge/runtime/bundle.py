@@ -1,0 +1,278 @@
+"""Load and verify a bundle directory (torch-free).
+
+A bundle is a directory holding ``manifest.json`` plus the ONNX graphs (and later engines)
+the manifest lists, each with its sha256. :func:`load_bundle` refuses anything that does not
+add up, with one line saying what is wrong: a missing or unparsable manifest, a schema
+newer than this package, a path leaving the bundle, a missing, truncated or tampered file,
+input metadata that disagrees with the architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+
+from ..errors import BundleError, SpecError
+from ..spec import ArchSpec
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MANIFEST_NAME",
+    "ROLES",
+    "PRECISIONS",
+    "BundleFile",
+    "Bundle",
+    "load_bundle",
+    "sha256_file",
+    "package_version",
+]
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ROLES: tuple[str, ...] = ("autoencoder", "encoder", "decoder")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+
+def package_version() -> str:
+    """This package's version (``0+unknown`` when running from an uninstalled tree)."""
+    pkg = importlib.import_module("metaae_edge")
+    version = getattr(pkg, "__version__", None)
+    if version:
+        return str(version)
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("metaae-edge")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large engines do not fill memory."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """One file the manifest lists."""
+
+    path: str
+    role: str
+    precision: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded (and, with ``verify=True``, hash-checked) bundle.
+
+    Attributes:
+        root: the bundle directory (resolved).
+        manifest: the parsed manifest.json.
+        spec: the architecture.
+        normalization: ``{"mean": float32 (D,), "std": float32 (D,)}``, raw -> model space.
+        threshold: the anomaly threshold dict (``value``, ``fpr``, ``method``...) or None.
+        files: every listed file.
+        verified: whether sha256 hashes were checked.
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+    spec: ArchSpec
+    normalization: dict[str, np.ndarray]
+    threshold: dict[str, Any] | None
+    files: tuple[BundleFile, ...]
+    verified: bool = True
+
+    @property
+    def input_dim(self) -> int:
+        return self.spec.input_dim
+
+    @property
+    def latent_dim(self) -> int:
+        return self.spec.latent_dim
+
+    @property
+    def objective(self) -> str:
+        return str(self.manifest.get("objective", "reconstruct"))
+
+    def precisions(self, role: str = "autoencoder") -> list[str]:
+        """Precisions available for ``role``."""
+        return [f.precision for f in self.files if f.role == role]
+
+    def path_for(self, role: str, precision: str = "fp32") -> Path:
+        """Absolute path of the graph with ``role`` and ``precision``.
+
+        Raises:
+            BundleError: the bundle has no such graph (the message lists what it has).
+        """
+        for f in self.files:
+            if f.role == role and f.precision == precision:
+                return self.root / f.path
+        have = ", ".join(f"{f.role}/{f.precision}" for f in self.files) or "none"
+        raise BundleError(
+            f"bundle {self.root} has no {precision} {role} graph (it has: {have})"
+        )
+
+
+def _fail(root: Path, what: str) -> BundleError:
+    return BundleError(f"bundle {root}: {what}")
+
+
+def _safe_path(root: Path, rel: Any) -> Path:
+    """Resolve a manifest path, refusing anything that could leave the bundle."""
+    if not isinstance(rel, str) or not rel:
+        raise _fail(root, f"file path must be a non-empty string, got {rel!r}")
+    posix, win = PurePosixPath(rel), PureWindowsPath(rel)
+    if posix.is_absolute() or win.is_absolute() or win.drive or rel.startswith(("/", "\\")):
+        raise _fail(root, f"manifest path {rel!r} is absolute; paths must stay inside the bundle")
+    if ".." in posix.parts or ".." in win.parts:
+        raise _fail(root, f"manifest path {rel!r} contains '..'; paths must stay inside the bundle")
+    full = (root / rel).resolve()
+    # resolve() follows symlinks, so this also catches a link pointing outside the bundle.
+    if not full.is_relative_to(root):
+        raise _fail(root, f"manifest path {rel!r} leads outside the bundle (symlink?)")
+    return full
+
+
+def _files(root: Path, manifest: dict[str, Any], verify: bool) -> tuple[BundleFile, ...]:
+    entries = manifest.get("files")
+    if not isinstance(entries, list) or not entries:
+        raise _fail(root, "manifest lists no files")
+    out, seen = [], set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise _fail(root, f"files[{i}] must be an object, got {type(entry).__name__}")
+        try:
+            bf = BundleFile(
+                path=entry["path"], role=str(entry["role"]),
+                precision=str(entry.get("precision", "fp32")),
+                sha256=str(entry["sha256"]).lower(), bytes=int(entry["bytes"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _fail(root, f"files[{i}] is malformed ({exc!r}); expected path, role, "
+                              "precision, sha256, bytes") from None
+        full = _safe_path(root, bf.path)
+        if (bf.role, bf.precision) in seen and bf.role in ROLES:
+            raise _fail(root, f"files lists {bf.role}/{bf.precision} twice")
+        seen.add((bf.role, bf.precision))
+        if not full.is_file():
+            raise _fail(root, f"file {bf.path} listed in the manifest is missing; "
+                              "the bundle is incomplete, re-export it")
+        size = full.stat().st_size
+        if size != bf.bytes:
+            raise _fail(root, f"file {bf.path} has {size} bytes, the manifest says {bf.bytes} "
+                              "(truncated or modified); re-export the bundle")
+        if verify and sha256_file(full) != bf.sha256:
+            raise _fail(root, f"sha256 of {bf.path} does not match the manifest (corrupt or "
+                              "tampered with); re-export the bundle")
+        out.append(bf)
+    if ("autoencoder", "fp32") not in seen:
+        raise _fail(root, "manifest lists no fp32 autoencoder graph")
+    return tuple(out)
+
+
+def _vector(root: Path, norm: Any, key: str, dim: int) -> np.ndarray:
+    try:
+        arr = np.asarray(norm[key], dtype=np.float32)
+    except (KeyError, TypeError, ValueError):
+        raise _fail(root, f"normalization.{key} is missing or not a list of numbers") from None
+    if arr.shape != (dim,):
+        raise _fail(root, f"normalization.{key} has shape {arr.shape}, expected ({dim},)")
+    if not np.all(np.isfinite(arr)):
+        raise _fail(root, f"normalization.{key} contains NaN/Inf")
+    return arr
+
+
+def _check_input(root: Path, manifest: dict[str, Any], spec: ArchSpec) -> None:
+    inp = manifest.get("input")
+    if not isinstance(inp, dict):
+        raise _fail(root, "manifest has no 'input' section")
+    shape, dtype = inp.get("shape"), inp.get("dtype")
+    if shape != [None, spec.input_dim]:
+        raise _fail(root, f"input.shape is {shape}, expected [null, {spec.input_dim}] "
+                          "for this architecture")
+    if dtype != "float32":
+        raise _fail(root, f"input.dtype is {dtype!r}, expected 'float32'")
+
+
+def _threshold(root: Path, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "value" not in value:
+        raise _fail(root, "threshold must be null or an object with a 'value'")
+    v = value["value"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _fail(root, f"threshold.value must be a finite number, got {v!r}")
+    return dict(value)
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Load a bundle directory and check it is complete and untampered.
+
+    Args:
+        path: the bundle directory.
+        verify: also check every file's sha256 (sizes and paths are always checked).
+
+    Returns:
+        The loaded :class:`Bundle`.
+
+    Raises:
+        BundleError: one line naming the first problem found.
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise BundleError(f"bundle {root} does not exist")
+    if not root.is_dir():
+        raise BundleError(f"bundle {root} is not a directory (a bundle is the folder "
+                          "adapt-and-export wrote)")
+    root = root.resolve()
+    mpath = root / MANIFEST_NAME
+    if not mpath.is_file():
+        raise _fail(root, f"no {MANIFEST_NAME}; is this a bundle directory?")
+    if not mpath.resolve().is_relative_to(root):
+        raise _fail(root, f"{MANIFEST_NAME} is a link to outside the bundle")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(root, f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise _fail(root, f"{MANIFEST_NAME} must hold a JSON object")
+    version = manifest.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _fail(root, f"schema_version must be a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle schema_version {version} is newer than this metaae-edge supports "
+            f"({SCHEMA_VERSION}); upgrade metaae-edge"
+        )
+    try:
+        spec = ArchSpec.from_dict(manifest.get("arch"))
+    except SpecError as exc:
+        raise _fail(root, f"invalid architecture in manifest: {exc}") from None
+    _check_input(root, manifest, spec)
+    norm = manifest.get("normalization")
+    if not isinstance(norm, dict):
+        raise _fail(root, "manifest has no 'normalization' section")
+    mean = _vector(root, norm, "mean", spec.input_dim)
+    std = _vector(root, norm, "std", spec.input_dim)
+    if np.any(std <= 0):
+        raise _fail(root, "normalization.std must be positive")
+    threshold = _threshold(root, manifest.get("threshold"))
+    files = _files(root, manifest, verify)
+    return Bundle(root=root, manifest=manifest, spec=spec,
+                  normalization={"mean": mean, "std": std}, threshold=threshold,
+                  files=files, verified=verify)
