@@ -82,7 +82,7 @@ class ArchSpec:
             n *= d
         return n
 
-    def validate(self) -> "ArchSpec":
+    def validate(self) -> ArchSpec:
         """Check every field; raise :class:`SpecError` naming the first bad one."""
         if self.backbone not in BACKBONES:
             raise SpecError(
@@ -157,7 +157,7 @@ class ArchSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ArchSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ArchSpec:
         if not isinstance(d, dict):
             raise SpecError(f"an ArchSpec must be a JSON object, got {type(d).__name__}")
         known = {"input_shape", "encoder", "latent_dim", "decoder", "backbone",
@@ -189,7 +189,7 @@ class ArchSpec:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchSpec":
+    def from_json(cls, text: str) -> ArchSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -228,7 +228,7 @@ class SupernetConfig:
     def max_latent(self) -> int:
         return max(self.latent_choices)
 
-    def validate(self) -> "SupernetConfig":
+    def validate(self) -> SupernetConfig:
         if self.backbone not in BACKBONES:
             raise SpecError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         _positive_int("max_input_dim", self.max_input_dim)
@@ -255,7 +255,7 @@ class SupernetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SupernetConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SupernetConfig:
         try:
             return cls(**d).validate()
         except TypeError as exc:

@@ -3,8 +3,15 @@
 from .compact import CompactAE
 from .mlp import MLPSupernet, arch_probs, discretize, extract, supernet_param_names
 
-__all__ = ["CompactAE", "MLPSupernet", "arch_probs", "discretize", "extract",
-           "supernet_param_names", "create_supernet"]
+__all__ = [
+    "CompactAE",
+    "MLPSupernet",
+    "arch_probs",
+    "create_supernet",
+    "discretize",
+    "extract",
+    "supernet_param_names",
+]
 
 
 def create_supernet(cfg=None) -> MLPSupernet:

@@ -1,0 +1,162 @@
+"""Meta-checkpoints: one safetensors file whose header carries the JSON metadata.
+
+Tensors: ``model.<param>`` (meta-weights and ``arch.*`` logits) and ``opt.<i>.<key>``
+(outer-optimiser state, for ``--resume``). Metadata (``__metadata__["metaae"]``): format and
+version, supernet config, family and its options, meta and inner configs, step, metric
+history. Never pickled; written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..spec import SupernetConfig
+
+__all__ = [
+    "Checkpoint",
+    "builtin_checkpoints",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
+
+FORMAT = "metaae-edge/meta-checkpoint"
+VERSION = 1
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to adapt from, or resume, a meta-training run."""
+
+    supernet: SupernetConfig
+    state: dict[str, torch.Tensor]
+    family: str
+    family_options: dict[str, Any] = field(default_factory=dict)
+    meta_config: dict[str, Any] = field(default_factory=dict)
+    inner_config: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer_meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "supernet": self.supernet.to_dict(),
+            "family": self.family,
+            "family_options": self.family_options,
+            "meta_config": self.meta_config,
+            "inner_config": self.inner_config,
+            "step": self.step,
+            "metrics": self.metrics,
+            "optimizer_meta": self.optimizer_meta,
+        }
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` atomically (temporary file in the same directory, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.state.items()}
+    tensors.update({f"opt.{k}": v.detach().cpu().contiguous() for k, v in ckpt.optimizer.items()})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"metaae": json.dumps(ckpt.metadata())})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is not a secret
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def builtin_checkpoints() -> dict[str, Path]:
+    """Names of the checkpoints shipped inside the package -> their paths."""
+    root = resources.files("metaae_edge") / "checkpoints"
+    out = {}
+    for entry in root.iterdir():
+        if entry.name.endswith(".safetensors"):
+            out[entry.name[: -len(".safetensors")]] = Path(str(entry))
+    return dict(sorted(out.items()))
+
+
+def resolve_checkpoint(ref: str | Path) -> Path:
+    """A path, or ``builtin:NAME`` for a checkpoint shipped with the package."""
+    ref_s = str(ref)
+    if ref_s.startswith(BUILTIN_PREFIX):
+        name = ref_s[len(BUILTIN_PREFIX):]
+        shipped = builtin_checkpoints()
+        if name not in shipped:
+            raise CheckpointError(
+                f"no built-in checkpoint {name!r}; shipped: "
+                f"{', '.join(BUILTIN_PREFIX + n for n in shipped) or 'none'}"
+            )
+        return shipped[name]
+    path = Path(ref_s)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {ref_s!r} not found; give a file written by `metaae-edge meta-train` "
+            f"or builtin:NAME"
+        )
+    return path
+
+
+def load_checkpoint(ref: str | Path) -> Checkpoint:
+    """Load and validate a checkpoint; any damage raises :class:`CheckpointError`."""
+    from safetensors import safe_open
+
+    path = resolve_checkpoint(ref)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta_raw = (f.metadata() or {}).get("metaae")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); re-create it"
+        ) from None
+    if meta_raw is None:
+        raise CheckpointError(f"{path} is a safetensors file but not a metaae-edge checkpoint")
+    try:
+        meta = json.loads(meta_raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"checkpoint {path} has corrupt metadata; re-create it") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a metaae-edge meta-checkpoint")
+    if int(meta.get("version", 0)) > VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has version {meta['version']}, newer than this metaae-edge "
+            f"supports ({VERSION}); upgrade metaae-edge"
+        )
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    opt = {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
+    return Checkpoint(
+        supernet=SupernetConfig.from_dict(meta["supernet"]),
+        state=state,
+        family=meta.get("family", ""),
+        family_options=meta.get("family_options", {}),
+        meta_config=meta.get("meta_config", {}),
+        inner_config=meta.get("inner_config", {}),
+        step=int(meta.get("step", 0)),
+        metrics=meta.get("metrics", []),
+        optimizer=opt,
+        optimizer_meta=meta.get("optimizer_meta", {}),
+        source=str(ref),
+    )

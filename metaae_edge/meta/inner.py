@@ -1,0 +1,174 @@
+"""The task-level inner loop shared by meta-training and adaptation (pure ``torch.func``).
+
+Parameters travel as ``{name: tensor}`` dicts through :func:`torch.func.functional_call`;
+the optimiser (Adam or SGD) is a pure function of those dicts, so the same loop serves
+first-order learners (detached between steps) and second-order MAML (differentiated
+through, via nested :func:`torch.func.grad`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+from ..space.mlp import ARCH_PREFIX, MLPSupernet, arch_probs
+from ..tasks.base import Task
+
+__all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "task_loss", "tau_at"]
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InnerConfig:
+    """How one task is adapted (the same settings at meta-train and at adapt time)."""
+
+    steps: int = 10
+    lr_w: float = 1e-2
+    lr_a: float = 0.1
+    optimizer: str = "adam"  # adam | sgd
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    resource_lambda: float = 0.0
+    adapt_weights: bool = True
+    adapt_alpha: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TaskBatch:
+    """A task's data in model space, as tensors: what the inner and outer losses read."""
+
+    support_in: torch.Tensor
+    support_target: torch.Tensor
+    query_in: torch.Tensor
+    query_target: torch.Tensor
+    loss: str
+    input_dim: int
+
+
+def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0) -> TaskBatch:
+    """Normalise a task with its support statistics and apply denoising corruption."""
+    norm = task.normalizer()
+    s, q = norm.transform(task.support), norm.transform(task.query)
+    s_in, q_in = s, q
+    if task.objective == "denoise" and task.noise is not None:
+        rng = np.random.default_rng(seed)
+        s_in, q_in = task.noise.apply(s, rng), task.noise.apply(q, rng)
+    if task.objective == "anomaly" and task.query_labels is not None:
+        # The query loss of an anomaly task is judged on its normal samples only.
+        keep = np.asarray(task.query_labels) == 0
+        q, q_in = q[keep], q_in[keep]
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
+
+    return TaskBatch(t(s_in), t(s), t(q_in), t(q), task.loss, task.input_dim)
+
+
+def tau_at(cfg: InnerConfig, step: int, steps: int | None = None) -> float:
+    """Geometric temperature annealing from ``tau_start`` to ``tau_end`` over the steps."""
+    n = cfg.steps if steps is None else steps
+    if n <= 1:
+        return cfg.tau_end
+    frac = min(step / (n - 1), 1.0)
+    return float(cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** frac)
+
+
+def task_loss(
+    model: MLPSupernet,
+    params: Params,
+    x_in: torch.Tensor,
+    target: torch.Tensor,
+    loss_kind: str,
+    tau: float,
+    mode: str = "softmax",
+    resource_lambda: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Reconstruction loss of the supernet at ``params`` (+ optional expected-cost penalty)."""
+    alpha = {k[len(ARCH_PREFIX):]: v for k, v in params.items() if k.startswith(ARCH_PREFIX)}
+    probs = arch_probs(alpha, tau=tau, mode=mode, generator=generator)
+    recon, _ = functional_call(model, params, (x_in, probs))
+    if loss_kind == "bce":
+        loss = F.binary_cross_entropy_with_logits(recon, target)
+    else:
+        loss = F.mse_loss(recon, target)
+    if resource_lambda:
+        d = x_in.shape[-1]
+        loss = loss + resource_lambda * model.expected_macs(probs, d) / model.max_macs(d)
+    return loss
+
+
+def inner_loop(
+    model: MLPSupernet,
+    params: Params,
+    batch: TaskBatch,
+    cfg: InnerConfig,
+    *,
+    mode: str = "softmax",
+    first_order: bool = True,
+    generator: torch.Generator | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Params:
+    """Adapt ``params`` to the task's support set for ``cfg.steps`` steps.
+
+    Args:
+        model: the supernet (only its structure is used; weights come from ``params``).
+        params: starting weights and ``arch.*`` logits.
+        batch: the task in model space.
+        cfg: step sizes, optimiser, temperature schedule, resource penalty.
+        mode: ``softmax`` (annealed) or ``gumbel`` (sampled sub-networks, warm-up).
+        first_order: detach between steps (Reptile / FOMAML / adaptation); False keeps the
+            graph for second-order MAML (memory grows linearly with steps).
+        generator: RNG for Gumbel noise.
+        on_step: called with (step, support loss) after each step.
+    """
+    lrs = {
+        k: (cfg.lr_a if k.startswith(ARCH_PREFIX) else cfg.lr_w) for k in params
+    }
+    trainable = {
+        k: (cfg.adapt_alpha if k.startswith(ARCH_PREFIX) else cfg.adapt_weights) for k in params
+    }
+    state: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    p = dict(params)
+    for step in range(cfg.steps):
+        tau = tau_at(cfg, step)
+
+        def loss_fn(q: Params) -> torch.Tensor:
+            return task_loss(model, q, batch.support_in, batch.support_target, batch.loss,
+                             tau, mode, cfg.resource_lambda, generator)
+
+        grads = grad(loss_fn)(p)
+        if on_step is not None:
+            with torch.no_grad():
+                on_step(step, float(loss_fn(p)))
+        new = {}
+        for k, v in p.items():
+            g = grads[k]
+            if not trainable[k]:
+                new[k] = v
+                continue
+            if first_order:
+                g = g.detach()
+            if cfg.optimizer == "sgd":
+                new[k] = v - lrs[k] * g
+            else:
+                m, s = state.get(k, (torch.zeros_like(v), torch.zeros_like(v)))
+                m = 0.9 * m + 0.1 * g
+                s = 0.999 * s + 0.001 * g * g
+                state[k] = (m, s)
+                t = step + 1
+                m_hat, s_hat = m / (1 - 0.9**t), s / (1 - 0.999**t)
+                new[k] = v - lrs[k] * m_hat / (s_hat.sqrt() + 1e-8)
+            if first_order:
+                new[k] = new[k].detach()
+        p = new
+    return p

@@ -1,0 +1,255 @@
+"""Gradient-based meta-learners over weights and architecture (MetaNAS recipe).
+
+* ``reptile``: move the meta-parameters towards each task's adapted parameters;
+* ``fomaml``: first-order MAML, the query-loss gradient at the adapted parameters;
+* ``maml``: second-order MAML, differentiating through the inner loop with nested
+  :func:`torch.func.grad` (SGD inner loop; memory grows linearly with inner steps, so the
+  inner steps are capped at :data:`MAML_MAX_INNER_STEPS`).
+
+Weights and ``alpha`` get separate outer step sizes; the first ``warmup_steps`` meta-steps
+train weights only, on Gumbel-sampled sub-networks so every path gets trained; the inner
+temperature is annealed over the inner steps so that adapted weights already work under
+a (nearly) hard architecture; an optional resource penalty ``lambda * E[MACs]`` steers
+``alpha`` towards small networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import grad
+
+from ..errors import SpecError
+from ..space.mlp import ARCH_PREFIX, MLPSupernet
+from ..spec import SupernetConfig
+from ..tasks.base import TaskFamily
+from .checkpoint import Checkpoint
+from .inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
+
+__all__ = ["ALGORITHMS", "MetaConfig", "MetaTrainer", "evaluate_adaptation"]
+
+ALGORITHMS = ("reptile", "fomaml", "maml")
+MAML_MAX_INNER_STEPS = 10
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """Outer-loop settings of a meta-training run."""
+
+    algorithm: str = "reptile"
+    meta_steps: int = 600
+    meta_batch: int = 4
+    outer_lr_w: float = 1e-3
+    outer_lr_a: float = 3e-3
+    warmup_steps: int = 150
+    val_every: int = 100
+    val_tasks: int = 8
+    objective: str = "reconstruct"
+    seed: int = 0
+    device: str = "cpu"
+    inner: InnerConfig = field(default_factory=InnerConfig)
+
+    def validate(self) -> MetaConfig:
+        if self.algorithm not in ALGORITHMS:
+            raise SpecError(
+                f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}"
+            )
+        for name in ("meta_steps", "meta_batch", "val_every"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.inner.steps < 1:
+            raise SpecError(f"inner steps must be >= 1, got {self.inner.steps}")
+        if self.algorithm == "maml" and self.inner.steps > MAML_MAX_INNER_STEPS:
+            raise SpecError(
+                f"second-order MAML keeps every inner step's graph in memory; use at most "
+                f"{MAML_MAX_INNER_STEPS} inner steps (got {self.inner.steps}) or --algorithm fomaml"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inner"] = self.inner.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MetaConfig:
+        d = dict(d)
+        inner = InnerConfig(**d.pop("inner", {}))
+        return cls(inner=inner, **d)
+
+
+def _params(model: MLPSupernet) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@torch.no_grad()
+def _query_loss(model: MLPSupernet, params, batch: TaskBatch, tau: float, mode: str) -> float:
+    return float(task_loss(model, params, batch.query_in, batch.query_target, batch.loss,
+                           tau, mode))
+
+
+def evaluate_adaptation(
+    model: MLPSupernet, params, batches: list[TaskBatch], inner: InnerConfig
+) -> dict[str, float]:
+    """Adapt to each task and report the mean query loss, relaxed and discretised."""
+    relaxed, hard = [], []
+    for b in batches:
+        adapted = inner_loop(model, params, b, inner)
+        relaxed.append(_query_loss(model, adapted, b, inner.tau_end, "softmax"))
+        hard.append(_query_loss(model, adapted, b, inner.tau_end, "hard"))
+    return {"query_loss": float(np.mean(relaxed)), "query_loss_hard": float(np.mean(hard))}
+
+
+class MetaTrainer:
+    """Meta-trains an :class:`MLPSupernet` over a task family.
+
+    Args:
+        family: the task distribution (train and val splits are used).
+        cfg: outer-loop settings.
+        supernet: search space; default :class:`SupernetConfig` with the family's
+            ``max_input_dim`` raised to at least 128.
+        resume: a checkpoint to continue from (same family and configs).
+    """
+
+    def __init__(
+        self,
+        family: TaskFamily,
+        cfg: MetaConfig,
+        supernet: SupernetConfig | None = None,
+        resume: Checkpoint | None = None,
+        family_options: dict[str, Any] | None = None,
+    ):
+        self.family, self.cfg = family, cfg.validate()
+        self.family_options = dict(family_options or {})
+        if resume is not None:
+            supernet = resume.supernet
+        self.supernet_cfg = supernet or SupernetConfig()
+        torch.manual_seed(cfg.seed)
+        self.model = MLPSupernet(self.supernet_cfg).to(cfg.device)
+        w_params = [p for n, p in self.model.named_parameters() if not n.startswith(ARCH_PREFIX)]
+        a_params = list(self.model.arch.parameters())
+        self.opt = torch.optim.Adam(
+            [{"params": w_params, "lr": cfg.outer_lr_w}, {"params": a_params, "lr": cfg.outer_lr_a}]
+        )
+        self.step = 0
+        self.metrics: list[dict[str, Any]] = []
+        if resume is not None:
+            self._restore(resume)
+        self._val = [
+            make_batch(family.sample("val", i, objective=cfg.objective), cfg.device, seed=i)
+            for i in range(cfg.val_tasks)
+        ]
+
+    # -- state ------------------------------------------------------------------------
+    def _restore(self, ckpt: Checkpoint) -> None:
+        self.model.load_state_dict({k: v.to(self.cfg.device) for k, v in ckpt.state.items()})
+        names = [n for n, _ in self.model.named_parameters()]
+        for i, name in enumerate(names):
+            if f"{i}.exp_avg" in ckpt.optimizer:
+                p = dict(self.model.named_parameters())[name]
+                self.opt.state[p] = {
+                    "step": torch.tensor(float(ckpt.optimizer_meta.get("step", ckpt.step))),
+                    "exp_avg": ckpt.optimizer[f"{i}.exp_avg"].to(self.cfg.device),
+                    "exp_avg_sq": ckpt.optimizer[f"{i}.exp_avg_sq"].to(self.cfg.device),
+                }
+        self.step, self.metrics = ckpt.step, list(ckpt.metrics)
+
+    def checkpoint(self) -> Checkpoint:
+        """The current state as a :class:`Checkpoint` (resumable)."""
+        opt: dict[str, torch.Tensor] = {}
+        step = 0
+        for i, (_, p) in enumerate(self.model.named_parameters()):
+            st = self.opt.state.get(p)
+            if st:
+                opt[f"{i}.exp_avg"], opt[f"{i}.exp_avg_sq"] = st["exp_avg"], st["exp_avg_sq"]
+                step = int(st["step"])
+        return Checkpoint(
+            supernet=self.supernet_cfg,
+            state={k: v.detach() for k, v in self.model.state_dict().items()},
+            family=self.family.name,
+            family_options=self.family_options,
+            meta_config=self.cfg.to_dict(),
+            inner_config=self.cfg.inner.to_dict(),
+            step=self.step,
+            metrics=self.metrics,
+            optimizer=opt,
+            optimizer_meta={"step": step},
+        )
+
+    # -- one meta-step ----------------------------------------------------------------
+    def _task_grad(self, params, batch: TaskBatch, warm: bool, gen: torch.Generator):
+        cfg, inner = self.cfg, self.cfg.inner
+        if warm:  # weights only, on sampled sub-networks
+            inner = replace(inner, adapt_alpha=False)
+        mode = "gumbel" if warm else "softmax"
+        if cfg.algorithm == "maml":
+            inner = replace(inner, optimizer="sgd")
+
+            def outer(p):
+                adapted = inner_loop(self.model, p, batch, inner, mode=mode, first_order=False,
+                                     generator=gen)
+                return task_loss(self.model, adapted, batch.query_in, batch.query_target,
+                                 batch.loss, inner.tau_end, mode, inner.resource_lambda, gen)
+
+            g = grad(outer)(params)
+            adapted = None
+        else:
+            adapted = inner_loop(self.model, params, batch, inner, mode=mode, generator=gen)
+            if cfg.algorithm == "reptile":
+                g = {k: params[k] - adapted[k] for k in params}
+            else:
+                g = grad(lambda p: task_loss(self.model, p, batch.query_in, batch.query_target,
+                                             batch.loss, inner.tau_end, mode,
+                                             inner.resource_lambda, gen))(adapted)
+        return g, adapted
+
+    def train_step(self) -> dict[str, float]:
+        """One outer update over ``meta_batch`` freshly sampled training tasks."""
+        cfg = self.cfg
+        warm = self.step < cfg.warmup_steps
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        params = _params(self.model)
+        total = {k: torch.zeros_like(v) for k, v in params.items()}
+        losses = []
+        for b in range(cfg.meta_batch):
+            index = self.step * cfg.meta_batch + b
+            task = self.family.sample("train", index, objective=cfg.objective)
+            batch = make_batch(task, cfg.device, seed=index)
+            g, adapted = self._task_grad(params, batch, warm, gen)
+            for k in total:
+                total[k] += g[k].detach() / cfg.meta_batch
+            if adapted is not None:
+                losses.append(_query_loss(self.model, adapted, batch, cfg.inner.tau_end,
+                                          "gumbel" if warm else "softmax"))
+        self.opt.zero_grad(set_to_none=True)
+        for name, p in self.model.named_parameters():
+            if warm and name.startswith(ARCH_PREFIX):
+                continue  # alpha frozen during warm-up
+            p.grad = total[name]
+        self.opt.step()
+        self.step += 1
+        out = {"step": self.step, "train_query_loss": float(np.mean(losses)) if losses else float("nan")}
+        if self.step % cfg.val_every == 0 or self.step == cfg.meta_steps:
+            out.update({f"val_{k}": v for k, v in self.validate().items()})
+            self.metrics.append(out)
+        return out
+
+    def validate(self) -> dict[str, float]:
+        """Mean query loss after adaptation on the meta-validation tasks."""
+        return evaluate_adaptation(self.model, _params(self.model), self._val, self.cfg.inner)
+
+    def train(self, on_step: Callable[[dict[str, float]], None] | None = None,
+              on_checkpoint: Callable[[MetaTrainer], None] | None = None,
+              checkpoint_every: int = 0) -> list[dict[str, Any]]:
+        """Run until ``meta_steps``; returns the metric history."""
+        while self.step < self.cfg.meta_steps:
+            m = self.train_step()
+            if on_step:
+                on_step(m)
+            if on_checkpoint and checkpoint_every and self.step % checkpoint_every == 0:
+                on_checkpoint(self)
+        return self.metrics
