@@ -16,6 +16,7 @@ __all__ = [
     "BackendUnavailableError",
     "ExportError",
     "ParityError",
+    "AccuracyGateError",
     "InputError",
 ]
 
@@ -50,6 +51,18 @@ class ExportError(MetaAEError):
 
 class ParityError(ExportError):
     """An exported graph does not match its torch reference within tolerance."""
+
+
+class AccuracyGateError(ExportError):
+    """A reduced-precision graph (FP16 / INT8) lost more task quality than the budget allows.
+
+    Attributes:
+        attempts: one dict per tried exclusion set (excluded layers, relative drop).
+    """
+
+    def __init__(self, message: str, attempts: list | None = None):
+        super().__init__(message)
+        self.attempts = list(attempts or [])
 
 
 class InputError(MetaAEError, ValueError):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from ..errors import BundleError, DataError
+from ..errors import AccuracyGateError, BundleError, DataError
 from ._common import console, progress, require_torch
 
-SUPPORTED_PRECISIONS = ("fp32",)
+SUPPORTED_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _load_task(data: Path | None, task: str | None, objective: str, noise: str | None,
@@ -60,7 +60,12 @@ def adapt_and_export_cmd(
     finetune_steps: int = typer.Option(30, help="Fine-tuning steps of the frozen compact network."),
     fpr: float = typer.Option(0.01, help="Target false-positive rate of the anomaly threshold."),
     holdout: float = typer.Option(0.2, help="Fraction of normal data held out for the threshold."),
-    precision: str = typer.Option("fp32", help="Graph precisions to export (fp32)."),
+    precision: str = typer.Option("fp32", help="Graph precisions, e.g. fp32,fp16,int8 "
+                                  "(reduced ones are gated against fp32)."),
+    calib_samples: int = typer.Option(256, help="INT8 calibration samples (support set)."),
+    calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile."),
+    max_quality_drop: float = typer.Option(0.02, help="Allowed relative quality drop vs fp32."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build TensorRT engines."),
     seed: int = typer.Option(0, help="Seed (same seed, same bundle)."),
     device: str = typer.Option("cpu", help="cpu | cuda for adaptation."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
@@ -103,6 +108,30 @@ def adapt_and_export_cmd(
     )
     from ..runtime import load_bundle
 
+    refused: list[str] = []
+    for p in (p for p in wanted if p != "fp32"):
+        from ..exporters.precision import add_precision
+
+        labels = t.query_labels if objective == "anomaly" else None
+        try:
+            rep = add_precision(bundle, p, t.support, t.query, labels=labels,
+                                method=calib_method, calib_samples=calib_samples,
+                                max_quality_drop=max_quality_drop, seed=seed,
+                                threshold_data=hold,
+                                log=lambda line: console.print(line, highlight=False))
+        except AccuracyGateError as exc:  # keep the bundle (fp32 + what passed), say why
+            refused.append(f"{p}: {exc}")
+            console.print(f"  [red]{p} refused[/red]: {exc}")
+            continue
+        console.print(f"  {p}: quality drop {100 * rep['relative_drop']:.2f}% "
+                      f"(budget {100 * max_quality_drop:g}%)")
+    wanted = [p for p in wanted if not any(r.startswith(f"{p}:") for r in refused)]
+    if tensorrt:
+        from ..exporters.tensorrt import build_engine
+
+        for p in wanted:
+            build_engine(load_bundle(bundle).path_for("autoencoder", p), bundle / "engines",
+                         precision=p)
     manifest = load_bundle(bundle).manifest
     console.print(f"[bold]architecture[/bold]  {result.spec.describe()}")
     console.print(f"  params {result.spec.param_count():,}  MACs/sample {result.spec.macs():,}")
@@ -122,6 +151,12 @@ def adapt_and_export_cmd(
     size = sum(f["bytes"] for f in manifest["files"])
     console.print(f"  bundle {bundle} ({size / 1024:.1f} KiB) in {time.perf_counter() - t0:.1f}s")
     typer.echo(str(bundle))
+    if refused:
+        raise AccuracyGateError(
+            f"bundle {bundle} was written without {', '.join(r.split(':')[0] for r in refused)}"
+            f" (over the {100 * max_quality_drop:g}% quality budget; see above); raise "
+            f"--max-quality-drop or --calib-samples, or add it later with `metaae-edge calibrate`"
+        )
 
 
 def register(app: typer.Typer) -> None:

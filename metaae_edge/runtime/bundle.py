@@ -113,6 +113,16 @@ class Bundle:
         """Precisions available for ``role``."""
         return [f.precision for f in self.files if f.role == role]
 
+    def threshold_for(self, precision: str = "fp32") -> dict[str, Any] | None:
+        """The anomaly threshold calibrated with ``precision``'s graph (scores shift with
+        precision); falls back to the fp32 threshold for bundles written before
+        per-precision thresholds existed.
+        """
+        per = self.manifest.get("thresholds")
+        if isinstance(per, dict) and precision in per:
+            return _threshold(self.root, per[precision])
+        return self.threshold
+
     def path_for(self, role: str, precision: str = "fp32") -> Path:
         """Absolute path of the graph with ``role`` and ``precision``.
 
@@ -123,8 +133,10 @@ class Bundle:
             if f.role == role and f.precision == precision:
                 return self.root / f.path
         have = ", ".join(f"{f.role}/{f.precision}" for f in self.files) or "none"
+        hint = (f"; add it with metaae-edge calibrate {self.root} --precision {precision}"
+                if precision != "fp32" else "")
         raise BundleError(
-            f"bundle {self.root} has no {precision} {role} graph (it has: {have})"
+            f"bundle {self.root} has no {precision} {role} graph (it has: {have}){hint}"
         )
 
 
@@ -272,6 +284,12 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if np.any(std <= 0):
         raise _fail(root, "normalization.std must be positive")
     threshold = _threshold(root, manifest.get("threshold"))
+    per = manifest.get("thresholds")
+    if per is not None:
+        if not isinstance(per, dict):
+            raise _fail(root, "thresholds must be an object {precision: threshold}")
+        for value in per.values():
+            _threshold(root, value)
     files = _files(root, manifest, verify)
     return Bundle(root=root, manifest=manifest, spec=spec,
                   normalization={"mean": mean, "std": std}, threshold=threshold,

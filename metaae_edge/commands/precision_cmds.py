@@ -1,0 +1,89 @@
+"""``metaae-edge calibrate`` (gated FP16 / INT8 into a bundle) and ``build-engine`` (TensorRT).
+
+Torch-free. Wire into the app with ``register(app)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import DataError
+from ._common import console
+
+__all__ = ["calibrate_command", "build_engine_command", "register"]
+
+
+def calibrate_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory to add a precision to.")],
+    data: Annotated[Path, typer.Option(help="Raw calibration samples (.npy/.npz/.csv).")],
+    precision: Annotated[str, typer.Option(help="int8 | fp16.")] = "int8",
+    holdout: Annotated[Path | None, typer.Option(
+        help="Held-out raw samples for the accuracy gate (default: a split of --data).")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="Anomaly labels of --holdout (1 = anomaly), .npy/.csv.")] = None,
+    calib_samples: Annotated[int, typer.Option(min=1, help="Calibration samples.")] = 256,
+    calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile.")] = "minmax",
+    max_quality_drop: Annotated[float, typer.Option(
+        help="Allowed relative drop of the task metric vs fp32.")] = 0.02,
+    seed: Annotated[int, typer.Option(help="Seed of the calibration draw / split.")] = 0,
+) -> None:
+    """Add a gated FP16 or INT8 graph (and its anomaly threshold) to a bundle."""
+    import numpy as np
+
+    from ..exporters.precision import add_precision
+    from ..runtime.io import read_array
+
+    x = read_array(data)
+    if holdout is None:
+        if len(x) < 8:
+            raise DataError(f"--data has {len(x)} samples; give at least 8 or a --holdout")
+        perm = np.random.default_rng(seed).permutation(len(x))
+        cut = len(x) // 2
+        calib, hold = x[perm[:cut]], x[perm[cut:]]
+    else:
+        calib, hold = x, read_array(holdout)
+    y = None if labels is None else read_array(labels).ravel()
+    rep = add_precision(bundle, precision, calib, hold, labels=y, method=calib_method,
+                        calib_samples=calib_samples, max_quality_drop=max_quality_drop,
+                        seed=seed, log=lambda s: console.print(s, highlight=False))
+    console.print(f"{precision}: query MSE {rep['metric_fp32']['query_mse']:.5f} -> "
+                  f"{rep['metric_reduced']['query_mse']:.5f} (drop "
+                  f"{100 * rep['relative_drop']:.2f}%), float layers: "
+                  f"{', '.join(rep['excluded']) or 'none'}", highlight=False)
+    typer.echo(str(bundle))
+
+
+def build_engine_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 graph to build.")] = "fp32",
+    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the profile.")] = 4096,
+    opt_batch: Annotated[int, typer.Option(min=1, help="Batch to tune for.")] = 64,
+    workspace_mib: Annotated[int, typer.Option(min=16, help="Workspace limit (MiB).")] = 1024,
+    optimization_level: Annotated[int, typer.Option(min=0, max=5)] = 3,
+    check_only: Annotated[bool, typer.Option(
+        "--check-only", help="Only run the static TensorRT compatibility check.")] = False,
+) -> None:
+    """Build a TensorRT engine for this GPU into BUNDLE/engines/ (static check first)."""
+    from ..exporters.tensorrt import build_engine, check_tensorrt_compat
+    from ..runtime import load_bundle
+
+    b = load_bundle(bundle, verify=True)
+    graph = b.path_for("autoencoder", precision)
+    for line in check_tensorrt_compat(graph):
+        console.print(line, highlight=False)
+    if check_only:
+        return
+    folder = build_engine(graph, b.root / "engines", precision=precision,
+                          opt_batch=min(opt_batch, max_batch), max_batch=max_batch,
+                          workspace=workspace_mib << 20, optimization_level=optimization_level,
+                          timing_cache=b.root / "engines" / "timing.cache")
+    typer.echo(str(folder))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``calibrate`` and ``build-engine`` to ``app``."""
+    app.command("calibrate")(calibrate_command)
+    app.command("build-engine")(build_engine_command)
