@@ -6,8 +6,8 @@ behind a lock, and no per-call state is kept on ``self``.
 
 The per-call path is kept close to a bare ``session.run``: names are looked up once at load,
 the manifest is never re-read, an input that already is a C-contiguous float32 (batch, D)
-array is passed through without a copy, and the NaN/Inf check is one reduction (the slow
-locating scan only runs when that reduction is not finite).
+array is passed through without a copy, and the NaN/Inf check reads the graph's score output
+(the slow locating scan only runs when that is not finite).
 """
 
 from __future__ import annotations
@@ -113,15 +113,17 @@ class Runtime:
         if missing:
             raise BundleError(f"bundle {bundle.root}: autoencoder graph lacks output(s) "
                               f"{', '.join(missing)}")
-        self._ae = runner
+        self._ae_runner = runner
         self._ae_in = runner.input_names[0]
-        # Output-name lists built once; onnxruntime only reads them.
-        self._out_recon, self._out_score = ["reconstruction"], ["score"]
+        # Output-name lists built once (onnxruntime only reads them); ``score`` comes last
+        # in each as the finiteness check reads it.
+        self._out_recon_score, self._out_score = ["reconstruction", "score"], ["score"]
+        self._out_all = list(_AE_OUTPUTS)
         self._d = bundle.input_dim
         self._l = bundle.latent_dim
         self._x_hint = f"This bundle was built for {self._d} features"
         self._z_hint = f"This bundle's latent size is {self._l}"
-        thr = bundle.threshold
+        thr = bundle.threshold_for(precision)  # scores shift with precision
         self.threshold: float | None = None if thr is None else float(thr["value"])
 
     # -- construction ---------------------------------------------------------------------
@@ -225,25 +227,44 @@ class Runtime:
             return runner
 
     # -- per-call helpers --------------------------------------------------------------
-    def _input(self, x: Any, width: int, what: str, hint: str) -> np.ndarray:
+    def _input(self, x: Any, width: int, what: str, hint: str,
+               check: bool = True) -> np.ndarray:
         if (type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2
                 and x.shape[1] == width and x.shape[0] and x.flags.c_contiguous):
             arr = x  # fast path: no copy
         else:
             arr = _coerce(x, width, what, hint)
-        if not self._check_finite:
+        if not (check and self._check_finite):
             return arr
         # One BLAS dot: any NaN / Inf makes it non-finite. Only then pay for the locating
         # scan (which also clears a dot that merely overflowed on huge finite values).
         # Measured next to session.run, a dot costs a third of a ufunc reduction (sum,
         # isfinite().all()); vdot rather than dot as it does not warn on overflow.
         if not math.isfinite(np.vdot(arr, arr)):
-            bad = _first_nonfinite(arr)
-            if bad is not None:
-                r, c, kind = bad
-                raise InputError(f"input contains {kind} at row {r}, column {c} (0-based); "
-                                 "remove or impute non-finite values first")
+            self._raise_nonfinite(arr)
         return arr
+
+    @staticmethod
+    def _raise_nonfinite(arr: np.ndarray) -> None:
+        bad = _first_nonfinite(arr)
+        if bad is not None:
+            r, c, kind = bad
+            raise InputError(f"input contains {kind} at row {r}, column {c} (0-based); "
+                             "remove or impute non-finite values first")
+
+    def _ae(self, x: Any, outputs: list[str]) -> list[np.ndarray]:
+        """Run the autoencoder graph; ``outputs`` must end with ``score``.
+
+        The NaN/Inf check is done on the output rather than the input: any NaN/Inf in a
+        sample makes its score non-finite, and summing a (batch,) score in Python costs far
+        less next to ``session.run`` than any numpy pass over the input (measured: the
+        input check alone was +30% over a bare ``session.run`` at batch 1).
+        """
+        arr = self._input(x, self._d, "samples", self._x_hint, check=False)
+        outs = self._run(self._ae_runner, outputs, self._ae_in, arr)
+        if self._check_finite and not math.isfinite(math.fsum(outs[-1].tolist())):
+            self._raise_nonfinite(arr)
+        return outs
 
     def _run(self, runner: OrtRunner, outputs: list[str], name: str,
              arr: np.ndarray) -> list[np.ndarray]:
@@ -256,8 +277,7 @@ class Runtime:
     # -- public API ------------------------------------------------------------------------
     def reconstruct(self, x: Any) -> np.ndarray:
         """Reconstruction of raw input ``x`` in raw units, shape (batch, D)."""
-        arr = self._input(x, self._d, "samples", self._x_hint)
-        return self._run(self._ae, self._out_recon, self._ae_in, arr)[0]
+        return self._ae(x, self._out_recon_score)[0]
 
     def denoise(self, x: Any) -> np.ndarray:
         """Denoised ``x`` (the reconstruction; named for denoise bundles), (batch, D)."""
@@ -265,8 +285,7 @@ class Runtime:
 
     def score(self, x: Any) -> np.ndarray:
         """Per-sample anomaly score: mean squared error in normalised space, (batch,)."""
-        arr = self._input(x, self._d, "samples", self._x_hint)
-        return self._run(self._ae, self._out_score, self._ae_in, arr)[0]
+        return self._ae(x, self._out_score)[0]
 
     def predict(self, x: Any) -> np.ndarray:
         """Anomaly flags: ``score(x) > threshold`` as a bool array (batch,).
@@ -294,9 +313,7 @@ class Runtime:
 
     def infer(self, x: Any) -> dict[str, np.ndarray]:
         """Reconstruction, latent and score of ``x`` in one pass."""
-        arr = self._input(x, self._d, "samples", self._x_hint)
-        outs = self._run(self._ae, list(_AE_OUTPUTS), self._ae_in, arr)
-        return dict(zip(_AE_OUTPUTS, outs))
+        return dict(zip(_AE_OUTPUTS, self._ae(x, self._out_all)))
 
     def __repr__(self) -> str:
         return (f"Runtime({str(self.bundle.root)!r}, backend={self.backend!r}, "
