@@ -21,3 +21,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="no CUDA GPU here"))
         if "tensorrt" in item.keywords and not has_trt:
             item.add_marker(pytest.mark.skip(reason="TensorRT not installed"))
+
+
+def pytest_configure(config):
+    # Tiny networks: one intra-op thread is fastest and avoids oversubscribing CI's 2 cores.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)

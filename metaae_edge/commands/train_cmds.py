@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import CheckpointError
-from ._common import progress, require_torch
+from ._common import console, progress, require_torch
 
 #: Default budgets per family, sized so that `meta-train --family NAME` finishes in a few
 #: minutes on a 2-core CPU (see README for the measured times).
@@ -39,22 +39,26 @@ def tasks_cmd() -> None:
 
 
 def meta_train_cmd(
-    family: str = typer.Option(..., "--family", "-f", help="Task family (see `metaae-edge tasks`)."),
+    family: str = typer.Option(..., "--family", "-f", help="Task family (`metaae-edge tasks`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.safetensors)."),
     algorithm: str = typer.Option("reptile", help="reptile | fomaml | maml (second order)."),
     meta_steps: int = typer.Option(DEFAULT_META_STEPS, help="Outer (meta) steps."),
     meta_batch: int = typer.Option(4, help="Tasks per meta-step."),
     inner_steps: int = typer.Option(10, help="Inner adaptation steps K per task."),
     warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter)."),
-    resource_lambda: float = typer.Option(0.05, help="Penalty weight on expected MACs (relative to the largest sub-network)."),
+    resource_lambda: float = typer.Option(
+        0.05, help="Penalty weight on expected MACs (relative to the largest sub-network)."),
+    hard_final_steps: int = typer.Option(
+        0, help="Last inner steps run on the argmax sub-network (straight-through)."),
     objective: str = typer.Option("reconstruct", help="reconstruct | denoise | anomaly."),
     val_every: int = typer.Option(50, help="Meta-validate (and checkpoint) every N steps."),
     seed: int = typer.Option(0, help="Seed (same seed, same checkpoint)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
+    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for these nets)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out if it exists."),
 ) -> None:
     """Meta-train the searchable autoencoder (weights and architecture) on a task family."""
-    torch = require_torch(device)
+    torch = require_torch(device, threads)
     from ..meta import InnerConfig, MetaConfig, MetaTrainer, load_checkpoint, save_checkpoint
     from ..tasks import create_family
 
@@ -80,7 +84,8 @@ def meta_train_cmd(
         objective=objective,
         seed=seed,
         device=device,
-        inner=InnerConfig(steps=inner_steps, resource_lambda=resource_lambda),
+        inner=InnerConfig(steps=inner_steps, resource_lambda=resource_lambda,
+                          hard_final_steps=hard_final_steps),
     )
     if ckpt is not None:
         cfg = MetaConfig.from_dict({**ckpt.meta_config, "meta_steps": meta_steps, "device": device})
@@ -94,6 +99,10 @@ def meta_train_cmd(
             nonlocal last_val
             if "val_query_loss_hard" in m:
                 last_val = f" val {m['val_query_loss_hard']:.4f}"
+                if not console.is_terminal:  # logs get a line per validation instead of a bar
+                    console.print(f"step {m['step']}/{cfg.meta_steps} train "
+                                  f"{m['train_query_loss']:.4f}{last_val} "
+                                  f"({time.perf_counter() - t0:.0f}s)")
             bar.update(tid, completed=m["step"],
                        info=f"train {m['train_query_loss']:.4f}{last_val}")
 
