@@ -230,7 +230,8 @@ class SupernetConfig:
 
     def validate(self) -> SupernetConfig:
         if self.backbone not in BACKBONES:
-            raise SpecError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+            raise SpecError(
+                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         _positive_int("max_input_dim", self.max_input_dim)
         _positive_int("max_depth", self.max_depth)
         for name in ("width_choices", "latent_choices"):

@@ -52,10 +52,12 @@ def _split_holdout(task, fraction: float, seed: int):
 def adapt_and_export_cmd(
     checkpoint: str = typer.Argument(..., help="Checkpoint file or builtin:NAME."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write."),
-    data: Path | None = typer.Option(None, help="Task data: .npy, .npz or .csv (samples x features)."),
+    data: Path | None = typer.Option(
+        None, help="Task data: .npy, .npz or .csv (samples x features)."),
     task: str | None = typer.Option(None, help="A held-out built-in task, FAMILY:INDEX."),
     objective: str = typer.Option("reconstruct", help="reconstruct | denoise | anomaly."),
-    noise: str | None = typer.Option(None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P (standardised units)."),
+    noise: str | None = typer.Option(
+        None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P (standardised units)."),
     steps: int | None = typer.Option(None, help="Adaptation steps K (default: the checkpoint's)."),
     finetune_steps: int = typer.Option(30, help="Fine-tuning steps of the frozen compact network."),
     fpr: float = typer.Option(0.01, help="Target false-positive rate of the anomaly threshold."),

@@ -126,7 +126,7 @@ def load_checkpoint(ref: str | Path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta_raw = (f.metadata() or {}).get("metaae")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as exc:  # safetensors raises several types for damaged files
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: "

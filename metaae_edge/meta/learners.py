@@ -232,7 +232,8 @@ class MetaTrainer:
             p.grad = total[name]
         self.opt.step()
         self.step += 1
-        out = {"step": self.step, "train_query_loss": float(np.mean(losses)) if losses else float("nan")}
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        out = {"step": self.step, "train_query_loss": train_loss}
         if self.step % cfg.val_every == 0 or self.step == cfg.meta_steps:
             out.update({f"val_{k}": v for k, v in self.validate().items()})
             self.metrics.append(out)

@@ -35,10 +35,10 @@ class CompactAE(nn.Module):
         super().__init__()
         spec.validate()
         self.spec = spec
-        self.encoder = MLPStack(spec.encoder_dims(), [l.activation for l in spec.encoder])
-        self.decoder = MLPStack(
-            spec.decoder_dims(), [l.activation for l in spec.decoder], spec.output_activation
-        )
+        enc_acts = [layer.activation for layer in spec.encoder]
+        dec_acts = [layer.activation for layer in spec.decoder]
+        self.encoder = MLPStack(spec.encoder_dims(), enc_acts)
+        self.decoder = MLPStack(spec.decoder_dims(), dec_acts, spec.output_activation)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

@@ -156,7 +156,8 @@ class MLPSupernet(nn.Module):
 
     def expected_macs(self, probs: dict[str, torch.Tensor], d: int) -> torch.Tensor:
         """Differentiable expected multiply-accumulates per sample for ``d`` features."""
-        widths = torch.tensor(self.cfg.width_choices, dtype=torch.float32, device=probs["depth"].device)
+        dev = probs["depth"].device
+        widths = torch.tensor(self.cfg.width_choices, dtype=torch.float32, device=dev)
         lats = torch.tensor(self.cfg.latent_choices, dtype=torch.float32, device=widths.device)
         gates = self.depth_gates(probs["depth"])
         e_lat = probs["latent"] @ lats
@@ -237,7 +238,8 @@ def extract(
     enc_dims, dec_dims = spec.encoder_dims(), spec.decoder_dims()
     enc_src = [f"enc.{i}" for i in range(len(spec.encoder))] + ["to_latent"]
     dec_src = [f"dec.{i}" for i in range(len(spec.decoder))] + ["to_output"]
-    for stack, dims, src in ((model.encoder, enc_dims, enc_src), (model.decoder, dec_dims, dec_src)):
+    sides = ((model.encoder, enc_dims, enc_src), (model.decoder, dec_dims, dec_src))
+    for stack, dims, src in sides:
         for layer, name, d_in, d_out in zip(stack.layers, src, dims[:-1], dims[1:]):
             layer.weight.copy_(p[f"{name}.weight"][:d_out, :d_in])
             layer.bias.copy_(p[f"{name}.bias"][:d_out])

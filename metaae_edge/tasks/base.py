@@ -147,9 +147,9 @@ class Task:
             )
         if self.objective == "denoise" and self.noise is None:
             self.noise = Noise()
-        if self.objective == "anomaly" and self.query_labels is not None:
-            if len(self.query_labels) != len(self.query):
-                raise DataError("query_labels must have one label per query sample")
+        if (self.objective == "anomaly" and self.query_labels is not None
+                and len(self.query_labels) != len(self.query)):
+            raise DataError("query_labels must have one label per query sample")
 
     @property
     def input_dim(self) -> int:
