@@ -25,9 +25,16 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from .commands import bench_cmds, bundle_cmds, export_cmds, precision_cmds, train_cmds
+    from .commands import (
+        bench_cmds,
+        bundle_cmds,
+        eval_cmds,
+        export_cmds,
+        precision_cmds,
+        train_cmds,
+    )
 
-    for module in (train_cmds, export_cmds, precision_cmds, bundle_cmds, bench_cmds):
+    for module in (train_cmds, export_cmds, precision_cmds, bundle_cmds, bench_cmds, eval_cmds):
         module.register(app)
 
 
