@@ -48,8 +48,8 @@ def meta_train_cmd(
     warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter)."),
     resource_lambda: float = typer.Option(
         0.05, help="Penalty weight on expected MACs (relative to the largest sub-network)."),
-    hard_final_steps: int = typer.Option(
-        0, help="Last inner steps run on the argmax sub-network (straight-through)."),
+    arch_sampling: str = typer.Option(
+        "softmax", help="softmax (annealed relaxation) | gumbel (sampled sub-networks)."),
     objective: str = typer.Option("reconstruct", help="reconstruct | denoise | anomaly."),
     val_every: int = typer.Option(50, help="Meta-validate (and checkpoint) every N steps."),
     seed: int = typer.Option(0, help="Seed (same seed, same checkpoint)."),
@@ -82,10 +82,10 @@ def meta_train_cmd(
         warmup_steps=meta_steps // 4 if warmup_steps < 0 else warmup_steps,
         val_every=val_every,
         objective=objective,
+        sampling=arch_sampling,
         seed=seed,
         device=device,
-        inner=InnerConfig(steps=inner_steps, resource_lambda=resource_lambda,
-                          hard_final_steps=hard_final_steps),
+        inner=InnerConfig(steps=inner_steps, resource_lambda=resource_lambda),
     )
     if ckpt is not None:
         cfg = MetaConfig.from_dict({**ckpt.meta_config, "meta_steps": meta_steps, "device": device})

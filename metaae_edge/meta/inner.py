@@ -37,9 +37,6 @@ class InnerConfig:
     resource_lambda: float = 0.0
     adapt_weights: bool = True
     adapt_alpha: bool = True
-    #: last inner steps run on the hard (argmax) sub-network with straight-through
-    #: gradients, so the adapted weights are the ones the frozen network will use.
-    hard_final_steps: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,13 +141,10 @@ def inner_loop(
     p = dict(params)
     for step in range(cfg.steps):
         tau = tau_at(cfg, step)
-        # (not during Gumbel warm-up, where alpha is uniform and argmax would be arbitrary)
-        hard = mode == "softmax" and step >= cfg.steps - cfg.hard_final_steps
-        step_mode = "st" if hard else mode
 
-        def loss_fn(q: Params, tau: float = tau, step_mode: str = step_mode) -> torch.Tensor:
+        def loss_fn(q: Params, tau: float = tau) -> torch.Tensor:
             return task_loss(model, q, batch.support_in, batch.support_target, batch.loss,
-                             tau, step_mode, cfg.resource_lambda, generator)
+                             tau, mode, cfg.resource_lambda, generator)
 
         grads = grad(loss_fn)(p)
         if on_step is not None:

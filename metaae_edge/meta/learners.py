@@ -49,6 +49,9 @@ class MetaConfig:
     val_every: int = 100
     val_tasks: int = 8
     objective: str = "reconstruct"
+    #: how the inner loop sees the architecture after warm-up: ``softmax`` (annealed
+    #: relaxation, DARTS/MetaNAS) or ``gumbel`` (sampled sub-networks, SNAS/GDAS-style).
+    sampling: str = "softmax"
     seed: int = 0
     device: str = "cpu"
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -61,6 +64,8 @@ class MetaConfig:
         for name in ("meta_steps", "meta_batch", "val_every"):
             if getattr(self, name) < 1:
                 raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sampling not in ("softmax", "gumbel"):
+            raise SpecError(f"sampling must be softmax or gumbel, got {self.sampling!r}")
         if self.inner.steps < 1:
             raise SpecError(f"inner steps must be >= 1, got {self.inner.steps}")
         if self.algorithm == "maml" and self.inner.steps > MAML_MAX_INNER_STEPS:
@@ -185,7 +190,7 @@ class MetaTrainer:
         cfg, inner = self.cfg, self.cfg.inner
         if warm:  # weights only, on sampled sub-networks
             inner = replace(inner, adapt_alpha=False)
-        mode = "gumbel" if warm else "softmax"
+        mode = "gumbel" if warm else cfg.sampling
         if cfg.algorithm == "maml":
             inner = replace(inner, optimizer="sgd")
 

@@ -56,9 +56,8 @@ def arch_probs(
     Args:
         alpha: logits by name (``enc_width``, ``latent``, ...), as in :class:`ArchParams`.
         tau: softmax temperature; small values approach a hard choice.
-        mode: ``softmax``, ``gumbel`` (Gumbel-softmax sample, for exploring sub-networks),
-            ``hard`` (one-hot argmax; what :func:`discretize` picks) or ``st``
-            (straight-through: hard forward, softmax gradient).
+        mode: ``softmax``, ``gumbel`` (Gumbel-softmax sample, for exploring sub-networks)
+            or ``hard`` (one-hot argmax; what :func:`discretize` picks).
         generator: RNG for the Gumbel noise (determinism).
     """
     out = {}
@@ -72,13 +71,7 @@ def arch_probs(
             out[name] = F.softmax((logits + g) / tau, dim=-1)
         elif mode == "softmax":
             out[name] = F.softmax(logits / tau, dim=-1)
-        elif mode == "st":
-            # straight-through: the forward pass is the hard (argmax) sub-network, the
-            # backward pass the softmax's gradient, so alpha still learns.
-            soft = F.softmax(logits / tau, dim=-1)
-            idx = logits.argmax(dim=-1, keepdim=True)
-            hard = torch.zeros_like(logits).scatter_(-1, idx, 1.0)
-            out[name] = hard - soft.detach() + soft
+
         else:
             raise ValueError(f"unknown arch-probs mode {mode!r}")
     return out
