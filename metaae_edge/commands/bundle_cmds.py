@@ -80,6 +80,8 @@ def run_command(
                 progress.advance(task, len(parts[-1]))
         result = np.concatenate(parts)
     write_array(output, result)
+    for note in rt.backend_notes:  # why `auto` did not pick a faster backend
+        _err_console().print(f"note: {note}", highlight=False)
     _err_console().print(
         f"{mode.value}: {n} sample(s) with {rt.backend} -> {output} "
         f"{tuple(result.shape)} {result.dtype}", highlight=False)

@@ -28,6 +28,7 @@ from .backends import (
     SessionConfig,
     available_backends,
     create_runner,
+    tensorrt_unavailable_reason,
 )
 from .bundle import PRECISIONS, Bundle, load_bundle
 
@@ -189,16 +190,19 @@ class Runtime:
         profile = ("x", bundle.input_dim)
         notes: list[str] = []
         if backend != "auto":
-            runner = create_runner(backend, graph, config, profile)
+            runner = create_runner(backend, graph, config, profile, bundle=bundle)
             chosen = backend
         else:
             have = available_backends()
             runner, chosen = None, ""
+            if "tensorrt" not in have and (bundle.root / "engines").is_dir():
+                # the bundle carries engines, so say why they are not used
+                notes.append(f"tensorrt: {tensorrt_unavailable_reason(device_id)}")
             for name in BACKENDS:
                 if name not in have:
                     continue
                 try:
-                    runner = create_runner(name, graph, config, profile)
+                    runner = create_runner(name, graph, config, profile, bundle=bundle)
                     chosen = name
                     break
                 except BackendUnavailableError as exc:
@@ -222,9 +226,33 @@ class Runtime:
                 path = self.bundle.path_for(role, self.precision)
                 width = self._d if role == "encoder" else self._l
                 name = "latent" if role == "decoder" else "x"
-                runner = create_runner(self.backend, path, self._config, (name, width))
+                if self.backend == "tensorrt":
+                    runner = self._trt_role_runner(role, path, (name, width))
+                else:
+                    runner = create_runner(self.backend, path, self._config, (name, width))
                 self._runners[role] = runner
             return runner
+
+    def _trt_role_runner(self, role: str, path: Path, profile: tuple[str, int]) -> OrtRunner:
+        """Encoder / decoder on the tensorrt backend: their own engine when the bundle has
+        one; else the encoder reads ``latent`` off the autoencoder engine and the decoder
+        falls back to the fastest onnxruntime backend (noted in ``backend_notes``)."""
+        try:
+            return create_runner("tensorrt", path, self._config, profile, bundle=self.bundle)
+        except BackendUnavailableError as exc:
+            if role == "encoder":
+                return self._ae_runner
+            why = exc
+        for name in available_backends():
+            if name == "tensorrt":
+                continue
+            try:
+                runner = create_runner(name, path, self._config, profile)
+            except BackendUnavailableError:
+                continue
+            self.backend_notes.append(f"{role} runs on {name}: {why}")
+            return runner
+        raise why
 
     # -- per-call helpers --------------------------------------------------------------
     def _input(self, x: Any, width: int, what: str, hint: str,

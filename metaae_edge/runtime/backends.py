@@ -34,6 +34,7 @@ __all__ = [
     "OrtRunner",
     "require",
     "available_backends",
+    "tensorrt_unavailable_reason",
     "create_runner",
 ]
 
@@ -78,16 +79,36 @@ def _ort_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def tensorrt_unavailable_reason(device_id: int = 0) -> str | None:
+    """Why the native ``tensorrt`` backend cannot run here (None: it can).
+
+    Cheap and side-effect free apart from loading libcudart once: TensorRT must be
+    importable, libcudart loadable and a CUDA GPU visible.
+    """
+    if importlib.util.find_spec("tensorrt") is None:
+        return f"TensorRT is not installed (pip install '{_EXTRA['tensorrt']}')"
+    from . import cuda
+
+    try:
+        cuda.gpu_info(device_id)
+    except BackendUnavailableError as exc:
+        return str(exc)
+    except Exception as exc:  # a broken driver answers with a CUDA error
+        return f"CUDA is not usable here ({exc})"
+    return None
+
+
 def available_backends() -> list[str]:
     """Backends whose software is installed here, fastest first.
 
-    Listing is a cheap probe (installed packages and registered execution providers);
+    Listing is a cheap probe (installed packages and registered execution providers;
+    for ``tensorrt`` also libcudart and a visible GPU);
     a listed GPU backend can still fail to start, e.g. when CUDA libraries are missing,
     which :func:`create_runner` reports.
     """
     providers = _ort_providers()
     out = []
-    if importlib.util.find_spec("tensorrt") is not None:
+    if tensorrt_unavailable_reason() is None:
         out.append("tensorrt")
     for name in ("ort-trt", "ort-cuda", "ort-cpu"):
         if _PROVIDER[name] in providers:
@@ -245,19 +266,24 @@ def trt_profile_options(input_name: str, width: int, max_batch: int) -> dict[str
     }
 
 
-def _native_tensorrt(path: Path, config: SessionConfig) -> Any:
+def _native_tensorrt(path: Path, config: SessionConfig, bundle: Any) -> Any:
     require("tensorrt", _EXTRA["tensorrt"])
-    # The engine builder lives in exporters/tensorrt.py (its own issue); until a bundle
-    # carries an engine for this GPU there is nothing for a native runner to load.
-    raise BackendUnavailableError(
-        "backend tensorrt needs a TensorRT engine built for this GPU inside the bundle and "
-        "this bundle has none; use --backend ort-trt (builds and caches an engine) instead"
-    )
+    from .trt import TensorRTRunner
+
+    if bundle is None:  # engines live in the bundle: find it from the graph's folder
+        from .bundle import load_bundle
+
+        bundle = load_bundle(Path(path).parent, verify=False)
+    # METAAE_EDGE_TRT_CUDA_GRAPH=1 replays a captured execute_async_v3 for repeated batch
+    # sizes; off by default as it pays off only for tiny, latency-bound calls.
+    graph = os.environ.get("METAAE_EDGE_TRT_CUDA_GRAPH", "") not in ("", "0")
+    return TensorRTRunner(Path(path), bundle, device_id=config.device_id, cuda_graph=graph)
 
 
 def create_runner(
     backend: str, path: Path, config: SessionConfig,
     profile: tuple[str, int] | None = None,
+    bundle: Any = None,
 ) -> OrtRunner:
     """Open ``path`` with one concrete backend (not ``auto``).
 
@@ -266,11 +292,12 @@ def create_runner(
         path: the ONNX graph.
         config: session options.
         profile: (input name, feature width) for the TensorRT optimisation profile.
+        bundle: the loaded bundle (``tensorrt`` looks for its engine there).
     """
     if backend not in BACKENDS:
         raise BackendUnavailableError(
             f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}"
         )
     if backend == "tensorrt":
-        return _native_tensorrt(path, config)
+        return _native_tensorrt(path, config, bundle)
     return OrtRunner(path, backend, config, profile)
