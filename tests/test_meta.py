@@ -73,3 +73,12 @@ def test_damaged_checkpoints_raise_checkpoint_error(tmp_path, family):
             load_checkpoint(tmp_path / name)
     with pytest.raises(CheckpointError, match="no built-in checkpoint"):
         load_checkpoint("builtin:nope")
+
+
+def test_checkpoint_from_another_version_is_refused_clearly(tmp_path, family):
+    tr = MetaTrainer(family, cfg(meta_steps=1), supernet=SMALL)
+    ck = tr.checkpoint()
+    ck.inner_config = {**ck.inner_config, "warp_drive": 9}
+    path = save_checkpoint(tmp_path / "c.safetensors", ck)
+    with pytest.raises(CheckpointError, match="warp_drive"):
+        load_checkpoint(path)

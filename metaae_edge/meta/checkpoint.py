@@ -145,6 +145,16 @@ def load_checkpoint(ref: str | Path) -> Checkpoint:
             f"checkpoint {path} has version {meta['version']}, newer than this metaae-edge "
             f"supports ({VERSION}); upgrade metaae-edge"
         )
+    from dataclasses import fields
+
+    from .inner import InnerConfig
+
+    unknown = set(meta.get("inner_config", {})) - {f.name for f in fields(InnerConfig)}
+    if unknown:
+        raise CheckpointError(
+            f"checkpoint {path} has inner-loop setting(s) this metaae-edge does not know "
+            f"({', '.join(sorted(unknown))}); it was written by another version"
+        )
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     opt = {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
     return Checkpoint(
