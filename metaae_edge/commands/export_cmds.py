@@ -116,18 +116,18 @@ def adapt_and_export_cmd(
 
         labels = t.query_labels if objective == "anomaly" else None
         try:
-            rep = add_precision(bundle, p, t.support, t.query, labels=labels,
+            prec_rep = add_precision(bundle, p, t.support, t.query, labels=labels,
                                 method=calib_method, calib_samples=calib_samples,
                                 max_quality_drop=max_quality_drop, seed=seed,
                                 threshold_data=hold,
                                 log=lambda line: console.print(line, highlight=False))
         except AccuracyGateError as exc:  # keep the bundle (fp32 + what passed), say why
-            refused.append(f"{p}: {exc}")
-            console.print(f"  [red]{p} refused[/red]: {exc}")
+            refused.append(p)
+            console.print(f"  [red]{exc}[/red]")
             continue
-        console.print(f"  {p}: quality drop {100 * rep['relative_drop']:.2f}% "
+        console.print(f"  {p}: quality drop {100 * prec_rep['relative_drop']:.2f}% "
                       f"(budget {100 * max_quality_drop:g}%)")
-    wanted = [p for p in wanted if not any(r.startswith(f"{p}:") for r in refused)]
+    wanted = [p for p in wanted if p not in refused]
     if tensorrt:
         from ..exporters.tensorrt import build_engine
 
@@ -155,7 +155,7 @@ def adapt_and_export_cmd(
     typer.echo(str(bundle))
     if refused:
         raise AccuracyGateError(
-            f"bundle {bundle} was written without {', '.join(r.split(':')[0] for r in refused)}"
+            f"bundle {bundle} was written without {', '.join(refused)}"
             f" (over the {100 * max_quality_drop:g}% quality budget; see above); raise "
             f"--max-quality-drop or --calib-samples, or add it later with `metaae-edge calibrate`"
         )
