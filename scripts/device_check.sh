@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# What a lent GPU machine (torch with CUDA; no TensorRT, no onnxruntime-gpu) can check, in
-# about 5 minutes: the GPU-marked tests, and meta-training throughput on cuda vs cpu.
-# Usage (on the device machine, from the repo root): bash scripts/device_check.sh
+# What a lent GPU machine can check in about 5 minutes. It has torch with CUDA but no
+# TensorRT and no onnxruntime-gpu, so: the GPU-marked tests (the TensorRT ones skip
+# themselves), meta-training on cuda vs cpu, adapt-and-export with --device cuda, and the
+# torch eager / CUDA-graph rows of `metaae-edge bench` beside onnxruntime CPU.
+# Usage (device machine, repo root): bash scripts/device_check.sh   (results under $OUT)
 set -uo pipefail
 OUT=${OUT:-/tmp/device_out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-deps -e . 2>&1 | tail -1
-python3 -m pip install -q typer rich safetensors onnx onnxruntime scikit-learn pytest 2>&1 | tail -1
+python3 -m pip install -q typer rich safetensors onnx onnxscript onnxruntime scikit-learn pytest 2>&1 | tail -1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -m pytest -m gpu -q -rs 2>&1 | tee "$OUT/gpu_tests.log"
+python3 -m pytest -m "gpu or tensorrt" -q -rs 2>&1 | tee "$OUT/gpu_tests.log"
 for dev in cuda cpu; do
   rm -f "/tmp/ck-$dev.safetensors"
-  /usr/bin/time -f "$dev meta-train wall %e s" python3 -m metaae_edge.cli meta-train \
+  /usr/bin/time -f "$dev meta-train 100 steps: wall %e s" python3 -m metaae_edge.cli meta-train \
     --family manifold --out "/tmp/ck-$dev.safetensors" --meta-steps 100 --device "$dev" \
     2>&1 | tail -2 | tee -a "$OUT/meta_train_timing.txt"
 done
+rm -rf /tmp/gpu-bundle
+python3 -m metaae_edge.cli adapt-and-export builtin:manifold --task manifold:0 --device cuda \
+  --out /tmp/gpu-bundle 2>&1 | tail -4 | tee "$OUT/adapt_cuda.txt"
+python3 -m metaae_edge.cli bench /tmp/gpu-bundle -b ort-cpu -b torch-eager -b torch-cudagraph \
+  --batch 1,256,4096 --duration-s 2 --json "$OUT/bench_gpu.json" --markdown "$OUT/bench_gpu.md" \
+  2>&1 | tail -30
