@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .meta.checkpoint import Checkpoint, load_checkpoint
 from .meta.inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
+from .space import create_supernet
 from .space.compact import CompactAE
 from .space.mlp import MLPSupernet, discretize, extract
 from .spec import ArchSpec
@@ -49,7 +50,7 @@ def load_supernet(ckpt: Checkpoint | str, device: str = "cpu") -> tuple[MLPSuper
     """Build the supernet of a checkpoint (or ``builtin:NAME``) with its meta-weights."""
     if not isinstance(ckpt, Checkpoint):
         ckpt = load_checkpoint(ckpt)
-    model = MLPSupernet(ckpt.supernet).to(device)
+    model = create_supernet(ckpt.supernet).to(device)
     model.load_state_dict({k: v.to(device) for k, v in ckpt.state.items()})
     return model, ckpt
 
@@ -175,7 +176,7 @@ def adapt(
         inner = replace(inner, resource_lambda=float(resource_lambda))
     if init == "random":
         torch.manual_seed(seed)
-        model = MLPSupernet(ckpt.supernet).to(device)
+        model = create_supernet(ckpt.supernet).to(device)
     elif init != "meta":
         raise ValueError(f"init must be 'meta' or 'random', got {init!r}")
     params = {k: v.detach().clone() for k, v in model.named_parameters()}

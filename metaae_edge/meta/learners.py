@@ -24,6 +24,7 @@ import torch
 from torch.func import grad
 
 from ..errors import SpecError
+from ..space import create_supernet
 from ..space.mlp import ARCH_PREFIX, MLPSupernet
 from ..spec import SupernetConfig
 from ..tasks.base import TaskFamily
@@ -134,7 +135,7 @@ class MetaTrainer:
             supernet = resume.supernet
         self.supernet_cfg = supernet or SupernetConfig()
         torch.manual_seed(cfg.seed)
-        self.model = MLPSupernet(self.supernet_cfg).to(cfg.device)
+        self.model = create_supernet(self.supernet_cfg).to(cfg.device)
         w_params = [p for n, p in self.model.named_parameters() if not n.startswith(ARCH_PREFIX)]
         a_params = list(self.model.arch.parameters())
         self.opt = torch.optim.Adam(

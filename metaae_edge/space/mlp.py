@@ -237,12 +237,3 @@ def extract(
             layer.weight.copy_(p[f"{name}.weight"][:d_out, :d_in])
             layer.bias.copy_(p[f"{name}.bias"][:d_out])
     return model
-
-
-def supernet_param_names(supernet: MLPSupernet) -> tuple[list[str], list[str]]:
-    """(weight names, architecture names) of the supernet's parameters."""
-    names = [n for n, _ in supernet.named_parameters()]
-    return [n for n in names if not n.startswith(ARCH_PREFIX)], [
-        n for n in names if n.startswith(ARCH_PREFIX)
-    ]
-
