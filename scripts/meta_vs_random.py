@@ -35,7 +35,7 @@ def main() -> None:
 
     ckpt = load_checkpoint(args.checkpoint)
     fam = create_family(args.family)
-    ratios, gaps, latents, dims = [], [], [], []
+    ratios, gaps, latents, dims, params, mses = [], [], [], [], [], []
     t0 = time.perf_counter()
     print(f"{'task':>16} {'k':>3} {'ours':>8} {'random':>8} {'ratio':>6} {'gap':>7}  architecture")
     for i in range(args.tasks):
@@ -45,8 +45,10 @@ def main() -> None:
         rand = adapt(ckpt, task, init="random", **kw)
         q_o, q_r = ours.report["after"]["query_mse"], rand.report["after"]["query_mse"]
         ratios.append(q_o / q_r)
+        mses.append((q_o, q_r))
         gaps.append(ours.report["discretization_gap"])
         latents.append(ours.spec.latent_dim)
+        params.append(ours.spec.param_count())
         dims.append(task.info.get("intrinsic_dim", np.nan))
         print(f"{task.name:>16} {dims[-1]:>3} {q_o:8.4f} {q_r:8.4f} {ratios[-1]:6.3f} "
               f"{100 * gaps[-1]:+6.1f}%  {ours.spec.describe()}")
@@ -56,6 +58,11 @@ def main() -> None:
           f"(K={args.steps}, fine-tune {args.finetune_steps}): mean {r.mean():.3f} "
           f"95% CI [{r.mean() - half:.3f}, {r.mean() + half:.3f}]; median {np.median(r):.3f}; "
           f"ours better on {int(np.sum(r < 1))}/{len(r)}")
+    m = np.asarray(mses)
+    print(f"mean query MSE (normalised units): ours {m[:, 0].mean():.4f}, "
+          f"random start {m[:, 1].mean():.4f}")
+    print(f"compact network parameters: mean {np.mean(params):,.0f}, "
+          f"range {min(params):,}-{max(params):,}")
     print(f"discretisation gap (frozen vs relaxed query MSE): median {100 * np.median(gaps):+.1f}%"
           f", mean {100 * np.mean(gaps):+.1f}%")
     if np.all(np.isfinite(dims)):
