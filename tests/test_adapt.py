@@ -57,3 +57,15 @@ def test_too_many_features_names_the_limit(manifold_ckpt):
     task = Task("wide", "user", x[:30], x[30:])
     with pytest.raises(DataError, match="at most 128"):
         adapt(manifold_ckpt, task, steps=1)
+
+
+def test_larger_arch_lr_commits_to_an_architecture(manifold_ckpt):
+    fam = create_family("manifold")
+    gaps = {lr: [] for lr in (None, 2.0)}
+    for i in range(3):
+        task = fam.sample("test", i)
+        for lr in gaps:
+            res = adapt(manifold_ckpt, task, steps=10, finetune_steps=0, arch_lr=lr)
+            gaps[lr].append(res.report["discretization_gap"])
+    # a decisive alpha leaves little between the relaxed and the frozen network
+    assert np.mean(gaps[2.0]) < 0.5 * np.mean(gaps[None]), gaps

@@ -60,6 +60,8 @@ def adapt_and_export_cmd(
         None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P (standardised units)."),
     steps: int | None = typer.Option(None, help="Adaptation steps K (default: the checkpoint's)."),
     finetune_steps: int = typer.Option(30, help="Fine-tuning steps of the frozen compact network."),
+    arch_lr: float | None = typer.Option(
+        None, help="Inner step size of the architecture logits (default: the checkpoint's)."),
     fpr: float = typer.Option(0.01, help="Target false-positive rate of the anomaly threshold."),
     holdout: float = typer.Option(0.2, help="Fraction of normal data held out for the threshold."),
     precision: str = typer.Option("fp32", help="Graph precisions, e.g. fp32,fp16,int8 "
@@ -95,7 +97,8 @@ def adapt_and_export_cmd(
     hold = _split_holdout(t, holdout, seed) if objective == "anomaly" else None
     k = steps if steps is not None else int(ckpt.inner_config.get("steps", 10))
     with progress(f"adapt {t.name}", k) as (bar, tid):
-        result = adapt(ckpt, t, steps=k, finetune_steps=finetune_steps, seed=seed, device=device,
+        result = adapt(ckpt, t, steps=k, finetune_steps=finetune_steps, arch_lr=arch_lr,
+                       seed=seed, device=device,
                        on_step=lambda i, loss: bar.update(tid, completed=i + 1,
                                                           info=f"support loss {loss:.4f}"))
     result.model.cpu()
