@@ -230,7 +230,7 @@ class MetaTrainer:
                 total[k] += g[k].detach() / cfg.meta_batch
             if adapted is not None:
                 losses.append(_query_loss(self.model, adapted, batch, cfg.inner.tau_end,
-                                          "gumbel" if warm else "softmax"))
+                                          "gumbel" if warm else cfg.sampling))
         self.opt.zero_grad(set_to_none=True)
         for name, p in self.model.named_parameters():
             if warm and name.startswith(ARCH_PREFIX):

@@ -7,6 +7,7 @@ handled here so every family behaves the same way.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +77,7 @@ def mix_query(
     return x[order], labels[order], order
 
 
-class FamilyBase:
+class FamilyBase(ABC):
     """Common constructor options and the ``sample`` entry point of a task family.
 
     Args:
@@ -173,10 +174,11 @@ class FamilyBase:
         """How many of ``n_query`` samples are anomalous (at least 1, at most n_query - 1)."""
         return int(min(max(round(self.anomaly_fraction * n_query), 1), n_query - 1))
 
+    @abstractmethod
     def _generate(
         self, split: str, streams: Streams, objective: str, n_support: int, n_query: int
     ) -> Generated:
-        raise NotImplementedError
+        """Draw one task's raw arrays (the part each family writes)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed})"
