@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from .meta.checkpoint import Checkpoint, load_checkpoint
 from .meta.inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
-from .space import create_supernet
+from .space import Supernet, create_supernet, discretize, extract
 from .space.compact import CompactAE
-from .space.mlp import MLPSupernet, discretize, extract
+from .space.conv import CompactConvAE
 from .spec import ArchSpec
 from .tasks.base import Normalizer, Task
 
@@ -32,21 +32,30 @@ __all__ = [
     "compact_loss",
     "finetune",
     "load_supernet",
+    "task_input_shape",
 ]
+
+
+Compact = CompactAE | CompactConvAE
+
+
+def task_input_shape(task: Task) -> tuple[int, ...]:
+    """One sample's shape as the supernet sees it: ``(D,)`` or ``(C, H, W)``."""
+    return tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
 
 
 @dataclass
 class AdaptResult:
     """What :func:`adapt` produces."""
 
-    model: CompactAE
+    model: Compact
     spec: ArchSpec
     normalizer: Normalizer
     report: dict[str, Any]
     adapted_params: dict[str, torch.Tensor]
 
 
-def load_supernet(ckpt: Checkpoint | str, device: str = "cpu") -> tuple[MLPSupernet, Checkpoint]:
+def load_supernet(ckpt: Checkpoint | str, device: str = "cpu") -> tuple[Supernet, Checkpoint]:
     """Build the supernet of a checkpoint (or ``builtin:NAME``) with its meta-weights."""
     if not isinstance(ckpt, Checkpoint):
         ckpt = load_checkpoint(ckpt)
@@ -55,7 +64,7 @@ def load_supernet(ckpt: Checkpoint | str, device: str = "cpu") -> tuple[MLPSuper
     return model, ckpt
 
 
-def compact_loss(model: CompactAE, x_in: torch.Tensor, target: torch.Tensor, loss: str):
+def compact_loss(model: Compact, x_in: torch.Tensor, target: torch.Tensor, loss: str):
     """Loss of the compact net (its output activation is already applied)."""
     recon, _ = model(x_in)
     if loss == "bce":
@@ -63,12 +72,12 @@ def compact_loss(model: CompactAE, x_in: torch.Tensor, target: torch.Tensor, los
     return F.mse_loss(recon, target)
 
 
-def _mse(model: CompactAE, x_in: torch.Tensor, target: torch.Tensor) -> float:
+def _mse(model: Compact, x_in: torch.Tensor, target: torch.Tensor) -> float:
     with torch.no_grad():
         return float(F.mse_loss(model(x_in)[0], target))
 
 
-def finetune(model: CompactAE, batch: TaskBatch, steps: int, lr: float = 3e-3) -> None:
+def finetune(model: Compact, batch: TaskBatch, steps: int, lr: float = 3e-3) -> None:
     """Full-batch Adam on the support set (the compact net is small; this is cheap)."""
     if steps <= 0:
         return
@@ -80,7 +89,7 @@ def finetune(model: CompactAE, batch: TaskBatch, steps: int, lr: float = 3e-3) -
 
 
 def adapt_supernet(
-    model: MLPSupernet,
+    model: Supernet,
     params: dict[str, torch.Tensor],
     task: Task,
     inner: InnerConfig,
@@ -93,7 +102,7 @@ def adapt_supernet(
 ) -> AdaptResult:
     """Adapt from given supernet parameters (meta-learned or random) to ``task``."""
     torch.manual_seed(seed)
-    model.check_input_dim(task.input_dim)
+    model.check_input_shape(task_input_shape(task))
     batch = make_batch(task, device, seed=seed)
     t0 = time.perf_counter()
 
@@ -111,7 +120,7 @@ def adapt_supernet(
     adapted = inner_loop(model, params, batch, inner, on_step=on_step)
     relaxed = {"support_mse": s_loss(adapted, "softmax"), "query_mse": q_loss(adapted, "softmax")}
     alpha = {k[len("arch."):]: v for k, v in adapted.items() if k.startswith("arch.")}
-    spec = discretize(model, task.input_dim, alpha,
+    spec = discretize(model, task_input_shape(task), alpha,
                       output_activation="sigmoid" if task.loss == "bce" else "identity")
     compact = extract(model, spec, params=adapted)
     frozen_q = _mse(compact, batch.query_in, batch.query_target)
@@ -197,6 +206,8 @@ def adapt(
 def query_scores(result: AdaptResult, x_raw: np.ndarray) -> np.ndarray:
     """Per-sample anomaly scores (model-space MSE) of raw samples under the compact net."""
     z = torch.as_tensor(result.normalizer.transform(x_raw))
+    if result.spec.backbone == "conv":
+        z = z.reshape(len(z), *result.spec.input_shape)
     with torch.no_grad():
         recon, _ = result.model(z)
-    return ((recon - z) ** 2).mean(dim=1).numpy()
+    return ((recon - z) ** 2).flatten(1).mean(dim=1).numpy()

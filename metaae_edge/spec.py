@@ -27,7 +27,11 @@ ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "hardswish", "tanh")
 #: Activation of the reconstruction head: identity for standardised data, sigmoid for
 #: data in [0, 1] trained with binary cross-entropy.
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid")
-BACKBONES: tuple[str, ...] = ("mlp",)
+BACKBONES: tuple[str, ...] = ("mlp", "conv")
+#: Kernel sizes a conv stage may use (odd, so "same" padding keeps sizes exact).
+KERNELS: tuple[int, ...] = (1, 3, 5, 7)
+#: Kernel of the conv decoder's output layer (latent projection is 1x1).
+CONV_OUTPUT_KERNEL = 3
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -38,27 +42,50 @@ def _positive_int(name: str, value: Any) -> int:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One hidden fully connected layer: its output width and activation."""
+    """One hidden layer: its output width (channels for conv) and activation.
+
+    ``kernel`` is the square kernel size of a conv stage and ``None`` for an MLP layer.
+    """
 
     width: int
     activation: str = "relu"
+    kernel: int | None = None
 
-    def validate(self, where: str = "layer") -> None:
+    def validate(self, where: str = "layer", backbone: str = "mlp") -> None:
         _positive_int(f"{where}.width", self.width)
         if self.activation not in ACTIVATIONS:
             raise SpecError(
                 f"{where}.activation must be one of {', '.join(ACTIVATIONS)}, "
                 f"got {self.activation!r}"
             )
+        if backbone == "conv" and self.kernel not in KERNELS:
+            raise SpecError(f"{where}.kernel must be one of {KERNELS} for a conv stage, "
+                            f"got {self.kernel!r}")
+        if backbone == "mlp" and self.kernel is not None:
+            raise SpecError(f"{where}.kernel must be unset for an mlp layer, got {self.kernel}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"width": self.width, "activation": self.activation}
+        if self.kernel is not None:
+            d["kernel"] = self.kernel
+        return d
 
 
 @dataclass(frozen=True)
 class ArchSpec:
     """A concrete (discretised) autoencoder architecture.
 
-    The encoder maps ``input_dim`` through ``encoder`` hidden layers to ``latent_dim``
-    (linear, no activation); the decoder maps the latent through ``decoder`` hidden layers
-    back to ``input_dim`` followed by ``output_activation``.
+    ``mlp``: the encoder maps ``input_dim`` through ``encoder`` hidden layers to
+    ``latent_dim`` (linear, no activation); the decoder maps the latent through ``decoder``
+    hidden layers back to ``input_dim`` followed by ``output_activation``.
+
+    ``conv``: ``input_shape`` is ``(C, H, W)``, the resolution the architecture was chosen
+    at; the network itself is fully convolutional and runs at any ``H, W`` divisible by
+    ``2 ** stages``. Each ``encoder`` entry is a stage: conv ``kernel`` with stride 2
+    (halving H and W), ``width`` output channels, activation. A 1x1 conv (no activation)
+    then gives ``latent_dim`` latent channels at ``H / 2**stages``. The ``decoder`` has as
+    many stages, deepest first: nearest 2x upsampling, conv ``kernel`` ("same" padding),
+    activation; a final 3x3 conv back to ``C`` channels, then ``output_activation``.
     """
 
     input_shape: tuple[int, ...]
@@ -82,26 +109,43 @@ class ArchSpec:
             n *= d
         return n
 
+    @property
+    def stages(self) -> int:
+        """Number of down-sampling stages (conv); the encoder depth (mlp)."""
+        return len(self.encoder)
+
     def validate(self) -> ArchSpec:
         """Check every field; raise :class:`SpecError` naming the first bad one."""
         if self.backbone not in BACKBONES:
             raise SpecError(
                 f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
             )
-        if len(self.input_shape) != 1:
+        if self.backbone == "mlp" and len(self.input_shape) != 1:
             raise SpecError(
                 f"an mlp ArchSpec needs a 1-D input_shape (features,), got {self.input_shape}"
             )
-        _positive_int("input_shape[0]", self.input_shape[0])
+        if self.backbone == "conv":
+            if len(self.input_shape) != 3:
+                raise SpecError(f"a conv ArchSpec needs input_shape (C, H, W), "
+                                f"got {self.input_shape}")
+            if not self.encoder or len(self.encoder) != len(self.decoder):
+                raise SpecError(f"a conv ArchSpec needs >= 1 stage and as many decoder as "
+                                f"encoder stages, got {len(self.encoder)} and "
+                                f"{len(self.decoder)}")
+        for i, v in enumerate(self.input_shape):
+            _positive_int(f"input_shape[{i}]", v)
+        if self.backbone == "conv":
+            f = 2 ** len(self.encoder)
+            if self.input_shape[1] % f or self.input_shape[2] % f:
+                raise SpecError(f"{len(self.encoder)} stages need H and W divisible by {f}, "
+                                f"got {self.input_shape[1]}x{self.input_shape[2]}")
         _positive_int("latent_dim", self.latent_dim)
-        for i, layer in enumerate(self.encoder):
-            if not isinstance(layer, LayerSpec):
-                raise SpecError(f"encoder[{i}] must be a LayerSpec, got {type(layer).__name__}")
-            layer.validate(f"encoder[{i}]")
-        for i, layer in enumerate(self.decoder):
-            if not isinstance(layer, LayerSpec):
-                raise SpecError(f"decoder[{i}] must be a LayerSpec, got {type(layer).__name__}")
-            layer.validate(f"decoder[{i}]")
+        for side in ("encoder", "decoder"):
+            for i, layer in enumerate(getattr(self, side)):
+                if not isinstance(layer, LayerSpec):
+                    raise SpecError(
+                        f"{side}[{i}] must be a LayerSpec, got {type(layer).__name__}")
+                layer.validate(f"{side}[{i}]", self.backbone)
         if self.output_activation not in OUTPUT_ACTIVATIONS:
             raise SpecError(
                 f"output_activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}, "
@@ -110,6 +154,44 @@ class ArchSpec:
         return self
 
     # -- sizes ------------------------------------------------------------------------
+    def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """Shape of one sample's latent: ``(L,)`` (mlp) or ``(L, h, w)`` (conv) at ``hw``
+        (default: the spec's own resolution)."""
+        if self.backbone == "mlp":
+            return (self.latent_dim,)
+        h, w = hw or self.input_shape[1:]
+        f = 2 ** self.stages
+        return (self.latent_dim, h // f, w // f)
+
+    def latent_size(self, hw: tuple[int, int] | None = None) -> int:
+        """Number of latent values per sample (bytes per sample once quantised to int8)."""
+        n = 1
+        for v in self.latent_shape(hw):
+            n *= v
+        return n
+
+    def conv_layers(self, hw: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+        """Every conv of a conv spec as ``(c_in, c_out, kernel, output pixels)`` in order."""
+        if self.backbone != "conv":
+            raise SpecError("conv_layers() needs a conv ArchSpec")
+        c = self.input_shape[0]
+        h, w = hw or self.input_shape[1:]
+        s = self.stages
+        out, cin = [], c
+        for i, layer in enumerate(self.encoder):
+            f = 2 ** (i + 1)
+            out.append((cin, layer.width, layer.kernel, (h // f) * (w // f)))
+            cin = layer.width
+        low = (h // 2**s) * (w // 2**s)
+        out.append((cin, self.latent_dim, 1, low))
+        cin = self.latent_dim
+        for i, layer in enumerate(self.decoder):
+            f = 2 ** (s - 1 - i)
+            out.append((cin, layer.width, layer.kernel, (h // f) * (w // f)))
+            cin = layer.width
+        out.append((cin, c, CONV_OUTPUT_KERNEL, h * w))
+        return out
+
     def encoder_dims(self) -> list[int]:
         """Widths from input to latent: [input_dim, *hidden, latent_dim]."""
         return [self.input_dim, *(layer.width for layer in self.encoder), self.latent_dim]
@@ -120,13 +202,20 @@ class ArchSpec:
 
     def param_count(self) -> int:
         """Number of weights and biases of the compact network."""
+        if self.backbone == "conv":
+            return sum(ci * co * k * k + co for ci, co, k, _ in self.conv_layers())
         total = 0
         for dims in (self.encoder_dims(), self.decoder_dims()):
             total += sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
         return total
 
-    def macs(self) -> int:
-        """Multiply-accumulates per sample (linear layers; activations not counted)."""
+    def macs(self, hw: tuple[int, int] | None = None) -> int:
+        """Multiply-accumulates per sample (linear / conv layers; activations not counted).
+
+        For conv specs at resolution ``hw`` (default: the spec's own ``input_shape``).
+        """
+        if self.backbone == "conv":
+            return sum(ci * co * k * k * px for ci, co, k, px in self.conv_layers(hw))
         total = 0
         for dims in (self.encoder_dims(), self.decoder_dims()):
             total += sum(a * b for a, b in zip(dims[:-1], dims[1:]))
@@ -134,6 +223,19 @@ class ArchSpec:
 
     def describe(self) -> str:
         """One line, e.g. ``mlp 64 -> 48 relu -> 32 tanh -> [6] -> 32 relu -> 64``."""
+        if self.backbone == "conv":
+            c, h, w = self.input_shape
+
+            def stage(layer: LayerSpec, arrow: str) -> str:
+                return f"{arrow}{layer.width}c k{layer.kernel} {layer.activation}"
+
+            lc, lh, lw = self.latent_shape()
+            out = f"{c}x{h}x{w}" + (
+                f" {self.output_activation}" if self.output_activation != "identity" else "")
+            return " -> ".join([f"conv {c}x{h}x{w}",
+                                *(stage(x, "/2 ") for x in self.encoder),
+                                f"[{lc}x{lh}x{lw}]",
+                                *(stage(x, "x2 ") for x in self.decoder), out])
         enc = " -> ".join(f"{layer.width} {layer.activation}" for layer in self.encoder)
         dec = " -> ".join(f"{layer.width} {layer.activation}" for layer in self.decoder)
         parts = [f"{self.backbone} {self.input_dim}"]
@@ -152,8 +254,8 @@ class ArchSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
-        d["encoder"] = [asdict(layer) for layer in self.encoder]
-        d["decoder"] = [asdict(layer) for layer in self.decoder]
+        d["encoder"] = [layer.to_dict() for layer in self.encoder]
+        d["decoder"] = [layer.to_dict() for layer in self.decoder]
         return d
 
     @classmethod
@@ -206,6 +308,11 @@ class SupernetConfig:
     others behind depth gates; one activation per hidden layer. The input dimension is
     itself a prefix mask up to ``max_input_dim`` so one checkpoint serves tasks of
     different feature counts.
+
+    With ``backbone="conv"`` (see :meth:`conv`) the same fields describe the conv
+    supernet: ``max_input_dim`` is the most image channels, ``max_depth`` the most
+    down-sampling stages, ``width_choices`` the channels per stage, ``latent_choices`` the
+    latent channels and ``kernel_choices`` the kernel sizes per stage.
     """
 
     max_input_dim: int = 128
@@ -215,10 +322,22 @@ class SupernetConfig:
     activations: tuple[str, ...] = ACTIVATIONS
     backbone: str = "mlp"
     extra: dict[str, Any] = field(default_factory=dict)
+    kernel_choices: tuple[int, ...] = (3, 5)
 
     def __post_init__(self) -> None:
-        for name in ("width_choices", "latent_choices", "activations"):
+        for name in ("width_choices", "latent_choices", "activations", "kernel_choices"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @classmethod
+    def conv(cls, **overrides: Any) -> SupernetConfig:
+        """The default conv search space: up to 3 stages of 8-32 channels, kernels 3 or 5,
+        1-8 latent channels, up to 3 image channels."""
+        base: dict[str, Any] = {
+            "backbone": "conv", "max_input_dim": 3, "max_depth": 3,
+            "width_choices": (8, 16, 24, 32), "latent_choices": (1, 2, 4, 8),
+            "kernel_choices": (3, 5),
+        }
+        return cls(**{**base, **overrides}).validate()
 
     @property
     def max_width(self) -> int:
@@ -234,7 +353,7 @@ class SupernetConfig:
                 f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         _positive_int("max_input_dim", self.max_input_dim)
         _positive_int("max_depth", self.max_depth)
-        for name in ("width_choices", "latent_choices"):
+        for name in ("width_choices", "latent_choices", "kernel_choices"):
             values = getattr(self, name)
             if not values:
                 raise SpecError(f"{name} must not be empty")
@@ -242,6 +361,9 @@ class SupernetConfig:
                 _positive_int(name, v)
             if list(values) != sorted(set(values)):
                 raise SpecError(f"{name} must be strictly increasing, got {list(values)}")
+        for k in self.kernel_choices:
+            if k not in KERNELS:
+                raise SpecError(f"kernel_choices must be among {KERNELS}, got {k}")
         if not self.activations:
             raise SpecError("activations must not be empty")
         for a in self.activations:
@@ -251,7 +373,7 @@ class SupernetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for name in ("width_choices", "latent_choices", "activations"):
+        for name in ("width_choices", "latent_choices", "activations", "kernel_choices"):
             d[name] = list(d[name])
         return d
 

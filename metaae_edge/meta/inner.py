@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
-from ..space.mlp import ARCH_PREFIX, MLPSupernet, arch_probs
-from ..tasks.base import Task
+from ..space import Supernet
+from ..space.mlp import ARCH_PREFIX, arch_probs
+from ..tasks.base import Noise, Task
 
 __all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "task_loss", "tau_at"]
 
@@ -55,19 +56,32 @@ class TaskBatch:
 
 
 def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0) -> TaskBatch:
-    """Normalise a task with its support statistics and apply denoising corruption."""
+    """Normalise a task with its support statistics and apply denoising corruption.
+
+    Image tasks come out as (N, C, H, W); their noise level is in raw pixel units, so it
+    is divided by the (global) std to act in model space. Real noisy/clean pairs
+    (``support_noisy``) are used as they are.
+    """
     norm = task.normalizer()
     s, q = norm.transform(task.support), norm.transform(task.query)
     s_in, q_in = s, q
-    if task.objective == "denoise" and task.noise is not None:
+    if task.objective == "denoise" and task.support_noisy is not None:
+        s_in = norm.transform(task.support_noisy)
+        q_in = norm.transform(task.query_noisy) if task.query_noisy is not None else q
+    elif task.objective == "denoise" and task.noise is not None:
         rng = np.random.default_rng(seed)
-        s_in, q_in = task.noise.apply(s, rng), task.noise.apply(q, rng)
+        noise = task.noise
+        if task.image_shape is not None and noise.kind == "gaussian":
+            noise = Noise(noise.kind, noise.level / float(norm.std.mean()))
+        s_in, q_in = noise.apply(s, rng), noise.apply(q, rng)
     if task.objective == "anomaly" and task.query_labels is not None:
         # The query loss of an anomaly task is judged on its normal samples only.
         keep = np.asarray(task.query_labels) == 0
         q, q_in = q[keep], q_in[keep]
 
     def t(a: np.ndarray) -> torch.Tensor:
+        if task.image_shape is not None:
+            a = a.reshape(len(a), *task.image_shape)
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
 
     return TaskBatch(t(s_in), t(s), t(q_in), t(q), task.loss, task.input_dim)
@@ -83,7 +97,7 @@ def tau_at(cfg: InnerConfig, step: int, steps: int | None = None) -> float:
 
 
 def task_loss(
-    model: MLPSupernet,
+    model: Supernet,
     params: Params,
     x_in: torch.Tensor,
     target: torch.Tensor,
@@ -95,6 +109,7 @@ def task_loss(
 ) -> torch.Tensor:
     """Reconstruction loss of the supernet at ``params`` (+ optional expected-cost penalty)."""
     alpha = {k[len(ARCH_PREFIX):]: v for k, v in params.items() if k.startswith(ARCH_PREFIX)}
+    alpha = model.constrain_alpha(alpha, tuple(x_in.shape))
     probs = arch_probs(alpha, tau=tau, mode=mode, generator=generator)
     recon, _ = functional_call(model, params, (x_in, probs))
     if loss_kind == "bce":
@@ -102,13 +117,12 @@ def task_loss(
     else:
         loss = F.mse_loss(recon, target)
     if resource_lambda:
-        d = x_in.shape[-1]
-        loss = loss + resource_lambda * model.expected_macs(probs, d) / model.max_macs(d)
+        loss = loss + resource_lambda * model.resource_cost(probs, tuple(x_in.shape))
     return loss
 
 
 def inner_loop(
-    model: MLPSupernet,
+    model: Supernet,
     params: Params,
     batch: TaskBatch,
     cfg: InnerConfig,

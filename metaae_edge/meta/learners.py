@@ -24,8 +24,8 @@ import torch
 from torch.func import grad
 
 from ..errors import SpecError
-from ..space import create_supernet
-from ..space.mlp import ARCH_PREFIX, MLPSupernet
+from ..space import Supernet, create_supernet
+from ..space.mlp import ARCH_PREFIX
 from ..spec import SupernetConfig
 from ..tasks.base import TaskFamily
 from .checkpoint import Checkpoint
@@ -88,18 +88,18 @@ class MetaConfig:
         return cls(inner=inner, **d)
 
 
-def _params(model: MLPSupernet) -> dict[str, torch.Tensor]:
+def _params(model: Supernet) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
 @torch.no_grad()
-def _query_loss(model: MLPSupernet, params, batch: TaskBatch, tau: float, mode: str) -> float:
+def _query_loss(model: Supernet, params, batch: TaskBatch, tau: float, mode: str) -> float:
     return float(task_loss(model, params, batch.query_in, batch.query_target, batch.loss,
                            tau, mode))
 
 
 def evaluate_adaptation(
-    model: MLPSupernet, params, batches: list[TaskBatch], inner: InnerConfig
+    model: Supernet, params, batches: list[TaskBatch], inner: InnerConfig
 ) -> dict[str, float]:
     """Adapt to each task and report the mean query loss, relaxed and discretised."""
     relaxed, hard = [], []
@@ -111,7 +111,7 @@ def evaluate_adaptation(
 
 
 class MetaTrainer:
-    """Meta-trains an :class:`MLPSupernet` over a task family.
+    """Meta-trains an :class:`Supernet` over a task family.
 
     Args:
         family: the task distribution (train and val splits are used).
@@ -133,7 +133,10 @@ class MetaTrainer:
         self.family_options = dict(family_options or {})
         if resume is not None:
             supernet = resume.supernet
-        self.supernet_cfg = supernet or SupernetConfig()
+        if supernet is None:  # image families get the conv space, vector families the MLP
+            probe = family.sample("val", 0, objective=cfg.objective)
+            supernet = SupernetConfig.conv() if probe.image_shape is not None else SupernetConfig()
+        self.supernet_cfg = supernet
         torch.manual_seed(cfg.seed)
         self.model = create_supernet(self.supernet_cfg).to(cfg.device)
         w_params = [p for n, p in self.model.named_parameters() if not n.startswith(ARCH_PREFIX)]

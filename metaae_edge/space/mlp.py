@@ -116,6 +116,23 @@ class MLPSupernet(nn.Module):
                 f"checkpoint with a larger max_input_dim"
             )
 
+    def check_input_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise :class:`DataError` unless one sample of ``shape`` fits this supernet."""
+        d = 1
+        for v in shape:
+            d *= int(v)
+        self.check_input_dim(d)
+
+    def constrain_alpha(self, alpha: dict[str, torch.Tensor],
+                        x_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """Every choice is allowed at any feature count (the conv space masks depths)."""
+        return alpha
+
+    def resource_cost(self, probs: dict[str, torch.Tensor], x_shape: tuple[int, ...]):
+        """Expected MACs / largest MACs for the batch's feature count (the penalty term)."""
+        d = int(x_shape[-1])
+        return self.expected_macs(probs, d) / self.max_macs(d)
+
     def depth_gates(self, p_depth: torch.Tensor) -> torch.Tensor:
         """Gate of layer i = P(depth > i); layer 0 is always on."""
         # reverse cumulative sum: gate[i] = sum_{d >= i+1} p(d)

@@ -48,12 +48,21 @@ class Normalizer:
 
     @classmethod
     def fit(cls, x: np.ndarray, kind: str = "standard") -> Normalizer:
-        """``standard``: per-feature z-score (std floored); ``identity``: no-op."""
+        """Fit on ``x`` of shape (N, D).
+
+        ``standard``: per-feature z-score (std floored); ``identity``: no-op; ``global``:
+        one mean and std over all values (shape (1,)), for images: it broadcasts over any
+        resolution, so an image graph can keep height and width dynamic.
+        """
         d = x.shape[1]
         if kind == "identity":
             return cls(np.zeros(d, np.float32), np.ones(d, np.float32))
+        if kind == "global":
+            std = max(float(x.std()), 1e-6)
+            return cls(np.array([x.mean()], np.float32), np.array([std], np.float32))
         if kind != "standard":
-            raise DataError(f"unknown normalisation {kind!r}; use 'standard' or 'identity'")
+            raise DataError(
+                f"unknown normalisation {kind!r}; use 'standard', 'global' or 'identity'")
         mean = x.mean(axis=0).astype(np.float32)
         std = x.std(axis=0).astype(np.float32)
         # A constant feature would blow up; floor relative to the data's overall scale.
@@ -114,6 +123,12 @@ class Task:
     ``support`` and ``query`` hold raw float32 samples of shape (N, D). For ``anomaly``,
     the support set is normal data only and ``query_labels`` marks anomalies with 1.
     ``info`` carries ground truth the evaluation may use (e.g. ``intrinsic_dim``).
+
+    Image tasks set ``image_shape = (C, H, W)``; their samples are stored flattened
+    (``D = C * H * W``, C-order) and the conv backbone reshapes them. Their ``noise``
+    level is in raw (pixel) units. A ``denoise`` task with real noisy/clean pairs sets
+    ``support_noisy`` / ``query_noisy`` (same shapes as ``support`` / ``query``, which then
+    hold the clean targets) and no synthetic noise is applied.
     """
 
     name: str
@@ -127,6 +142,9 @@ class Task:
     normalization: str = "standard"
     noise: Noise | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    image_shape: tuple[int, int, int] | None = None
+    support_noisy: np.ndarray | None = None
+    query_noisy: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -145,7 +163,19 @@ class Task:
             raise DataError(
                 f"support has {self.support.shape[1]} features, query {self.query.shape[1]}"
             )
-        if self.objective == "denoise" and self.noise is None:
+        if self.image_shape is not None:
+            shape = tuple(int(v) for v in self.image_shape)
+            if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != self.input_dim:
+                raise DataError(f"image_shape must be (C, H, W) with C*H*W = "
+                                f"{self.input_dim} features, got {self.image_shape}")
+            self.image_shape = shape  # type: ignore[assignment]
+        for name in ("support_noisy", "query_noisy"):
+            arr = getattr(self, name)
+            clean = getattr(self, name.split("_")[0])
+            if arr is not None and arr.shape != clean.shape:
+                raise DataError(f"{name} must match the clean set's shape {clean.shape}, "
+                                f"got {arr.shape}")
+        if self.objective == "denoise" and self.noise is None and self.support_noisy is None:
             self.noise = Noise()
         if (self.objective == "anomaly" and self.query_labels is not None
                 and len(self.query_labels) != len(self.query)):
@@ -174,6 +204,8 @@ class Task:
         }
         if self.noise is not None:
             out["noise"] = str(self.noise)
+        if self.image_shape is not None:
+            out["image_shape"] = list(self.image_shape)
         if self.query_labels is not None:
             out["n_query_anomalies"] = int(np.sum(self.query_labels))
         out.update({k: v for k, v in self.info.items() if isinstance(v, (int, float, str))})

@@ -1,0 +1,334 @@
+"""The conv supernet: a fully convolutional autoencoder whose shape ``alpha`` chooses.
+
+Search space (:meth:`~metaae_edge.spec.SupernetConfig.conv`):
+
+* number of down-sampling stages ``d`` in ``1..max_depth`` (encoder and decoder alike);
+  only depths with ``H`` and ``W`` divisible by ``2**d`` are allowed at a resolution
+  (:meth:`ConvSupernet.constrain_alpha` masks the others), so the chosen depth can
+  depend on the resolution;
+* channels per stage and latent channels: prefix channel masks over one weight tensor;
+* kernel size per stage: the largest kernel's weights, with the smaller kernels as
+  centred masks (a masked 5x5 conv with padding 2 is exactly a 3x3 conv with padding 1);
+* activation per stage: a probability-weighted mix.
+
+Relaxed depth: the encoder always runs every allowed stage and projects each level to
+a latent; the decoder runs from the deepest level up, and at each level mixes "a latent
+enters here" (probability ``P(d = level)``) with "the deeper path arrives here"
+(``P(d > level)``), renormalised by ``P(d >= level)``. Under a one-hot ``alpha`` this is
+exactly the compact network :func:`extract_conv` builds, which the tests check.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DataError
+from ..spec import CONV_OUTPUT_KERNEL, ArchSpec, LayerSpec, SupernetConfig
+from .ops import activation_fn
+
+__all__ = ["CompactConvAE", "ConvSupernet", "discretize_conv", "extract_conv"]
+
+_NEG = -1e4  # logit of a disallowed depth (finite: keeps gradients NaN-free)
+
+
+def _prefix_masks(choices: tuple[int, ...], n: int | None = None) -> torch.Tensor:
+    n = n or max(choices)
+    return torch.stack([(torch.arange(n) < c).float() for c in choices])
+
+
+def _kernel_masks(choices: tuple[int, ...]) -> torch.Tensor:
+    kmax = max(choices)
+    masks = []
+    for k in choices:
+        m = torch.zeros(kmax, kmax)
+        o = (kmax - k) // 2
+        m[o:o + k, o:o + k] = 1.0
+        masks.append(m)
+    return torch.stack(masks)
+
+
+def allowed_depths(h: int, w: int, max_depth: int) -> list[int]:
+    """Stage counts ``d`` (1-based) with ``H`` and ``W`` divisible by ``2**d``."""
+    return [d for d in range(1, max_depth + 1) if h % 2**d == 0 and w % 2**d == 0]
+
+
+class ConvArchParams(nn.Module):
+    """Architecture logits of the conv supernet (zeros = uniform)."""
+
+    def __init__(self, cfg: SupernetConfig):
+        super().__init__()
+        s, n_w, n_a, n_k = (cfg.max_depth, len(cfg.width_choices), len(cfg.activations),
+                            len(cfg.kernel_choices))
+        for side in ("enc", "dec"):
+            setattr(self, f"{side}_width", nn.Parameter(torch.zeros(s, n_w)))
+            setattr(self, f"{side}_act", nn.Parameter(torch.zeros(s, n_a)))
+            setattr(self, f"{side}_kernel", nn.Parameter(torch.zeros(s, n_k)))
+        self.depth = nn.Parameter(torch.zeros(s))
+        self.latent = nn.Parameter(torch.zeros(len(cfg.latent_choices)))
+
+
+class ConvSupernet(nn.Module):
+    """The searchable conv autoencoder.
+
+    ``forward(x, probs)`` maps normalised images (B, C, H, W), ``C <= max_input_dim``,
+    to ``(reconstruction_preactivation, latent)``. The latent returned is the deepest
+    allowed level's (only meaningful under a hard architecture).
+    """
+
+    def __init__(self, cfg: SupernetConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = (cfg or SupernetConfig.conv()).validate()
+        if cfg.backbone != "conv":
+            raise ValueError("ConvSupernet needs a SupernetConfig with backbone='conv'")
+        cmax, lmax, kmax, cin = (cfg.max_width, cfg.max_latent, max(cfg.kernel_choices),
+                                 cfg.max_input_dim)
+        self.kmax = kmax
+        self.enc = nn.ModuleList(
+            nn.Conv2d(cin if i == 0 else cmax, cmax, kmax, stride=2, padding=kmax // 2)
+            for i in range(cfg.max_depth))
+        self.to_latent = nn.Conv2d(cmax, lmax, 1)
+        # dec[j] upsamples level j+1 -> level j; its input is a latent or dec[j+1]'s output.
+        self.dec_in = max(cmax, lmax)
+        self.dec = nn.ModuleList(
+            nn.Conv2d(self.dec_in, cmax, kmax, padding=kmax // 2) for _ in range(cfg.max_depth))
+        self.to_output = nn.Conv2d(cmax, cin, CONV_OUTPUT_KERNEL,
+                                   padding=CONV_OUTPUT_KERNEL // 2)
+        self.arch = ConvArchParams(cfg)
+        self.register_buffer("width_masks", _prefix_masks(cfg.width_choices), persistent=False)
+        self.register_buffer("latent_masks", _prefix_masks(cfg.latent_choices),
+                             persistent=False)
+        self.register_buffer("kernel_masks", _kernel_masks(cfg.kernel_choices),
+                             persistent=False)
+        self._acts = [activation_fn(a) for a in cfg.activations]
+
+    # -- helpers ----------------------------------------------------------------------
+    def alpha(self) -> dict[str, torch.Tensor]:
+        return dict(self.arch.named_parameters())
+
+    def check_input_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise :class:`DataError` unless ``shape`` is (C, H, W) this supernet can run."""
+        if len(shape) != 3:
+            raise DataError(f"the conv backbone needs images (C, H, W), got shape {shape}")
+        c, h, w = shape
+        if c > self.cfg.max_input_dim:
+            raise DataError(f"images have {c} channels but this checkpoint supports at most "
+                            f"{self.cfg.max_input_dim}")
+        if not allowed_depths(h, w, self.cfg.max_depth):
+            raise DataError(f"image size {h}x{w} is not divisible by 2; crop or pad the "
+                            "images to an even height and width (a multiple of 8 gives the "
+                            "search every stage count)")
+
+    def constrain_alpha(self, alpha: dict[str, torch.Tensor],
+                        x_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """Mask depth logits the resolution does not allow (H, W not divisible by 2**d)."""
+        h, w = int(x_shape[-2]), int(x_shape[-1])
+        ok = allowed_depths(h, w, self.cfg.max_depth)
+        if len(ok) == self.cfg.max_depth:
+            return alpha
+        dev = alpha["depth"].device
+        mask = torch.tensor([d in ok for d in range(1, self.cfg.max_depth + 1)], device=dev)
+        out = dict(alpha)
+        out["depth"] = torch.where(mask, alpha["depth"], torch.full_like(alpha["depth"], _NEG))
+        return out
+
+    def _mixed_act(self, pre: torch.Tensor, p_act: torch.Tensor) -> torch.Tensor:
+        out = p_act[0] * self._acts[0](pre)
+        for k in range(1, len(self._acts)):
+            out = out + p_act[k] * self._acts[k](pre)
+        return out
+
+    def _stage(self, h, conv: nn.Conv2d, p_width, p_act, p_kernel, c_in: int | None = None,
+               stride: int = 1):
+        weight = conv.weight if c_in is None else conv.weight[:, :c_in]
+        weight = weight * (p_kernel @ self.kernel_masks.flatten(1)).view(1, 1, self.kmax,
+                                                                         self.kmax)
+        pre = F.conv2d(h, weight, conv.bias, stride=stride, padding=self.kmax // 2)
+        mask = (p_width @ self.width_masks).view(1, -1, 1, 1)
+        return self._mixed_act(pre, p_act) * mask
+
+    # -- forward ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor]):
+        c, h, w = x.shape[1:]
+        self.check_input_shape((c, h, w))
+        n_levels = max(allowed_depths(h, w, self.cfg.max_depth))
+        p_depth = probs["depth"]
+        lat_mask = (probs["latent"] @ self.latent_masks).view(1, -1, 1, 1)
+        # Encoder: every allowed level, each projected to a latent.
+        latents, hcur = [], x
+        for i in range(n_levels):
+            hcur = self._stage(hcur, self.enc[i], probs["enc_width"][i], probs["enc_act"][i],
+                               probs["enc_kernel"][i], c_in=c if i == 0 else None, stride=2)
+            latents.append(self.to_latent(hcur) * lat_mask)
+        # Decoder: from the deepest level up, mixing "latent enters here" with "deeper path".
+        # P(d > i) for i = 0..S-1 (reverse cumulative sum shifted by one).
+        tail = torch.flip(torch.cumsum(torch.flip(p_depth, [0]), 0), [0])  # P(d >= i+1)
+        v = None
+        for j in range(n_levels - 1, -1, -1):
+            lat = latents[j]
+            if lat.shape[1] < self.dec_in:
+                lat = F.pad(lat, (0, 0, 0, 0, 0, self.dec_in - lat.shape[1]))
+            p_here = p_depth[j]
+            p_deeper = tail[j + 1] if (j + 1 < n_levels) else torch.zeros_like(p_here)
+            if v is None:
+                inp = lat
+            else:
+                if v.shape[1] < self.dec_in:
+                    v = F.pad(v, (0, 0, 0, 0, 0, self.dec_in - v.shape[1]))
+                inp = (p_here * lat + p_deeper * v) / (p_here + p_deeper).clamp_min(1e-6)
+            up = F.interpolate(inp, scale_factor=2, mode="nearest")
+            v = self._stage(up, self.dec[j], probs["dec_width"][j], probs["dec_act"][j],
+                            probs["dec_kernel"][j])
+        recon = F.conv2d(v, self.to_output.weight[:c], self.to_output.bias[:c],
+                         padding=CONV_OUTPUT_KERNEL // 2)
+        chosen = int(p_depth[:n_levels].argmax())  # the latent of the most likely depth
+        return recon, latents[chosen]
+
+    # -- cost -------------------------------------------------------------------------
+    def expected_macs(self, probs: dict[str, torch.Tensor], shape: tuple[int, ...]):
+        """Differentiable expected MACs per image of shape (C, H, W)."""
+        c, h, w = (int(v) for v in shape[-3:])
+        dev = probs["depth"].device
+        widths = torch.tensor(self.cfg.width_choices, dtype=torch.float32, device=dev)
+        lats = torch.tensor(self.cfg.latent_choices, dtype=torch.float32, device=dev)
+        k2 = torch.tensor([k * k for k in self.cfg.kernel_choices], dtype=torch.float32,
+                          device=dev)
+        p_depth = probs["depth"]
+        gates = torch.flip(torch.cumsum(torch.flip(p_depth, [0]), 0), [0])  # P(d >= i+1)
+        e_lat = probs["latent"] @ lats
+        total = torch.zeros((), device=dev)
+        n_levels = max(allowed_depths(h, w, self.cfg.max_depth))
+        cin = torch.tensor(float(c), device=dev)
+        for i in range(n_levels):  # encoder stage i runs iff d >= i+1
+            px = (h // 2 ** (i + 1)) * (w // 2 ** (i + 1))
+            e_w = probs["enc_width"][i] @ widths
+            e_k = probs["enc_kernel"][i] @ k2
+            total = total + gates[i] * cin * e_w * e_k * px
+            total = total + p_depth[i] * e_w * e_lat * px  # latent projection at depth i+1
+            cin = e_w
+        for j in range(n_levels):  # decoder stage j runs iff d >= j+1
+            px = (h // 2**j) * (w // 2**j)
+            e_w = probs["dec_width"][j] @ widths
+            e_k = probs["dec_kernel"][j] @ k2
+            nxt = probs["dec_width"][j + 1] @ widths if j + 1 < n_levels else e_lat
+            e_in = (p_depth[j] * e_lat + (gates[j] - p_depth[j]) * nxt) / gates[j].clamp_min(
+                1e-6)
+            total = total + gates[j] * e_in * e_w * e_k * px
+        e_w0 = probs["dec_width"][0] @ widths
+        return total + e_w0 * c * CONV_OUTPUT_KERNEL**2 * h * w
+
+    def max_macs(self, shape: tuple[int, ...]) -> float:
+        """MACs of the largest allowed sub-network (normalises the resource penalty)."""
+        c, h, w = (int(v) for v in shape[-3:])
+        d = max(allowed_depths(h, w, self.cfg.max_depth))
+        k = max(self.cfg.kernel_choices)
+        layer = LayerSpec(self.cfg.max_width, self.cfg.activations[0], k)
+        spec = ArchSpec((c, h, w), (layer,) * d, self.cfg.max_latent, (layer,) * d,
+                        backbone="conv")
+        return float(spec.macs())
+
+    def resource_cost(self, probs: dict[str, torch.Tensor], x_shape: tuple[int, ...]):
+        """Expected MACs / largest MACs at the batch's resolution (the penalty term)."""
+        return self.expected_macs(probs, x_shape) / self.max_macs(x_shape)
+
+
+def discretize_conv(
+    supernet: ConvSupernet,
+    input_shape: tuple[int, int, int],
+    alpha: dict[str, torch.Tensor] | None = None,
+    output_activation: str = "identity",
+) -> ArchSpec:
+    """Freeze the architecture at ``input_shape = (C, H, W)``: argmax of every choice."""
+    supernet.check_input_shape(tuple(input_shape))
+    cfg = supernet.cfg
+    a = {k: v.detach() for k, v in (alpha or supernet.alpha()).items()}
+    a = supernet.constrain_alpha(a, tuple(input_shape))
+    depth = int(a["depth"].argmax()) + 1
+
+    def stage(side: str, i: int) -> LayerSpec:
+        return LayerSpec(width=cfg.width_choices[int(a[f"{side}_width"][i].argmax())],
+                         activation=cfg.activations[int(a[f"{side}_act"][i].argmax())],
+                         kernel=cfg.kernel_choices[int(a[f"{side}_kernel"][i].argmax())])
+
+    return ArchSpec(
+        input_shape=tuple(int(v) for v in input_shape),
+        encoder=tuple(stage("enc", i) for i in range(depth)),
+        latent_dim=cfg.latent_choices[int(a["latent"].argmax())],
+        # deepest first: compact decoder[i] is supernet level depth-1-i
+        decoder=tuple(stage("dec", depth - 1 - i) for i in range(depth)),
+        backbone="conv",
+        output_activation=output_activation,
+    ).validate()
+
+
+class CompactConvAE(nn.Module):
+    """The plain conv autoencoder a conv :class:`ArchSpec` describes (model space).
+
+    ``forward`` returns ``(reconstruction, latent)``; runs at any H, W divisible by
+    ``2 ** stages``.
+    """
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        spec.validate()
+        if spec.backbone != "conv":
+            raise ValueError("CompactConvAE needs a conv ArchSpec")
+        self.spec = spec
+        c = spec.input_shape[0]
+        enc, cin = [], c
+        for layer in spec.encoder:
+            enc.append(nn.Conv2d(cin, layer.width, layer.kernel, stride=2,
+                                 padding=layer.kernel // 2))
+            cin = layer.width
+        self.enc = nn.ModuleList(enc)
+        self.to_latent = nn.Conv2d(cin, spec.latent_dim, 1)
+        dec, cin = [], spec.latent_dim
+        for layer in spec.decoder:
+            dec.append(nn.Conv2d(cin, layer.width, layer.kernel, padding=layer.kernel // 2))
+            cin = layer.width
+        self.dec = nn.ModuleList(dec)
+        self.to_output = nn.Conv2d(cin, c, CONV_OUTPUT_KERNEL, padding=CONV_OUTPUT_KERNEL // 2)
+        self._enc_acts = [layer.activation for layer in spec.encoder]
+        self._dec_acts = [layer.activation for layer in spec.decoder]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, act in zip(self.enc, self._enc_acts):
+            x = activation_fn(act)(conv(x))
+        return self.to_latent(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        for conv, act in zip(self.dec, self._dec_acts):
+            z = activation_fn(act)(conv(F.interpolate(z, scale_factor=2, mode="nearest")))
+        return activation_fn(self.spec.output_activation)(self.to_output(z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(x)
+        return self.decode(z), z
+
+
+@torch.no_grad()
+def extract_conv(
+    supernet: ConvSupernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None
+) -> CompactConvAE:
+    """Slice the sub-network ``spec`` (channels, kernel centres) out of the supernet."""
+    spec.validate()
+    supernet.check_input_shape(spec.input_shape)
+    p = params if params is not None else dict(supernet.named_parameters())
+    model = CompactConvAE(spec)
+    kmax = supernet.kmax
+
+    def copy(dst: nn.Conv2d, name: str) -> None:
+        co, ci, k, _ = dst.weight.shape
+        o = (kmax - k) // 2 if name.startswith(("enc.", "dec.")) else 0
+        dst.weight.copy_(p[f"{name}.weight"][:co, :ci, o:o + k, o:o + k])
+        dst.bias.copy_(p[f"{name}.bias"][:co])
+
+    s = spec.stages
+    for i, conv in enumerate(model.enc):
+        copy(conv, f"enc.{i}")
+    copy(model.to_latent, "to_latent")
+    for i, conv in enumerate(model.dec):
+        copy(conv, f"dec.{s - 1 - i}")
+    copy(model.to_output, "to_output")
+    return model
