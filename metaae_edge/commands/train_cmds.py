@@ -50,7 +50,9 @@ def meta_train_cmd(
         0.05, help="Penalty weight on expected MACs (relative to the largest sub-network)."),
     arch_sampling: str = typer.Option(
         "softmax", help="softmax (annealed relaxation) | gumbel (sampled sub-networks)."),
-    objective: str = typer.Option("reconstruct", help="reconstruct | denoise | anomaly."),
+    objective: str = typer.Option(
+        "reconstruct", help="reconstruct | denoise | anomaly | mixed (reconstruct and denoise "
+        "tasks alternate)."),
     val_every: int = typer.Option(50, help="Meta-validate (and checkpoint) every N steps."),
     seed: int = typer.Option(0, help="Seed (same seed, same checkpoint)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),

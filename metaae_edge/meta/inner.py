@@ -18,7 +18,7 @@ from torch.func import functional_call, grad
 
 from ..space import Supernet
 from ..space.mlp import ARCH_PREFIX, arch_probs
-from ..tasks.base import Noise, Task
+from ..tasks.base import Task
 
 __all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "task_loss", "tau_at"]
 
@@ -58,8 +58,8 @@ class TaskBatch:
 def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0) -> TaskBatch:
     """Normalise a task with its support statistics and apply denoising corruption.
 
-    Image tasks come out as (N, C, H, W); their noise level is in raw pixel units, so it
-    is divided by the (global) std to act in model space. Real noisy/clean pairs
+    Image tasks come out as (N, C, H, W); their noise is applied to the raw pixels (level
+    in pixel units, salt = 1 and pepper = 0) before normalising. Real noisy/clean pairs
     (``support_noisy``) are used as they are.
     """
     norm = task.normalizer()
@@ -70,10 +70,11 @@ def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0) ->
         q_in = norm.transform(task.query_noisy) if task.query_noisy is not None else q
     elif task.objective == "denoise" and task.noise is not None:
         rng = np.random.default_rng(seed)
-        noise = task.noise
-        if task.image_shape is not None and noise.kind == "gaussian":
-            noise = Noise(noise.kind, noise.level / float(norm.std.mean()))
-        s_in, q_in = noise.apply(s, rng), noise.apply(q, rng)
+        if task.image_shape is not None:  # pixel units: corrupt raw images, then normalise
+            s_in, q_in = (norm.transform(task.noise.apply(a, rng, bounds=(0.0, 1.0)))
+                          for a in (task.support, task.query))
+        else:
+            s_in, q_in = task.noise.apply(s, rng), task.noise.apply(q, rng)
     if task.objective == "anomaly" and task.query_labels is not None:
         # The query loss of an anomaly task is judged on its normal samples only.
         keep = np.asarray(task.query_labels) == 0

@@ -27,7 +27,7 @@ from ..errors import SpecError
 from ..space import Supernet, create_supernet
 from ..space.mlp import ARCH_PREFIX
 from ..spec import SupernetConfig
-from ..tasks.base import TaskFamily
+from ..tasks.base import OBJECTIVES, TaskFamily
 from .checkpoint import Checkpoint
 from .inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
 
@@ -49,6 +49,8 @@ class MetaConfig:
     warmup_steps: int = 150
     val_every: int = 100
     val_tasks: int = 8
+    #: the task objective, or ``mixed``: reconstruct and denoise tasks alternate (one
+    #: checkpoint that adapts to either; used for the image families).
     objective: str = "reconstruct"
     #: how the inner loop sees the architecture after warm-up: ``softmax`` (annealed
     #: relaxation, DARTS/MetaNAS) or ``gumbel`` (sampled sub-networks, SNAS/GDAS-style).
@@ -65,6 +67,9 @@ class MetaConfig:
         for name in ("meta_steps", "meta_batch", "val_every"):
             if getattr(self, name) < 1:
                 raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.objective not in (*OBJECTIVES, "mixed"):
+            raise SpecError(f"objective must be one of {', '.join(OBJECTIVES)} or mixed, "
+                            f"got {self.objective!r}")
         if self.sampling not in ("softmax", "gumbel"):
             raise SpecError(f"sampling must be softmax or gumbel, got {self.sampling!r}")
         if self.inner.steps < 1:
@@ -86,6 +91,13 @@ class MetaConfig:
         d = dict(d)
         inner = InnerConfig(**d.pop("inner", {}))
         return cls(inner=inner, **d)
+
+
+def task_objective(objective: str, index: int) -> str:
+    """The objective of task ``index``: ``mixed`` alternates reconstruct and denoise."""
+    if objective == "mixed":
+        return ("reconstruct", "denoise")[index % 2]
+    return objective
 
 
 def _params(model: Supernet) -> dict[str, torch.Tensor]:
@@ -134,7 +146,7 @@ class MetaTrainer:
         if resume is not None:
             supernet = resume.supernet
         if supernet is None:  # image families get the conv space, vector families the MLP
-            probe = family.sample("val", 0, objective=cfg.objective)
+            probe = family.sample("val", 0, objective=task_objective(cfg.objective, 0))
             supernet = SupernetConfig.conv() if probe.image_shape is not None else SupernetConfig()
         self.supernet_cfg = supernet
         torch.manual_seed(cfg.seed)
@@ -149,7 +161,8 @@ class MetaTrainer:
         if resume is not None:
             self._restore(resume)
         self._val = [
-            make_batch(family.sample("val", i, objective=cfg.objective), cfg.device, seed=i)
+            make_batch(family.sample("val", i, objective=task_objective(cfg.objective, i)),
+                       cfg.device, seed=i)
             for i in range(cfg.val_tasks)
         ]
 
@@ -226,7 +239,8 @@ class MetaTrainer:
         losses = []
         for b in range(cfg.meta_batch):
             index = self.step * cfg.meta_batch + b
-            task = self.family.sample("train", index, objective=cfg.objective)
+            task = self.family.sample("train", index,
+                                      objective=task_objective(cfg.objective, index))
             batch = make_batch(task, cfg.device, seed=index)
             g, adapted = self._task_grad(params, batch, warm, gen)
             for k in total:

@@ -228,9 +228,24 @@ class ConvSupernet(nn.Module):
                         backbone="conv")
         return float(spec.macs())
 
+    def expected_latent_size(self, probs: dict[str, torch.Tensor], shape: tuple[int, ...]):
+        """Differentiable expected latent values per image (its int8 bytes)."""
+        h, w = int(shape[-2]), int(shape[-1])
+        lats = torch.tensor(self.cfg.latent_choices, dtype=torch.float32,
+                            device=probs["latent"].device)
+        n_levels = max(allowed_depths(h, w, self.cfg.max_depth))
+        px = torch.tensor([(h // 2**d) * (w // 2**d) for d in range(1, n_levels + 1)],
+                          dtype=torch.float32, device=lats.device)
+        return (probs["latent"] @ lats) * (probs["depth"][:n_levels] @ px)
+
     def resource_cost(self, probs: dict[str, torch.Tensor], x_shape: tuple[int, ...]):
-        """Expected MACs / largest MACs at the batch's resolution (the penalty term)."""
-        return self.expected_macs(probs, x_shape) / self.max_macs(x_shape)
+        """The penalty term: half expected MACs, half expected latent bytes, each relative
+        to the largest sub-network at the batch's resolution (compute and compression)."""
+        h, w = int(x_shape[-2]), int(x_shape[-1])
+        d_min = min(allowed_depths(h, w, self.cfg.max_depth))
+        max_lat = self.cfg.max_latent * (h // 2**d_min) * (w // 2**d_min)
+        return 0.5 * (self.expected_macs(probs, x_shape) / self.max_macs(x_shape)
+                      + self.expected_latent_size(probs, x_shape) / max_lat)
 
 
 def discretize_conv(

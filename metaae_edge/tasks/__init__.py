@@ -1,9 +1,11 @@
 """Tasks: the datasets meta-training, adaptation and evaluation consume.
 
 Importing this package registers the built-in families (``manifold``, ``sensors``,
-``digits``); :func:`create_family` instantiates one by name and :func:`load_task` turns a
-user's ``.npy`` / ``.npz`` / ``.csv`` file into a :class:`Task`. numpy only: scikit-learn
-is imported lazily by the ``digits`` family, torch never.
+``digits`` and the image families ``digits-res`` and ``shapes``); :func:`create_family`
+instantiates one by name, :func:`load_task` turns a user's ``.npy`` / ``.npz`` / ``.csv``
+file into a :class:`Task` and :func:`load_image_task` a folder of images (or an image
+array) into an image task. numpy only: scikit-learn is imported lazily by the digit
+families, Pillow by the image readers, torch never.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .base import (
 )
 from .digits import DigitsFamily, digits_pool
 from .families import FamilyBase
+from .imagedata import load_image_task
+from .images import DigitsResFamily, ImageFamilyBase, ShapesFamily
 from .manifold import ManifoldFamily
 from .sensors import SensorsFamily
 from .userdata import load_array, load_task
@@ -30,17 +34,21 @@ __all__ = [
     "OBJECTIVES",
     "SPLITS",
     "DigitsFamily",
+    "DigitsResFamily",
     "FamilyBase",
+    "ImageFamilyBase",
     "ManifoldFamily",
     "Noise",
     "Normalizer",
     "SensorsFamily",
+    "ShapesFamily",
     "Task",
     "TaskFamily",
     "create_family",
     "digits_pool",
     "list_families",
     "load_array",
+    "load_image_task",
     "load_task",
     "register_family",
     "task_seed",

@@ -104,11 +104,13 @@ class Noise:
             raise DataError(f"noise level must be positive, got {level}")
         return cls(kind, level)
 
-    def apply(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def apply(self, z: np.ndarray, rng: np.random.Generator,
+              bounds: tuple[float, float] | None = None) -> np.ndarray:
+        """Corrupt ``z``; salt and pepper take ``bounds`` (default: ``z``'s min and max)."""
         if self.kind == "gaussian":
             return (z + self.level * rng.standard_normal(z.shape)).astype(np.float32)
         mask = rng.random(z.shape) < self.level
-        lo, hi = float(z.min()), float(z.max())
+        lo, hi = bounds if bounds is not None else (float(z.min()), float(z.max()))
         salt = np.where(rng.random(z.shape) < 0.5, lo, hi)
         return np.where(mask, salt, z).astype(np.float32)
 

@@ -34,7 +34,7 @@ class Streams:
     structure: np.random.Generator  # the task's random function / class subset
     data: np.random.Generator  # normal samples
     anomaly: np.random.Generator  # anomalies and their position in the query
-    noise: np.random.Generator  # the denoise noise level
+    noise: np.random.Generator  # the denoise noise kind and level
 
     @classmethod
     def from_seed(cls, seed: int) -> Streams:
@@ -44,12 +44,16 @@ class Streams:
 
 @dataclass
 class Generated:
-    """What a family's ``_generate`` returns: raw arrays plus ground truth."""
+    """What a family's ``_generate`` returns: raw arrays plus ground truth.
+
+    Image families set ``image_shape = (C, H, W)`` and return flattened samples.
+    """
 
     support: np.ndarray
     query: np.ndarray
     query_labels: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    image_shape: tuple[int, int, int] | None = None
 
 
 def check_range(name: str, lo: float, hi: float, *, minimum: float) -> None:
@@ -84,7 +88,11 @@ class FamilyBase(ABC):
         seed: Family seed; different seeds give different task streams.
         anomaly_fraction: Fraction of the query that is anomalous (``anomaly`` objective).
         noise_range: ``(lo, hi)`` of the per-task Gaussian noise level for ``denoise``,
-            in normalised (model-space) units.
+            in normalised (model-space) units (raw pixel units for image families).
+
+    A family whose ``noise_kinds`` lists several kinds draws one per ``denoise`` task
+    (uniformly), then its level from ``noise_range`` (Gaussian sigma) or
+    ``salt_pepper_range`` (fraction of corrupted values).
     """
 
     name: str = "base"
@@ -92,6 +100,8 @@ class FamilyBase(ABC):
     max_input_dim: int = 0
     loss: str = "mse"
     normalization: str = "standard"
+    noise_kinds: tuple[str, ...] = ("gaussian",)
+    salt_pepper_range: tuple[float, float] = (0.05, 0.2)
 
     def __init__(
         self,
@@ -152,9 +162,7 @@ class FamilyBase(ABC):
         seed = task_seed(self.name, split, index, self.seed)
         streams = Streams.from_seed(seed)
         gen = self._generate(split, streams, objective, int(n_s), int(n_q))
-        noise = None
-        if objective == "denoise":
-            noise = Noise("gaussian", float(streams.noise.uniform(*self.noise_range)))
+        noise = self._draw_noise(streams.noise) if objective == "denoise" else None
         info = {"family_seed": self.seed, **gen.info}
         return Task(
             name=f"{self.name}/{split}/{index}",
@@ -168,7 +176,16 @@ class FamilyBase(ABC):
             normalization=self.normalization,
             noise=noise,
             info=info,
+            image_shape=gen.image_shape,
         )
+
+    def _draw_noise(self, rng: np.random.Generator) -> Noise:
+        """The task's ``denoise`` corruption: a kind from ``noise_kinds``, then its level."""
+        kinds = self.noise_kinds
+        # A single kind draws nothing for it, so one-kind families keep their exact stream.
+        kind = kinds[0] if len(kinds) == 1 else kinds[int(rng.integers(len(kinds)))]
+        lo, hi = self.noise_range if kind == "gaussian" else self.salt_pepper_range
+        return Noise(kind, float(rng.uniform(lo, hi)))
 
     def n_anomalies(self, n_query: int) -> int:
         """How many of ``n_query`` samples are anomalous (at least 1, at most n_query - 1)."""

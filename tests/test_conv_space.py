@@ -1,0 +1,122 @@
+"""The conv search space: spec validation, exact extraction, costs, depth constraints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metaae_edge.errors import DataError, SpecError
+from metaae_edge.space import (
+    CompactConvAE,
+    ConvSupernet,
+    arch_probs,
+    create_compact,
+    create_supernet,
+    discretize,
+    extract,
+)
+from metaae_edge.spec import ArchSpec, LayerSpec, SupernetConfig
+
+
+def _conv_spec(stages=2, hw=(16, 16), c=1, latent=4) -> ArchSpec:
+    enc = tuple(LayerSpec(8 * (i + 1), "relu", 3 if i % 2 else 5) for i in range(stages))
+    dec = tuple(LayerSpec(8, "tanh", 3) for _ in range(stages))
+    return ArchSpec((c, *hw), enc, latent, dec, backbone="conv").validate()
+
+
+def test_conv_spec_roundtrip_and_sizes():
+    spec = _conv_spec()
+    again = ArchSpec.from_json(spec.to_json())
+    assert again == spec
+    assert spec.latent_shape() == (4, 4, 4)
+    assert spec.latent_size() == 64
+    assert spec.latent_shape((32, 48)) == (4, 8, 12)
+    model = CompactConvAE(spec)
+    assert sum(p.numel() for p in model.parameters()) == spec.param_count()
+    # MACs scale with the number of pixels (fully convolutional)
+    assert spec.macs((32, 32)) == 4 * spec.macs()
+    assert "conv 1x16x16" in spec.describe() and "[4x4x4]" in spec.describe()
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(input_shape=(1, 12, 12), stages=3), "divisible by 8"),
+    (dict(input_shape=(16,), stages=1), r"\(C, H, W\)"),
+])
+def test_conv_spec_rejects(bad, match):
+    layer = LayerSpec(8, "relu", 3)
+    with pytest.raises(SpecError, match=match):
+        ArchSpec(bad["input_shape"], (layer,) * bad["stages"], 2, (layer,) * bad["stages"],
+                 backbone="conv").validate()
+
+
+def test_conv_layer_needs_kernel_and_mlp_refuses_one():
+    with pytest.raises(SpecError, match="kernel"):
+        ArchSpec((1, 8, 8), (LayerSpec(8),), 2, (LayerSpec(8),), backbone="conv").validate()
+    with pytest.raises(SpecError, match="kernel must be unset"):
+        ArchSpec((8,), (LayerSpec(8, "relu", 3),), 2, (), backbone="mlp").validate()
+
+
+def _random_alpha(net: ConvSupernet, gen: torch.Generator) -> None:
+    with torch.no_grad():
+        for p in net.arch.parameters():
+            p.copy_(3 * torch.randn(p.shape, generator=gen))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_extracted_equals_supernet_under_hard_alpha(seed):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = create_supernet(SupernetConfig.conv())
+    _random_alpha(net, gen)
+    rng = np.random.default_rng(seed)
+    c = int(rng.choice([1, 3]))
+    h = int(rng.choice([8, 12, 16, 24]))
+    w = int(rng.choice([h, 2 * h]))
+    x = torch.randn(3, c, h, w, generator=gen)
+    alpha = net.constrain_alpha(net.alpha(), tuple(x.shape))
+    probs = arch_probs(alpha, mode="hard")
+    with torch.no_grad():
+        r_super, z_super = net(x, probs)
+        spec = discretize(net, (c, h, w))
+        r_compact, z_compact = extract(net, spec)(x)
+    assert spec.backbone == "conv" and spec.input_shape == (c, h, w)
+    torch.testing.assert_close(r_compact, r_super, atol=1e-5, rtol=1e-5)
+    lc = spec.latent_dim  # the supernet's latent is the max-channel tensor, masked
+    torch.testing.assert_close(z_compact, z_super[:, :lc], atol=1e-5, rtol=1e-5)
+    assert float(z_super[:, lc:].abs().sum()) == 0.0
+    # the differentiable cost equals the spec's count under a hard architecture
+    assert float(net.expected_macs(probs, x.shape)) == pytest.approx(spec.macs(), rel=1e-5)
+    assert float(net.expected_latent_size(probs, x.shape)) == pytest.approx(spec.latent_size())
+
+
+def test_depth_constrained_by_resolution():
+    net = create_supernet(SupernetConfig.conv())
+    with torch.no_grad():
+        net.arch.depth.copy_(torch.tensor([0.0, 1.0, 5.0]))  # prefers 3, then 2
+    assert discretize(net, (1, 16, 16)).stages == 3
+    assert discretize(net, (1, 12, 12)).stages == 2  # 12 is not divisible by 8
+    assert discretize(net, (1, 6, 10)).stages == 1
+    with pytest.raises(DataError, match="not divisible by 2"):
+        discretize(net, (1, 7, 8))
+    with pytest.raises(DataError, match="channels"):
+        discretize(net, (4, 8, 8))
+
+
+def test_soft_forward_is_differentiable_in_alpha():
+    net = create_supernet(SupernetConfig.conv())
+    x = torch.randn(2, 1, 16, 16)
+    probs = arch_probs(net.alpha(), tau=1.0)
+    recon, _ = net(x, probs)
+    loss = ((recon - x) ** 2).mean() + 0.1 * net.resource_cost(probs, x.shape)
+    loss.backward()
+    for name, p in net.arch.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert float(p.grad.abs().sum()) > 0, name
+
+
+def test_create_compact_dispatches():
+    assert isinstance(create_compact(_conv_spec()), CompactConvAE)
+    compact = create_compact(_conv_spec(stages=1, hw=(10, 6), c=3))
+    assert compact(torch.zeros(2, 3, 10, 6))[0].shape == (2, 3, 10, 6)
+    assert compact(torch.zeros(1, 3, 32, 8))[0].shape == (1, 3, 32, 8)  # any even size
