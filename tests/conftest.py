@@ -30,3 +30,19 @@ def pytest_configure(config):
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_conv_checkpoint(tmp_path_factory):
+    """A conv checkpoint meta-trained for 2 steps on digits-res (seconds; shape-correct,
+    not good): for plumbing tests that must not depend on the shipped checkpoint."""
+    from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, save_checkpoint
+    from metaae_edge.tasks import create_family
+
+    trainer = MetaTrainer(create_family("digits-res"), MetaConfig(
+        meta_steps=2, meta_batch=1, warmup_steps=1, val_tasks=1, objective="mixed",
+        inner=InnerConfig(steps=2)))
+    trainer.train()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-conv.safetensors"
+    save_checkpoint(path, trainer.checkpoint())
+    return path

@@ -69,6 +69,12 @@ def evaluate_cmd(
         raise DataError(f"unknown family {family!r}; available: {', '.join(list_families())}")
     if objective not in OBJECTIVES:
         raise DataError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    from ..tasks import create_family
+
+    if hasattr(create_family(family), "unseen_resolutions"):  # an image family
+        _evaluate_images(family, checkpoint, objective, tasks, shots, steps, seeds, baselines,
+                         baseline_lr, pretrain_steps, cache_dir, json_out, markdown, threads)
+        return
     base = tuple(b.strip() for b in baselines.split(",") if b.strip())
     bad = [b for b in base if b not in ALL_METHODS or b == "ours"]
     if bad:
@@ -108,6 +114,54 @@ def evaluate_cmd(
     if plots is not None:
         for p in R.write_plots(summary, plots):
             console.print(f"wrote {p}")
+    typer.echo(text)
+
+
+def _evaluate_images(family, checkpoint, objective, tasks, shots, steps, seeds, baselines,
+                     baseline_lr, pretrain_steps, cache_dir, json_out, markdown,
+                     threads) -> None:
+    """Image families: ours vs fixed conv baselines, PCA, JPEG and classical filters at
+    seen and unseen resolutions (metaae_edge.evaluate.images)."""
+    from ..evaluate import report as R
+    from ..evaluate.images import (
+        IMAGE_METHODS,
+        ImageEvalConfig,
+        images_markdown,
+        run_image_evaluation,
+        summarise_images,
+    )
+    from ..meta.checkpoint import resolve_checkpoint
+
+    base = tuple(b.strip() for b in baselines.split(",") if b.strip())
+    if base == DEFAULT_BASELINES:  # the vector families' default list: use the image one
+        base = ImageEvalConfig.__dataclass_fields__["baselines"].default
+    bad = [b for b in base if b not in IMAGE_METHODS or b == "ours"]
+    if bad:
+        raise DataError(f"unknown image baseline(s) {', '.join(bad)}; choose from "
+                        f"{', '.join(m for m in IMAGE_METHODS if m != 'ours')}")
+    if tasks < 1 or shots < 2:
+        raise DataError(f"need --tasks >= 1 and --shots >= 2, got {tasks} and {shots}")
+    cfg = ImageEvalConfig(
+        family=family, checkpoint=checkpoint or f"builtin:{family}", objective=objective,
+        tasks=tasks, shots=shots, steps=_ints(steps, "steps"), seeds=_ints(seeds, "seeds"),
+        baselines=base, baseline_lr=baseline_lr, pretrain_steps=pretrain_steps,
+        cache_dir=cache_dir or None, threads=threads)
+    resolve_checkpoint(cfg.checkpoint)  # a bad path fails now, with one line
+    with progress("tasks", tasks * len(cfg.seeds) * 2) as (bar, tid):
+        bars: dict[str, int] = {"tasks": tid}
+
+        def on_progress(stage: str, done: int, total: int, info: str) -> None:
+            if stage not in bars:
+                bars[stage] = bar.add_task(stage, total=total, info="")
+            bar.update(bars[stage], completed=done, info=info)
+
+        raw = run_image_evaluation(cfg, on_progress)
+    summary = summarise_images(raw)
+    text = images_markdown(summary)
+    if json_out is not None:
+        R.write_json(summary, json_out)
+    if markdown is not None:
+        R._atomic_write(Path(markdown), text)
     typer.echo(text)
 
 

@@ -13,6 +13,12 @@ from ._common import console, progress, require_torch
 #: Default budgets per family, sized so that `meta-train --family NAME` finishes in a few
 #: minutes on a 2-core CPU (see README for the measured times).
 DEFAULT_META_STEPS = 400
+#: Image families (conv space): each inner step costs ~10x an MLP step, so fewer, smaller
+#: meta-batches; one checkpoint serves reconstruct/compression and denoising ("mixed").
+FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
+    "digits-res": {"meta_steps": 300, "meta_batch": 2, "objective": "mixed"},
+    "shapes": {"meta_steps": 300, "meta_batch": 2, "objective": "mixed"},
+}
 
 
 def tasks_cmd() -> None:
@@ -42,17 +48,19 @@ def meta_train_cmd(
     family: str = typer.Option(..., "--family", "-f", help="Task family (`metaae-edge tasks`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.safetensors)."),
     algorithm: str = typer.Option("reptile", help="reptile | fomaml | maml (second order)."),
-    meta_steps: int = typer.Option(DEFAULT_META_STEPS, help="Outer (meta) steps."),
-    meta_batch: int = typer.Option(4, help="Tasks per meta-step."),
+    meta_steps: int | None = typer.Option(
+        None, help=f"Outer (meta) steps (default {DEFAULT_META_STEPS}; 300 for image families)."),
+    meta_batch: int | None = typer.Option(
+        None, help="Tasks per meta-step (default 4; 2 for image families)."),
     inner_steps: int = typer.Option(10, help="Inner adaptation steps K per task."),
     warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter)."),
     resource_lambda: float = typer.Option(
         0.05, help="Penalty weight on expected MACs (relative to the largest sub-network)."),
     arch_sampling: str = typer.Option(
         "softmax", help="softmax (annealed relaxation) | gumbel (sampled sub-networks)."),
-    objective: str = typer.Option(
-        "reconstruct", help="reconstruct | denoise | anomaly | mixed (reconstruct and denoise "
-        "tasks alternate)."),
+    objective: str | None = typer.Option(
+        None, help="reconstruct | denoise | anomaly | mixed (reconstruct and denoise tasks "
+        "alternate); default reconstruct, mixed for image families."),
     val_every: int = typer.Option(50, help="Meta-validate (and checkpoint) every N steps."),
     seed: int = typer.Option(0, help="Seed (same seed, same checkpoint)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
@@ -77,6 +85,11 @@ def meta_train_cmd(
     elif out.exists():
         raise CheckpointError(f"{out} exists; pass --resume to continue it or choose another --out")
     fam = create_family(family, seed=seed)
+    defaults = {"meta_steps": DEFAULT_META_STEPS, "meta_batch": 4, "objective": "reconstruct",
+                **FAMILY_DEFAULTS.get(family, {})}
+    meta_steps = int(defaults["meta_steps"]) if meta_steps is None else meta_steps
+    meta_batch = int(defaults["meta_batch"]) if meta_batch is None else meta_batch
+    objective = str(defaults["objective"]) if objective is None else objective
     cfg = MetaConfig(
         algorithm=algorithm,
         meta_steps=meta_steps,

@@ -165,7 +165,10 @@ def inner_loop(
             # Plain autograd on fresh leaves: measured 2.2x faster per step than
             # torch.func.grad on this CPU, and nothing needs to compose around it.
             leaves = {k: v.detach().requires_grad_(True) for k, v in p.items()}
-            grads = dict(zip(leaves, torch.autograd.grad(loss_fn(leaves), list(leaves.values()))))
+            # allow_unused: a conv stage a resolution cannot use gets no gradient (zero)
+            raw = torch.autograd.grad(loss_fn(leaves), list(leaves.values()), allow_unused=True)
+            grads = {k: torch.zeros_like(v) if g is None else g
+                     for (k, v), g in zip(leaves.items(), raw)}
         else:  # second-order MAML differentiates through this step: keep it functional
             grads = grad(loss_fn)(p)
         if on_step is not None:
