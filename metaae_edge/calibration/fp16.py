@@ -6,7 +6,8 @@ behaviours (and a history of dropping value_info / names) into a gate we must re
 about. The rules:
 
 * A node runs in float16 if its op type is in :data:`FP16_OPS` (ops whose float inputs and
-  outputs all share one type), it is not in ``block_op_types`` / ``block_nodes``, and,
+  outputs all share one type, except Resize, whose ``roi`` / ``scales`` stay float32), it
+  is not in ``block_op_types`` / ``block_nodes``, and,
   with ``keep_boundary_fp32`` (default), it lies on the network proper (between two linear
   layers, see :func:`~metaae_edge.calibration._graph.core_nodes`): normalisation,
   de-normalisation and the score stay float32 as they overflow or cancel in float16.
@@ -36,8 +37,11 @@ FP16_OPS: frozenset[str] = frozenset({
     "Gemm", "MatMul", "Conv", "ConvTranspose", "Add", "Sub", "Mul", "Div", "Neg", "Abs",
     "Relu", "LeakyRelu", "Tanh", "Sigmoid", "HardSigmoid", "HardSwish", "Elu", "Gelu",
     "Max", "Min", "Identity", "Reshape", "Flatten", "Transpose", "Concat", "Squeeze",
-    "Unsqueeze", "MaxPool", "AveragePool", "Clip", "Where",
+    "Unsqueeze", "MaxPool", "AveragePool", "Clip", "Where", "Resize",
 })
+#: Ops of which only the first N inputs are data that follow the node's precision; the
+#: rest keep their own type (Resize's roi / scales are float32 whatever X is).
+_DATA_INPUTS: dict[str, int] = {"Resize": 1}
 #: Kept in float32 wherever they appear: reductions and transcendental ops that
 #: overflow (sum of squares, exp) or need the mantissa (log, sqrt, pow).
 DEFAULT_BLOCK_OP_TYPES: frozenset[str] = frozenset({
@@ -134,9 +138,12 @@ def convert_fp16(
 
     for node in g.node:
         want = TensorProto.FLOAT16 if node.name in half else TensorProto.FLOAT
+        n_data = _DATA_INPUTS.get(node.op_type, len(node.input))
         for i, inp in enumerate(node.input):
             inp = rename.get(inp, inp)
             node.input[i] = inp
+            if i >= n_data:  # a parameter input with its own type (e.g. Resize scales)
+                continue
             orig = types.get(inp.removesuffix("/fp16") if inp.endswith("/fp16") else inp)
             if orig not in (TensorProto.FLOAT, TensorProto.FLOAT16):
                 continue

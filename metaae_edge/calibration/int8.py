@@ -35,11 +35,20 @@ def preprocess(src: str | Path, dst: str | Path) -> onnx.ModelProto:
     """``quant_pre_process`` (symbolic shape inference + ORT graph optimisation) -> ``dst``.
 
     Node names are then made unique and non-empty, as exclusion lists refer to them.
+    Image graphs (dynamic height / width besides the batch) skip the symbolic shape
+    inference: it cannot resolve the score's element count taken from the input's shape
+    ("Incomplete symbolic shape inference"), and with ``auto_merge`` it renames the
+    outputs' dims to expressions. ONNX shape inference still runs; quantising Conv needs
+    only the weights' shapes.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    graph = onnx.load(str(src), load_external_data=False).graph
+    spatial = any(d.dim_param for vi in graph.input
+                  for d in vi.type.tensor_type.shape.dim[1:])
     try:
-        quant_pre_process(str(src), str(dst), skip_optimization=False)
+        quant_pre_process(str(src), str(dst), skip_optimization=False,
+                          skip_symbolic_shape=spatial)
     except Exception as exc:  # ORT raises assorted types; one line for the user
         raise ExportError(f"quant_pre_process failed on {Path(src).name}: "
                           f"{exc}".splitlines()[0]) from exc

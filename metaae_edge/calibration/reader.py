@@ -8,12 +8,45 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["CalibrationReader", "check_raw"]
+__all__ = ["CalibrationReader", "check_images", "check_raw"]
+
+
+def check_images(data: Any, image_shape: tuple[int, int, int], multiple: int,
+                 what: str = "calibration data") -> np.ndarray:
+    """Validate raw images for an image bundle -> finite float32 (N, C, H, W), C-order.
+
+    Accepts (N, C, H, W) with H, W multiples of ``multiple``, (N, H, W) when C is 1, or
+    samples flattened at the adapted resolution (N, C*H*W) as image tasks store them.
+    """
+    c, h, w = image_shape
+    arr = np.asarray(data)
+    if arr.dtype.kind not in "biuf" or arr.size == 0:
+        raise DataError(f"{what} must be non-empty numeric images, got shape {arr.shape} "
+                        f"dtype {arr.dtype}")
+    if arr.ndim == 2 and arr.shape[1] == c * h * w:
+        arr = arr.reshape(len(arr), c, h, w)
+    elif arr.ndim == 3 and c == 1:
+        arr = arr[:, None]
+    if arr.ndim != 4 or arr.shape[1] != c or arr.shape[2] % multiple or arr.shape[3] % multiple:
+        raise DataError(f"{what} must be images (N, {c}, H, W) with H and W multiples of "
+                        f"{multiple}, or flattened (N, {c * h * w}); got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{what} contains NaN/Inf; remove or impute them first")
+    return arr
 
 
 def check_raw(data: Any, width: int | None = None, what: str = "calibration data") -> np.ndarray:
-    """Validate raw samples: a finite, non-empty numeric (N, D) array -> float32 C-order."""
+    """Validate raw samples: a finite, non-empty numeric (N, D) array -> float32 C-order.
+
+    Without ``width``, (N, C, H, W) image batches (and latent maps) are accepted too.
+    """
     arr = np.asarray(data)
+    if width is None and arr.ndim == 4 and arr.size and arr.dtype.kind in "biuf":
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"{what} contains NaN/Inf; remove or impute them first")
+        return arr
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.dtype.kind not in "biuf":
         raise DataError(f"{what} must be a non-empty numeric (samples, features) array, got "
                         f"shape {arr.shape} dtype {arr.dtype}")
@@ -33,7 +66,7 @@ class CalibrationReader:
     calibration pass. The graphs normalise internally, so the data is *raw*.
 
     Args:
-        data: raw samples (N, D).
+        data: raw samples (N, D), or images / latent maps (N, C, H, W) fed as NCHW.
         input_name: the graph input to feed (``x`` for autoencoder / encoder graphs).
         samples: how many samples to use (drawn without replacement with ``seed``; all
             of them when ``N <= samples``).

@@ -3,6 +3,8 @@
 Both raise :class:`~metaae_edge.errors.MetaAEError` subclasses on user errors; the CLI's
 main wrapper turns them into one line and exit code 2. Nothing here imports torch or
 ``metaae_edge.tasks``, so ``metaae-edge run`` works on a device with only onnxruntime.
+Image (conv) bundles are run by :mod:`~metaae_edge.commands.image_run` (images in, images,
+heat maps or scores out).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from ..runtime.io import READ_SUFFIXES, WRITE_SUFFIXES, read_array, write_array
 
 __all__ = ["inspect_command", "register", "run_command"]
 
-Mode = Enum("Mode", {m: m for m in
-                     ("reconstruct", "encode", "decode", "denoise", "score", "predict")},
+Mode = Enum("Mode", {m: m for m in ("reconstruct", "encode", "decode", "denoise", "score",
+                                    "predict", "error-map")},
             type=str)
 Backend = Enum("Backend", {b: b for b in ("auto", *BACKENDS)}, type=str)
 Precision = Enum("Precision", {p: p for p in ("fp32", "fp16", "int8")}, type=str)
@@ -40,11 +42,15 @@ def run_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory written by adapt-and-export.")],
     input_path: Annotated[Path, typer.Option(
         "--input", "-i", help="Input samples: .npy, .npz (array 'x') or .csv (header allowed); "
-        "raw latent codes for --mode decode.")],
+        "raw latent codes for --mode decode. Image bundles: a folder of PNG/JPEG, an image "
+        "file or an .npy stack (N, H, W[, C]).")],
     output: Annotated[Path, typer.Option(
-        "--output", "-o", help="Where to write the result (.npy or .csv); written only on "
-        "success.")],
-    mode: Annotated[Mode, typer.Option(help="What to compute.")] = Mode.reconstruct,
+        "--output", "-o", "--out", help="Where to write the result (.npy or .csv); written "
+        "only on success. Image bundles: a folder (PNGs with the input names, or "
+        "<stem>.npy for array input) or a .npy / .csv file.")],
+    mode: Annotated[Mode, typer.Option(
+        help="What to compute; error-map (per-pixel heat maps) needs an image bundle.")
+    ] = Mode.reconstruct,
     backend: Annotated[Backend, typer.Option(
         help="Inference backend; auto picks the fastest available.")] = Backend.auto,
     precision: Annotated[Precision, typer.Option(help="Graph precision.")] = Precision.fp32,
@@ -55,15 +61,23 @@ def run_command(
     verify: Annotated[bool, typer.Option(
         help="Check every bundle file's sha256 before running.")] = True,
 ) -> None:
-    """Run a bundle on a file of samples and write the result."""
+    """Run a bundle on a file of samples (or images) and write the result."""
+    rt = Runtime.load(bundle, backend=backend.value, precision=precision.value,
+                      threads=threads, verify=verify, max_batch=batch_size)
+    if rt.bundle.is_image:
+        from .image_run import run_images
+
+        run_images(rt, input_path, output, mode.value)
+        return
     out_suffix = output.suffix.lower()
-    if out_suffix not in WRITE_SUFFIXES:  # fail before any work is done
+    if out_suffix not in WRITE_SUFFIXES:  # fail before any data is read
         raise InputError(f"output {output}: unknown format {out_suffix or '(none)'!r}; "
                          f"use one of {', '.join(WRITE_SUFFIXES)}")
     if not (output.parent if str(output.parent) else Path(".")).is_dir():
         raise InputError(f"output directory {output.parent} does not exist")
-    rt = Runtime.load(bundle, backend=backend.value, precision=precision.value,
-                      threads=threads, verify=verify, max_batch=batch_size)
+    if mode.value == "error-map":
+        raise InputError(f"--mode error-map needs an image (conv) bundle; {rt.bundle.root} "
+                         "takes feature vectors: use --mode score")
     x = read_array(input_path)
     fn = getattr(rt, mode.value)
     n = 1 if x.ndim == 1 else len(x)
@@ -101,6 +115,10 @@ def _parity_rows(parity: dict[str, Any]) -> list[tuple[str, str, str]]:
         for name, r in outputs.items():
             rows.append((f"{role}.{name}", f"{r.get('max_abs_err', float('nan')):.2e}",
                          "ok" if r.get("passed") else "FAILED"))
+    for res, r in (parity.get("resolutions") or {}).items():  # image bundles
+        rows.append((f"all graphs at {res} ({r.get('n_samples', '?')} images)",
+                     f"{r.get('max_abs_err', float('nan')):.2e}",
+                     "ok" if r.get("passed") else "FAILED"))
     return rows
 
 
@@ -130,8 +148,19 @@ def inspect_command(
                            f"{m.get('metaae_edge_version', '?')}, created {m.get('created', '?')})")
     head.add_row("objective", b.objective)
     head.add_row("arch", b.spec.describe())
-    head.add_row("size", f"{b.spec.param_count():,} params, {b.spec.macs():,} MACs/sample")
-    head.add_row("input", f"(batch, {b.input_dim}) float32 raw; latent {b.latent_dim}")
+    if b.is_image:
+        c, h, w = b.spec.input_shape
+        lc, lh, lw = b.spec.latent_shape()
+        f = b.spatial_multiple
+        head.add_row("size", f"{b.spec.param_count():,} params, {b.spec.macs():,} "
+                             f"MACs/image at {h}x{w}")
+        head.add_row("input", f"images (batch, {c}, H, W) float32 raw pixels, NCHW; H and W "
+                              f"any multiples of {f} (adapted at {c} x {h} x {w})")
+        head.add_row("latent", f"{lc} x H/{f} x W/{f} ({lc} x {lh} x {lw} at {h}x{w}); "
+                               f"{b.spec.latent_size():,} bytes per image at int8 latent")
+    else:
+        head.add_row("size", f"{b.spec.param_count():,} params, {b.spec.macs():,} MACs/sample")
+        head.add_row("input", f"(batch, {b.input_dim}) float32 raw; latent {b.latent_dim}")
     thr = b.threshold
     head.add_row("threshold", "none" if thr is None else
                  f"{thr['value']:.6g} ({thr.get('method', '?')}, fpr {thr.get('fpr', '?')})")

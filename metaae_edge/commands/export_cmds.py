@@ -13,14 +13,25 @@ from ._common import console, progress, require_torch
 SUPPORTED_PRECISIONS = ("fp32", "fp16", "int8")
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
 def _load_task(data: Path | None, task: str | None, objective: str, noise: str | None,
-               seed: int, max_input_dim: int):
-    from ..tasks import Noise, create_family, load_task
+               seed: int, max_input_dim: int, images: bool = False):
+    """The task to adapt to: user data (features, or images for a conv checkpoint) or a
+    held-out family task."""
+    from ..tasks import Noise, create_family, load_image_task, load_task
 
     if (data is None) == (task is None):
         raise DataError("give exactly one of --data PATH or --task FAMILY:INDEX")
     parsed_noise = Noise.parse(noise) if noise else None
     if data is not None:
+        if images:
+            return load_image_task(data, objective=objective, seed=seed, noise=parsed_noise)
+        if Path(data).is_dir() or Path(data).suffix.lower() in _IMAGE_SUFFIXES:
+            raise DataError(f"{data} is image data, but the checkpoint is an MLP (feature "
+                            "vector) checkpoint; adapt images with a conv checkpoint, e.g. "
+                            "builtin:digits-res, or pass samples x features (.npy/.npz/.csv)")
         return load_task(data, objective=objective, seed=seed, noise=parsed_noise,
                          max_input_dim=max_input_dim)
     name, _, index = task.partition(":")
@@ -53,11 +64,14 @@ def adapt_and_export_cmd(
     checkpoint: str = typer.Argument(..., help="Checkpoint file or builtin:NAME."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write."),
     data: Path | None = typer.Option(
-        None, help="Task data: .npy, .npz or .csv (samples x features)."),
+        None, help="Task data: .npy, .npz or .csv (samples x features); for a conv (image) "
+        "checkpoint a folder of PNG/JPEG, an image file, clean/ + noisy/ folders, or an .npy "
+        "image stack (N x H x W [x C])."),
     task: str | None = typer.Option(None, help="A held-out built-in task, FAMILY:INDEX."),
     objective: str = typer.Option("reconstruct", help="reconstruct | denoise | anomaly."),
     noise: str | None = typer.Option(
-        None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P (standardised units)."),
+        None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P, in standardised "
+        "units for feature data and in pixel units (images in [0, 1]) for image data."),
     steps: int | None = typer.Option(None, help="Adaptation steps K (default: the checkpoint's)."),
     finetune_steps: int = typer.Option(30, help="Fine-tuning steps of the frozen compact network."),
     arch_lr: float | None = typer.Option(
@@ -93,7 +107,9 @@ def adapt_and_export_cmd(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     ckpt = load_checkpoint(checkpoint)
-    t = _load_task(data, task, objective, noise, seed, ckpt.supernet.max_input_dim)
+    is_conv = ckpt.supernet.backbone == "conv"
+    t = _load_task(data, task, objective, noise, seed, ckpt.supernet.max_input_dim,
+                   images=is_conv)
     hold = _split_holdout(t, holdout, seed) if objective == "anomaly" else None
     k = steps if steps is not None else int(ckpt.inner_config.get("steps", 10))
     with progress(f"adapt {t.name}", k) as (bar, tid):
@@ -139,7 +155,15 @@ def adapt_and_export_cmd(
                          precision=p)
     manifest = load_bundle(bundle).manifest
     console.print(f"[bold]architecture[/bold]  {result.spec.describe()}")
-    console.print(f"  params {result.spec.param_count():,}  MACs/sample {result.spec.macs():,}")
+    if result.spec.backbone == "conv":
+        _, h, w = result.spec.input_shape
+        lat = "x".join(map(str, result.spec.latent_shape()))
+        console.print(f"  params {result.spec.param_count():,}  MACs/image at {h}x{w} "
+                      f"{result.spec.macs():,}  latent {lat} ({result.spec.latent_size():,} "
+                      "bytes per image at int8)")
+    else:
+        console.print(f"  params {result.spec.param_count():,}  MACs/sample "
+                      f"{result.spec.macs():,}")
     console.print(
         f"  query MSE  start {rep['before']['query_mse']:.4f} -> adapted (relaxed) "
         f"{rep['relaxed']['query_mse']:.4f} -> frozen {rep['discretized_query_mse']:.4f} -> "

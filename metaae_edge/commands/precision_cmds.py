@@ -18,10 +18,13 @@ __all__ = ["calibrate_command", "build_engine_command", "register"]
 
 def calibrate_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory to add a precision to.")],
-    data: Annotated[Path, typer.Option(help="Raw calibration samples (.npy/.npz/.csv).")],
+    data: Annotated[Path, typer.Option(
+        help="Raw calibration samples (.npy/.npz/.csv); for an image bundle a folder of "
+        "PNG/JPEG, an image file or an .npy stack (N, H, W[, C]).")],
     precision: Annotated[str, typer.Option(help="int8 | fp16.")] = "int8",
     holdout: Annotated[Path | None, typer.Option(
-        help="Held-out raw samples for the accuracy gate (default: a split of --data).")] = None,
+        help="Held-out raw samples (or images) for the accuracy gate (default: a split of "
+        "--data).")] = None,
     labels: Annotated[Path | None, typer.Option(
         help="Anomaly labels of --holdout (1 = anomaly), .npy/.csv.")] = None,
     calib_samples: Annotated[int, typer.Option(min=1, help="Calibration samples.")] = 256,
@@ -34,9 +37,17 @@ def calibrate_command(
     import numpy as np
 
     from ..exporters.precision import add_precision
+    from ..runtime import load_bundle
     from ..runtime.io import read_array
 
-    x = read_array(data)
+    if load_bundle(bundle, verify=False).is_image:
+        from ..runtime.images import read_images
+
+        def read(path: Path):
+            return read_images(path)[0]  # NCHW float32 in [0, 1]
+    else:
+        read = read_array
+    x = read(data)
     if holdout is None:
         if len(x) < 8:
             raise DataError(f"--data has {len(x)} samples; give at least 8 or a --holdout")
@@ -44,7 +55,7 @@ def calibrate_command(
         cut = len(x) // 2
         calib, hold = x[perm[:cut]], x[perm[cut:]]
     else:
-        calib, hold = x, read_array(holdout)
+        calib, hold = x, read(holdout)
     y = None if labels is None else read_array(labels).ravel()
     rep = add_precision(bundle, precision, calib, hold, labels=y, method=calib_method,
                         calib_samples=calib_samples, max_quality_drop=max_quality_drop,
@@ -59,8 +70,16 @@ def calibrate_command(
 def build_engine_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 graph to build.")] = "fp32",
-    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the profile.")] = 4096,
-    opt_batch: Annotated[int, typer.Option(min=1, help="Batch to tune for.")] = 64,
+    max_batch: Annotated[int | None, typer.Option(
+        min=1, help="Largest batch of the profile (default 4096; 64 for image bundles).")] = None,
+    opt_batch: Annotated[int | None, typer.Option(
+        min=1, help="Batch to tune for (default 64; 16 for image bundles).")] = None,
+    min_hw: Annotated[str | None, typer.Option(
+        help="Image bundles: smallest HxW of the profile (default one 2**stages block).")] = None,
+    opt_hw: Annotated[str | None, typer.Option(
+        help="Image bundles: HxW to tune for (default the adapted resolution).")] = None,
+    max_hw: Annotated[str | None, typer.Option(
+        help="Image bundles: largest HxW (default 4x the adapted resolution, >= 64).")] = None,
     workspace_mib: Annotated[int, typer.Option(min=16, help="Workspace limit (MiB).")] = 1024,
     optimization_level: Annotated[int, typer.Option(min=0, max=5)] = 3,
     check_only: Annotated[bool, typer.Option(
@@ -76,11 +95,28 @@ def build_engine_command(
         console.print(line, highlight=False)
     if check_only:
         return
+    if not b.is_image and any(v is not None for v in (min_hw, opt_hw, max_hw)):
+        raise DataError("--min-hw / --opt-hw / --max-hw apply to image bundles only; this "
+                        "bundle takes feature vectors")
+    if opt_batch is not None and max_batch is not None:
+        opt_batch = min(opt_batch, max_batch)
     folder = build_engine(graph, b.root / "engines", precision=precision,
-                          opt_batch=min(opt_batch, max_batch), max_batch=max_batch,
+                          opt_batch=opt_batch, max_batch=max_batch,
+                          min_hw=_hw(min_hw, "--min-hw"), opt_hw=_hw(opt_hw, "--opt-hw"),
+                          max_hw=_hw(max_hw, "--max-hw"),
                           workspace=workspace_mib << 20, optimization_level=optimization_level,
                           timing_cache=b.root / "engines" / "timing.cache")
     typer.echo(str(folder))
+
+
+def _hw(text: str | None, option: str) -> tuple[int, int] | None:
+    """``"64x48"`` -> (64, 48) (height x width)."""
+    if text is None:
+        return None
+    h, sep, w = text.lower().partition("x")
+    if not sep or not h.strip().isdigit() or not w.strip().isdigit():
+        raise DataError(f"{option} must look like HEIGHTxWIDTH, e.g. 128x128, got {text!r}")
+    return int(h), int(w)
 
 
 def register(app: typer.Typer) -> None:

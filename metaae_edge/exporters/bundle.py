@@ -29,7 +29,8 @@ from ..runtime.bundle import (
 )
 from ..spec import ArchSpec
 from ..tasks.base import OBJECTIVES, Normalizer
-from .onnx import GRAPHS, export_onnx, torch_reference
+from .graphs import ERROR_MAP_DEFINITION, SCORE_DEFINITION, graphs_for
+from .onnx import export_onnx, torch_reference
 
 __all__ = ["write_bundle"]
 
@@ -73,6 +74,17 @@ def _manifest(*, spec: ArchSpec, normalizer: Normalizer, task_summary: dict[str,
     import torch
 
     d, latent = spec.input_dim, spec.latent_dim
+    if spec.backbone == "conv":
+        inp, outputs = _conv_io(spec)
+    else:
+        inp = {"names": ["x"], "shape": [None, d], "dtype": "float32",
+               "units": "raw (normalisation is inside the graphs)"}
+        outputs = {
+            "reconstruction": {"shape": [None, d], "dtype": "float32", "units": "raw"},
+            "latent": {"shape": [None, latent], "dtype": "float32"},
+            "score": {"shape": [None], "dtype": "float32",
+                      "definition": SCORE_DEFINITION["mlp"]},
+        }
     return {
         "schema_version": SCHEMA_VERSION,
         "metaae_edge_version": package_version(),
@@ -84,16 +96,10 @@ def _manifest(*, spec: ArchSpec, normalizer: Normalizer, task_summary: dict[str,
         "arch_description": spec.describe(),
         "params": spec.param_count(),
         "macs": spec.macs(),
-        "input": {"names": ["x"], "shape": [None, d], "dtype": "float32",
-                  "units": "raw (normalisation is inside the graphs)"},
-        "outputs": {
-            "reconstruction": {"shape": [None, d], "dtype": "float32", "units": "raw"},
-            "latent": {"shape": [None, latent], "dtype": "float32"},
-            "score": {"shape": [None], "dtype": "float32",
-                      "definition": "mean((dec(enc(z)) - z)^2, axis=1), z = (x - mean) / std"},
-        },
+        "input": inp,
+        "outputs": outputs,
         "graphs": {role: {"inputs": list(ins), "outputs": list(outs)}
-                   for role, (_, ins, outs) in GRAPHS.items()},
+                   for role, (_, ins, outs) in graphs_for(spec).items()},
         "normalization": {"mean": np.asarray(normalizer.mean, np.float32).tolist(),
                           "std": np.asarray(normalizer.std, np.float32).tolist()},
         "score_stats": score_stats,
@@ -103,6 +109,30 @@ def _manifest(*, spec: ArchSpec, normalizer: Normalizer, task_summary: dict[str,
         "reports": reports,
         "environment": {"torch": torch.__version__, "onnx": onnx.__version__},
     }
+
+
+def _conv_io(spec: ArchSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest's ``input`` / ``outputs`` of a conv (image) bundle: NCHW, dynamic H, W."""
+    c, h, w = spec.input_shape
+    f = 2 ** spec.stages
+    lat = spec.latent_dim
+    inp = {"names": ["x"], "shape": [None, c, None, None],
+           "dims": ["batch", c, "height", "width"], "dtype": "float32", "layout": "NCHW",
+           "channels": c, "resolution": [h, w], "spatial_multiple": f,
+           "units": "raw pixels (normalisation is inside the graphs)",
+           "note": f"height and width may be any multiples of {f}; the architecture was "
+                   f"adapted at {h}x{w}"}
+    outputs = {
+        "reconstruction": {"shape": [None, c, None, None], "dtype": "float32", "units": "raw"},
+        "latent": {"shape": [None, lat, None, None],
+                   "dims": ["batch", lat, "latent_height", "latent_width"], "dtype": "float32",
+                   "spatial_divisor": f, "values_per_image": spec.latent_size(),
+                   "at_resolution": [h, w]},
+        "score": {"shape": [None], "dtype": "float32", "definition": SCORE_DEFINITION["conv"]},
+        "error_map": {"shape": [None, 1, None, None], "dtype": "float32",
+                      "definition": ERROR_MAP_DEFINITION},
+    }
+    return inp, outputs
 
 
 def _prepare_target(out: Path, force: bool) -> None:
@@ -167,7 +197,9 @@ def write_bundle(
         normalizer: raw -> model-space map, baked into the graphs and the manifest.
         task_summary: JSON-able task description (``Task.summary()``).
         objective: reconstruct | denoise | anomaly.
-        reference: held-out raw samples (N, D) for the parity gate and score statistics.
+        reference: held-out raw samples (N, D) for the parity gate and score statistics;
+            for conv models images (N, C, H, W) or flattened (N, C*H*W) at the spec's
+            resolution.
         threshold: ``{"value", "fpr", "method", "score_mean", "score_std"}`` or None.
         reports: adaptation / fine-tuning reports to keep in the manifest.
         force: replace an existing bundle at ``out``.
@@ -200,7 +232,7 @@ def write_bundle(
                                  np.ascontiguousarray(reference, np.float32))["score"]
         files = [{"path": fname, "role": role, "precision": "fp32",
                   "sha256": sha256_file(tmp / fname), "bytes": (tmp / fname).stat().st_size}
-                 for role, (fname, _, _) in GRAPHS.items()]
+                 for role, (fname, _, _) in graphs_for(spec).items()]
         manifest = _manifest(spec=spec, normalizer=normalizer, task_summary=task_summary,
                              objective=objective, threshold=threshold, reports=reports,
                              parity=parity, files=files, seed=seed,

@@ -19,6 +19,24 @@ needs converting) and check the produced opset equals the requested one. An expo
 ~2 s warm (vs ~0.1 s for TorchScript), so we export the autoencoder once and cut the
 encoder and decoder out of it with ``onnx.utils.Extractor``.
 ``exporter="torchscript"`` stays available as a fallback for models dynamo cannot capture.
+
+Conv (image) models (:class:`~metaae_edge.space.conv.CompactConvAE`) export the same three
+graphs with NCHW tensors whose height and width are dynamic as well as the batch:
+
+* ``autoencoder.onnx``  x [batch, C, height, width] -> reconstruction [batch, C, height,
+  width], latent [batch, L, latent_height, latent_width], score [batch] (mean over C, H, W
+  of the squared model-space error) and error_map [batch, 1, height, width] (the squared
+  error averaged over channels: the anomaly heat map)
+* ``encoder.onnx`` / ``decoder.onnx`` cut out of it as for the MLP.
+
+Height and width are declared to torch.export as ``2**stages * Dim("h_blocks")`` (and
+``w_blocks``), so the graph is valid exactly for sizes the network can run at; the
+exporter's derived dim names (``4*h_blocks``, ``s38``...) are renamed on the graph inputs
+and outputs to ``height`` / ``width`` / ``latent_height`` / ``latent_width``.
+Normalisation is global (one mean and std), which broadcasts over any resolution. The
+score divides the sum of squared errors by the element count taken from the input's
+shape (``Shape`` -> ``Mul`` -> ``Cast`` -> ``Div``), again avoiding ReduceMean so the graph
+stays at opset 17.
 """
 
 from __future__ import annotations
@@ -38,28 +56,24 @@ import onnx.utils
 import torch
 from torch import nn
 
-from ..errors import DataError, ExportError, ParityError
-from ..runtime.backends import require
+from ..errors import ExportError
 from ..runtime.bundle import package_version
 from ..spec import ArchSpec
 from ..tasks.base import Normalizer
+from .graphs import (
+    CONV_DIM_NAMES,
+    CONV_GRAPHS,
+    DEFAULT_TOLERANCES,
+    ERROR_MAP_DEFINITION,
+    GRAPHS,
+    MAX_OPSET,
+    SCORE_DEFINITION,
+    graphs_for,
+)
+from .parity import check_parity, check_reference, torch_reference
 
-__all__ = ["GRAPHS", "DEFAULT_TOLERANCES", "export_onnx", "check_parity", "torch_reference"]
-
-#: role -> (file name, input names, output names)
-GRAPHS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "autoencoder": ("autoencoder.onnx", ("x",), ("reconstruction", "latent", "score")),
-    "encoder": ("encoder.onnx", ("x",), ("latent",)),
-    "decoder": ("decoder.onnx", ("latent",), ("reconstruction",)),
-}
-#: output -> (atol, rtol) for fp32; reconstruction is compared in model (normalised) units.
-DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
-    "reconstruction": (1e-4, 1e-3),
-    "latent": (1e-4, 1e-3),
-    "score": (1e-4, 1e-3),
-}
-MAX_OPSET = 20
-
+__all__ = ["GRAPHS", "CONV_GRAPHS", "DEFAULT_TOLERANCES", "graphs_for", "export_onnx",
+           "check_parity", "torch_reference"]
 
 class _Autoencoder(nn.Module):
     def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray):
@@ -76,6 +90,28 @@ class _Autoencoder(nn.Module):
         d = r - z
         # sum * (1/D) rather than mean: see the module docstring (opset 17 conversion).
         return r * self.std + self.mean, latent, (d * d).sum(dim=1) * self.inv_d
+
+
+class _ConvAutoencoder(nn.Module):
+    """Raw NCHW images -> reconstruction, latent, score, error map (global normalisation)."""
+
+    def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray, channels: int):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.inv_c = 1.0 / float(channels)
+
+    def forward(self, x: torch.Tensor):
+        z = (x - self.mean) / self.std
+        latent = self.model.encode(z)
+        r = self.model.decode(latent)
+        d = r - z
+        error_map = (d * d).sum(dim=1, keepdim=True) * self.inv_c
+        # sum / (H * W) rather than mean (opset 17, see the module docstring); the count
+        # comes from the input's shape, so any resolution divides by its own.
+        score = error_map.sum(dim=(1, 2, 3)) / (x.shape[2] * x.shape[3])
+        return r * self.std + self.mean, latent, score, error_map
 
 
 @contextlib.contextmanager
@@ -96,25 +132,55 @@ def _quiet() -> Iterator[None]:
 
 
 def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
-                        exporter: str) -> onnx.ModelProto:
-    _, inputs, outputs = GRAPHS["autoencoder"]
+                        exporter: str, spec: ArchSpec) -> onnx.ModelProto:
+    _, inputs, outputs = graphs_for(spec)["autoencoder"]
+    conv = spec.backbone == "conv"
+    Dim = torch.export.Dim
     with _quiet(), torch.no_grad():
         if exporter == "dynamo":
+            axes: dict[int, Any] = {0: Dim("batch")}
+            if conv:  # H and W: any multiple of 2**stages, the sizes the network can run at
+                f = 2 ** spec.stages
+                axes.update({2: f * Dim("h_blocks"), 3: f * Dim("w_blocks")})
             program = torch.onnx.export(
                 module, (example,), dynamo=True, opset_version=opset, input_names=list(inputs),
-                output_names=list(outputs), dynamic_shapes={inputs[0]: {0: torch.export.Dim(
-                    "batch")}}, optimize=True, verbose=False, external_data=False)
-            return program.model_proto
-        buf = io.BytesIO()
-        torch.onnx.export(
-            module, (example,), buf, dynamo=False, opset_version=opset,
-            input_names=list(inputs), output_names=list(outputs),
-            dynamic_axes={n: {0: "batch"} for n in (*inputs, *outputs)},
-            do_constant_folding=True)
-        return onnx.load_from_string(buf.getvalue())
+                output_names=list(outputs), dynamic_shapes={inputs[0]: axes}, optimize=True,
+                verbose=False, external_data=False)
+            proto = program.model_proto
+        else:
+            buf = io.BytesIO()
+            dynamic = ({n: {i: d for i, d in enumerate(CONV_DIM_NAMES[n]) if d}
+                        for n in (*inputs, *outputs)} if conv
+                       else {n: {0: "batch"} for n in (*inputs, *outputs)})
+            torch.onnx.export(
+                module, (example,), buf, dynamo=False, opset_version=opset,
+                input_names=list(inputs), output_names=list(outputs),
+                dynamic_axes=dynamic, do_constant_folding=True)
+            proto = onnx.load_from_string(buf.getvalue())
+    if conv:
+        _name_conv_dims(proto)
+    return proto
 
 
-def _split(proto: onnx.ModelProto) -> dict[str, onnx.ModelProto]:
+def _name_conv_dims(proto: onnx.ModelProto) -> None:
+    """Rename the exporter's derived dim names on the graph's inputs / outputs.
+
+    torch.export names them after the symbolic expressions (``4*h_blocks``, ``s38``);
+    ``height`` / ``width`` (and ``latent_height`` / ``latent_width``) say what they are.
+    Intermediate value_info would keep the old names, so it is dropped (onnxruntime and
+    TensorRT infer intermediate shapes themselves).
+    """
+    for vi in (*proto.graph.input, *proto.graph.output):
+        names = CONV_DIM_NAMES.get(vi.name)
+        if names is None:
+            continue
+        for dim, name in zip(vi.type.tensor_type.shape.dim, names):
+            if name is not None:
+                dim.dim_param = name  # also clears a fixed dim_value (a oneof)
+    del proto.graph.value_info[:]
+
+
+def _split(proto: onnx.ModelProto, spec: ArchSpec) -> dict[str, onnx.ModelProto]:
     """Cut encoder (x -> latent) and decoder (latent -> reconstruction) out of the full graph.
 
     One export instead of three (the exporter's fixed cost dominates), and the three
@@ -123,7 +189,7 @@ def _split(proto: onnx.ModelProto) -> dict[str, onnx.ModelProto]:
     extractor = onnx.utils.Extractor(proto)
     graphs = {"autoencoder": proto}
     for role in ("encoder", "decoder"):
-        _, inputs, outputs = GRAPHS[role]
+        _, inputs, outputs = graphs_for(spec)[role]
         part = extractor.extract_model(list(inputs), list(outputs))
         part.producer_name, part.producer_version = proto.producer_name, proto.producer_version
         part.graph.name = role
@@ -140,9 +206,15 @@ def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
             f"the {exporter} exporter produced opset {got.get('ai.onnx')} for {role}, not the "
             f"requested {opset}; request opset {got.get('ai.onnx')} or exporter='torchscript'")
     for vi in (*proto.graph.input, *proto.graph.output):
-        dim0 = vi.type.tensor_type.shape.dim[0]
-        if dim0.dim_param != "batch":
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or dims[0].dim_param != "batch":
             raise ExportError(f"{role} {vi.name!r} has no dynamic 'batch' axis after export")
+        if spec.backbone == "conv" and len(dims) == 4:
+            want = CONV_DIM_NAMES.get(vi.name, ())[2:]
+            if tuple(d.dim_param for d in dims[2:]) != want:
+                got = [d.dim_param or d.dim_value for d in dims]
+                raise ExportError(f"{role} {vi.name!r} has no dynamic height / width axes "
+                                  f"after export (got {got})")
     # The lowest IR version the opset allows: older onnxruntime / TensorRT parsers refuse
     # newer IR versions they do not need.
     proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import), True)
@@ -155,7 +227,11 @@ def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
         "onnx.version": onnx.__version__,
     }
     if role == "autoencoder":
-        meta["metaae_edge.score"] = "mean((dec(enc(z)) - z)^2, axis=1), z = (x - mean) / std"
+        meta["metaae_edge.score"] = SCORE_DEFINITION[spec.backbone]
+        if spec.backbone == "conv":
+            meta["metaae_edge.error_map"] = ERROR_MAP_DEFINITION
+    if spec.backbone == "conv":
+        meta["metaae_edge.spatial_multiple"] = str(2 ** spec.stages)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     proto.doc_string = f"metaae-edge {role}: {spec.describe()}"
@@ -164,104 +240,6 @@ def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"{role} graph failed onnx.checker: {exc}".splitlines()[0]) from None
     return proto
-
-
-def _check_reference(reference: np.ndarray, dim: int) -> np.ndarray:
-    ref = np.asarray(reference)
-    if ref.ndim != 2 or ref.shape[1] != dim or ref.shape[0] == 0 or ref.dtype.kind not in "biuf":
-        raise DataError(f"parity reference must be a non-empty numeric (samples, {dim}) array, "
-                        f"got shape {ref.shape} dtype {ref.dtype}")
-    ref = np.ascontiguousarray(ref, dtype=np.float32)
-    if not np.all(np.isfinite(ref)):
-        raise DataError("parity reference contains NaN/Inf")
-    return ref
-
-
-def torch_reference(model: nn.Module, normalizer: Normalizer,
-                    x: np.ndarray) -> dict[str, np.ndarray]:
-    """The torch fp32 outputs the graphs must reproduce (normalisation done in torch)."""
-    m = copy.deepcopy(model).cpu().float().eval()
-    mean = torch.from_numpy(np.asarray(normalizer.mean, np.float32))
-    std = torch.from_numpy(np.asarray(normalizer.std, np.float32))
-    with torch.no_grad():
-        z = (torch.from_numpy(x) - mean) / std
-        latent = m.encode(z)
-        r = m.decode(latent)
-        return {"reconstruction": (r * std + mean).numpy(), "latent": latent.numpy(),
-                "score": ((r - z) ** 2).mean(dim=1).numpy()}
-
-
-def _compare(got: np.ndarray, ref: np.ndarray, atol: float, rtol: float,
-             scale: np.ndarray | None) -> dict[str, Any]:
-    """allclose-style check; with ``scale`` errors are compared in units of ``scale``."""
-    got64, ref64 = got.astype(np.float64), ref.astype(np.float64)
-    raw = np.abs(got64 - ref64)
-    err, mag = (raw, np.abs(ref64)) if scale is None else (raw / scale, np.abs(ref64) / scale)
-    ok = got.shape == ref.shape and bool(np.all(err <= atol + rtol * mag))
-    out = {"max_abs_err": float(err.max()),
-           "max_rel_err": float((err / np.maximum(mag, atol)).max()),
-           "atol": atol, "rtol": rtol, "passed": ok}
-    if scale is not None:
-        out["max_abs_err_raw"] = float(raw.max())
-        out["compared_in"] = "normalised units (error / std)"
-    return out
-
-
-def check_parity(
-    model: nn.Module,
-    normalizer: Normalizer,
-    out_dir: Path,
-    reference: np.ndarray,
-    *,
-    tolerances: dict[str, tuple[float, float]] | None = None,
-) -> dict[str, Any]:
-    """Run the three graphs in onnxruntime (CPU) against the torch model on ``reference``.
-
-    Each graph runs on the whole reference as one batch and on a batch of one. The
-    reconstruction is compared in normalised units (error / std), so tolerances mean the
-    same whatever the raw scale. The decoder is fed the torch latent.
-
-    Returns:
-        The parity report: per graph and output max abs / rel error, tolerances, passed.
-
-    Raises:
-        ParityError: an output differs beyond ``atol + rtol * |ref|``.
-    """
-    ort = require("onnxruntime", "metaae-edge[cpu]")
-    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-    ref = _check_reference(reference, len(normalizer.mean))
-    expected = torch_reference(model, normalizer, ref)
-    std = np.asarray(normalizer.std, np.float64)
-    feeds = {"x": ref, "latent": expected["latent"]}
-    report: dict[str, Any] = {"n_samples": int(len(ref)), "batch_sizes": sorted({len(ref), 1}),
-                              "provider": "CPUExecutionProvider",
-                              "onnxruntime_version": ort.__version__, "graphs": {}}
-    failures = []
-    for role, (fname, inputs, outputs) in GRAPHS.items():
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(str(Path(out_dir) / fname), so,
-                                    providers=["CPUExecutionProvider"])
-        full = sess.run(list(outputs), {inputs[0]: feeds[inputs[0]]})
-        one = sess.run(list(outputs), {inputs[0]: feeds[inputs[0]][:1]})
-        report["graphs"][role] = {}
-        for name, got, got1 in zip(outputs, full, one):
-            atol, rtol = tol[name]
-            scale = std if name == "reconstruction" else None
-            res = _compare(got, expected[name], atol, rtol, scale)
-            res1 = _compare(got1, expected[name][:1], atol, rtol, scale)
-            res["passed"] = res["passed"] and res1["passed"]
-            report["graphs"][role][name] = res
-            if not res["passed"]:
-                failures.append(f"{fname} output {name!r}: max abs err {res['max_abs_err']:.3g}"
-                                f" exceeds atol {atol:g} + rtol {rtol:g}*|ref|")
-    report["max_abs_err"] = max(r["max_abs_err"] for g in report["graphs"].values()
-                                for r in g.values())
-    report["passed"] = not failures
-    if failures:
-        raise ParityError(f"ONNX parity check failed on {len(ref)} samples: {failures[0]}; "
-                          "the exported graph does not match the torch model")
-    return report
 
 
 def export_onnx(
@@ -278,13 +256,15 @@ def export_onnx(
 
     Args:
         model: a compact autoencoder in model space with ``encode``/``decode`` and a
-            ``spec`` (:class:`~metaae_edge.space.compact.CompactAE`).
-        normalizer: raw -> model-space map baked into the graphs.
+            ``spec``: :class:`~metaae_edge.space.compact.CompactAE` or
+            :class:`~metaae_edge.space.conv.CompactConvAE`.
+        normalizer: raw -> model-space map baked into the graphs (conv: global, shape (1,)).
         out_dir: existing directory the graphs are written into.
-        reference: held-out raw samples (N, D) for the parity gate.
+        reference: held-out raw samples (N, D) for the parity gate; for conv models
+            images (N, C, H, W) or flattened samples (N, C*H*W) at the spec's resolution.
         opset: ONNX opset (<= 20; 17 suits the ORT quantiser and TensorRT 10/11).
-        tolerances: per output ``{"reconstruction"|"latent"|"score": (atol, rtol)}``
-            overriding :data:`DEFAULT_TOLERANCES`.
+        tolerances: per output ``{"reconstruction"|"latent"|"score"|"error_map": (atol,
+            rtol)}`` overriding :data:`DEFAULT_TOLERANCES`.
         exporter: ``dynamo`` (default) or ``torchscript``.
 
     Returns:
@@ -296,28 +276,41 @@ def export_onnx(
     """
     spec: ArchSpec = getattr(model, "spec", None)
     if not isinstance(spec, ArchSpec):
-        raise ExportError("model has no ArchSpec `spec`; export a CompactAE")
+        raise ExportError("model has no ArchSpec `spec`; export a CompactAE or CompactConvAE")
     if exporter not in ("dynamo", "torchscript"):
         raise ExportError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
     if not 13 <= opset <= MAX_OPSET:
         raise ExportError(f"opset must be between 13 and {MAX_OPSET}, got {opset}")
     mean = np.asarray(normalizer.mean, np.float32)
     std = np.asarray(normalizer.std, np.float32)
-    if mean.shape != (spec.input_dim,) or std.shape != (spec.input_dim,):
+    conv = spec.backbone == "conv"
+    if conv:
+        if mean.shape != (1,) or std.shape != (1,):
+            raise ExportError(f"a conv model needs global normalisation (one mean and std, "
+                              f"shape (1,)) so the graph runs at any resolution; got mean "
+                              f"{mean.shape}: fit it with Normalizer.fit(x, 'global')")
+    elif mean.shape != (spec.input_dim,) or std.shape != (spec.input_dim,):
         raise ExportError(f"normalizer has {mean.shape[0]} features, the model {spec.input_dim}")
-    _check_reference(reference, spec.input_dim)
+    check_reference(reference, spec)
     m = copy.deepcopy(model).cpu().float().eval()  # never touch the caller's module
-    # Batch 3 as the example: torch.export specialises dims whose example size is 0 or 1.
-    example = torch.zeros(3, spec.input_dim)
+    # Batch 3 as the example: torch.export specialises dims whose example size is 0 or 1;
+    # for images also 3 x 2 blocks of 2**stages pixels (distinct, so H and W stay apart).
+    if conv:
+        f = 2 ** spec.stages
+        example = torch.zeros(3, spec.input_shape[0], 3 * f, 2 * f)
+        module: nn.Module = _ConvAutoencoder(m, mean, std, spec.input_shape[0])
+    else:
+        example = torch.zeros(3, spec.input_dim)
+        module = _Autoencoder(m, mean, std)
     try:
-        proto = _export_autoencoder(_Autoencoder(m, mean, std).eval(), example, opset, exporter)
-        graphs = _split(proto)
+        proto = _export_autoencoder(module.eval(), example, opset, exporter, spec)
+        graphs = _split(proto, spec)
     except Exception as exc:  # the exporters raise many types; report one line
         raise ExportError(f"exporting with the {exporter} exporter failed: "
                           f"{exc}".splitlines()[0]) from exc
     out_dir = Path(out_dir)
     for role, graph in graphs.items():
         graph = _finish(graph, role, spec, opset, exporter)
-        onnx.save_model(graph, str(out_dir / GRAPHS[role][0]))
+        onnx.save_model(graph, str(out_dir / graphs_for(spec)[role][0]))
     report = check_parity(m, normalizer, out_dir, reference, tolerances=tolerances)
     return {**report, "opset": opset, "exporter": exporter}

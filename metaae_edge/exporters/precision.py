@@ -18,7 +18,7 @@ import numpy as np
 
 from ..calibration._graph import OrtGraph, linear_nodes
 from ..calibration.gate import compare_outputs, run_gate
-from ..calibration.reader import CalibrationReader, check_raw
+from ..calibration.reader import CalibrationReader, check_images, check_raw
 from ..calibration.threshold import fit_threshold
 from ..errors import BundleError, DataError
 from ..runtime.bundle import MANIFEST_NAME, load_bundle, sha256_file
@@ -79,6 +79,11 @@ def add_precision(
 ) -> dict[str, Any]:
     """Write ``autoencoder.<precision>.onnx`` (+ encoder / decoder) into a bundle, gated.
 
+    Image (conv) bundles take images wherever samples are named: (N, C, H, W) with H and W
+    multiples of the bundle's ``spatial_multiple``, (N, H, W) for one channel, or samples
+    flattened at the adapted resolution (N, C*H*W); calibration feeds NCHW batches and the
+    gate's query MSE is taken over every pixel.
+
     Args:
         bundle_dir: an existing, verifiable bundle.
         precision: ``fp16`` or ``int8``.
@@ -114,8 +119,14 @@ def add_precision(
     bundle = load_bundle(bundle_dir, verify=True)
     root, d = bundle.root, bundle.input_dim
     std = bundle.normalization["std"].astype(np.float64)
-    x = check_raw(holdout_data, d, "held-out data")
-    target = x if holdout_target is None else check_raw(holdout_target, d, "held-out target")
+
+    def check(data: Any, what: str = "calibration data") -> np.ndarray:
+        if bundle.is_image:  # NCHW images, any multiple of the spatial multiple
+            return check_images(data, bundle.spec.input_shape, bundle.spatial_multiple, what)
+        return check_raw(data, d, what)
+
+    x = check(holdout_data, "held-out data")
+    target = x if holdout_target is None else check(holdout_target, "held-out target")
     if target.shape != x.shape:
         raise DataError(f"held-out target has shape {target.shape}, the data {x.shape}")
     y = None
@@ -124,7 +135,7 @@ def add_precision(
         if y.shape != (len(x),):
             raise DataError(f"labels must have one entry per held-out sample ({len(x)}), "
                             f"got shape {np.shape(labels)}")
-    calib = check_raw(calib_data, d) if precision == "int8" else None
+    calib = check(calib_data) if precision == "int8" else None
     fp32 = bundle.path_for("autoencoder", "fp32")
     layers = linear_nodes(onnx.load(str(fp32)).graph)
     build = _build_fn(precision, fp32, calib, method, calib_samples, seed)
@@ -162,7 +173,7 @@ def add_precision(
                                       "output_errors": compare_outputs(ref, got, std)}
         threshold = None
         if bundle.threshold is not None:
-            normal = (check_raw(threshold_data, d, "threshold data") if threshold_data
+            normal = (check(threshold_data, "threshold data") if threshold_data
                       is not None else x if y is None else x[y == 0])
             scores = OrtGraph(staged["autoencoder"]).run(normal)["score"]
             threshold = fit_threshold(scores, float(bundle.threshold.get("fpr", 0.01)))

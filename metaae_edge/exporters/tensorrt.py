@@ -11,6 +11,14 @@ The engine is a plain serialized plan (no header prepended) next to ``engine.jso
 recording TensorRT version, GPU, compute capability, profile, precision and the sha256 of
 the source ONNX, under ``engines/<gpu>-sm<cc>-trt<ver>/``. The builder is untested on this
 project's CI (no GPU); see tests/test_tensorrt.py, marked ``tensorrt``.
+
+Image (conv) graphs have dynamic height and width as well as batch. Their default
+optimisation profile (:func:`metaae_edge.runtime.backends.image_profile`): batch 1 / 16 /
+64 (min / opt / max); height and width from one block of ``2**stages`` pixels, tuned for
+the resolution the architecture was adapted at, up to 4x that resolution (at least 64
+pixels a side). TensorRT reserves activation memory for the largest shape, so the box is
+kept modest; widen it with ``max_hw`` / ``max_batch`` (``build-engine --max-hw 256x256``).
+The decoder's latent profile is the same box divided by ``2**stages``.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ExportError
+from ..errors import BackendUnavailableError, ExportError, SpecError
+from ..runtime.backends import IMAGE_MAX_BATCH, IMAGE_OPT_BATCH, image_profile, latent_profile
 from ..runtime.bundle import sha256_file
+from ..spec import ArchSpec
 
 __all__ = ["TRT_ONNX_OPS", "check_tensorrt_compat", "build_engine", "engine_dir_name"]
 
@@ -46,6 +56,59 @@ TRT_ONNX_OPS: frozenset[str] = frozenset({
     "Unsqueeze", "Where",
 })
 _QDQ_TYPES = {3}  # INT8 (TensorProto.INT8); FP8 / INT4 are not used by this project
+# Resize attributes TensorRT's ONNX parser implements (onnx-tensorrt docs/operators.md).
+_RESIZE_MODES = {"nearest", "linear"}
+_RESIZE_COORDS = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric",
+                  "align_corners"}
+_RESIZE_NEAREST = {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"}
+
+
+def graph_spec(model: Any) -> ArchSpec | None:
+    """The ArchSpec in a graph's ``metaae_edge.arch_spec`` metadata (None if absent)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        return ArchSpec.from_json(props["metaae_edge.arch_spec"])
+    except (KeyError, SpecError):
+        return None
+
+
+def _is_image_graph(g: Any, spec: ArchSpec | None) -> bool:
+    if spec is not None:
+        return spec.backbone == "conv"
+    return any(len(vi.type.tensor_type.shape.dim) == 4 for vi in g.input)
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            v = onnx.helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default
+
+
+def _node_errors(n: Any, consts: dict[str, Any]) -> list[str]:
+    """Op-specific restrictions of TensorRT's ONNX parser."""
+    errors = []
+    if n.op_type == "Resize":
+        mode = _attr(n, "mode", "nearest")
+        coord = _attr(n, "coordinate_transformation_mode", "half_pixel")
+        nearest = _attr(n, "nearest_mode", "round_prefer_floor")
+        if mode not in _RESIZE_MODES:
+            errors.append(f"node {n.name!r}: Resize mode {mode!r}; TensorRT supports "
+                          f"{', '.join(sorted(_RESIZE_MODES))}")
+        if coord not in _RESIZE_COORDS:
+            errors.append(f"node {n.name!r}: Resize coordinate_transformation_mode {coord!r} "
+                          "is not supported by TensorRT")
+        if mode == "nearest" and nearest not in _RESIZE_NEAREST:
+            errors.append(f"node {n.name!r}: Resize nearest_mode {nearest!r} is not "
+                          "supported by TensorRT")
+    if n.op_type in ("Squeeze", "Unsqueeze") and len(n.input) > 1 and n.input[1] \
+            and n.input[1] not in consts:
+        errors.append(f"node {n.name!r}: {n.op_type} axes {n.input[1]!r} are not constant; "
+                      "TensorRT needs them as an initializer")
+    return errors
 
 
 def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[str]:
@@ -53,8 +116,12 @@ def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[st
 
     Checks: every node is in the default ONNX domain and in :data:`TRT_ONNX_OPS`;
     every QuantizeLinear / DequantizeLinear has an int8 zero point equal to 0 (TensorRT
-    supports symmetric quantisation only); every graph input / output is rank >= 2 with a
-    dynamic (or any) batch axis 0 and static, positive other axes.
+    supports symmetric quantisation only); Resize uses a mode, coordinate transformation
+    and rounding TensorRT implements, Squeeze / Unsqueeze axes are constant; every graph
+    input / output is rank >= 2 with a dynamic (or any) batch axis 0 and static, positive
+    other axes, except that image (conv) graphs (see the ``metaae_edge.arch_spec``
+    metadata) may also have dynamic height and width (axes 2 and 3 of rank-4 tensors),
+    for a [min, max] profile over resolution.
 
     Args:
         model: an ``onnx.ModelProto`` or a path.
@@ -82,6 +149,7 @@ def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[st
                           "TensorRT's ONNX parser does not know")
         elif n.op_type not in TRT_ONNX_OPS:
             errors.append(f"node {n.name!r}: op {n.op_type} is not in the supported list")
+        errors.extend(_node_errors(n, consts))
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             if len(n.input) < 3 or not n.input[2]:
                 errors.append(f"node {n.name!r}: {n.op_type} has no zero point (uint8 by "
@@ -102,6 +170,7 @@ def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[st
     if n_qdq:
         ok.append(f"ok: {n_qdq} Q/DQ nodes, all symmetric int8" if not errors else
                   f"{n_qdq} Q/DQ nodes checked")
+    image = _is_image_graph(g, graph_spec(m))
     for vi in (*g.input, *g.output):
         if vi.name in consts:
             continue
@@ -110,9 +179,15 @@ def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[st
             errors.append(f"{vi.name!r} has rank {len(dims)}; expected (batch, features...)"
                           if vi in g.input or len(dims) == 0 else None)
         for i, d in enumerate(dims[1:], start=1):
+            if image and len(dims) == 4 and i in (2, 3):
+                continue  # height / width: covered by the profile over resolution
             if d.dim_param or d.dim_value <= 0:
+                only = ("the batch, height and width axes" if image and len(dims) == 4
+                        else "the batch axis 0")
                 errors.append(f"{vi.name!r} axis {i} is dynamic ({d.dim_param or '?'}); only "
-                              "the batch axis 0 may be, for a [min, max] batch profile")
+                              f"{only} may be, for a [min, max] profile")
+    if image:
+        ok.append("ok: image graph, dynamic batch / height / width (profile over resolution)")
     errors = [e for e in errors if e]
     ok.append(f"ok: {len(g.node)} nodes, ops {', '.join(sorted({n.op_type for n in g.node}))}")
     findings = [f"error: {e}" for e in errors] + ok
@@ -172,12 +247,15 @@ def build_engine(
     *,
     precision: str = "fp32",
     min_batch: int = 1,
-    opt_batch: int = 64,
-    max_batch: int = 4096,
+    opt_batch: int | None = None,
+    max_batch: int | None = None,
     workspace: int = 1 << 30,
     optimization_level: int = 3,
     timing_cache: str | Path | None = None,
     hardware_compatibility: str = "none",
+    min_hw: tuple[int, int] | None = None,
+    opt_hw: tuple[int, int] | None = None,
+    max_hw: tuple[int, int] | None = None,
 ) -> Path:
     """Build a strongly typed TensorRT engine from a (fp32 / fp16 / Q/DQ int8) ONNX graph.
 
@@ -186,11 +264,14 @@ def build_engine(
         out_dir: the bundle's ``engines/`` folder; the engine goes into a sub-folder named
             by :func:`engine_dir_name`.
         precision: recorded in engine.json (precision comes from the graph itself).
-        min_batch, opt_batch, max_batch: the optimisation profile of the batch axis.
+        min_batch, opt_batch, max_batch: the optimisation profile of the batch axis
+            (default opt / max: 64 / 4096 for feature graphs, 16 / 64 for image graphs).
         workspace: workspace memory pool limit in bytes.
         optimization_level: builder optimisation level 0-5 (TensorRT default 3).
         timing_cache: file to read / update the timing cache from (None: none).
         hardware_compatibility: ``none`` | ``ampere_plus`` | ``same_compute_capability``.
+        min_hw, opt_hw, max_hw: (H, W) of the resolution profile of image graphs (default:
+            see the module docstring); multiples of ``2**stages``.
 
     Returns:
         The folder holding ``<stem>.engine`` and ``engine.json``.
@@ -201,11 +282,23 @@ def build_engine(
     """
     import onnx
 
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path))
+    spec = graph_spec(model)
+    image = spec is not None and spec.backbone == "conv"
+    if max_batch is None:
+        max_batch = IMAGE_MAX_BATCH if image else 4096
+    if opt_batch is None:
+        opt_batch = min(IMAGE_OPT_BATCH if image else 64, max_batch)
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ExportError(f"need 1 <= min_batch <= opt_batch <= max_batch, got "
                           f"{min_batch}, {opt_batch}, {max_batch}")
-    onnx_path = Path(onnx_path)
-    model = onnx.load(str(onnx_path))
+    per_sample = None
+    if image:
+        try:
+            per_sample = image_profile(spec, min_hw=min_hw, opt_hw=opt_hw, max_hw=max_hw)
+        except Exception as exc:  # InputError from the runtime helper: one line
+            raise ExportError(str(exc)) from None
     check_tensorrt_compat(model)
     trt = _trt()
     gpu, cc = _gpu()
@@ -244,8 +337,13 @@ def build_engine(
     shapes = {}
     for i in range(network.num_inputs):
         t = network.get_input(i)
-        feat = tuple(t.shape)[1:]
-        shapes[t.name] = [[b, *feat] for b in (min_batch, opt_batch, max_batch)]
+        batches = (min_batch, opt_batch, max_batch)
+        if per_sample is not None:  # image graph: a box over batch, height and width
+            box = latent_profile(spec, per_sample) if t.name == "latent" else per_sample
+            shapes[t.name] = [[b, *box[k]] for b, k in zip(batches, ("min", "opt", "max"))]
+        else:
+            feat = tuple(t.shape)[1:]
+            shapes[t.name] = [[b, *feat] for b in batches]
         profile.set_shape(t.name, *shapes[t.name])
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)

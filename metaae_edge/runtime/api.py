@@ -8,6 +8,11 @@ The per-call path is kept close to a bare ``session.run``: names are looked up o
 the manifest is never re-read, an input that already is a C-contiguous float32 (batch, D)
 array is passed through without a copy, and the NaN/Inf check reads the graph's score output
 (the slow locating scan only runs when that is not finite).
+
+Image (conv) bundles take NCHW float32 images of any height and width that are multiples
+of the bundle's ``spatial_multiple`` (``2**stages``): (N, C, H, W), (N, H, W) when C is 1,
+or one (C, H, W) / (H, W) image; outputs are NCHW and always carry the batch axis.
+:meth:`Runtime.error_map` returns their per-pixel anomaly heat map.
 """
 
 from __future__ import annotations
@@ -23,28 +28,24 @@ from ..errors import BackendUnavailableError, BundleError, InputError
 from ..spec import ArchSpec
 from .backends import (
     BACKENDS,
+    IMAGE_MAX_BATCH,
     OPTIMIZATION_LEVELS,
     OrtRunner,
     SessionConfig,
     available_backends,
     create_runner,
+    image_profile,
+    latent_profile,
     tensorrt_unavailable_reason,
 )
 from .bundle import PRECISIONS, Bundle, load_bundle
+from .io import coerce_images, locate_nonfinite
 
 __all__ = ["Runtime"]
 
 _AE_OUTPUTS = ("reconstruction", "latent", "score")
 _F32 = np.dtype(np.float32)  # builtin dtypes are singletons: ``is`` is the cheap test
 _TRT_DEFAULT_MAX_BATCH = 4096
-
-
-def _first_nonfinite(arr: np.ndarray) -> tuple[int, int, str] | None:
-    bad = ~np.isfinite(arr)
-    if not bad.any():
-        return None
-    r, c = (int(i) for i in np.argwhere(bad)[0])
-    return r, c, "NaN" if np.isnan(arr[r, c]) else "Inf"
 
 
 def _coerce(x: Any, width: int, what: str, hint: str) -> np.ndarray:
@@ -110,7 +111,9 @@ class Runtime:
         self._config = config
         self._lock = threading.Lock()
         self._runners: dict[str, OrtRunner] = {"autoencoder": runner}
-        missing = [n for n in _AE_OUTPUTS if n not in runner.output_names]
+        self._image = bundle.is_image
+        wanted = (*_AE_OUTPUTS, "error_map") if self._image else _AE_OUTPUTS
+        missing = [n for n in wanted if n not in runner.output_names]
         if missing:
             raise BundleError(f"bundle {bundle.root}: autoencoder graph lacks output(s) "
                               f"{', '.join(missing)}")
@@ -122,10 +125,19 @@ class Runtime:
         self._out_recon_score, self._out_score = ["reconstruction", "score"], ["score"]
         self._out_recon = ["reconstruction"]
         self._out_all = list(_AE_OUTPUTS)
+        self._out_map = ["error_map", "score"]
         self._d = bundle.input_dim
         self._l = bundle.latent_dim
         self._x_hint = f"This bundle was built for {self._d} features"
         self._z_hint = f"This bundle's latent size is {self._l}"
+        if self._image:
+            self._out_all = ["reconstruction", "latent", "error_map", "score"]
+            self._c, self._mult = bundle.channels, bundle.spatial_multiple
+            c, h, w = self.spec.input_shape
+            self._x_hint = (f"This bundle takes {c}-channel images, height and width "
+                            f"multiples of {self._mult} (adapted at {h}x{w})")
+            self._z_hint = (f"This bundle's latent codes have {self._l} channels at 1/"
+                            f"{self._mult} of the image height and width")
         thr = bundle.threshold_for(precision)  # scores shift with precision
         self.threshold: float | None = None if thr is None else float(thr["value"])
 
@@ -189,7 +201,8 @@ class Runtime:
                                optimization=optimization, device_id=device_id,
                                max_batch=max_batch,
                                cache_dir=None if cache_dir is None else str(cache_dir))
-        profile = ("x", bundle.input_dim)
+        profile: tuple[str, Any] = (
+            ("x", image_profile(bundle.spec)) if bundle.is_image else ("x", bundle.input_dim))
         notes: list[str] = []
         if backend != "auto":
             runner = create_runner(backend, graph, config, profile, bundle=bundle)
@@ -215,7 +228,8 @@ class Runtime:
                     f"no backend can run this bundle ({why}); install "
                     "pip install 'metaae-edge[cpu]' (or [gpu] on a CUDA machine)")
         if chosen == "ort-trt" and max_batch is None:
-            max_batch = _TRT_DEFAULT_MAX_BATCH  # the engine's profile ends there
+            # the engine's profile ends there
+            max_batch = IMAGE_MAX_BATCH if bundle.is_image else _TRT_DEFAULT_MAX_BATCH
         return cls(bundle, chosen, runner, config, precision, max_batch, notes, check_finite)
 
     def _runner(self, role: str) -> OrtRunner:
@@ -226,7 +240,11 @@ class Runtime:
             runner = self._runners.get(role)
             if runner is None:
                 path = self.bundle.path_for(role, self.precision)
-                width = self._d if role == "encoder" else self._l
+                width: Any = self._d if role == "encoder" else self._l
+                if self._image:
+                    width = image_profile(self.spec)
+                    if role == "decoder":
+                        width = latent_profile(self.spec, width)
                 name = "latent" if role == "decoder" else "x"
                 if self.backend == "tensorrt":
                     runner = self._trt_role_runner(role, path, (name, width))
@@ -235,7 +253,7 @@ class Runtime:
                 self._runners[role] = runner
             return runner
 
-    def _trt_role_runner(self, role: str, path: Path, profile: tuple[str, int]) -> OrtRunner:
+    def _trt_role_runner(self, role: str, path: Path, profile: tuple[str, Any]) -> OrtRunner:
         """Encoder / decoder on the tensorrt backend: their own engine when the bundle has
         one; else the encoder reads ``latent`` off the autoencoder engine and the decoder
         falls back to the fastest onnxruntime backend (noted in ``backend_notes``)."""
@@ -257,6 +275,31 @@ class Runtime:
         raise why
 
     # -- per-call helpers --------------------------------------------------------------
+    def _xin(self, x: Any, check: bool = True) -> np.ndarray:
+        """Samples (MLP) or images (conv) for the autoencoder / encoder graphs."""
+        if self._image:
+            return self._images(x, self._c, self._mult, "images", self._x_hint, check)
+        return self._input(x, self._d, "samples", self._x_hint, check)
+
+    def _zin(self, z: Any) -> np.ndarray:
+        """Latent codes for the decoder graph."""
+        if self._image:
+            return self._images(z, self._l, 1, "latent codes", self._z_hint)
+        return self._input(z, self._l, "latent codes", self._z_hint)
+
+    def _images(self, x: Any, channels: int, multiple: int, what: str, hint: str,
+                check: bool = True) -> np.ndarray:
+        if (type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 4 and x.shape[0]
+                and x.shape[1] == channels and x.shape[2] and x.shape[3]
+                and not (x.shape[2] % multiple or x.shape[3] % multiple)
+                and x.flags.c_contiguous):
+            arr = x  # fast path: no copy
+        else:
+            arr = coerce_images(x, channels, multiple, what, hint)
+        if check and self._check_finite and not math.isfinite(np.vdot(arr, arr)):
+            self._raise_nonfinite(arr)
+        return arr
+
     def _input(self, x: Any, width: int, what: str, hint: str,
                check: bool = True) -> np.ndarray:
         if (type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2
@@ -276,10 +319,9 @@ class Runtime:
 
     @staticmethod
     def _raise_nonfinite(arr: np.ndarray) -> None:
-        bad = _first_nonfinite(arr)
-        if bad is not None:
-            r, c, kind = bad
-            raise InputError(f"input contains {kind} at row {r}, column {c} (0-based); "
+        where = locate_nonfinite(arr)
+        if where is not None:
+            raise InputError(f"input contains {where} (0-based); "
                              "remove or impute non-finite values first")
 
     def _ae(self, x: Any, outputs: list[str]) -> list[np.ndarray]:
@@ -290,7 +332,7 @@ class Runtime:
         less next to ``session.run`` than any numpy pass over the input (measured: the
         input check alone was +30% over a bare ``session.run`` at batch 1).
         """
-        arr = self._input(x, self._d, "samples", self._x_hint, check=False)
+        arr = self._xin(x, check=False)
         mb = self.max_batch
         if mb is None or len(arr) <= mb:  # the common case, without the chunking call
             outs = self._ae_session_run(outputs, {self._ae_in: arr})
@@ -310,19 +352,34 @@ class Runtime:
 
     # -- public API ------------------------------------------------------------------------
     def reconstruct(self, x: Any) -> np.ndarray:
-        """Reconstruction of raw input ``x`` in raw units, shape (batch, D)."""
+        """Reconstruction of raw input ``x`` in raw units, shape (batch, D) or, for image
+        bundles, (batch, C, H, W)."""
         # Without the finiteness check the score need not be fetched (~2 us at batch 1).
         if self._check_finite:
             return self._ae(x, self._out_recon_score)[0]
         return self._ae(x, self._out_recon)[0]
 
     def denoise(self, x: Any) -> np.ndarray:
-        """Denoised ``x`` (the reconstruction; named for denoise bundles), (batch, D)."""
+        """Denoised ``x`` (the reconstruction; named for denoise bundles), (batch, D) or
+        (batch, C, H, W)."""
         return self.reconstruct(x)
 
     def score(self, x: Any) -> np.ndarray:
-        """Per-sample anomaly score: mean squared error in normalised space, (batch,)."""
+        """Per-sample anomaly score: mean squared error in normalised space, (batch,)
+        (for images the mean over channels, height and width)."""
         return self._ae(x, self._out_score)[0]
+
+    def error_map(self, x: Any) -> np.ndarray:
+        """Per-pixel anomaly heat map of images ``x``: the squared normalised-space error
+        averaged over channels, shape (batch, 1, H, W); its mean over H, W is ``score``.
+
+        Raises:
+            InputError: the bundle is not an image (conv) bundle.
+        """
+        if not self._image:
+            raise InputError(f"error_map needs an image (conv) bundle; {self.bundle.root} "
+                             f"takes feature vectors ({self.spec.describe()}): use score()")
+        return self._ae(x, self._out_map)[0]
 
     def predict(self, x: Any) -> np.ndarray:
         """Anomaly flags: ``score(x) > threshold`` as a bool array (batch,).
@@ -337,20 +394,22 @@ class Runtime:
         return self.score(x) > self.threshold
 
     def encode(self, x: Any) -> np.ndarray:
-        """Latent codes of raw input ``x``, shape (batch, latent_dim)."""
-        arr = self._input(x, self._d, "samples", self._x_hint)
+        """Latent codes of raw input ``x``, shape (batch, latent_dim) or, for image bundles,
+        (batch, L, H / m, W / m) with m = ``spatial_multiple``."""
+        arr = self._xin(x)
         runner = self._runner("encoder")
         return self._run(runner, ["latent"], runner.input_names[0], arr)[0]
 
     def decode(self, z: Any) -> np.ndarray:
-        """Raw-unit reconstruction of latent codes ``z``, shape (batch, D)."""
-        arr = self._input(z, self._l, "latent codes", self._z_hint)
+        """Raw-unit reconstruction of latent codes ``z``, shape (batch, D) or, for image
+        bundles, (batch, C, h * m, w * m) for codes (batch, L, h, w)."""
+        arr = self._zin(z)
         runner = self._runner("decoder")
         return self._run(runner, ["reconstruction"], runner.input_names[0], arr)[0]
 
     def infer(self, x: Any) -> dict[str, np.ndarray]:
-        """Reconstruction, latent and score of ``x`` in one pass."""
-        return dict(zip(_AE_OUTPUTS, self._ae(x, self._out_all)))
+        """Reconstruction, latent and score (and error_map for images) of ``x`` in one pass."""
+        return dict(zip(self._out_all, self._ae(x, self._out_all)))
 
     def __repr__(self) -> str:
         return (f"Runtime({str(self.bundle.root)!r}, backend={self.backend!r}, "

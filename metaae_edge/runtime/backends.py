@@ -30,6 +30,10 @@ from ..errors import BackendUnavailableError, BundleError, InputError
 
 __all__ = [
     "BACKENDS",
+    "IMAGE_MAX_BATCH",
+    "IMAGE_OPT_BATCH",
+    "image_profile",
+    "latent_profile",
     "OPTIMIZATION_LEVELS",
     "SessionConfig",
     "OrtRunner",
@@ -53,6 +57,58 @@ _PROVIDER = {
     "ort-trt": "TensorrtExecutionProvider",
 }
 OPTIMIZATION_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+
+# TensorRT optimisation profile of image (conv) graphs, whose height and width are dynamic
+# as well as the batch. Defaults: batch 1..IMAGE_MAX_BATCH, tuned for IMAGE_OPT_BATCH;
+# height / width from one block of 2**stages pixels up to IMAGE_MAX_SIDE_FACTOR times the
+# resolution the architecture was adapted at (at least IMAGE_MIN_MAX_SIDE pixels), tuned
+# for the adapted resolution. TensorRT reserves activation memory for the largest shape
+# (max batch x max pixels x the widest layer's channels), so the box is kept modest: 64
+# images of 64x64 with 32 channels is 32 MiB per activation. Widen it with
+# ``build-engine --max-hw`` / ``--max-batch``.
+IMAGE_MAX_BATCH = 64
+IMAGE_OPT_BATCH = 16
+IMAGE_MAX_SIDE_FACTOR = 4
+IMAGE_MIN_MAX_SIDE = 64
+
+
+def image_profile(spec: Any, *, min_hw: tuple[int, int] | None = None,
+                  opt_hw: tuple[int, int] | None = None,
+                  max_hw: tuple[int, int] | None = None) -> dict[str, tuple[int, int, int]]:
+    """Per-sample (C, H, W) shapes at the min / opt / max points of an image profile.
+
+    Args:
+        spec: the conv :class:`~metaae_edge.spec.ArchSpec`.
+        min_hw, opt_hw, max_hw: (H, W) overrides; each a multiple of ``2**stages``.
+
+    Raises:
+        InputError: a size is not a multiple of ``2**stages`` or min <= opt <= max fails.
+    """
+    c, h, w = spec.input_shape
+    m = 2 ** spec.stages
+
+    def up(v: int) -> int:
+        return -(-v // m) * m
+
+    lo = tuple(min_hw or (m, m))
+    opt = tuple(opt_hw or (h, w))
+    hi = tuple(max_hw or (up(max(IMAGE_MAX_SIDE_FACTOR * h, IMAGE_MIN_MAX_SIDE)),
+                          up(max(IMAGE_MAX_SIDE_FACTOR * w, IMAGE_MIN_MAX_SIDE))))
+    for name, hw in (("min", lo), ("opt", opt), ("max", hi)):
+        if len(hw) != 2 or any(int(v) < m or int(v) % m for v in hw):
+            raise InputError(f"profile {name} size {hw} must be two positive multiples of {m} "
+                             f"(this image bundle has {spec.stages} down-sampling stages)")
+    if not all(a <= b <= d for a, b, d in zip(lo, opt, hi)):
+        raise InputError(f"profile sizes must satisfy min <= opt <= max per side, got "
+                         f"{lo} / {opt} / {hi}")
+    return {"min": (c, *map(int, lo)), "opt": (c, *map(int, opt)), "max": (c, *map(int, hi))}
+
+
+def latent_profile(spec: Any, profile: dict[str, tuple[int, int, int]]
+                   ) -> dict[str, tuple[int, int, int]]:
+    """The decoder's (L, h, w) profile matching an image profile (sizes / 2**stages)."""
+    m = 2 ** spec.stages
+    return {k: (spec.latent_dim, v[1] // m, v[2] // m) for k, v in profile.items()}
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -172,7 +228,7 @@ class OrtRunner:
 
     def __init__(
         self, path: Path, backend: str, config: SessionConfig,
-        profile: tuple[str, int] | None = None,
+        profile: tuple[str, Any] | None = None,
     ):
         ort = require("onnxruntime", _EXTRA[backend])
         provider = _PROVIDER[backend]
@@ -235,10 +291,12 @@ class OrtRunner:
             "trt_timing_cache_path": str(cache),
         }
         if self._profile is not None:
-            # A [1, max_batch] profile for the dynamic batch axis; without one TensorRT
-            # rebuilds the engine whenever a larger batch than seen before arrives.
+            # A [1, max_batch] profile for the dynamic batch axis (and, for images, height
+            # and width); without one TensorRT rebuilds the engine whenever a larger input
+            # than seen before arrives.
             name, width = self._profile
-            opts.update(trt_profile_options(name, width, config.max_batch or 4096))
+            default = IMAGE_MAX_BATCH if isinstance(width, dict) else 4096
+            opts.update(trt_profile_options(name, width, config.max_batch or default))
         return opts
 
     def _run_iobinding(self, outputs: list[str] | None,
@@ -254,8 +312,19 @@ class OrtRunner:
         return binding.copy_outputs_to_cpu()
 
 
-def trt_profile_options(input_name: str, width: int, max_batch: int) -> dict[str, str]:
-    """TensorRT EP optimisation-profile options for a [batch, width] input."""
+def trt_profile_options(input_name: str, width: int | dict[str, tuple[int, ...]],
+                        max_batch: int) -> dict[str, str]:
+    """TensorRT EP optimisation-profile options for a [batch, width] input, or for an
+    image input with ``width`` an :func:`image_profile` (per-sample min / opt / max)."""
+    if isinstance(width, dict):
+        def dims(key: str) -> str:
+            return "x".join(str(v) for v in width[key])
+        opt = min(max_batch, IMAGE_OPT_BATCH)
+        return {
+            "trt_profile_min_shapes": f"{input_name}:1x{dims('min')}",
+            "trt_profile_opt_shapes": f"{input_name}:{opt}x{dims('opt')}",
+            "trt_profile_max_shapes": f"{input_name}:{max_batch}x{dims('max')}",
+        }
     opt = min(max_batch, 64)
     return {
         "trt_profile_min_shapes": f"{input_name}:1x{width}",
@@ -280,7 +349,7 @@ def _native_tensorrt(path: Path, config: SessionConfig, bundle: Any) -> Any:
 
 def create_runner(
     backend: str, path: Path, config: SessionConfig,
-    profile: tuple[str, int] | None = None,
+    profile: tuple[str, Any] | None = None,
     bundle: Any = None,
 ) -> OrtRunner:
     """Open ``path`` with one concrete backend (not ``auto``).
@@ -289,7 +358,8 @@ def create_runner(
         backend: one of :data:`BACKENDS`.
         path: the ONNX graph.
         config: session options.
-        profile: (input name, feature width) for the TensorRT optimisation profile.
+        profile: (input name, feature width or :func:`image_profile`) for the TensorRT
+            optimisation profile.
         bundle: the loaded bundle (``tensorrt`` looks for its engine there).
     """
     if backend not in BACKENDS:

@@ -5,6 +5,11 @@ the manifest lists, each with its sha256. :func:`load_bundle` refuses anything t
 add up, with one line saying what is wrong: a missing or unparsable manifest, a schema
 newer than this package, a path leaving the bundle, a missing, truncated or tampered file,
 input metadata that disagrees with the architecture.
+
+Image (conv) bundles use the same schema version: their ``input`` section records the
+NCHW layout, ``shape [null, C, null, null]``, the resolution the architecture was adapted
+at and ``spatial_multiple`` (``2**stages``: every height and width must be a multiple of
+it), and their normalisation is global (vectors of length 1).
 """
 
 from __future__ import annotations
@@ -99,7 +104,23 @@ class Bundle:
 
     @property
     def input_dim(self) -> int:
+        """Features per sample (MLP); C*H*W at the adapted resolution for image bundles."""
         return self.spec.input_dim
+
+    @property
+    def is_image(self) -> bool:
+        """Whether this is a conv (image) bundle: NCHW input with dynamic H and W."""
+        return self.spec.backbone == "conv"
+
+    @property
+    def channels(self) -> int | None:
+        """Image channels C (None for an MLP bundle)."""
+        return self.spec.input_shape[0] if self.is_image else None
+
+    @property
+    def spatial_multiple(self) -> int:
+        """Heights and widths must be multiples of this (``2**stages``; 1 for MLP)."""
+        return 2 ** self.spec.stages if self.is_image else 1
 
     @property
     def latent_dim(self) -> int:
@@ -209,12 +230,27 @@ def _vector(root: Path, norm: Any, key: str, dim: int) -> np.ndarray:
     return arr
 
 
+def _check_image_input(root: Path, inp: dict[str, Any], spec: ArchSpec) -> None:
+    c, h, w = spec.input_shape
+    f = 2 ** spec.stages
+    checks = (("shape", [None, c, None, None]), ("layout", "NCHW"), ("spatial_multiple", f),
+              ("resolution", [h, w]))
+    for key, want in checks:
+        got = inp.get(key)
+        if got != want or isinstance(got, bool):
+            raise _fail(root, f"input.{key} is {json.dumps(got)}, expected {json.dumps(want)} "
+                              f"for this conv architecture ({spec.describe()}); the manifest "
+                              "was edited or is incompatible: re-export the bundle")
+
+
 def _check_input(root: Path, manifest: dict[str, Any], spec: ArchSpec) -> None:
     inp = manifest.get("input")
     if not isinstance(inp, dict):
         raise _fail(root, "manifest has no 'input' section")
     shape, dtype = inp.get("shape"), inp.get("dtype")
-    if shape != [None, spec.input_dim]:
+    if spec.backbone == "conv":
+        _check_image_input(root, inp, spec)
+    elif shape != [None, spec.input_dim]:
         raise _fail(root, f"input.shape is {shape}, expected [null, {spec.input_dim}] "
                           "for this architecture")
     if dtype != "float32":
@@ -279,8 +315,10 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     norm = manifest.get("normalization")
     if not isinstance(norm, dict):
         raise _fail(root, "manifest has no 'normalization' section")
-    mean = _vector(root, norm, "mean", spec.input_dim)
-    std = _vector(root, norm, "std", spec.input_dim)
+    # Image graphs normalise globally (one mean / std): it broadcasts over any resolution.
+    width = 1 if spec.backbone == "conv" else spec.input_dim
+    mean = _vector(root, norm, "mean", width)
+    std = _vector(root, norm, "std", width)
     if np.any(std <= 0):
         raise _fail(root, "normalization.std must be positive")
     threshold = _threshold(root, manifest.get("threshold"))

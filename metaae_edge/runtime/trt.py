@@ -176,9 +176,9 @@ class _Slot:
                                           "context (out of GPU memory?)")
         self.stream = _cuda.Stream(cuda)
         self.bufs = {n: _cuda.DeviceBuffer(0, cuda) for n in names}
-        self.batch = -1  # input batch currently set on the context
+        self.shape: tuple[int, ...] = ()  # input shape currently set on the context
         self.graph: _cuda.CudaGraph | None = None
-        self.graph_batch = -1
+        self.graph_shape: tuple[int, ...] = ()
         self.events = [_cuda.Event(cuda) for _ in range(4)] if timing else None
 
     def free(self) -> None:
@@ -243,6 +243,8 @@ class TensorRTRunner:
         lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(inp, 0))
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
         self._features = tuple(int(d) for d in hi[1:])
+        # Per-sample profile bounds: image engines have dynamic height / width as well.
+        self._sample_lo = tuple(int(d) for d in lo[1:])
         self._cuda_graph, self._timing = cuda_graph, timing
         self.last_timings: dict[str, float] = {}
         self._max_contexts = max(1, int(max_contexts))
@@ -284,8 +286,22 @@ class TensorRTRunner:
         parts = [self._run_one(names, x[i:i + mb]) for i in range(0, len(x), mb)]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
 
+    def _check_sample_shape(self, shape: tuple[int, ...]) -> None:
+        if all(lo <= s <= hi for lo, s, hi in zip(self._sample_lo, shape, self._features)):
+            return
+        from ..errors import InputError
+
+        def fmt(dims: tuple[int, ...]) -> str:
+            return "x".join(str(d) for d in dims)
+        raise InputError(f"engine {self.path.name} was built for samples from "
+                         f"{fmt(self._sample_lo)} to {fmt(self._features)}, got {fmt(shape)}; "
+                         "rebuild it with metaae-edge build-engine (see --max-hw) or use an "
+                         "onnxruntime backend")
+
     def _run_one(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
         n = len(x)
+        if tuple(x.shape[1:]) != self._features:
+            self._check_sample_shape(tuple(x.shape[1:]))
         inp = self.input_names[0]
         x = np.ascontiguousarray(x, dtype=self._dtype[inp])
         pad = max(0, self.min_batch - n)  # a profile starting above 1: pad, then slice
@@ -300,13 +316,13 @@ class TensorRTRunner:
 
     def _execute(self, slot: _Slot, names: list[str], x: np.ndarray) -> list[np.ndarray]:
         ctx, stream, inp = slot.ctx, slot.stream, self.input_names[0]
-        batch = len(x)
+        shape = tuple(x.shape)
         moved = slot.bufs[inp].resize(x.nbytes)
-        if batch != slot.batch:
-            if not ctx.set_input_shape(inp, x.shape):
-                raise ValueError(f"engine {self.path.name} rejected input shape {x.shape} "
+        if shape != slot.shape:  # batch (and, for images, height / width) changed
+            if not ctx.set_input_shape(inp, shape):
+                raise ValueError(f"engine {self.path.name} rejected input shape {shape} "
                                  f"(profile batch {self.min_batch}..{self.max_batch})")
-            slot.batch = batch
+            slot.shape = shape
         shapes = {o: tuple(ctx.get_tensor_shape(o)) for o in self.output_names}
         for o in self.output_names:
             nbytes = int(np.prod(shapes[o])) * self._dtype[o].itemsize
@@ -320,7 +336,7 @@ class TensorRTRunner:
         slot.bufs[inp].copy_from(x, stream)
         if ev:
             ev[1].record(stream)
-        self._enqueue(slot, batch, moved)
+        self._enqueue(slot, shape, moved)
         if ev:
             ev[2].record(stream)
         host = {o: np.empty(shapes[o], self._dtype[o]) for o in names}
@@ -336,18 +352,18 @@ class TensorRTRunner:
         # Reduced-precision engines keep float32 I/O by design; cast if one does not.
         return [h if h.dtype == np.float32 else h.astype(np.float32) for h in host.values()]
 
-    def _enqueue(self, slot: _Slot, batch: int, moved: bool) -> None:
+    def _enqueue(self, slot: _Slot, shape: tuple[int, ...], moved: bool) -> None:
         ctx, stream = slot.ctx, slot.stream
         if not self._cuda_graph:
             if not ctx.execute_async_v3(stream.handle):
                 raise RuntimeError(f"TensorRT execute_async_v3 failed on {self.path.name}")
             return
-        if slot.graph is not None and slot.graph_batch == batch and not moved:
+        if slot.graph is not None and slot.graph_shape == shape and not moved:
             slot.graph.launch()
             return
         if slot.graph is not None:  # shape or addresses changed: the graph is stale
             slot.graph.free()
-            slot.graph, slot.graph_batch = None, -1
+            slot.graph, slot.graph_shape = None, ()
         # An ordinary enqueue first (TensorRT does shape-dependent setup there, which must
         # not be captured), then capture one for the next call at this batch size.
         if not ctx.execute_async_v3(stream.handle):
@@ -355,7 +371,7 @@ class TensorRTRunner:
         try:
             slot.graph = _cuda.CudaGraph(stream, lambda: ctx.execute_async_v3(stream.handle),
                                          self._cuda)
-            slot.graph_batch = batch
+            slot.graph_shape = shape
         except _cuda.CudaError:
             self._cuda_graph = False  # capture unsupported here: plain enqueues from now on
 

@@ -1,0 +1,173 @@
+"""``metaae-edge run`` on an image (conv) bundle: images in, images / scores out (torch-free).
+
+Inputs: a folder of PNG / JPEG files, one image file, or an ``.npy`` / ``.npz`` stack
+``(N, H, W)`` or ``(N, H, W, C)`` (read by :func:`~metaae_edge.runtime.images.read_images`);
+``--mode decode`` reads latent codes ``(N, L, h, w)`` from ``.npy``.
+
+Outputs (``--out``):
+
+* ``reconstruct`` / ``denoise``: PNG files with the input file names in the ``--out``
+  folder when the input was image files; an ``.npy`` stack (float32 in [0, 1] pixel units,
+  ``(N, H, W)`` for one channel, ``(N, H, W, C)`` otherwise) when the input was an array:
+  ``--out`` itself if it ends in ``.npy``, else ``--out/<input stem>.npy``.
+* ``error-map``: 8-bit grayscale heat maps (PNG, same names), scaled so that 255 is the
+  largest error in the run (the scale is printed); raw float32 maps ``(N, H, W)`` as
+  ``.npy`` for array inputs (or when ``--out`` ends in ``.npy``).
+* ``score`` / ``predict``: one ``name score [anomaly]`` line per image on stdout, and a CSV
+  (``--out`` itself if it ends in ``.csv``, else ``--out/scores.csv``) or an ``.npy`` of
+  the values when ``--out`` ends in ``.npy``.
+* ``encode``: latent codes ``(N, L, h, w)`` as ``.npy`` (``--out`` or ``--out/latent.npy``).
+* ``decode``: images from latent codes, written like ``reconstruct`` for an array input.
+
+Everything is computed before anything is written, so a failure writes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from ..errors import InputError
+from ..runtime import Runtime
+from ..runtime.images import ARRAY_SUFFIXES, read_images, write_images
+from ..runtime.io import read_array, write_array
+
+__all__ = ["run_images"]
+
+_CHUNK = 256  # images per progress step when a run is large
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _apply(rt: Runtime, fn, x: np.ndarray, label: str) -> np.ndarray:
+    if len(x) <= 2 * _CHUNK:
+        return fn(x)
+    from rich.progress import Progress
+
+    parts = []
+    with Progress(console=_err_console(), transient=True) as progress:
+        task = progress.add_task(f"{label} ({rt.backend})", total=len(x))
+        for start in range(0, len(x), _CHUNK):
+            parts.append(fn(x[start:start + _CHUNK]))
+            progress.advance(task, len(parts[-1]))
+    return np.concatenate(parts)
+
+
+def _channels_last(images: np.ndarray) -> np.ndarray:
+    """NCHW -> (N, H, W) for one channel, (N, H, W, C) otherwise (how stacks are stored)."""
+    return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+
+
+def _file_or_dir(out: Path, suffix: str, default_name: str) -> Path:
+    if out.suffix.lower() == suffix:
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise InputError(f"output directory {parent} does not exist")
+        return out
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder; pass a folder or a "
+                         f"{suffix} file")
+    out.mkdir(parents=True, exist_ok=True)
+    return out / default_name
+
+
+def _write_csv(path: Path, names: list[str], scores: np.ndarray, flags: np.ndarray | None):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "score", *(["anomaly"] if flags is not None else [])])
+    for i, (name, s) in enumerate(zip(names, scores)):
+        w.writerow([name, f"{float(s):.9g}", *([int(flags[i])] if flags is not None else [])])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _check_out_dir(out: Path, src: Path) -> None:
+    """Refuse to write output images over the input images (they keep the input names)."""
+    if src.is_dir() and out.exists() and out.resolve() == src.resolve():
+        raise InputError(f"--out {out} is the input folder; the outputs keep the input file "
+                         "names and would overwrite them: pass another folder")
+    if src.is_file() and out.exists() and out.resolve() == src.parent.resolve():
+        raise InputError(f"--out {out} is the folder of the input image; the output keeps "
+                         "its name and could overwrite it: pass another folder")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder; image outputs are written "
+                         "into a folder (or pass a path ending in .npy)")
+
+
+def run_images(rt: Runtime, input_path: Path, out: Path, mode: str) -> None:
+    """Run an image bundle on images / arrays at ``input_path`` and write to ``out``."""
+    src = Path(input_path)
+    as_array = src.suffix.lower() in ARRAY_SUFFIXES or out.suffix.lower() == ".npy"
+    if out.suffix.lower() not in ("", ".npy", ".csv") or (
+            out.suffix.lower() == ".csv" and mode not in ("score", "predict")):
+        raise InputError(f"--out {out}: for image bundles pass a folder, a .npy file, or (with "
+                         "--mode score / predict) a .csv file")
+    if mode == "decode":
+        if src.suffix.lower() not in ARRAY_SUFFIXES:
+            raise InputError(f"--mode decode reads latent codes (N, {rt.spec.latent_dim}, h, w) "
+                             f"from an .npy / .npz file, got {src}")
+        z = read_array(src, ndims=(3, 4))
+        images = _apply(rt, rt.decode, z, mode)
+        names = [f"{src.stem}_{i:05d}" for i in range(len(images))]
+    else:
+        images, names, _ = read_images(src)
+    n = len(images)
+    written: str
+    if mode in ("score", "predict"):
+        if mode == "predict" and rt.threshold is None:
+            rt.predict(images[:1])  # raises the runtime's "no threshold" error
+        scores = _apply(rt, rt.score, images, mode)
+        flags = None if rt.threshold is None else scores > rt.threshold
+        for i, (name, s) in enumerate(zip(names, scores)):
+            flag = "" if flags is None else ("  anomaly" if flags[i] else "  normal")
+            typer.echo(f"{name}\t{float(s):.6g}{flag}")
+        if out.suffix.lower() == ".npy":
+            path = _file_or_dir(out, ".npy", "scores.npy")
+            write_array(path, flags if mode == "predict" else scores)
+        else:
+            path = _file_or_dir(out, ".csv", "scores.csv")
+            _write_csv(path, names, scores, flags)
+        written = str(path)
+    elif mode == "encode":
+        latent = _apply(rt, rt.encode, images, mode)
+        path = _file_or_dir(out, ".npy", "latent.npy")
+        write_array(path, latent)
+        written = f"{path} {tuple(latent.shape)}"
+    else:
+        if mode == "error-map":
+            result = _apply(rt, rt.error_map, images, mode)
+        elif mode == "decode":
+            result = images
+        else:
+            result = _apply(rt, getattr(rt, mode), images, mode)
+        if as_array or mode == "decode":
+            path = _file_or_dir(out, ".npy", f"{src.stem}.npy")
+            write_array(path, result[:, 0] if mode == "error-map" else _channels_last(result))
+            written = f"{path} {tuple(result.shape)}"
+        else:
+            _check_out_dir(out, src)
+            if mode == "error-map":
+                vmax = float(result.max())
+                scaled = result / vmax if vmax > 0 else result
+                _err_console().print(f"error-map: 255 = squared error {vmax:.4g} (normalised "
+                                     "units, the largest in this run)", highlight=False)
+                files = write_images(scaled, out, names)
+            else:
+                files = write_images(result, out, names)
+            written = f"{out}/ ({len(files)} PNG files)"
+    for note in rt.backend_notes:
+        _err_console().print(f"note: {note}", highlight=False)
+    _err_console().print(f"{mode}: {n} image(s) with {rt.backend} -> {written}",
+                         highlight=False)

@@ -1,0 +1,205 @@
+"""The parity gate: exported graphs in onnxruntime against the torch model they came from.
+
+MLP graphs are checked on the reference samples as one batch and as a batch of one. Conv
+(image) graphs are checked the same way at the reference's resolution and, when it is
+small enough, again at twice its height and width (the graphs have dynamic H / W, so a
+second resolution is what shows the dynamic axes were exported correctly).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DataError, ParityError
+from ..runtime.backends import require
+from ..spec import ArchSpec
+from ..tasks.base import Normalizer
+from .graphs import DEFAULT_TOLERANCES, graphs_for
+
+__all__ = ["SECOND_RESOLUTION_MAX_PIXELS", "SECOND_RESOLUTION_SAMPLES", "check_parity",
+           "check_reference", "torch_reference"]
+
+#: The conv gate also runs at twice the reference's height and width, on at most this many
+#: images, when that resolution has at most this many pixels per image.
+SECOND_RESOLUTION_SAMPLES = 16
+SECOND_RESOLUTION_MAX_PIXELS = 512 * 512
+
+
+def check_reference(reference: Any, spec: ArchSpec) -> np.ndarray:
+    """Validate parity / reference data: float32 (N, D) for MLP specs; for conv specs
+    images (N, C, H, W) with H, W multiples of ``2**stages``, or flattened samples
+    (N, C*H*W) at the spec's own resolution (reshaped)."""
+    ref = np.asarray(reference)
+    if ref.size == 0 or ref.dtype.kind not in "biuf":
+        raise DataError(f"parity reference must be a non-empty numeric array, got shape "
+                        f"{ref.shape} dtype {ref.dtype}")
+    if spec.backbone == "conv":
+        c, h, w = spec.input_shape
+        f = 2 ** spec.stages
+        if ref.ndim == 2 and ref.shape[1] == c * h * w:
+            ref = ref.reshape(len(ref), c, h, w)
+        if ref.ndim != 4 or ref.shape[1] != c or ref.shape[2] % f or ref.shape[3] % f:
+            raise DataError(f"parity reference must be images (samples, {c}, H, W) with H and "
+                            f"W multiples of {f}, or flattened samples (samples, {c * h * w}); "
+                            f"got shape {ref.shape}")
+    else:
+        dim = spec.input_dim
+        if ref.ndim != 2 or ref.shape[1] != dim:
+            raise DataError(f"parity reference must be a non-empty numeric (samples, {dim}) "
+                            f"array, got shape {ref.shape} dtype {ref.dtype}")
+    ref = np.ascontiguousarray(ref, dtype=np.float32)
+    if not np.all(np.isfinite(ref)):
+        raise DataError("parity reference contains NaN/Inf")
+    return ref
+
+
+def torch_reference(model: nn.Module, normalizer: Normalizer,
+                    x: np.ndarray) -> dict[str, np.ndarray]:
+    """The torch fp32 outputs the graphs must reproduce (normalisation done in torch).
+
+    For conv models ``x`` may be flattened samples at the spec's resolution; the outputs
+    are NCHW and include ``error_map``.
+    """
+    m = copy.deepcopy(model).cpu().float().eval()
+    mean = torch.from_numpy(np.asarray(normalizer.mean, np.float32))
+    std = torch.from_numpy(np.asarray(normalizer.std, np.float32))
+    spec: ArchSpec | None = getattr(m, "spec", None)
+    conv = spec is not None and spec.backbone == "conv"
+    if conv:
+        x = check_reference(x, spec)
+    with torch.no_grad():
+        z = (torch.from_numpy(np.ascontiguousarray(x, np.float32)) - mean) / std
+        latent = m.encode(z)
+        r = m.decode(latent)
+        sq = (r - z) ** 2
+        out = {"reconstruction": (r * std + mean).numpy(), "latent": latent.numpy()}
+        if conv:
+            out["score"] = sq.mean(dim=(1, 2, 3)).numpy()
+            out["error_map"] = sq.mean(dim=1, keepdim=True).numpy()
+        else:
+            out["score"] = sq.mean(dim=1).numpy()
+        return out
+
+
+def _compare(got: np.ndarray, ref: np.ndarray, atol: float, rtol: float,
+             scale: np.ndarray | None) -> dict[str, Any]:
+    """allclose-style check; with ``scale`` errors are compared in units of ``scale``."""
+    got64, ref64 = got.astype(np.float64), ref.astype(np.float64)
+    raw = np.abs(got64 - ref64)
+    err, mag = (raw, np.abs(ref64)) if scale is None else (raw / scale, np.abs(ref64) / scale)
+    ok = got.shape == ref.shape and bool(np.all(err <= atol + rtol * mag))
+    out = {"max_abs_err": float(err.max()),
+           "max_rel_err": float((err / np.maximum(mag, atol)).max()),
+           "atol": atol, "rtol": rtol, "passed": ok}
+    if scale is not None:
+        out["max_abs_err_raw"] = float(raw.max())
+        out["compared_in"] = "normalised units (error / std)"
+    return out
+
+
+def _second_resolution(ref: np.ndarray) -> np.ndarray | None:
+    """The first images upsampled 2x (nearest): valid input at twice the resolution."""
+    n, _, h, w = ref.shape
+    if 4 * h * w > SECOND_RESOLUTION_MAX_PIXELS:
+        return None
+    sub = ref[:SECOND_RESOLUTION_SAMPLES]
+    return np.ascontiguousarray(sub.repeat(2, axis=2).repeat(2, axis=3))
+
+
+def _run_graphs(sessions: dict[str, Any], graphs: dict[str, Any], x: np.ndarray,
+                expected: dict[str, np.ndarray], tol: dict[str, tuple[float, float]],
+                std: np.ndarray, failures: list[str], where: str) -> dict[str, Any]:
+    """Every graph on ``x`` as one batch and as a batch of one, against ``expected``."""
+    feeds = {"x": x, "latent": expected["latent"]}
+    out: dict[str, Any] = {}
+    for role, (fname, inputs, outputs) in graphs.items():
+        sess = sessions[role]
+        full = sess.run(list(outputs), {inputs[0]: feeds[inputs[0]]})
+        one = sess.run(list(outputs), {inputs[0]: feeds[inputs[0]][:1]})
+        out[role] = {}
+        for name, got, got1 in zip(outputs, full, one):
+            atol, rtol = tol[name]
+            scale = std if name == "reconstruction" else None
+            res = _compare(got, expected[name], atol, rtol, scale)
+            res1 = _compare(got1, expected[name][:1], atol, rtol, scale)
+            res["passed"] = res["passed"] and res1["passed"]
+            out[role][name] = res
+            if not res["passed"]:
+                failures.append(f"{fname} output {name!r}{where}: max abs err "
+                                f"{res['max_abs_err']:.3g} exceeds atol {atol:g} + rtol "
+                                f"{rtol:g}*|ref|")
+    return out
+
+
+def check_parity(
+    model: nn.Module,
+    normalizer: Normalizer,
+    out_dir: Path,
+    reference: np.ndarray,
+    *,
+    tolerances: dict[str, tuple[float, float]] | None = None,
+    second_resolution: bool = True,
+) -> dict[str, Any]:
+    """Run the three graphs in onnxruntime (CPU) against the torch model on ``reference``.
+
+    Each graph runs on the whole reference as one batch and on a batch of one. The
+    reconstruction is compared in normalised units (error / std), so tolerances mean the
+    same whatever the raw scale. The decoder is fed the torch latent. Conv models are
+    checked at the reference's resolution and (``second_resolution``) at twice its height
+    and width on up to :data:`SECOND_RESOLUTION_SAMPLES` images, unless that exceeds
+    :data:`SECOND_RESOLUTION_MAX_PIXELS`.
+
+    Returns:
+        The parity report: per graph and output max abs / rel error, tolerances, passed;
+        conv reports add ``resolutions`` (per ``HxW``: samples, graphs, max abs error).
+
+    Raises:
+        ParityError: an output differs beyond ``atol + rtol * |ref|``.
+    """
+    ort = require("onnxruntime", "metaae-edge[cpu]")
+    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    spec: ArchSpec = model.spec
+    graphs = graphs_for(spec)
+    ref = check_reference(reference, spec)
+    std = np.asarray(normalizer.std, np.float64)
+    sessions = {}
+    for role, (fname, _, _) in graphs.items():
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sessions[role] = ort.InferenceSession(str(Path(out_dir) / fname), so,
+                                              providers=["CPUExecutionProvider"])
+    report: dict[str, Any] = {"n_samples": int(len(ref)), "batch_sizes": sorted({len(ref), 1}),
+                              "provider": "CPUExecutionProvider",
+                              "onnxruntime_version": ort.__version__, "graphs": {}}
+    failures: list[str] = []
+    inputs = [ref]
+    if spec.backbone == "conv" and second_resolution:
+        big = _second_resolution(ref)
+        if big is not None:
+            inputs.append(big)
+    for i, x in enumerate(inputs):
+        where = f" at {x.shape[2]}x{x.shape[3]}" if spec.backbone == "conv" else ""
+        expected = torch_reference(model, normalizer, x)
+        res = _run_graphs(sessions, graphs, x, expected, tol, std, failures, where)
+        if i == 0:
+            report["graphs"] = res
+        if spec.backbone == "conv":
+            report.setdefault("resolutions", {})[f"{x.shape[2]}x{x.shape[3]}"] = {
+                "n_samples": int(len(x)), "batch_sizes": sorted({len(x), 1}),
+                "max_abs_err": max(r["max_abs_err"] for g in res.values() for r in g.values()),
+                "passed": all(r["passed"] for g in res.values() for r in g.values()),
+                "graphs": res}
+    errs = [r["max_abs_err"] for g in report["graphs"].values() for r in g.values()]
+    errs += [v["max_abs_err"] for v in report.get("resolutions", {}).values()]
+    report["max_abs_err"] = max(errs)
+    report["passed"] = not failures
+    if failures:
+        raise ParityError(f"ONNX parity check failed on {len(ref)} samples: {failures[0]}; "
+                          "the exported graph does not match the torch model")
+    return report
