@@ -145,10 +145,17 @@ def _resolve_backends(requested: tuple[str, ...] | None, gpu: bool, bare: bool) 
 
 
 def _inputs(batches: tuple[int, ...], mean: np.ndarray, std: np.ndarray,
-            seed: int) -> dict[int, np.ndarray]:
-    """Raw-unit inputs, ``mean + std * N(0, 1)``, made once per batch (never while timing)."""
+            seed: int, sample_shape: tuple[int, ...] | None = None) -> dict[int, np.ndarray]:
+    """Raw-unit inputs, ``mean + std * N(0, 1)``, made once per batch (never while timing).
+
+    ``sample_shape`` is one sample's shape (default ``(len(mean),)``); image bundles use
+    ``(C, H, W)`` at the adapted resolution with their scalar (global) mean and std.
+    """
     rng = np.random.default_rng(seed)
-    return {b: np.ascontiguousarray(mean + std * rng.standard_normal((b, len(mean))),
+    shape = tuple(sample_shape) if sample_shape is not None else (len(mean),)
+    if len(shape) > 1:  # images: one global mean / std broadcast over (C, H, W)
+        mean, std = float(mean.reshape(-1)[0]), float(std.reshape(-1)[0])
+    return {b: np.ascontiguousarray(mean + std * rng.standard_normal((b, *shape)),
                                     dtype=np.float32) for b in batches}
 
 
@@ -190,7 +197,10 @@ def _targets(path: Path, cfg: BenchConfig, gpu: bool,
     info = {"kind": "bundle", "arch": bundle.spec.describe(), "objective": bundle.objective,
             "input": "mean + std * N(0, 1) in raw units (manifest normalization)"}
     n = bundle.normalization
-    return targets, info, _inputs(cfg.batches, n["mean"], n["std"], cfg.seed)
+    shape = bundle.spec.input_shape if bundle.spec.backbone == "conv" else None
+    if shape is not None:
+        info["input"] += f"; images {'x'.join(map(str, shape))} (the adapted resolution)"
+    return targets, info, _inputs(cfg.batches, n["mean"], n["std"], cfg.seed, shape)
 
 
 def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

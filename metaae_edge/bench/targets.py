@@ -83,6 +83,9 @@ def _sizes(spec: ArchSpec | None, precision: str) -> tuple[int | None, int | Non
 
 
 def _io_bytes(spec: ArchSpec) -> int:
+    if spec.backbone == "conv":  # x in; recon, latent, score, error_map out (float32)
+        c, h, w = spec.input_shape
+        return 4 * (2 * c * h * w + spec.latent_size() + 1 + h * w)
     return 4 * (2 * spec.input_dim + spec.latent_dim + 1)  # x in; recon, latent, score out
 
 
@@ -162,7 +165,7 @@ def _load_weights(model: Any, graph: Path) -> str:
 
 def _torch_target(bundle: Bundle, backend: str, threads: int | None) -> Target:
     torch = require("torch", "metaae-edge[train]")
-    from ..space.compact import CompactAE
+    from ..space import create_compact
 
     cuda = backend == "torch-cudagraph"
     if cuda and not torch.cuda.is_available():
@@ -171,18 +174,22 @@ def _torch_target(bundle: Bundle, backend: str, threads: int | None) -> Target:
         torch.set_num_threads(threads)
     dev = torch.device("cuda" if cuda else "cpu")
     graph = bundle.path_for("autoencoder", "fp32")
-    model = CompactAE(bundle.spec).eval()
+    model = create_compact(bundle.spec).eval()
     note = _load_weights(model, graph)
     model.to(dev)
     mean = torch.from_numpy(bundle.normalization["mean"]).to(dev)
     std = torch.from_numpy(bundle.normalization["std"]).to(dev)
     inv_d = 1.0 / bundle.input_dim
+    conv = bundle.spec.backbone == "conv"
 
-    def forward(x: Any) -> tuple[Any, Any, Any]:
+    def forward(x: Any) -> tuple[Any, ...]:
         z = (x - mean) / std
         latent = model.encode(z)
         r = model.decode(latent)
         d = r - z
+        if conv:  # the same four outputs as the conv graph
+            emap = (d * d).mean(dim=1, keepdim=True)
+            return r * std + mean, latent, emap.mean(dim=(1, 2, 3)), emap
         return r * std + mean, latent, (d * d).sum(dim=1) * inv_d
 
     def eager(x: np.ndarray) -> Callable[[], Any]:
