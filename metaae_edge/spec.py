@@ -79,6 +79,10 @@ class ArchSpec:
     ``latent_dim`` (linear, no activation); the decoder maps the latent through ``decoder``
     hidden layers back to ``input_dim`` followed by ``output_activation``.
 
+    With ``linear_bypass`` the mlp also has a linear path: ``latent = enc(x) + x W_e`` and
+    ``reconstruction = out_act(dec(latent) + latent W_d)`` with bias-free ``W_e`` (D x L)
+    and ``W_d`` (L x D), initialised from the support set's top principal directions.
+
     ``conv``: ``input_shape`` is ``(C, H, W)``, the resolution the architecture was chosen
     at; the network itself is fully convolutional and runs at any ``H, W`` divisible by
     ``2 ** stages``. Each ``encoder`` entry is a stage: conv ``kernel`` with stride 2
@@ -94,6 +98,10 @@ class ArchSpec:
     decoder: tuple[LayerSpec, ...]
     backbone: str = "mlp"
     output_activation: str = "identity"
+    #: mlp only: a linear (PCA-initialised) path beside the MLP, latent = enc(x) + x W_e,
+    #: reconstruction = dec(latent) + latent W_d (two bias-free D x L maps; see
+    #: :class:`~metaae_edge.space.compact.CompactAE`). Serialised only when set.
+    linear_bypass: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the spec stays hashable.
@@ -151,7 +159,15 @@ class ArchSpec:
                 f"output_activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}, "
                 f"got {self.output_activation!r}"
             )
+        if not isinstance(self.linear_bypass, bool):
+            raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
+        if self.linear_bypass and self.backbone != "mlp":
+            raise SpecError("linear_bypass is only defined for the mlp backbone")
         return self
+
+    def bypass_size(self) -> int:
+        """Weights (= MACs per sample) of the linear bypass: 2 x D x L, or 0 without it."""
+        return 2 * self.input_dim * self.latent_dim if self.linear_bypass else 0
 
     # -- sizes ------------------------------------------------------------------------
     def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
@@ -204,7 +220,7 @@ class ArchSpec:
         """Number of weights and biases of the compact network."""
         if self.backbone == "conv":
             return sum(ci * co * k * k + co for ci, co, k, _ in self.conv_layers())
-        total = 0
+        total = self.bypass_size()
         for dims in (self.encoder_dims(), self.decoder_dims()):
             total += sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
         return total
@@ -216,7 +232,7 @@ class ArchSpec:
         """
         if self.backbone == "conv":
             return sum(ci * co * k * k * px for ci, co, k, px in self.conv_layers(hw))
-        total = 0
+        total = self.bypass_size()
         for dims in (self.encoder_dims(), self.decoder_dims()):
             total += sum(a * b for a, b in zip(dims[:-1], dims[1:]))
         return total
@@ -248,7 +264,7 @@ class ArchSpec:
             f" {self.output_activation}" if self.output_activation != "identity" else ""
         )
         parts.append(out)
-        return " -> ".join(parts)
+        return " -> ".join(parts) + (" (+ linear bypass)" if self.linear_bypass else "")
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -256,6 +272,8 @@ class ArchSpec:
         d["input_shape"] = list(self.input_shape)
         d["encoder"] = [layer.to_dict() for layer in self.encoder]
         d["decoder"] = [layer.to_dict() for layer in self.decoder]
+        if not self.linear_bypass:  # old readers (and old manifests) never see the field
+            del d["linear_bypass"]
         return d
 
     @classmethod
@@ -263,7 +281,7 @@ class ArchSpec:
         if not isinstance(d, dict):
             raise SpecError(f"an ArchSpec must be a JSON object, got {type(d).__name__}")
         known = {"input_shape", "encoder", "latent_dim", "decoder", "backbone",
-                 "output_activation"}
+                 "output_activation", "linear_bypass"}
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"unknown ArchSpec field(s): {', '.join(sorted(unknown))}")
@@ -284,6 +302,7 @@ class ArchSpec:
             decoder=layers["decoder"],
             backbone=d.get("backbone", "mlp"),
             output_activation=d.get("output_activation", "identity"),
+            linear_bypass=d.get("linear_bypass", False),
         )
         return spec.validate()
 
@@ -323,6 +342,10 @@ class SupernetConfig:
     backbone: str = "mlp"
     extra: dict[str, Any] = field(default_factory=dict)
     kernel_choices: tuple[int, ...] = (3, 5)
+    #: mlp only: add the linear bypass (latent += x U, reconstruction += latent U^T with U
+    #: the task's top principal directions of the normalised support set), so the MLP
+    #: learns a non-linear residual on top of PCA. Serialised only when set.
+    linear_bypass: bool = False
 
     def __post_init__(self) -> None:
         for name in ("width_choices", "latent_choices", "activations", "kernel_choices"):
@@ -364,6 +387,10 @@ class SupernetConfig:
         for k in self.kernel_choices:
             if k not in KERNELS:
                 raise SpecError(f"kernel_choices must be among {KERNELS}, got {k}")
+        if not isinstance(self.linear_bypass, bool):
+            raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
+        if self.linear_bypass and self.backbone != "mlp":
+            raise SpecError("linear_bypass is only defined for the mlp backbone")
         if not self.activations:
             raise SpecError("activations must not be empty")
         for a in self.activations:
@@ -375,6 +402,8 @@ class SupernetConfig:
         d = asdict(self)
         for name in ("width_choices", "latent_choices", "activations", "kernel_choices"):
             d[name] = list(d[name])
+        if not self.linear_bypass:  # unchanged metadata (and cache keys) without the bypass
+            del d["linear_bypass"]
         return d
 
     @classmethod

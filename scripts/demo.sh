@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on built-in data, from a fresh clone:
-# set-up -> meta-train -> adapt-and-export (held-out task, user CSV) -> run -> inspect -> bench.
+# set-up -> meta-train -> adapt-and-export (held-out task, user CSV, PNG folder) -> run ->
+# inspect -> bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -35,6 +36,22 @@ metaae-edge run "$out/bundle-user" --input "$out/user.csv" --output "$out/recon.
 metaae-edge run "$out/bundle-user" --input "$out/user.csv" --output "$out/latent.npy" --mode encode
 metaae-edge inspect "$out/bundle-user" --verify
 
-echo "== 6. benchmark"
+echo "== 6. images: a folder of noisy 24x24 PNGs -> denoising bundle from builtin:digits-res -> PNGs back"
+python - "$out/digits" <<'PY'
+import sys, numpy as np
+from metaae_edge.runtime.images import write_images
+from metaae_edge.tasks import create_family
+task = create_family("digits-res", resolution=24).sample("test", 3, n_support=48, n_query=8)
+write_images(task.support.reshape(-1, 1, 24, 24), sys.argv[1] + "/train", [f"img{i:02d}" for i in range(48)])
+rng = np.random.default_rng(0)
+noisy = np.clip(task.query.reshape(-1, 1, 24, 24) + rng.normal(0, 0.1, (8, 1, 24, 24)), 0, 1)
+write_images(noisy.astype(np.float32), sys.argv[1] + "/noisy", [f"noisy{i}" for i in range(8)])
+PY
+metaae-edge adapt-and-export builtin:digits-res --data "$out/digits/train" --objective denoise --noise gaussian:0.1 --out "$out/bundle-digits"
+metaae-edge run "$out/bundle-digits" --input "$out/digits/noisy" --mode denoise --out "$out/digits/denoised"
+metaae-edge inspect "$out/bundle-digits"
+
+echo "== 7. benchmark"
 metaae-edge bench "$out/bundle-manifold" --batch 1,256 --duration-s 1 --json "$out/bench.json" --markdown "$out/bench.md"
+metaae-edge bench "$out/bundle-digits" --batch 1,64 --duration-s 1 --json "$out/bench-digits.json"
 echo "done: outputs in $out"

@@ -120,3 +120,51 @@ def test_create_compact_dispatches():
     compact = create_compact(_conv_spec(stages=1, hw=(10, 6), c=3))
     assert compact(torch.zeros(2, 3, 10, 6))[0].shape == (2, 3, 10, 6)
     assert compact(torch.zeros(1, 3, 32, 8))[0].shape == (1, 3, 32, 8)  # any even size
+
+
+def test_latent_budget_picks_the_best_feasible_architecture():
+    net = create_supernet(SupernetConfig.conv())
+    with torch.no_grad():
+        net.arch.depth.copy_(torch.tensor([3.0, 0.0, 0.0]))  # prefers 1 stage
+        net.arch.latent.copy_(torch.tensor([0.0, 0.0, 0.0, 3.0]))  # and 8 channels
+    free = discretize(net, (1, 16, 16))
+    assert free.stages == 1 and free.latent_size() == 8 * 8 * 8
+    for budget in (16, 32, 100):
+        spec = discretize(net, (1, 16, 16), latent_budget=budget)
+        assert spec.latent_size() <= budget
+    # 32 values: 1 stage never fits (>= 64); 3 stages x 8 channels (2x2x8 = 32) has the
+    # best joint logit (0 + 3) of the feasible pairs
+    spec = discretize(net, (1, 16, 16), latent_budget=32)
+    assert (spec.stages, spec.latent_dim) == (3, 8)
+    spec = discretize(net, (1, 16, 16), latent_budget=20)  # now 8 channels need 3 stages
+    assert (spec.stages, spec.latent_dim) == (3, 4)  # x 4 channels = 16 values
+    with pytest.raises(DataError, match="no architecture fits"):
+        discretize(net, (1, 12, 12), latent_budget=4)  # 3x3x1 = 9 is the least at 12x12
+    assert net.min_latent_size((1, 12, 12)) == 9
+
+
+def test_latent_budget_for_the_mlp_space():
+    net = create_supernet(SupernetConfig())
+    with torch.no_grad():
+        net.arch.latent.fill_(0.0)
+        net.arch.latent[-1] = 5.0  # prefers the largest latent
+    assert discretize(net, 40).latent_dim == max(net.cfg.latent_choices)
+    assert discretize(net, 40, latent_budget=6).latent_dim <= 6
+
+
+def test_budget_hinge_moves_alpha_towards_small_latents():
+    from metaae_edge.meta.inner import InnerConfig, TaskBatch, inner_loop
+
+    torch.manual_seed(0)
+    net = create_supernet(SupernetConfig.conv())
+    x = torch.rand(8, 1, 16, 16)
+    batch = TaskBatch(x, x, x, x, "mse", 256)
+    params = {k: v.detach().clone() for k, v in net.named_parameters()}
+    sizes = {}
+    for budget in (0.0, 8.0):
+        out = inner_loop(net, params, batch, InnerConfig(steps=5, lr_a=0.5,
+                                                         latent_budget=budget))
+        alpha = {k[5:]: v for k, v in out.items() if k.startswith("arch.")}
+        probs = arch_probs(net.constrain_alpha(alpha, x.shape))
+        sizes[budget] = float(net.expected_latent_size(probs, x.shape))
+    assert sizes[8.0] < 0.8 * sizes[0.0], sizes

@@ -238,3 +238,27 @@ def test_failed_export_leaves_nothing(tmp_path):
     with pytest.raises(ParityError):
         _write(tmp_path / "b", tolerances={"latent": (-1.0, 0.0)})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("output_activation", ["identity", "sigmoid"])
+def test_linear_bypass_exports_as_plain_ops_and_passes_parity(tmp_path, output_activation):
+    spec = ArchSpec(input_shape=(D,), encoder=(LayerSpec(16, "relu"),), latent_dim=L,
+                    decoder=(LayerSpec(16, "tanh"),), output_activation=output_activation,
+                    linear_bypass=True)
+    model, norm = _model(spec, seed=5), _normalizer()
+    q, _ = torch.linalg.qr(torch.randn(D, L, generator=torch.Generator().manual_seed(0)))
+    model.set_bypass(q)
+    report = export_onnx(model, norm, tmp_path, reference=_raw(200, norm))
+    assert report["passed"]
+    graph = onnx.load(str(tmp_path / "autoencoder.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert ops & {"Gemm", "MatMul"}
+    # nothing beyond the plain MLP vocabulary (linear maps, activations, elementwise math)
+    assert not ops & {"Loop", "If", "Scan", "SVD", "Einsum"}
+    sess = ort.InferenceSession(str(tmp_path / "autoencoder.onnx"),
+                                providers=["CPUExecutionProvider"])
+    x = _raw(7, norm, seed=9)
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x})))
+    want = _torch_outputs(model, norm, x)
+    for name in ("reconstruction", "latent", "score"):
+        np.testing.assert_allclose(got[name], want[name], atol=ATOL, rtol=RTOL, err_msg=name)

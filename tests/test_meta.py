@@ -82,3 +82,42 @@ def test_checkpoint_from_another_version_is_refused_clearly(tmp_path, family):
     path = save_checkpoint(tmp_path / "c.safetensors", ck)
     with pytest.raises(CheckpointError, match="warp_drive"):
         load_checkpoint(path)
+
+
+def test_make_batch_basis_is_the_svd_of_the_normalised_support(family):
+    import numpy as np
+
+    from metaae_edge.meta.inner import make_batch
+
+    task = family.sample("test", 1, n_support=32)
+    b = make_batch(task)
+    s = task.normalizer().transform(task.support)
+    _, sv, vt = np.linalg.svd(s.astype(np.float64), full_matrices=False)
+    u = b.basis.numpy()
+    assert u.shape == (task.input_dim, min(32, task.input_dim))
+    # the same directions (up to each column's sign, which make_batch fixes); the support
+    # is centred, so its last singular value is ~0 and that direction is arbitrary
+    live = sv > 1e-3 * sv[0]
+    assert live.sum() >= 30
+    np.testing.assert_allclose(np.abs(np.sum(u * vt.T, axis=0))[live], 1.0, atol=1e-4)
+    np.testing.assert_allclose(u.T @ u, np.eye(u.shape[1]), atol=1e-4)
+    assert np.all(np.abs(u).argmax(0) == np.argmax(u, 0))  # largest entry positive
+    # ordered by singular value: energy captured by each column decreases
+    energy = np.linalg.norm(s @ u, axis=0)
+    np.testing.assert_allclose(energy, sv, rtol=1e-4, atol=1e-4 * sv[0])
+    # the basis reads only the support set: changing the query leaves it unchanged
+    from dataclasses import replace
+
+    moved = replace(task, query=task.query * 3.0 + 1.0)
+    torch.testing.assert_close(make_batch(moved).basis, b.basis)
+
+
+def test_meta_training_with_linear_bypass_round_trips(tmp_path, family):
+    cfg_b = SupernetConfig(**{**SMALL.to_dict(), "linear_bypass": True})
+    tr = MetaTrainer(family, cfg(meta_steps=3, warmup_steps=1), supernet=cfg_b)
+    tr.train()
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+    # the residual output layers start at zero and meta-training moves them
+    assert tr.model.to_output.weight.abs().sum() > 0
+    ck = load_checkpoint(save_checkpoint(tmp_path / "b.safetensors", tr.checkpoint()))
+    assert ck.supernet.linear_bypass and ck.supernet == cfg_b

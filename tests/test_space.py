@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +71,80 @@ def test_gumbel_probs_are_finite_and_seeded(net):
         assert torch.isfinite(a[k]).all()
         torch.testing.assert_close(a[k], b[k])
         torch.testing.assert_close(a[k].sum(-1), torch.ones_like(a[k].sum(-1)))
+
+
+# -- linear (PCA) bypass ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bypass_net():
+    torch.manual_seed(1)
+    net = MLPSupernet(SupernetConfig(linear_bypass=True))
+    with torch.no_grad():  # non-zero residual paths (a fresh bypass supernet starts at zero)
+        for layer in (net.to_latent, net.to_output):
+            torch.nn.init.normal_(layer.weight, std=0.1)
+            torch.nn.init.normal_(layer.bias, std=0.1)
+    return net
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("d, n", [(5, 40), (37, 11), (128, 32)])
+def test_extracted_equals_supernet_under_hard_alpha_with_bypass(bypass_net, seed, d, n):
+    from metaae_edge.meta.inner import pca_basis
+
+    net = bypass_net
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.arch.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 2)
+    x = torch.randn(n, d, generator=g)
+    # rank min(n, d) may be below the largest latent: the basis is zero-padded
+    basis = torch.as_tensor(pca_basis(x.numpy()))
+    recon, z = net(x, arch_probs(net.alpha(), mode="hard"), basis)
+    spec = discretize(net, d)
+    assert spec.linear_bypass
+    compact = extract(net, spec, basis=basis)
+    r2, z2 = compact(x)
+    torch.testing.assert_close(r2, recon, atol=1e-5, rtol=0)
+    torch.testing.assert_close(z2, z[:, : spec.latent_dim], atol=1e-5, rtol=0)
+    assert torch.all(z[:, spec.latent_dim :] == 0)
+    hard = arch_probs(net.alpha(), mode="hard")
+    assert net.expected_macs(hard, d).item() == pytest.approx(spec.macs())
+    # the compact bypass maps are plain trainable parameters
+    names = {n for n, _ in compact.named_parameters()}
+    assert {"bypass_enc.weight", "bypass_dec.weight"} <= names
+
+
+def test_bypass_supernet_needs_the_basis(bypass_net):
+    with pytest.raises(DataError, match="principal directions"):
+        bypass_net(torch.zeros(3, 8), arch_probs(bypass_net.alpha()))
+
+
+@pytest.mark.parametrize("k_index", [0, 4, 9])
+def test_bypass_with_zero_mlp_weights_is_pca_at_the_same_latent(k_index):
+    """Zero MLP weights: the supernet (and the extracted net) reconstruct exactly as PCA
+    fitted on the support set does, at the chosen latent size, on unseen query data."""
+    from metaae_edge.evaluate.baselines import pca_recon
+    from metaae_edge.meta.inner import make_batch
+    from metaae_edge.tasks import create_family
+
+    task = create_family("manifold").sample("test", 3, n_support=32)
+    b = make_batch(task)
+    net = MLPSupernet(SupernetConfig(linear_bypass=True))
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if not name.startswith("arch."):
+                p.zero_()
+        net.arch.latent.zero_()
+        net.arch.latent[k_index] = 50.0
+    k = net.cfg.latent_choices[k_index]
+    ref = pca_recon(b.support_in.numpy(), b.query_in.numpy(), k)
+    recon, z = net(b.query_in, arch_probs(net.alpha(), mode="hard"), b.basis)
+    np.testing.assert_allclose(recon.detach().numpy(), ref, atol=1e-4)
+    spec = discretize(net, task.input_dim)
+    r2, _ = extract(net, spec, basis=b.basis)(b.query_in)
+    np.testing.assert_allclose(r2.detach().numpy(), ref, atol=1e-4)
+    # and a fresh bypass supernet starts as PCA: its residual output layers are zero
+    fresh = MLPSupernet(SupernetConfig(linear_bypass=True))
+    with torch.no_grad():
+        fresh.arch.latent.copy_(net.arch.latent)
+    r3, _ = fresh(b.query_in, arch_probs(fresh.alpha(), mode="hard"), b.basis)
+    np.testing.assert_allclose(r3.detach().numpy(), ref, atol=1e-4)

@@ -71,3 +71,34 @@ def test_supernet_config_validates_and_round_trips():
         SupernetConfig(width_choices=(32, 16)).validate()
     with pytest.raises(SpecError, match="unknown activation"):
         SupernetConfig(activations=("relu", "swish")).validate()
+
+
+def test_linear_bypass_round_trips_and_old_specs_load_unchanged():
+    old = make_spec()
+    d = old.to_dict()
+    assert "linear_bypass" not in d  # manifests written without the bypass are unchanged
+    assert ArchSpec.from_dict(d) == old and not ArchSpec.from_dict(d).linear_bypass
+    on = make_spec(linear_bypass=True)
+    assert on.to_dict()["linear_bypass"] is True
+    assert ArchSpec.from_json(on.to_json()) == on
+    # two bias-free D x L maps: 2 * 30 * 4 params and MACs on top of the MLP's
+    assert on.param_count() == old.param_count() + 2 * 30 * 4
+    assert on.macs() == old.macs() + 2 * 30 * 4
+    assert on.describe().endswith("(+ linear bypass)")
+    with pytest.raises(SpecError, match="linear_bypass must be true or false"):
+        make_spec(linear_bypass="yes")
+    with pytest.raises(SpecError, match="only defined for the mlp backbone"):
+        ArchSpec(input_shape=(1, 8, 8), encoder=(LayerSpec(8, "relu", 3),), latent_dim=2,
+                 decoder=(LayerSpec(8, "relu", 3),), backbone="conv",
+                 linear_bypass=True).validate()
+
+
+def test_supernet_config_linear_bypass_round_trip():
+    cfg = SupernetConfig()
+    assert "linear_bypass" not in cfg.to_dict()  # old checkpoints / cache keys unchanged
+    on = SupernetConfig(linear_bypass=True)
+    assert on.to_dict()["linear_bypass"] is True
+    assert SupernetConfig.from_dict(on.to_dict()) == on
+    assert SupernetConfig.from_dict(cfg.to_dict()).linear_bypass is False
+    with pytest.raises(SpecError, match="only defined for the mlp backbone"):
+        SupernetConfig.conv(linear_bypass=True)

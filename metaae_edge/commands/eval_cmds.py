@@ -58,6 +58,9 @@ def evaluate_cmd(
     plots: Path | None = typer.Option(None, "--plots", help="Write plots into this folder "
                                       "(needs metaae-edge[plot])."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest for these tiny nets)."),
+    bpp: float | None = typer.Option(
+        None, help="Image families, reconstruct: compression budget for ours in bits per "
+        "pixel of the int8 latent (JPEG and PCA are held to ours' bytes)."),
 ) -> None:
     """Prove on held-out tasks whether meta-learning the architecture pays (vs baselines)."""
     require_torch("cpu")
@@ -73,7 +76,8 @@ def evaluate_cmd(
 
     if hasattr(create_family(family), "unseen_resolutions"):  # an image family
         _evaluate_images(family, checkpoint, objective, tasks, shots, steps, seeds, baselines,
-                         baseline_lr, pretrain_steps, cache_dir, json_out, markdown, threads)
+                         baseline_lr, pretrain_steps, cache_dir, json_out, markdown, threads,
+                         bpp)
         return
     base = tuple(b.strip() for b in baselines.split(",") if b.strip())
     bad = [b for b in base if b not in ALL_METHODS or b == "ours"]
@@ -119,7 +123,7 @@ def evaluate_cmd(
 
 def _evaluate_images(family, checkpoint, objective, tasks, shots, steps, seeds, baselines,
                      baseline_lr, pretrain_steps, cache_dir, json_out, markdown,
-                     threads) -> None:
+                     threads, bpp=None) -> None:
     """Image families: ours vs fixed conv baselines, PCA, JPEG and classical filters at
     seen and unseen resolutions (metaae_edge.evaluate.images)."""
     from ..evaluate import report as R
@@ -145,7 +149,7 @@ def _evaluate_images(family, checkpoint, objective, tasks, shots, steps, seeds, 
         family=family, checkpoint=checkpoint or f"builtin:{family}", objective=objective,
         tasks=tasks, shots=shots, steps=_ints(steps, "steps"), seeds=_ints(seeds, "seeds"),
         baselines=base, baseline_lr=baseline_lr, pretrain_steps=pretrain_steps,
-        cache_dir=cache_dir or None, threads=threads)
+        cache_dir=cache_dir or None, threads=threads, bpp=bpp)
     resolve_checkpoint(cfg.checkpoint)  # a bad path fails now, with one line
     with progress("tasks", tasks * len(cfg.seeds) * 2) as (bar, tid):
         bars: dict[str, int] = {"tasks": tid}

@@ -76,6 +76,9 @@ def adapt_and_export_cmd(
     finetune_steps: int = typer.Option(30, help="Fine-tuning steps of the frozen compact network."),
     arch_lr: float | None = typer.Option(
         None, help="Inner step size of the architecture logits (default: the checkpoint's)."),
+    latent_bytes: float | None = typer.Option(
+        None, help="Compression budget: at most this many latent values (int8 bytes) per "
+        "sample / image at the adapted resolution."),
     fpr: float = typer.Option(0.01, help="Target false-positive rate of the anomaly threshold."),
     holdout: float = typer.Option(0.2, help="Fraction of normal data held out for the threshold."),
     precision: str = typer.Option("fp32", help="Graph precisions, e.g. fp32,fp16,int8 "
@@ -114,6 +117,7 @@ def adapt_and_export_cmd(
     k = steps if steps is not None else int(ckpt.inner_config.get("steps", 10))
     with progress(f"adapt {t.name}", k) as (bar, tid):
         result = adapt(ckpt, t, steps=k, finetune_steps=finetune_steps, arch_lr=arch_lr,
+                       latent_bytes=latent_bytes,
                        seed=seed, device=device,
                        on_step=lambda i, loss: bar.update(tid, completed=i + 1,
                                                           info=f"support loss {loss:.4f}"))

@@ -15,9 +15,12 @@ from ._common import console, progress, require_torch
 DEFAULT_META_STEPS = 400
 #: Image families (conv space): each inner step costs ~10x an MLP step, so fewer, smaller
 #: meta-batches; one checkpoint serves reconstruct/compression and denoising ("mixed").
+_IMAGE_DEFAULTS: dict[str, object] = {
+    "meta_steps": 300, "meta_batch": 2, "objective": "mixed", "resource_lambda": 0.01,
+    "latent_bpp": "0,0.25,0.5,1"}
 FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
-    "digits-res": {"meta_steps": 300, "meta_batch": 2, "objective": "mixed"},
-    "shapes": {"meta_steps": 300, "meta_batch": 2, "objective": "mixed"},
+    "digits-res": _IMAGE_DEFAULTS,
+    "shapes": _IMAGE_DEFAULTS,
 }
 
 
@@ -54,8 +57,12 @@ def meta_train_cmd(
         None, help="Tasks per meta-step (default 4; 2 for image families)."),
     inner_steps: int = typer.Option(10, help="Inner adaptation steps K per task."),
     warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter)."),
-    resource_lambda: float = typer.Option(
-        0.05, help="Penalty weight on expected MACs (relative to the largest sub-network)."),
+    resource_lambda: float | None = typer.Option(
+        None, help="Penalty weight on expected MACs (relative to the largest sub-network); "
+        "default 0.05, 0.01 for image families (where it also counts latent bytes)."),
+    latent_bpp: str | None = typer.Option(
+        None, help="Compression budgets in bits per input value, one drawn per reconstruct "
+        "training task (0 = none), e.g. 0,0.25,0.5,1 (the image families' default)."),
     arch_sampling: str = typer.Option(
         "softmax", help="softmax (annealed relaxation) | gumbel (sampled sub-networks)."),
     objective: str | None = typer.Option(
@@ -66,10 +73,16 @@ def meta_train_cmd(
     device: str = typer.Option("cpu", help="cpu | cuda."),
     threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for these nets)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out if it exists."),
+    linear_bypass: bool = typer.Option(
+        False, "--linear-bypass",
+        help="MLP families: add a linear path initialised to each task's support-set PCA; "
+        "the MLP learns a non-linear residual on top of it."),
 ) -> None:
     """Meta-train the searchable autoencoder (weights and architecture) on a task family."""
     torch = require_torch(device, threads)
+    from ..errors import SpecError
     from ..meta import InnerConfig, MetaConfig, MetaTrainer, load_checkpoint, save_checkpoint
+    from ..spec import SupernetConfig
     from ..tasks import create_family
 
     torch.manual_seed(seed)
@@ -90,6 +103,14 @@ def meta_train_cmd(
     meta_steps = int(defaults["meta_steps"]) if meta_steps is None else meta_steps
     meta_batch = int(defaults["meta_batch"]) if meta_batch is None else meta_batch
     objective = str(defaults["objective"]) if objective is None else objective
+    if resource_lambda is None:
+        resource_lambda = float(defaults.get("resource_lambda", 0.05))  # type: ignore[arg-type]
+    bpp_text = str(defaults.get("latent_bpp", "")) if latent_bpp is None else latent_bpp
+    try:
+        bpp = tuple(float(v) for v in bpp_text.split(",") if v.strip())
+    except ValueError:
+        raise SpecError(f"--latent-bpp must be comma-separated numbers, got {bpp_text!r}") \
+            from None
     cfg = MetaConfig(
         algorithm=algorithm,
         meta_steps=meta_steps,
@@ -97,6 +118,7 @@ def meta_train_cmd(
         warmup_steps=meta_steps // 4 if warmup_steps < 0 else warmup_steps,
         val_every=val_every,
         objective=objective,
+        latent_bpp=bpp,
         sampling=arch_sampling,
         seed=seed,
         device=device,
@@ -104,7 +126,14 @@ def meta_train_cmd(
     )
     if ckpt is not None:
         cfg = MetaConfig.from_dict({**ckpt.meta_config, "meta_steps": meta_steps, "device": device})
-    trainer = MetaTrainer(fam, cfg, resume=ckpt, family_options={"seed": seed})
+    supernet = None
+    if linear_bypass and ckpt is None:
+        if fam.sample("val", 0).image_shape is not None:
+            raise SpecError(f"--linear-bypass is for MLP (vector) families; {family!r} is an "
+                            f"image family (conv space): drop --linear-bypass")
+        supernet = SupernetConfig(linear_bypass=True)
+    trainer = MetaTrainer(fam, cfg, supernet=supernet, resume=ckpt,
+                          family_options={"seed": seed})
     t0 = time.perf_counter()
     last_val = ""
     with progress(f"meta-train {family} ({cfg.algorithm})", cfg.meta_steps) as (bar, tid):

@@ -174,18 +174,22 @@ def run_evaluation(cfg: EvalConfig, on_progress: Callable[[str, int, int, str], 
                                  "supernet": scfg.to_dict(), "family_seed_train": fam_seed,
                                  "methods": methods}
         cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+        # The fixed-architecture baselines are plain MLPs: their (cached) inits live on the
+        # supernet without the linear bypass, whatever the checkpoint's.
+        scfg_fixed = replace(scfg, linear_bypass=False)
         spec64 = B.fixed_spec(scfg.max_input_dim, train_family.loss)
 
         inits: dict[str, Any] = {}
         if "pretrain-finetune" in methods:
             inits["pretrain-finetune"], setup["pretrain"] = B.pretrain_init(
-                train_family, scfg, spec64, objective=cfg.objective, steps=cfg.pretrain_steps,
+                train_family, scfg_fixed, spec64, objective=cfg.objective,
+                steps=cfg.pretrain_steps,
                 tasks_per_step=cfg.pretrain_tasks_per_step, lr=cfg.pretrain_lr, cache_dir=cache,
                 family_key=family_key,
                 on_progress=lambda i, v: prog("pretrain", i, cfg.pretrain_steps, f"loss {v:.4f}"))
         if "fixed-maml" in methods:
             inits["fixed-maml"], setup["fixed_maml"] = B.fixed_maml_init(
-                train_family, scfg, spec64, objective=cfg.objective,
+                train_family, scfg_fixed, spec64, objective=cfg.objective,
                 meta_steps=cfg.maml_meta_steps, meta_batch=cfg.maml_meta_batch,
                 inner_steps=cfg.maml_inner_steps, lr_w=cfg.baseline_lr, cache_dir=cache,
                 family_key=family_key,

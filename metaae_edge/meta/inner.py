@@ -16,13 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
-from ..space import Supernet
+from ..space import Supernet, expected_latent_size
 from ..space.mlp import ARCH_PREFIX, arch_probs
 from ..tasks.base import Task
 
-__all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "task_loss", "tau_at"]
+__all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "pca_basis", "task_loss",
+           "tau_at"]
 
 Params = dict[str, torch.Tensor]
+#: weight of the latent-budget hinge (relative excess over the budget), large enough to
+#: dominate a normalised reconstruction loss
+BUDGET_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class InnerConfig:
     tau_start: float = 1.0
     tau_end: float = 0.1
     resource_lambda: float = 0.0
+    #: a cap on latent values per sample (int8 bytes; 0 = none): a hinge penalty on the
+    #: expected latent size during the inner loop, a hard constraint at discretisation
+    latent_budget: float = 0.0
     adapt_weights: bool = True
     adapt_alpha: bool = True
 
@@ -45,7 +52,13 @@ class InnerConfig:
 
 @dataclass
 class TaskBatch:
-    """A task's data in model space, as tensors: what the inner and outer losses read."""
+    """A task's data in model space, as tensors: what the inner and outer losses read.
+
+    ``basis`` (vector tasks): the right singular vectors of the normalised support inputs,
+    (D, min(S, D)), columns by decreasing singular value: the principal directions a
+    supernet with a linear bypass uses. Computed from the support set only; ``None`` for
+    image tasks.
+    """
 
     support_in: torch.Tensor
     support_target: torch.Tensor
@@ -53,6 +66,22 @@ class TaskBatch:
     query_target: torch.Tensor
     loss: str
     input_dim: int
+    basis: torch.Tensor | None = None
+
+
+def pca_basis(x: np.ndarray) -> np.ndarray:
+    """Principal directions of ``x`` (N, D) as columns, (D, min(N, D)), float32.
+
+    SVD of ``x`` as given (make_batch's support set is already centred by its own
+    standardisation); each column's sign is fixed so that its largest-magnitude entry is
+    positive, so the basis is a deterministic function of the data.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    idx = np.abs(vt).argmax(axis=1)
+    signs = np.sign(vt[np.arange(len(vt)), idx])
+    signs[signs == 0] = 1.0
+    return np.ascontiguousarray((vt * signs[:, None]).T, dtype=np.float32)
 
 
 def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0) -> TaskBatch:
@@ -85,7 +114,10 @@ def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0) ->
             a = a.reshape(len(a), *task.image_shape)
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
 
-    return TaskBatch(t(s_in), t(s), t(q_in), t(q), task.loss, task.input_dim)
+    basis = None
+    if task.image_shape is None:
+        basis = torch.as_tensor(pca_basis(s_in), device=device)
+    return TaskBatch(t(s_in), t(s), t(q_in), t(q), task.loss, task.input_dim, basis)
 
 
 def tau_at(cfg: InnerConfig, step: int, steps: int | None = None) -> float:
@@ -107,19 +139,33 @@ def task_loss(
     mode: str = "softmax",
     resource_lambda: float = 0.0,
     generator: torch.Generator | None = None,
+    basis: torch.Tensor | None = None,
+    latent_budget: float = 0.0,
 ) -> torch.Tensor:
-    """Reconstruction loss of the supernet at ``params`` (+ optional expected-cost penalty)."""
+    """Reconstruction loss of the supernet at ``params`` (+ optional expected-cost penalty).
+
+    ``basis``: the task's principal directions (``TaskBatch.basis``), passed to a supernet
+    with a linear bypass and ignored otherwise.
+    """
     alpha = {k[len(ARCH_PREFIX):]: v for k, v in params.items() if k.startswith(ARCH_PREFIX)}
     alpha = model.constrain_alpha(alpha, tuple(x_in.shape))
     probs = arch_probs(alpha, tau=tau, mode=mode, generator=generator)
-    recon, _ = functional_call(model, params, (x_in, probs))
+    args = (x_in, probs) if not _uses_basis(model) else (x_in, probs, basis)
+    recon, _ = functional_call(model, params, args)
     if loss_kind == "bce":
         loss = F.binary_cross_entropy_with_logits(recon, target)
     else:
         loss = F.mse_loss(recon, target)
     if resource_lambda:
         loss = loss + resource_lambda * model.resource_cost(probs, tuple(x_in.shape))
+    if latent_budget:  # hinge: free under the budget, steep above it
+        excess = expected_latent_size(model, probs, tuple(x_in.shape)) / latent_budget - 1
+        loss = loss + BUDGET_WEIGHT * F.relu(excess)
     return loss
+
+
+def _uses_basis(model: Supernet) -> bool:
+    return bool(getattr(model.cfg, "linear_bypass", False))
 
 
 def inner_loop(
@@ -159,7 +205,8 @@ def inner_loop(
 
         def loss_fn(q: Params, tau: float = tau) -> torch.Tensor:
             return task_loss(model, q, batch.support_in, batch.support_target, batch.loss,
-                             tau, mode, cfg.resource_lambda, generator)
+                             tau, mode, cfg.resource_lambda, generator, batch.basis,
+                             cfg.latent_budget)
 
         if first_order:
             # Plain autograd on fresh leaves: measured 2.2x faster per step than

@@ -55,6 +55,11 @@ class MetaConfig:
     #: how the inner loop sees the architecture after warm-up: ``softmax`` (annealed
     #: relaxation, DARTS/MetaNAS) or ``gumbel`` (sampled sub-networks, SNAS/GDAS-style).
     sampling: str = "softmax"
+    #: compression budgets, in bits per input value of the int8 latent, drawn per
+    #: ``reconstruct`` training task (0 = no budget): the supernet then learns weights
+    #: that work at every compression level, not only at the one alpha prefers (budgeted
+    #: tasks update the weights only, never the meta-learned alpha)
+    latent_bpp: tuple[float, ...] = ()
     seed: int = 0
     device: str = "cpu"
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -107,7 +112,7 @@ def _params(model: Supernet) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def _query_loss(model: Supernet, params, batch: TaskBatch, tau: float, mode: str) -> float:
     return float(task_loss(model, params, batch.query_in, batch.query_target, batch.loss,
-                           tau, mode))
+                           tau, mode, basis=batch.basis))
 
 
 def evaluate_adaptation(
@@ -203,8 +208,22 @@ class MetaTrainer:
         )
 
     # -- one meta-step ----------------------------------------------------------------
-    def _task_grad(self, params, batch: TaskBatch, warm: bool, gen: torch.Generator):
-        cfg, inner = self.cfg, self.cfg.inner
+    def latent_budget(self, task, index: int) -> float:
+        """The latent budget (values per sample) of training task ``index`` (0 = none)."""
+        if not self.cfg.latent_bpp or task.objective != "reconstruct":
+            return 0.0
+        rng = np.random.default_rng([self.cfg.seed, index, 7919])
+        bpp = float(rng.choice(np.asarray(self.cfg.latent_bpp, dtype=np.float64)))
+        if bpp <= 0:
+            return 0.0
+        shape = tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
+        smallest = (self.model.min_latent_size(shape) if hasattr(self.model, "min_latent_size")
+                    else min(self.supernet_cfg.latent_choices))
+        return max(bpp * task.input_dim / 8, float(smallest))
+
+    def _task_grad(self, params, batch: TaskBatch, warm: bool, gen: torch.Generator,
+                   budget: float = 0.0):
+        cfg, inner = self.cfg, replace(self.cfg.inner, latent_budget=budget)
         if warm:  # weights only, on sampled sub-networks
             inner = replace(inner, adapt_alpha=False)
         mode = "gumbel" if warm else cfg.sampling
@@ -215,7 +234,8 @@ class MetaTrainer:
                 adapted = inner_loop(self.model, p, batch, inner, mode=mode, first_order=False,
                                      generator=gen)
                 return task_loss(self.model, adapted, batch.query_in, batch.query_target,
-                                 batch.loss, inner.tau_end, mode, inner.resource_lambda, gen)
+                                 batch.loss, inner.tau_end, mode, inner.resource_lambda, gen,
+                                 batch.basis, inner.latent_budget)
 
             g = grad(outer)(params)
             adapted = None
@@ -226,7 +246,8 @@ class MetaTrainer:
             else:
                 g = grad(lambda p: task_loss(self.model, p, batch.query_in, batch.query_target,
                                              batch.loss, inner.tau_end, mode,
-                                             inner.resource_lambda, gen))(adapted)
+                                             inner.resource_lambda, gen, batch.basis,
+                                             inner.latent_budget))(adapted)
         return g, adapted
 
     def train_step(self) -> dict[str, float]:
@@ -242,8 +263,14 @@ class MetaTrainer:
             task = self.family.sample("train", index,
                                       objective=task_objective(cfg.objective, index))
             batch = make_batch(task, cfg.device, seed=index)
-            g, adapted = self._task_grad(params, batch, warm, gen)
+            budget = self.latent_budget(task, index)
+            g, adapted = self._task_grad(params, batch, warm, gen, budget)
             for k in total:
+                if budget and k.startswith(ARCH_PREFIX):
+                    # a budgeted task trains the weights of compressive sub-networks; the
+                    # meta-learned alpha comes from unconstrained tasks only (otherwise it
+                    # drifts to tiny latents: meta-val loss 0.10 -> 0.97 in our run)
+                    continue
                 total[k] += g[k].detach() / cfg.meta_batch
             if adapted is not None:
                 losses.append(_query_loss(self.model, adapted, batch, cfg.inner.tau_end,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import DataError
 from ..spec import ArchSpec, SupernetConfig
 from .compact import CompactAE
 from .conv import CompactConvAE, ConvSupernet, discretize_conv, extract_conv
@@ -27,6 +28,7 @@ __all__ = [
     "create_compact",
     "create_supernet",
     "discretize",
+    "expected_latent_size",
     "extract",
 ]
 
@@ -54,21 +56,49 @@ def discretize(
     input_shape: int | tuple[int, ...],
     alpha: dict[str, torch.Tensor] | None = None,
     output_activation: str = "identity",
+    latent_budget: float = 0.0,
 ) -> ArchSpec:
     """Freeze the architecture (argmax of every choice) for one sample's shape.
 
     ``input_shape`` is the feature count ``D`` (mlp) or ``(C, H, W)`` (conv).
+    ``latent_budget`` (> 0) caps the latent values per sample: the most likely feasible
+    latent size (conv: the most likely feasible stage count and latent channels, by joint
+    logit) is chosen; :class:`DataError` if nothing fits.
     """
     if isinstance(supernet, ConvSupernet):
-        return discretize_conv(supernet, tuple(input_shape), alpha, output_activation)
+        return discretize_conv(supernet, tuple(input_shape), alpha, output_activation,
+                               latent_budget)
     d = input_shape if isinstance(input_shape, int) else int(torch.tensor(input_shape).prod())
+    if latent_budget:
+        a = dict(alpha or supernet.alpha())
+        ok = torch.tensor([c <= latent_budget for c in supernet.cfg.latent_choices])
+        if not bool(ok.any()):
+            raise DataError(f"no latent size fits a budget of {latent_budget:g} values; the "
+                            f"smallest is {min(supernet.cfg.latent_choices)}")
+        lat = a["latent"].detach()
+        a["latent"] = torch.where(ok, lat, torch.full_like(lat, -1e4))
+        alpha = a
     return discretize_mlp(supernet, d, alpha, output_activation)
 
 
+def expected_latent_size(supernet: Supernet, probs: dict[str, torch.Tensor],
+                         x_shape: tuple[int, ...]) -> torch.Tensor:
+    """Differentiable expected latent values per sample (int8 bytes) of a batch's shape."""
+    if isinstance(supernet, ConvSupernet):
+        return supernet.expected_latent_size(probs, x_shape)
+    lats = torch.tensor(supernet.cfg.latent_choices, dtype=torch.float32,
+                        device=probs["latent"].device)
+    return probs["latent"] @ lats
+
+
 def extract(
-    supernet: Supernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None
+    supernet: Supernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None,
+    basis: torch.Tensor | None = None,
 ) -> CompactAE | CompactConvAE:
-    """Slice the sub-network ``spec`` out of ``supernet`` (optionally from ``params``)."""
+    """Slice the sub-network ``spec`` out of ``supernet`` (optionally from ``params``).
+
+    ``basis``: the task's principal directions, for an MLP supernet with a linear bypass.
+    """
     if isinstance(supernet, ConvSupernet):
         return extract_conv(supernet, spec, params)
-    return extract_mlp(supernet, spec, params)
+    return extract_mlp(supernet, spec, params, basis)

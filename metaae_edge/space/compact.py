@@ -28,7 +28,10 @@ class MLPStack(nn.Module):
 class CompactAE(nn.Module):
     """Encoder + decoder built from an :class:`ArchSpec`; operates in normalised space.
 
-    ``forward`` returns ``(reconstruction, latent)``.
+    ``forward`` returns ``(reconstruction, latent)``. With ``spec.linear_bypass`` two
+    bias-free linear maps run beside the MLP (``bypass_enc``: D -> L, ``bypass_dec``:
+    L -> D; plain MatMul ops in ONNX): ``latent = encoder(x) + bypass_enc(x)`` and
+    ``reconstruction = out_act(decoder(latent) + bypass_dec(latent))``.
     """
 
     def __init__(self, spec: ArchSpec):
@@ -38,14 +41,31 @@ class CompactAE(nn.Module):
         enc_acts = [layer.activation for layer in spec.encoder]
         dec_acts = [layer.activation for layer in spec.decoder]
         self.encoder = MLPStack(spec.encoder_dims(), enc_acts)
-        self.decoder = MLPStack(spec.decoder_dims(), dec_acts, spec.output_activation)
+        if spec.linear_bypass:
+            # the output activation comes after the two paths are summed
+            self.decoder = MLPStack(spec.decoder_dims(), dec_acts)
+            self.bypass_enc = nn.Linear(spec.input_dim, spec.latent_dim, bias=False)
+            self.bypass_dec = nn.Linear(spec.latent_dim, spec.input_dim, bias=False)
+        else:
+            self.decoder = MLPStack(spec.decoder_dims(), dec_acts, spec.output_activation)
+
+    @torch.no_grad()
+    def set_bypass(self, u: torch.Tensor) -> None:
+        """Set the bypass to the projection on the columns of ``u`` (D x L): PCA's maps."""
+        self.bypass_enc.weight.copy_(u.T)
+        self.bypass_dec.weight.copy_(u)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.linear_bypass:
+            return self.encoder(x) + self.bypass_enc(x)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.spec.linear_bypass:
+            return activation_fn(self.spec.output_activation)(
+                self.decoder(z) + self.bypass_dec(z))
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encoder(x)
-        return self.decoder(z), z
+        z = self.encode(x)
+        return self.decode(z), z

@@ -238,6 +238,12 @@ class ConvSupernet(nn.Module):
                           dtype=torch.float32, device=lats.device)
         return (probs["latent"] @ lats) * (probs["depth"][:n_levels] @ px)
 
+    def min_latent_size(self, shape: tuple[int, ...]) -> int:
+        """The fewest latent values per image any architecture has at ``(.., H, W)``."""
+        h, w = int(shape[-2]), int(shape[-1])
+        d = max(allowed_depths(h, w, self.cfg.max_depth))
+        return min(self.cfg.latent_choices) * (h // 2**d) * (w // 2**d)
+
     def resource_cost(self, probs: dict[str, torch.Tensor], x_shape: tuple[int, ...]):
         """The penalty term: half expected MACs, half expected latent bytes, each relative
         to the largest sub-network at the batch's resolution (compute and compression)."""
@@ -253,13 +259,31 @@ def discretize_conv(
     input_shape: tuple[int, int, int],
     alpha: dict[str, torch.Tensor] | None = None,
     output_activation: str = "identity",
+    latent_budget: float = 0.0,
 ) -> ArchSpec:
-    """Freeze the architecture at ``input_shape = (C, H, W)``: argmax of every choice."""
+    """Freeze the architecture at ``input_shape = (C, H, W)``: argmax of every choice.
+
+    With ``latent_budget`` > 0, stage count and latent channels are chosen jointly: the
+    feasible pair (latent values at this resolution <= budget) with the largest summed
+    logit.
+    """
     supernet.check_input_shape(tuple(input_shape))
     cfg = supernet.cfg
     a = {k: v.detach() for k, v in (alpha or supernet.alpha()).items()}
     a = supernet.constrain_alpha(a, tuple(input_shape))
     depth = int(a["depth"].argmax()) + 1
+    latent_idx = int(a["latent"].argmax())
+    if latent_budget:
+        _, h, w = input_shape
+        pairs = [(float(a["depth"][d - 1] + a["latent"][j]), d, j)
+                 for d in allowed_depths(h, w, cfg.max_depth)
+                 for j, lc in enumerate(cfg.latent_choices)
+                 if lc * (h // 2**d) * (w // 2**d) <= latent_budget]
+        if not pairs:
+            raise DataError(f"no architecture fits a latent budget of {latent_budget:g} "
+                            f"values per image at {h}x{w}; the smallest latent here has "
+                            f"{supernet.min_latent_size(input_shape)}")
+        _, depth, latent_idx = max(pairs)
 
     def stage(side: str, i: int) -> LayerSpec:
         return LayerSpec(width=cfg.width_choices[int(a[f"{side}_width"][i].argmax())],
@@ -269,7 +293,7 @@ def discretize_conv(
     return ArchSpec(
         input_shape=tuple(int(v) for v in input_shape),
         encoder=tuple(stage("enc", i) for i in range(depth)),
-        latent_dim=cfg.latent_choices[int(a["latent"].argmax())],
+        latent_dim=cfg.latent_choices[latent_idx],
         # deepest first: compact decoder[i] is supernet level depth-1-i
         decoder=tuple(stage("dec", depth - 1 - i) for i in range(depth)),
         backbone="conv",

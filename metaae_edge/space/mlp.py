@@ -11,6 +11,13 @@ Search space (see :class:`~metaae_edge.spec.SupernetConfig`):
 * input dimension: the first / last layers are sliced to the task's feature count, so one
   checkpoint serves tasks of any ``D <= max_input_dim``.
 
+With ``SupernetConfig.linear_bypass`` a linear path runs beside the MLP: given the task's
+top principal directions ``U`` (D x r, from :func:`~metaae_edge.meta.inner.make_batch`),
+``latent = (enc(x) + x U) * latent_mask`` and ``reconstruction = dec(latent) +
+latent U^T``. With the MLP's output layers at zero this is exactly PCA at the chosen latent
+size (``to_latent`` / ``to_output`` start at zero, so a fresh supernet *is* PCA), and the
+meta-learned MLP becomes a non-linear residual on top of it.
+
 Under one-hot probabilities the supernet computes exactly the compact network that
 :func:`extract` builds, which the tests check.
 """
@@ -102,6 +109,11 @@ class MLPSupernet(nn.Module):
         self.register_buffer("width_masks", _prefix_masks(cfg.width_choices), persistent=False)
         self.register_buffer("latent_masks", _prefix_masks(cfg.latent_choices), persistent=False)
         self._acts = [activation_fn(a) for a in cfg.activations]
+        if cfg.linear_bypass:
+            # Start as PCA: the residual MLP's output layers are zero until training moves them.
+            for layer in (self.to_latent, self.to_output):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     # -- helpers ----------------------------------------------------------------------
     def alpha(self) -> dict[str, torch.Tensor]:
@@ -152,16 +164,36 @@ class MLPSupernet(nn.Module):
             h = out if i == 0 else gates[i] * out + (1 - gates[i]) * h
         return h
 
+    def bypass_basis(self, basis: torch.Tensor | None, d: int) -> torch.Tensor:
+        """The task's principal directions as a (d, max_latent) matrix (zero-padded)."""
+        if basis is None:
+            raise DataError("this supernet has a linear bypass and needs the task's principal "
+                            "directions: pass TaskBatch.basis (make_batch computes it)")
+        if basis.ndim != 2 or basis.shape[0] != d:
+            raise DataError(f"bypass basis must be ({d}, r), got {tuple(basis.shape)}")
+        lmax = self.cfg.max_latent
+        u = basis[:, :lmax]
+        if u.shape[1] < lmax:
+            u = F.pad(u, (0, lmax - u.shape[1]))
+        return u
+
     # -- forward ----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor]):
+    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor],
+                basis: torch.Tensor | None = None):
+        """``basis``: the task's principal directions (D x r); needed (only) with the bypass."""
         d = x.shape[-1]
         self.check_input_dim(d)
         gates = self.depth_gates(probs["depth"])
         h = self._stack(x, self.enc, probs["enc_width"], probs["enc_act"], gates, d_in=d)
         z = F.linear(h, self.to_latent.weight, self.to_latent.bias)
+        u = self.bypass_basis(basis, d) if self.cfg.linear_bypass else None
+        if u is not None:
+            z = z + x @ u
         z = z * (probs["latent"] @ self.latent_masks)
         h = self._stack(z, self.dec, probs["dec_width"], probs["dec_act"], gates)
         recon = F.linear(h, self.to_output.weight[:d], self.to_output.bias[:d])
+        if u is not None:
+            recon = recon + z @ u.T
         return recon, z
 
     def expected_macs(self, probs: dict[str, torch.Tensor], d: int) -> torch.Tensor:
@@ -186,12 +218,16 @@ class MLPSupernet(nn.Module):
         eff = side(probs["enc_width"], torch.tensor(float(d), device=widths.device))
         total = total + eff * e_lat
         eff = side(probs["dec_width"], e_lat)
-        return total + eff * d
+        total = total + eff * d
+        if self.cfg.linear_bypass:
+            total = total + 2 * d * e_lat
+        return total
 
     def max_macs(self, d: int) -> float:
         """MACs of the largest sub-network for ``d`` features (normalises the penalty)."""
         w, lmax = self.cfg.max_width, self.cfg.max_latent
-        return float(2 * (d * w + (self.cfg.max_depth - 1) * w * w + w * lmax))
+        bypass = 2 * d * lmax if self.cfg.linear_bypass else 0
+        return float(2 * (d * w + (self.cfg.max_depth - 1) * w * w + w * lmax) + bypass)
 
 
 def _prefix_masks(choices: tuple[int, ...]) -> torch.Tensor:
@@ -226,12 +262,14 @@ def discretize(
         latent_dim=cfg.latent_choices[int(a["latent"].argmax())],
         decoder=layers(a["dec_width"], a["dec_act"]),
         output_activation=output_activation,
+        linear_bypass=cfg.linear_bypass,
     ).validate()
 
 
 @torch.no_grad()
 def extract(
-    supernet: MLPSupernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None
+    supernet: MLPSupernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None,
+    basis: torch.Tensor | None = None,
 ) -> CompactAE:
     """Slice the sub-network ``spec`` out of the supernet into a plain :class:`CompactAE`.
 
@@ -240,9 +278,13 @@ def extract(
         spec: the architecture (e.g. from :func:`discretize`).
         params: optional weights by name (as ``supernet.named_parameters()``), e.g. adapted
             fast weights; defaults to the supernet's own.
+        basis: the task's principal directions (``TaskBatch.basis``); needed when
+            ``spec.linear_bypass``: the compact bypass maps start as ``U[:, :L]``.
     """
     spec.validate()
     supernet.check_input_dim(spec.input_dim)
+    if spec.linear_bypass and not supernet.cfg.linear_bypass:
+        raise ValueError("spec has a linear bypass but the supernet has none")
     p = params if params is not None else dict(supernet.named_parameters())
     model = CompactAE(spec)
     enc_dims, dec_dims = spec.encoder_dims(), spec.decoder_dims()
@@ -253,4 +295,7 @@ def extract(
         for layer, name, d_in, d_out in zip(stack.layers, src, dims[:-1], dims[1:]):
             layer.weight.copy_(p[f"{name}.weight"][:d_out, :d_in])
             layer.bias.copy_(p[f"{name}.bias"][:d_out])
+    if spec.linear_bypass:
+        u = supernet.bypass_basis(basis, spec.input_dim)[:, : spec.latent_dim]
+        model.set_bypass(u)
     return model
