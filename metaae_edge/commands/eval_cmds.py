@@ -26,6 +26,19 @@ def _ints(text: str, what: str, minimum: int = 0) -> tuple[int, ...]:
     return tuple(sorted(set(vals)))
 
 
+def _with_progress(run, cfg, n_units: int):
+    """``run(cfg, on_progress)`` with one progress bar per stage (tasks, pretrain, ...)."""
+    with progress("tasks", n_units) as (bar, tid):
+        bars: dict[str, int] = {"tasks": tid}
+
+        def on_progress(stage: str, done: int, total: int, info: str) -> None:
+            if stage not in bars:
+                bars[stage] = bar.add_task(stage, total=total, info="")
+            bar.update(bars[stage], completed=done, info=info)
+
+        return run(cfg, on_progress)
+
+
 def evaluate_cmd(
     family: str = typer.Option(..., "--family", "-f",
                                help="Task family (see `metaae-edge tasks`)."),
@@ -99,16 +112,7 @@ def evaluate_cmd(
     from ..meta.checkpoint import resolve_checkpoint
 
     resolve_checkpoint(cfg.checkpoint)  # a bad path fails now, with one line
-    n_units = tasks * len(cfg.seeds)
-    with progress("tasks", n_units) as (bar, tid):
-        bars: dict[str, int] = {"tasks": tid}
-
-        def on_progress(stage: str, done: int, total: int, info: str) -> None:
-            if stage not in bars:
-                bars[stage] = bar.add_task(stage, total=total, info="")
-            bar.update(bars[stage], completed=done, info=info)
-
-        raw = run_evaluation(cfg, on_progress)
+    raw = _with_progress(run_evaluation, cfg, tasks * len(cfg.seeds))
     summary = summarise(raw)
     text = to_markdown(summary)
     if json_out is not None:
@@ -151,15 +155,7 @@ def _evaluate_images(family, checkpoint, objective, tasks, shots, steps, seeds, 
         baselines=base, baseline_lr=baseline_lr, pretrain_steps=pretrain_steps,
         cache_dir=cache_dir or None, threads=threads, bpp=bpp)
     resolve_checkpoint(cfg.checkpoint)  # a bad path fails now, with one line
-    with progress("tasks", tasks * len(cfg.seeds) * 2) as (bar, tid):
-        bars: dict[str, int] = {"tasks": tid}
-
-        def on_progress(stage: str, done: int, total: int, info: str) -> None:
-            if stage not in bars:
-                bars[stage] = bar.add_task(stage, total=total, info="")
-            bar.update(bars[stage], completed=done, info=info)
-
-        raw = run_image_evaluation(cfg, on_progress)
+    raw = _with_progress(run_image_evaluation, cfg, tasks * len(cfg.seeds) * 2)
     summary = summarise_images(raw)
     text = images_markdown(summary)
     if json_out is not None:

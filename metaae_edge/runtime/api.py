@@ -39,7 +39,7 @@ from .backends import (
     tensorrt_unavailable_reason,
 )
 from .bundle import PRECISIONS, Bundle, load_bundle
-from .io import coerce_images, locate_nonfinite
+from .io import coerce_images, locate_nonfinite, numeric_array
 
 __all__ = ["Runtime"]
 
@@ -51,21 +51,7 @@ _TRT_DEFAULT_MAX_BATCH = 4096
 def _coerce(x: Any, width: int, what: str, hint: str) -> np.ndarray:
     """Slow path: turn anything array-like into C-contiguous float32 (batch, width)."""
     expected = f"expected (batch, {width}) float32 {what}"
-    if isinstance(x, np.ndarray):
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"{expected}; could not make an array of the input ({exc}); "
-                             "pass an ndarray or a list of equal-length rows") from None
-    kind = arr.dtype.kind
-    if kind in "USO":
-        name = "strings" if kind in "US" else "Python objects"
-        raise InputError(f"{expected}; got {name} (dtype {arr.dtype}); convert the values "
-                         "to numbers first")
-    if kind not in "biuf":  # complex, datetime, void...
-        raise InputError(f"{expected}; got dtype {arr.dtype}, which cannot be cast safely")
+    arr = numeric_array(x, expected, "pass an ndarray or a list of equal-length rows")
     if arr.size == 0:
         raise InputError(f"{expected}; got an empty batch (shape {arr.shape}); pass at "
                          "least one sample")

@@ -175,6 +175,27 @@ def locate_nonfinite(arr: np.ndarray) -> str | None:
     return f"{kind} at index {idx}"
 
 
+def numeric_array(x: object, expected: str, how: str) -> np.ndarray:
+    """``x`` as a real-numeric ndarray (not yet float32), or a one-line :class:`InputError`
+    that starts with ``expected`` (``how``: what to pass instead of a non-array)."""
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{expected}; could not make an array of the input ({exc}); "
+                             f"{how}") from None
+    kind = arr.dtype.kind
+    if kind in "USO":
+        name = "strings" if kind in "US" else "Python objects"
+        raise InputError(f"{expected}; got {name} (dtype {arr.dtype}); convert the values "
+                         "to numbers first")
+    if kind not in "biuf":  # complex, datetime, void...
+        raise InputError(f"{expected}; got dtype {arr.dtype}, which cannot be cast safely")
+    return arr
+
+
 def coerce_images(x: object, channels: int, multiple: int, what: str = "images",
                   hint: str = "") -> np.ndarray:
     """Turn array-like images into a C-contiguous float32 (batch, C, H, W) array.
@@ -188,21 +209,7 @@ def coerce_images(x: object, channels: int, multiple: int, what: str = "images",
     """
     sizes = "H and W" if multiple == 1 else f"H and W multiples of {multiple}"
     expected = f"expected {what} (batch, {channels}, H, W) float32 with {sizes}"
-    if isinstance(x, np.ndarray):
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"{expected}; could not make an array of the input ({exc}); "
-                             "pass an ndarray") from None
-    kind = arr.dtype.kind
-    if kind in "USO":
-        name = "strings" if kind in "US" else "Python objects"
-        raise InputError(f"{expected}; got {name} (dtype {arr.dtype}); convert the values "
-                         "to numbers first")
-    if kind not in "biuf":
-        raise InputError(f"{expected}; got dtype {arr.dtype}, which cannot be cast safely")
+    arr = numeric_array(x, expected, "pass an ndarray")
     if arr.size == 0:
         raise InputError(f"{expected}; got an empty input (shape {arr.shape}); pass at least "
                          "one image")
