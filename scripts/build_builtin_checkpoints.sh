@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Re-create the checkpoints shipped as builtin:manifold, builtin:sensors, builtin:digits.
+# Re-create the checkpoints shipped as builtin:manifold, builtin:sensors, builtin:digits
+# and builtin:digits-res (conv, images; ~25 min on a 2-core CPU).
 # Deterministic (fixed seeds); each takes a few minutes on a 2-core CPU.
 # Usage: bash scripts/build_builtin_checkpoints.sh [family ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=metaae_edge/checkpoints
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(manifold sensors digits)
+[ ${#families[@]} -gt 0 ] || families=(manifold sensors digits digits-res)
 for fam in "${families[@]}"; do
   tmp=$(mktemp -d)
   metaae-edge meta-train --family "$fam" --out "$tmp/$fam.safetensors" --seed 0

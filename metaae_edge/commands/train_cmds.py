@@ -16,8 +16,7 @@ DEFAULT_META_STEPS = 400
 #: Image families (conv space): each inner step costs ~10x an MLP step, so fewer, smaller
 #: meta-batches; one checkpoint serves reconstruct/compression and denoising ("mixed").
 _IMAGE_DEFAULTS: dict[str, object] = {
-    "meta_steps": 300, "meta_batch": 2, "objective": "mixed", "resource_lambda": 0.01,
-    "latent_bpp": "0,0.25,0.5,1"}
+    "meta_steps": 300, "meta_batch": 2, "objective": "mixed"}
 FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
     "digits-res": _IMAGE_DEFAULTS,
     "shapes": _IMAGE_DEFAULTS,
@@ -58,11 +57,12 @@ def meta_train_cmd(
     inner_steps: int = typer.Option(10, help="Inner adaptation steps K per task."),
     warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter)."),
     resource_lambda: float | None = typer.Option(
-        None, help="Penalty weight on expected MACs (relative to the largest sub-network); "
-        "default 0.05, 0.01 for image families (where it also counts latent bytes)."),
+        None, help="Penalty weight on expected MACs (relative to the largest sub-network; "
+        "for image families half MACs, half latent bytes); default 0.05."),
     latent_bpp: str | None = typer.Option(
         None, help="Compression budgets in bits per input value, one drawn per reconstruct "
-        "training task (0 = none), e.g. 0,0.25,0.5,1 (the image families' default)."),
+        "training task (0 = none), e.g. 0,0.25,0.5,1 (experimental: measured worse on "
+        "digits-res, see docs/images.md)."),
     arch_sampling: str = typer.Option(
         "softmax", help="softmax (annealed relaxation) | gumbel (sampled sub-networks)."),
     objective: str | None = typer.Option(
