@@ -23,3 +23,17 @@ python3 -m metaae_edge.cli adapt-and-export builtin:manifold --task manifold:0 -
 python3 -m metaae_edge.cli bench /tmp/gpu-bundle -b ort-cpu -b torch-eager -b torch-cudagraph \
   --batch 1,256,4096 --duration-s 2 --json "$OUT/bench_gpu.json" --markdown "$OUT/bench_gpu.md" \
   2>&1 | tail -30
+# Images (conv space): meta-training steps on cuda, a cuda-adapted digits-res bundle, and
+# the conv torch eager / CUDA-graph bench rows beside onnxruntime CPU.
+python3 -m pip install -q pillow scipy 2>&1 | tail -1
+rm -f /tmp/ck-img.safetensors
+/usr/bin/time -f "cuda meta-train digits-res 20 steps: wall %e s" python3 -m metaae_edge.cli \
+  meta-train --family digits-res --out /tmp/ck-img.safetensors --meta-steps 20 --device cuda \
+  2>&1 | tail -2 | tee -a "$OUT/meta_train_timing.txt"
+rm -rf /tmp/gpu-img-bundle
+python3 -m metaae_edge.cli adapt-and-export builtin:digits-res --task digits-res:3 \
+  --objective denoise --device cuda --out /tmp/gpu-img-bundle 2>&1 | tail -4 \
+  | tee "$OUT/adapt_img_cuda.txt"
+python3 -m metaae_edge.cli bench /tmp/gpu-img-bundle -b ort-cpu -b torch-eager \
+  -b torch-cudagraph --batch 1,64,1024 --duration-s 2 --json "$OUT/bench_img_gpu.json" \
+  --markdown "$OUT/bench_img_gpu.md" 2>&1 | tail -20
