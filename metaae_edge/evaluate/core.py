@@ -38,8 +38,25 @@ DEFAULT_BASELINES = ("fixed-scratch", "pretrain-finetune", "fixed-maml", "search
 TARGET_K = 20
 
 
+class _ConfigMixin:
+    """``target_k`` and the JSON form shared by the vector and image evaluation configs."""
+
+    steps: tuple[int, ...]
+
+    @property
+    def target_k(self) -> int:
+        return TARGET_K if TARGET_K in self.steps else max(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)  # type: ignore[call-overload]
+        for name in ("steps", "seeds", "baselines"):
+            d[name] = list(d[name])
+        d["target_k"] = self.target_k
+        return d
+
+
 @dataclass
-class EvalConfig:
+class EvalConfig(_ConfigMixin):
     """Everything that defines an evaluation run (recorded verbatim in the JSON)."""
 
     family: str
@@ -65,17 +82,6 @@ class EvalConfig:
     cache_dir: str | None = None
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def target_k(self) -> int:
-        return TARGET_K if TARGET_K in self.steps else max(self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for name in ("steps", "seeds", "baselines"):
-            d[name] = list(d[name])
-        d["target_k"] = self.target_k
-        return d
 
 
 def _split(k: int) -> tuple[int, int]:

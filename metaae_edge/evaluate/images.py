@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .core import _ConfigMixin
 from .metrics import mean_ci
 
 __all__ = ["IMAGE_METHODS", "ImageEvalConfig", "fixed_conv_spec", "run_image_evaluation",
@@ -47,7 +48,7 @@ METRICS = ("psnr", "psnr_int8", "ssim", "query_mse", "bytes", "file_bytes", "par
 
 
 @dataclass
-class ImageEvalConfig:
+class ImageEvalConfig(_ConfigMixin):
     """One image evaluation run (recorded verbatim in the JSON)."""
 
     family: str
@@ -73,17 +74,6 @@ class ImageEvalConfig:
     cache_dir: str | None = None
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def target_k(self) -> int:
-        return 20 if 20 in self.steps else max(self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for name in ("steps", "seeds", "baselines"):
-            d[name] = list(d[name])
-        d["target_k"] = self.target_k
-        return d
 
 
 def fixed_conv_spec(shape: tuple[int, int, int]):

@@ -54,6 +54,26 @@ def digits_pool(split: str) -> np.ndarray:
     return np.sort(perm[lo:hi])
 
 
+def one_class_split(family: FamilyBase, chosen: np.ndarray, pool: np.ndarray,
+                    targets: np.ndarray, classes: np.ndarray, rng: np.random.Generator,
+                    n_support: int, n_query: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-class anomaly split of image indices: support and the query's normal part from
+    ``chosen`` (the task's classes, shuffled), anomalies from the pool's other classes.
+
+    Returns ``(support_idx, query_idx, labels)`` with labels 1 = anomaly.
+    """
+    n_s, n_norm = _sizes(len(chosen), n_support, n_query - family.n_anomalies(n_query))
+    # Keep the anomaly share even when the normal part of the query was capped.
+    ratio = family.anomaly_fraction / (1.0 - family.anomaly_fraction)
+    n_anom = max(1, min(round(n_norm * ratio), n_query - n_norm))
+    others = pool[~np.isin(targets[pool], classes)]
+    anom_idx = rng.choice(others, size=n_anom, replace=False)
+    both = np.concatenate([chosen[n_s : n_s + n_norm], anom_idx])
+    flags = np.concatenate([np.zeros(n_norm, np.int64), np.ones(n_anom, np.int64)])
+    order = rng.permutation(len(both))
+    return chosen[:n_s], both[order], flags[order]
+
+
 def _sizes(n_avail: int, n_support: int, n_query: int) -> tuple[int, int]:
     """Support/query sizes that fit ``n_avail`` images without drawing any twice.
 
@@ -163,18 +183,9 @@ class DigitsFamily(FamilyBase):
             labels = None
             query_classes = targets[q_idx]
         else:
-            n_anom_req = self.n_anomalies(n_query)
-            n_s, n_norm = _sizes(len(chosen), n_support, n_query - n_anom_req)
-            # Keep the anomaly share even when the normal part of the query was capped.
-            ratio = self.anomaly_fraction / (1.0 - self.anomaly_fraction)
-            n_anom = max(1, min(round(n_norm * ratio), n_query - n_norm))
-            others = pool[~np.isin(targets[pool], classes)]
-            anom_idx = streams.anomaly.choice(others, size=n_anom, replace=False)
-            s_idx = chosen[:n_s]
-            both = np.concatenate([chosen[n_s : n_s + n_norm], anom_idx])
-            flags = np.concatenate([np.zeros(n_norm, np.int64), np.ones(n_anom, np.int64)])
-            order = streams.anomaly.permutation(len(both))
-            q_idx, labels = both[order], flags[order]
+            s_idx, q_idx, labels = one_class_split(self, chosen, pool, targets, classes,
+                                                   streams.anomaly, n_support, n_query)
+            n_s = len(s_idx)
             query_classes = targets[q_idx]
             n_q = len(q_idx)
         info.update(

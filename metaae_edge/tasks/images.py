@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import register_family
-from .digits import _load, _sizes, digits_pool
+from .digits import _load, _sizes, digits_pool, one_class_split
 from .families import FamilyBase, Generated, Streams, check_range, mix_query
 
 __all__ = ["DigitsResFamily", "ImageFamilyBase", "ShapesFamily"]
@@ -221,16 +221,9 @@ class DigitsResFamily(ImageFamilyBase):
             n_s, n_q = _sizes(len(chosen), n_support, n_query)
             s_idx, q_idx, labels = chosen[:n_s], chosen[n_s : n_s + n_q], None
         else:
-            n_s, n_norm = _sizes(len(chosen), n_support, n_query - self.n_anomalies(n_query))
-            ratio = self.anomaly_fraction / (1.0 - self.anomaly_fraction)
-            n_anom = max(1, min(round(n_norm * ratio), n_query - n_norm))
-            others = pool[~np.isin(targets[pool], classes)]
-            anom_idx = streams.anomaly.choice(others, size=n_anom, replace=False)
-            s_idx = chosen[:n_s]
-            both = np.concatenate([chosen[n_s : n_s + n_norm], anom_idx])
-            flags = np.concatenate([np.zeros(n_norm, np.int64), np.ones(n_anom, np.int64)])
-            order = streams.anomaly.permutation(len(both))
-            q_idx, labels = both[order], flags[order]
+            s_idx, q_idx, labels = one_class_split(self, chosen, pool, targets, classes,
+                                                   streams.anomaly, n_support, n_query)
+            n_s = len(s_idx)
             n_q = len(q_idx)
         info: dict[str, Any] = {
             "resolution": res,
