@@ -27,8 +27,9 @@ python3 -m metaae_edge.cli bench /tmp/gpu-bundle -b ort-cpu -b torch-eager -b to
 # the conv torch eager / CUDA-graph bench rows beside onnxruntime CPU.
 python3 -m pip install -q pillow scipy 2>&1 | tail -1
 rm -f /tmp/ck-img.safetensors
-/usr/bin/time -f "cuda meta-train digits-res 20 steps: wall %e s" python3 -m metaae_edge.cli \
-  meta-train --family digits-res --out /tmp/ck-img.safetensors --meta-steps 20 --device cuda \
+/usr/bin/time -f "cuda meta-train digits-res 20+20 steps: wall %e s" python3 -m metaae_edge.cli \
+  meta-train --family digits-res --out /tmp/ck-img.safetensors --meta-steps 20 \
+  --posttrain-steps 20 --device cuda \
   2>&1 | tail -2 | tee -a "$OUT/meta_train_timing.txt"
 rm -rf /tmp/gpu-img-bundle
 python3 -m metaae_edge.cli adapt-and-export builtin:digits-res --task digits-res:3 \

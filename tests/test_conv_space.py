@@ -122,7 +122,7 @@ def test_create_compact_dispatches():
     assert compact(torch.zeros(1, 3, 32, 8))[0].shape == (1, 3, 32, 8)  # any even size
 
 
-def test_latent_budget_picks_the_best_feasible_architecture():
+def test_latent_budget_spends_the_budget_on_the_best_feasible_architecture():
     net = create_supernet(SupernetConfig.conv())
     with torch.no_grad():
         net.arch.depth.copy_(torch.tensor([3.0, 0.0, 0.0]))  # prefers 1 stage
@@ -132,12 +132,16 @@ def test_latent_budget_picks_the_best_feasible_architecture():
     for budget in (16, 32, 100):
         spec = discretize(net, (1, 16, 16), latent_budget=budget)
         assert spec.latent_size() <= budget
-    # 32 values: 1 stage never fits (>= 64); 3 stages x 8 channels (2x2x8 = 32) has the
-    # best joint logit (0 + 3) of the feasible pairs
+    # the budget is spent: the feasible pairs with the most latent values, the best joint
+    # logit among those. 32 values: 1 stage never fits (>= 64); 2x2x8 (logit 0 + 3) beats
+    # 4x4x2 (0 + 0)
     spec = discretize(net, (1, 16, 16), latent_budget=32)
     assert (spec.stages, spec.latent_dim) == (3, 8)
-    spec = discretize(net, (1, 16, 16), latent_budget=20)  # now 8 channels need 3 stages
-    assert (spec.stages, spec.latent_dim) == (3, 4)  # x 4 channels = 16 values
+    spec = discretize(net, (1, 16, 16), latent_budget=20)  # 16 values: 4x4x1 or 2x2x4
+    assert spec.latent_size() == 16
+    # 100 values: 8x8x1 = 64 (1 stage, logit 3 + 0) rather than 2x2x8 = 32 (0 + 3)
+    spec = discretize(net, (1, 16, 16), latent_budget=100)
+    assert (spec.stages, spec.latent_dim) == (1, 1)
     with pytest.raises(DataError, match="no architecture fits"):
         discretize(net, (1, 12, 12), latent_budget=4)  # 3x3x1 = 9 is the least at 12x12
     assert net.min_latent_size((1, 12, 12)) == 9

@@ -40,3 +40,88 @@ def test_budgeted_tasks_update_weights_but_not_alpha():
     a0 = free.model.arch.depth.detach().clone()
     free.train_step()
     assert not torch.equal(a0, free.model.arch.depth)
+
+
+def test_posttraining_trains_weights_of_drawn_subnetworks_after_meta_learning():
+    tr = _trainer(objective="mixed", meta_steps=1, posttrain_steps=2, val_every=100)
+    assert tr.total_steps == 3
+    a0 = tr.model.arch.depth.detach().clone()
+    tr.train_step()  # the meta-step (no warm-up) moves alpha
+    assert not torch.equal(a0, tr.model.arch.depth)
+    before = {k: v.detach().clone() for k, v in tr.model.named_parameters()}
+    tr.train()
+    assert tr.step == 3 and tr.metrics and tr.metrics[-1]["step"] == 3
+    after = dict(tr.model.named_parameters())
+    # post-training: weights move, the architecture logits do not
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("arch."))
+    assert any(not torch.equal(before[k], after[k]) for k in before
+               if not k.startswith("arch."))
+
+
+def test_posttraining_draws_subnetworks_that_fit_the_budget():
+    from metaae_edge.space import expected_latent_size
+
+    tr = _trainer(objective="reconstruct", posttrain_steps=1)
+    alpha = {k: v.detach() for k, v in tr.model.alpha().items()}
+    alpha["depth"] = torch.tensor([8.0, 0.0, 0.0])  # strongly prefers 1 stage
+    gen = torch.Generator().manual_seed(0)
+    shape = (32, 1, 16, 16)
+    free = [tr._draw_subnetwork(alpha, shape, 0.0, gen) for _ in range(50)]
+    assert sum(int(p["depth"].argmax()) == 0 for p in free) > 45
+    for budget in (4.0, 16.0, 32.0):
+        for _ in range(20):
+            p = tr._draw_subnetwork(alpha, shape, budget, gen)
+            assert float(expected_latent_size(tr.model, p, shape)) <= budget
+    # 12x12 allows 2 stages at most: the fallback takes the smallest latent there (3x3x1)
+    p = tr._draw_subnetwork(alpha, (8, 1, 12, 12), 9.0, gen)
+    assert float(expected_latent_size(tr.model, p, (8, 1, 12, 12))) <= 9.0
+    assert int(p["depth"].argmax()) == 1
+
+
+def test_sample_mode_draws_one_hot_subnetworks_from_the_logits():
+    from metaae_edge.space.mlp import arch_probs
+
+    logits = {"depth": torch.tensor([0.0, 0.0, -1e4]), "latent": torch.tensor([5.0, 0.0])}
+    gen = torch.Generator().manual_seed(0)
+    draws = [arch_probs(logits, mode="sample", generator=gen) for _ in range(200)]
+    for p in draws:
+        for v in p.values():
+            assert sorted(v.tolist()) == sorted([1.0] + [0.0] * (len(v) - 1))
+    depth = torch.stack([p["depth"] for p in draws]).mean(0)
+    assert depth[2] == 0 and 0.35 < depth[0] < 0.65  # masked depth never drawn, 50/50 else
+    assert torch.stack([p["latent"] for p in draws]).mean(0)[0] > 0.95  # softmax(5, 0)
+    again = arch_probs(logits, mode="sample", generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(again[k], draws[0][k]) for k in logits)
+
+
+def test_pretrain_settings_are_validated():
+    import pytest
+
+    from metaae_edge.errors import SpecError
+
+    with pytest.raises(SpecError, match="posttrain_steps"):
+        MetaConfig(posttrain_steps=-1).validate()
+    with pytest.raises(SpecError, match="budgets"):
+        MetaConfig(posttrain_bpp=(1.0, -0.5)).validate()
+    d = MetaConfig(posttrain_steps=3, posttrain_bpp=(0.0, 1.0)).to_dict()
+    d["posttrain_bpp"] = list(d["posttrain_bpp"])  # as it comes back from JSON
+    assert MetaConfig.from_dict(d) == MetaConfig(posttrain_steps=3, posttrain_bpp=(0.0, 1.0))
+
+
+def test_adding_posttraining_to_a_finished_run_equals_one_full_run(tmp_path):
+    """The shipped image checkpoint is a finished meta-training resumed with post-training
+    steps; that must be the same as one run with both phases."""
+    from metaae_edge.meta import load_checkpoint, save_checkpoint
+
+    kw = dict(objective="mixed", meta_steps=2, val_every=100, posttrain_bpp=(0.0, 1.0))
+    full = _trainer(**kw, posttrain_steps=2)
+    full.train()
+    first = _trainer(**kw)
+    first.train()
+    ck = load_checkpoint(save_checkpoint(tmp_path / "c.safetensors", first.checkpoint()))
+    cfg = MetaConfig.from_dict({**ck.meta_config, "posttrain_steps": 2})
+    resumed = MetaTrainer(create_family("digits-res"), cfg, resume=ck)
+    resumed.train()
+    assert resumed.step == full.step == 4
+    for (n, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=n)

@@ -16,7 +16,8 @@ DEFAULT_META_STEPS = 400
 #: Image families (conv space): each inner step costs ~10x an MLP step, so fewer, smaller
 #: meta-batches; one checkpoint serves reconstruct/compression and denoising ("mixed").
 _IMAGE_DEFAULTS: dict[str, object] = {
-    "meta_steps": 300, "meta_batch": 2, "objective": "mixed"}
+    "meta_steps": 300, "meta_batch": 2, "objective": "mixed",
+    "posttrain_steps": 400, "posttrain_bpp": "0,0.5,1,2"}
 FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
     "digits-res": _IMAGE_DEFAULTS,
     "shapes": _IMAGE_DEFAULTS,
@@ -56,6 +57,16 @@ def meta_train_cmd(
         None, help="Tasks per meta-step (default 4; 2 for image families)."),
     inner_steps: int = typer.Option(10, help="Inner adaptation steps K per task."),
     warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter)."),
+    posttrain_steps: int | None = typer.Option(
+        None, help="Joint multi-task post-training steps of the supernet weights on "
+        "sub-networks drawn from the meta-learned architecture, after the meta-steps "
+        "(default 0; 400 for image families)."),
+    posttrain_tau: float = typer.Option(
+        0.25, help="Temperature of the post-training draws from the meta-learned "
+        "architecture (low: concentrate on the sub-networks adaptation picks)."),
+    posttrain_bpp: str | None = typer.Option(
+        None, help="Compression budgets (bits per input value, 0 = none) drawn per "
+        "reconstruct task of the post-training (default none; 0,0.5,1,2 for image families)."),
     resource_lambda: float | None = typer.Option(
         None, help="Penalty weight on expected MACs (relative to the largest sub-network; "
         "for image families half MACs, half latent bytes); default 0.05."),
@@ -103,19 +114,29 @@ def meta_train_cmd(
     meta_steps = int(defaults["meta_steps"]) if meta_steps is None else meta_steps
     meta_batch = int(defaults["meta_batch"]) if meta_batch is None else meta_batch
     objective = str(defaults["objective"]) if objective is None else objective
+    if posttrain_steps is None:
+        posttrain_steps = int(defaults.get("posttrain_steps", 0))  # type: ignore[call-overload]
     if resource_lambda is None:
         resource_lambda = float(defaults.get("resource_lambda", 0.05))  # type: ignore[arg-type]
-    bpp_text = str(defaults.get("latent_bpp", "")) if latent_bpp is None else latent_bpp
-    try:
-        bpp = tuple(float(v) for v in bpp_text.split(",") if v.strip())
-    except ValueError:
-        raise SpecError(f"--latent-bpp must be comma-separated numbers, got {bpp_text!r}") \
-            from None
+
+    def budgets(option: str, given: str | None) -> tuple[float, ...]:
+        text = str(defaults.get(option.replace("-", "_"), "")) if given is None else given
+        try:
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise SpecError(f"--{option} must be comma-separated numbers, got {text!r}") \
+                from None
+
+    bpp = budgets("latent-bpp", latent_bpp)
+    post_bpp = budgets("posttrain-bpp", posttrain_bpp)
     cfg = MetaConfig(
         algorithm=algorithm,
         meta_steps=meta_steps,
         meta_batch=meta_batch,
         warmup_steps=meta_steps // 4 if warmup_steps < 0 else warmup_steps,
+        posttrain_steps=posttrain_steps,
+        posttrain_tau=posttrain_tau,
+        posttrain_bpp=post_bpp,
         val_every=val_every,
         objective=objective,
         latent_bpp=bpp,
@@ -125,7 +146,11 @@ def meta_train_cmd(
         inner=InnerConfig(steps=inner_steps, resource_lambda=resource_lambda),
     )
     if ckpt is not None:
-        cfg = MetaConfig.from_dict({**ckpt.meta_config, "meta_steps": meta_steps, "device": device})
+        # continue, or extend: more meta-steps and/or post-training steps than it was run for
+        cfg = MetaConfig.from_dict({**ckpt.meta_config, "meta_steps": meta_steps,
+                                    "posttrain_steps": posttrain_steps,
+                                    "posttrain_bpp": post_bpp, "posttrain_tau": posttrain_tau,
+                                    "device": device})
     supernet = None
     if linear_bypass and ckpt is None:
         if fam.sample("val", 0).image_shape is not None:
@@ -136,7 +161,7 @@ def meta_train_cmd(
                           family_options={"seed": seed})
     t0 = time.perf_counter()
     last_val = ""
-    with progress(f"meta-train {family} ({cfg.algorithm})", cfg.meta_steps) as (bar, tid):
+    with progress(f"meta-train {family} ({cfg.algorithm})", trainer.total_steps) as (bar, tid):
         bar.update(tid, completed=trainer.step)
 
         def on_step(m: dict) -> None:
@@ -144,7 +169,7 @@ def meta_train_cmd(
             if "val_query_loss_hard" in m:
                 last_val = f" val {m['val_query_loss_hard']:.4f}"
                 if not console.is_terminal:  # logs get a line per validation instead of a bar
-                    console.print(f"step {m['step']}/{cfg.meta_steps} train "
+                    console.print(f"step {m['step']}/{trainer.total_steps} train "
                                   f"{m['train_query_loss']:.4f}{last_val} "
                                   f"({time.perf_counter() - t0:.0f}s)")
             bar.update(tid, completed=m["step"],

@@ -20,8 +20,8 @@ from ..space import Supernet, expected_latent_size
 from ..space.mlp import ARCH_PREFIX, arch_probs
 from ..tasks.base import Task
 
-__all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "pca_basis", "task_loss",
-           "tau_at"]
+__all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "pca_basis", "recon_loss",
+           "task_loss", "tau_at"]
 
 Params = dict[str, torch.Tensor]
 #: weight of the latent-budget hinge (relative excess over the budget), large enough to
@@ -152,16 +152,20 @@ def task_loss(
     probs = arch_probs(alpha, tau=tau, mode=mode, generator=generator)
     args = (x_in, probs) if not _uses_basis(model) else (x_in, probs, basis)
     recon, _ = functional_call(model, params, args)
-    if loss_kind == "bce":
-        loss = F.binary_cross_entropy_with_logits(recon, target)
-    else:
-        loss = F.mse_loss(recon, target)
+    loss = recon_loss(recon, target, loss_kind)
     if resource_lambda:
         loss = loss + resource_lambda * model.resource_cost(probs, tuple(x_in.shape))
     if latent_budget:  # hinge: free under the budget, steep above it
         excess = expected_latent_size(model, probs, tuple(x_in.shape)) / latent_budget - 1
         loss = loss + BUDGET_WEIGHT * F.relu(excess)
     return loss
+
+
+def recon_loss(recon: torch.Tensor, target: torch.Tensor, loss_kind: str) -> torch.Tensor:
+    """The task's reconstruction loss: BCE on logits (``bce``) or mean squared error."""
+    if loss_kind == "bce":
+        return F.binary_cross_entropy_with_logits(recon, target)
+    return F.mse_loss(recon, target)
 
 
 def _uses_basis(model: Supernet) -> bool:

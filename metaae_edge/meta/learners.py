@@ -11,25 +11,36 @@ train weights only, on Gumbel-sampled sub-networks so every path gets trained; t
 temperature is annealed over the inner steps so that adapted weights already work under
 a (nearly) hard architecture; an optional resource penalty ``lambda * E[MACs]`` steers
 ``alpha`` towards small networks.
+
+Optionally, ``posttrain_steps`` of joint multi-task training follow (the "train the found
+architectures" stage of NAS, over a distribution of them): per task, one Adam step on the
+pooled support and query sets under a hard sub-network drawn from the meta-learned
+``alpha`` (with a latent budget drawn from ``posttrain_bpp`` for reconstruct tasks, a
+sub-network that fits it) and under the relaxed mixture at a random temperature. The
+adaptation later discretises to one sub-network, so those are the weights that have to be
+good; meta-learning alone leaves them under-trained (see docs/images.md).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
-from torch.func import grad
+import torch.nn.functional as F
+from torch.func import functional_call, grad
 
 from ..errors import SpecError
-from ..space import Supernet, create_supernet
-from ..space.mlp import ARCH_PREFIX
+from ..space import Supernet, create_supernet, expected_latent_size
+from ..space.mlp import ARCH_PREFIX, arch_probs
 from ..spec import SupernetConfig
 from ..tasks.base import OBJECTIVES, TaskFamily
 from .checkpoint import Checkpoint
-from .inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
+from .inner import (InnerConfig, TaskBatch, _uses_basis, inner_loop, make_batch, recon_loss,
+                    task_loss)
 
 __all__ = ["ALGORITHMS", "MetaConfig", "MetaTrainer", "evaluate_adaptation"]
 
@@ -60,6 +71,23 @@ class MetaConfig:
     #: that work at every compression level, not only at the one alpha prefers (budgeted
     #: tasks update the weights only, never the meta-learned alpha)
     latent_bpp: tuple[float, ...] = ()
+    #: joint multi-task post-training steps of the supernet weights after the meta-steps,
+    #: on sub-networks drawn from the meta-learned alpha (0 = none; ``meta_batch`` tasks
+    #: each; see the module docstring). They count towards ``MetaTrainer.step`` but not
+    #: ``meta_steps``; their Adam state is not checkpointed (resuming inside the
+    #: post-training restarts its moments).
+    posttrain_steps: int = 0
+    #: peak step size of the post-training (Adam), cosine-decayed to 0 over its steps
+    posttrain_lr: float = 3e-3
+    #: temperature of the post-training draws, ``softmax(alpha / tau)``: the meta-learned
+    #: logits are flat after a few hundred meta-steps (top choices at 0.3-0.4), so drawing
+    #: at tau = 1 spreads the weights over every sub-network; a low tau concentrates them
+    #: on the ones the adaptation picks
+    posttrain_tau: float = 0.25
+    #: compression budgets (bits per input value of the int8 latent; 0 = none) drawn per
+    #: reconstruct task of the post-training: the drawn sub-network fits the budget, so
+    #: the compressive sub-networks a ``--latent-bytes`` adaptation picks are trained too
+    posttrain_bpp: tuple[float, ...] = ()
     seed: int = 0
     device: str = "cpu"
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -72,6 +100,12 @@ class MetaConfig:
         for name in ("meta_steps", "meta_batch", "val_every"):
             if getattr(self, name) < 1:
                 raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.posttrain_steps < 0 or self.posttrain_lr <= 0 or self.posttrain_tau <= 0:
+            raise SpecError(f"posttrain_steps must be >= 0, posttrain_lr and posttrain_tau "
+                            f"> 0, got {self.posttrain_steps}, {self.posttrain_lr} and "
+                            f"{self.posttrain_tau}")
+        if any(b < 0 for b in (*self.latent_bpp, *self.posttrain_bpp)):
+            raise SpecError("compression budgets (bits per value) must be >= 0")
         if self.objective not in (*OBJECTIVES, "mixed"):
             raise SpecError(f"objective must be one of {', '.join(OBJECTIVES)} or mixed, "
                             f"got {self.objective!r}")
@@ -94,6 +128,9 @@ class MetaConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MetaConfig:
         d = dict(d)
+        for key in ("latent_bpp", "posttrain_bpp"):
+            if key in d:
+                d[key] = tuple(d[key] or ())
         inner = InnerConfig(**d.pop("inner", {}))
         return cls(inner=inner, **d)
 
@@ -162,6 +199,7 @@ class MetaTrainer:
             [{"params": w_params, "lr": cfg.outer_lr_w}, {"params": a_params, "lr": cfg.outer_lr_a}]
         )
         self.step = 0
+        self._post_opt: torch.optim.Optimizer | None = None
         self.metrics: list[dict[str, Any]] = []
         if resume is not None:
             self._restore(resume)
@@ -208,12 +246,14 @@ class MetaTrainer:
         )
 
     # -- one meta-step ----------------------------------------------------------------
-    def latent_budget(self, task, index: int) -> float:
-        """The latent budget (values per sample) of training task ``index`` (0 = none)."""
-        if not self.cfg.latent_bpp or task.objective != "reconstruct":
+    def latent_budget(self, task, index: int, choices: tuple[float, ...] | None = None) -> float:
+        """The latent budget (values per sample) of training task ``index`` (0 = none),
+        drawn from ``choices`` (default ``latent_bpp``) bits per input value."""
+        choices = self.cfg.latent_bpp if choices is None else choices
+        if not choices or task.objective != "reconstruct":
             return 0.0
         rng = np.random.default_rng([self.cfg.seed, index, 7919])
-        bpp = float(rng.choice(np.asarray(self.cfg.latent_bpp, dtype=np.float64)))
+        bpp = float(rng.choice(np.asarray(choices, dtype=np.float64)))
         if bpp <= 0:
             return 0.0
         shape = tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
@@ -250,9 +290,90 @@ class MetaTrainer:
                                              inner.latent_budget))(adapted)
         return g, adapted
 
+    def _train_task(self, index: int):
+        """Training task ``index`` (its objective per ``cfg.objective``) and its batch."""
+        task = self.family.sample("train", index,
+                                  objective=task_objective(self.cfg.objective, index))
+        return task, make_batch(task, self.cfg.device, seed=index)
+
+    @property
+    def total_steps(self) -> int:
+        """Meta-steps + post-training steps: where :meth:`train` stops."""
+        return self.cfg.meta_steps + self.cfg.posttrain_steps
+
+    def _draw_subnetwork(self, alpha, shape: tuple[int, ...], budget: float,
+                         gen: torch.Generator, tau: float = 1.0) -> dict[str, torch.Tensor]:
+        """A hard sub-network drawn from ``softmax(alpha / tau)``; with a budget, one whose
+        latent fits it (rejection, then the smallest latent as a fallback)."""
+        alpha = self.model.constrain_alpha(alpha, shape)
+        probs = arch_probs(alpha, tau=tau, mode="sample", generator=gen)
+        if not budget:
+            return probs
+        for _ in range(256):
+            if float(expected_latent_size(self.model, probs, shape)) <= budget:
+                return probs
+            probs = arch_probs(alpha, tau=tau, mode="sample", generator=gen)
+        # fallback: the smallest latent (fewest channels; conv: the deepest allowed level)
+        probs["latent"] = F.one_hot(torch.tensor(0), len(alpha["latent"])).to(probs["latent"])
+        if hasattr(self.model, "min_latent_size"):
+            deepest = int((alpha["depth"] > -1e3).nonzero().max())
+            probs["depth"] = F.one_hot(torch.tensor(deepest), len(alpha["depth"])).to(
+                probs["depth"])
+        return probs
+
+    def posttrain_step(self) -> dict[str, float]:
+        """One joint multi-task step of the supernet weights on sub-networks drawn from
+        the meta-learned alpha (alpha itself untouched)."""
+        cfg, inner = self.cfg, self.cfg.inner
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        if self._post_opt is None:
+            weights = [p for n, p in self.model.named_parameters()
+                       if not n.startswith(ARCH_PREFIX)]
+            self._post_opt = torch.optim.Adam(weights, lr=cfg.posttrain_lr)
+        frac = (self.step - cfg.meta_steps) / max(cfg.posttrain_steps, 1)
+        for group in self._post_opt.param_groups:  # cosine decay: settled final weights
+            group["lr"] = cfg.posttrain_lr * 0.5 * (1 + math.cos(math.pi * frac))
+        self._post_opt.zero_grad(set_to_none=True)
+        params = dict(self.model.named_parameters())
+        alpha = {k[len(ARCH_PREFIX):]: v.detach() for k, v in params.items()
+                 if k.startswith(ARCH_PREFIX)}
+        losses = []
+        for b in range(cfg.meta_batch):
+            index = self.step * cfg.meta_batch + b
+            task, batch = self._train_task(index)
+            x = torch.cat([batch.support_in, batch.query_in])
+            y = torch.cat([batch.support_target, batch.query_target])
+            budget = self.latent_budget(task, index, cfg.posttrain_bpp)
+            hard = self._draw_subnetwork(alpha, tuple(x.shape), budget, gen, cfg.posttrain_tau)
+            args = (x, hard) if batch.basis is None or not _uses_basis(self.model) \
+                else (x, hard, batch.basis)
+            recon, _ = functional_call(self.model, params, args)
+            loss = recon_loss(recon, y, batch.loss)
+            # and the relaxed mixture the adaptation starts from, at a random temperature
+            # between the inner loop's first and last (log-uniform)
+            u = float(torch.rand((), generator=gen))
+            tau = inner.tau_end * (inner.tau_start / inner.tau_end) ** u
+            loss = (loss + task_loss(self.model, params, x, y, batch.loss, tau, "softmax",
+                                     basis=batch.basis)) / 2
+            (loss / cfg.meta_batch).backward()
+            losses.append(float(loss.detach()))
+        for name, p in self.model.named_parameters():
+            if name.startswith(ARCH_PREFIX):
+                p.grad = None
+        self._post_opt.step()
+        self.step += 1
+        out = {"step": self.step, "train_query_loss": float(np.mean(losses))}
+        if self.step % cfg.val_every == 0 or self.step == self.total_steps:
+            out.update({f"val_{k}": v for k, v in self.validate().items()})
+            self.metrics.append(out)
+        return out
+
     def train_step(self) -> dict[str, float]:
-        """One outer update over ``meta_batch`` freshly sampled training tasks."""
+        """One outer update over ``meta_batch`` freshly sampled training tasks (a
+        post-training step once ``step >= meta_steps``)."""
         cfg = self.cfg
+        if self.step >= cfg.meta_steps:
+            return self.posttrain_step()
         warm = self.step < cfg.warmup_steps
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         params = _params(self.model)
@@ -260,9 +381,7 @@ class MetaTrainer:
         losses = []
         for b in range(cfg.meta_batch):
             index = self.step * cfg.meta_batch + b
-            task = self.family.sample("train", index,
-                                      objective=task_objective(cfg.objective, index))
-            batch = make_batch(task, cfg.device, seed=index)
+            task, batch = self._train_task(index)
             budget = self.latent_budget(task, index)
             g, adapted = self._task_grad(params, batch, warm, gen, budget)
             for k in total:
@@ -284,7 +403,7 @@ class MetaTrainer:
         self.step += 1
         train_loss = float(np.mean(losses)) if losses else float("nan")
         out = {"step": self.step, "train_query_loss": train_loss}
-        if self.step % cfg.val_every == 0 or self.step == cfg.meta_steps:
+        if self.step % cfg.val_every == 0 or self.step == self.total_steps:
             out.update({f"val_{k}": v for k, v in self.validate().items()})
             self.metrics.append(out)
         return out
@@ -296,8 +415,8 @@ class MetaTrainer:
     def train(self, on_step: Callable[[dict[str, float]], None] | None = None,
               on_checkpoint: Callable[[MetaTrainer], None] | None = None,
               checkpoint_every: int = 0) -> list[dict[str, Any]]:
-        """Run until ``meta_steps``; returns the metric history."""
-        while self.step < self.cfg.meta_steps:
+        """Run until ``meta_steps + posttrain_steps``; returns the metric history."""
+        while self.step < self.total_steps:
             m = self.train_step()
             if on_step:
                 on_step(m)

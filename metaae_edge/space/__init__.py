@@ -62,8 +62,8 @@ def discretize(
 
     ``input_shape`` is the feature count ``D`` (mlp) or ``(C, H, W)`` (conv).
     ``latent_budget`` (> 0) caps the latent values per sample: the most likely feasible
-    latent size (conv: the most likely feasible stage count and latent channels, by joint
-    logit) is chosen; :class:`DataError` if nothing fits.
+    latent size (conv: the stage count and latent channels that spend most of the budget,
+    the larger joint logit among equals) is chosen; :class:`DataError` if nothing fits.
     """
     if isinstance(supernet, ConvSupernet):
         return discretize_conv(supernet, tuple(input_shape), alpha, output_activation,

@@ -63,8 +63,10 @@ def arch_probs(
     Args:
         alpha: logits by name (``enc_width``, ``latent``, ...), as in :class:`ArchParams`.
         tau: softmax temperature; small values approach a hard choice.
-        mode: ``softmax``, ``gumbel`` (Gumbel-softmax sample, for exploring sub-networks)
-            or ``hard`` (one-hot argmax; what :func:`discretize` picks).
+        mode: ``softmax``, ``gumbel`` (Gumbel-softmax sample, for exploring sub-networks),
+            ``sample`` (a one-hot sub-network drawn from ``softmax(logits / tau)``, Gumbel-max;
+            no gradient to the logits: supernet pre-training) or ``hard`` (one-hot argmax;
+            what :func:`discretize` picks).
         generator: RNG for the Gumbel noise (determinism).
     """
     out = {}
@@ -76,6 +78,11 @@ def arch_probs(
             u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
             g = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
             out[name] = F.softmax((logits + g) / tau, dim=-1)
+        elif mode == "sample":
+            u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
+            g = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
+            idx = (logits.detach() / tau + g).argmax(dim=-1, keepdim=True)
+            out[name] = torch.zeros_like(logits).scatter_(-1, idx, 1.0)
         elif mode == "softmax":
             out[name] = F.softmax(logits / tau, dim=-1)
 
