@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-create the checkpoints shipped as builtin:manifold, builtin:sensors, builtin:digits
-# and builtin:digits-res (conv, images; ~25 min on a 2-core CPU).
+# and builtin:digits-res (conv, images: 300 meta-steps + 400 post-training steps, ~30 min).
 # Deterministic (fixed seeds); each takes a few minutes on a 2-core CPU.
 # Usage: bash scripts/build_builtin_checkpoints.sh [family ...]
 set -euo pipefail

@@ -52,6 +52,16 @@ def test_image_evaluation_schema(tiny_conv_checkpoint, objective):
         assert any("JPEG" in t for t in targets) and any("unseen" in t for t in targets)
     if objective == "denoise":
         assert any("classical" in t for t in targets)
+        # the by-noise breakdown covers every denoising unit, once per method
+        kinds = [r["noise"] for r in summary["per_task"] if r["method"] == "ours"
+                 and r["K"] == 2]
+        assert sorted(summary["by_noise"]) == sorted(set(kinds))
+        for kind, stats in summary["by_noise"].items():
+            assert stats["ours"]["n"] == kinds.count(kind)
+            assert math.isfinite(stats["classical"]["mean"])
+        assert "by noise kind" in images_markdown(summary)
+    else:
+        assert summary["by_noise"] == {}
     text = images_markdown(summary)
     assert "## Unseen resolutions" in text and "## Targets" in text
 

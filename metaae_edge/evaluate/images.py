@@ -226,6 +226,8 @@ def run_image_evaluation(cfg: ImageEvalConfig,
                                     n_support=cfg.shots), seed, group)
             base = {"K": 0, "seed": seed, "task": t.task.name, "group": group,
                     "resolution": res}
+            if cfg.objective == "denoise" and t.task.noise is not None:
+                base["noise"] = t.task.noise.kind
             ours_bytes: dict[int, int] = {}
             for k in cfg.steps:
                 n_in, n_ft = _split(k)
@@ -327,8 +329,14 @@ def summarise_images(raw: dict[str, Any]) -> dict[str, Any]:
                             for k in cfg["steps"]}
         groups[g] = {"resolutions": raw["setup"]["resolutions"][g], "methods": methods,
                      "curves": curves}
+    by_noise: dict[str, Any] = {}  # denoising: both groups together, per noise kind
+    for kind in sorted({r["noise"] for r in rows if "noise" in r}):
+        by_noise[kind] = {name: mean_ci([r["psnr"] for r in rows if r.get("noise") == kind
+                                         and r["method"] == name and r["K"] == tk])
+                          for name in raw["setup"]["methods"]
+                          if any(r["method"] == name for r in rows)}
     out = {"schema_version": SCHEMA_VERSION, "kind": "images", "config": cfg,
-           "setup": raw["setup"], "groups": groups, "per_task": rows}
+           "setup": raw["setup"], "groups": groups, "by_noise": by_noise, "per_task": rows}
     out["targets"] = _targets(out)
     return _clean(out)
 
@@ -413,6 +421,14 @@ def images_markdown(summary: dict[str, Any]) -> str:
                   *_table(["method", *[f"K={k}" for k in ks]],
                           [[m, *[_ci(grp["curves"][m].get(k), 3) for k in ks]] for m in order]),
                   ""]
+    if summary.get("by_noise"):
+        kinds = list(summary["by_noise"])
+        names = list(next(iter(summary["by_noise"].values())))
+        n_units = {k: next(iter(summary["by_noise"][k].values())).get("n") for k in kinds}
+        lines += [f"## PSNR dB by noise kind (both groups, K={cfg['target_k']})", "",
+                  *_table(["method", *[f"{k} ({n_units[k]} units)" for k in kinds]],
+                          [[m, *[_ci(summary["by_noise"][k].get(m), 3) for k in kinds]]
+                           for m in names]), ""]
     lines += ["## Targets", ""]
     lines += _table(["target", "measured", "threshold", "status"],
                     [[t["target"], _fmt(t["value"], 4), _fmt(t["threshold"], 4),
