@@ -266,7 +266,7 @@ def discretize_conv(
     With ``latent_budget`` > 0, stage count and latent channels are chosen jointly among
     the feasible pairs (latent values at this resolution <= budget): the budget is spent
     (the most latent values, i.e. the least distortion a codec can buy with it; measured
-    +1.2 to +1.5 dB at 1 bit/pixel on digits-res against the most likely feasible pair,
+    +1.2 to +1.4 dB at 1 bit/pixel on digits-res against the most likely feasible pair,
     which used about half the budget), ties going to the largest summed logit.
     """
     supernet.check_input_shape(tuple(input_shape))
