@@ -153,7 +153,12 @@ def test_latent_budget_for_the_mlp_space():
         net.arch.latent.fill_(0.0)
         net.arch.latent[-1] = 5.0  # prefers the largest latent
     assert discretize(net, 40).latent_dim == max(net.cfg.latent_choices)
-    assert discretize(net, 40, latent_budget=6).latent_dim <= 6
+    assert discretize(net, 40, latent_budget=6).latent_dim == 6  # the largest that fits
+    with torch.no_grad():
+        net.arch.latent.fill_(0.0)
+        net.arch.latent[0] = 5.0  # prefers the smallest: the budget is still spent
+    assert discretize(net, 40, latent_budget=7.5).latent_dim == 6
+    assert discretize(net, 40).latent_dim == min(net.cfg.latent_choices)
 
 
 def test_budget_hinge_moves_alpha_towards_small_latents():

@@ -78,7 +78,7 @@ def adapt_and_export_cmd(
         None, help="Inner step size of the architecture logits (default: the checkpoint's)."),
     latent_bytes: float | None = typer.Option(
         None, help="Compression budget: at most this many latent values (int8 bytes) per "
-        "sample / image at the adapted resolution."),
+        "sample / image at the adapted resolution; the largest latent that fits is used."),
     fpr: float = typer.Option(0.01, help="Target false-positive rate of the anomaly threshold."),
     holdout: float = typer.Option(0.2, help="Fraction of normal data held out for the threshold."),
     precision: str = typer.Option("fp32", help="Graph precisions, e.g. fp32,fp16,int8 "
