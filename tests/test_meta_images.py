@@ -94,7 +94,7 @@ def test_sample_mode_draws_one_hot_subnetworks_from_the_logits():
     assert all(torch.equal(again[k], draws[0][k]) for k in logits)
 
 
-def test_pretrain_settings_are_validated():
+def test_posttrain_settings_are_validated():
     import pytest
 
     from metaae_edge.errors import SpecError

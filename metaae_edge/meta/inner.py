@@ -20,8 +20,8 @@ from ..space import Supernet, expected_latent_size
 from ..space.mlp import ARCH_PREFIX, arch_probs
 from ..tasks.base import Task
 
-__all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "pca_basis", "recon_loss",
-           "task_loss", "tau_at"]
+__all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "pca_basis", "task_loss",
+           "tau_at"]
 
 Params = dict[str, torch.Tensor]
 #: weight of the latent-budget hinge (relative excess over the budget), large enough to
@@ -141,31 +141,31 @@ def task_loss(
     generator: torch.Generator | None = None,
     basis: torch.Tensor | None = None,
     latent_budget: float = 0.0,
+    probs: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Reconstruction loss of the supernet at ``params`` (+ optional expected-cost penalty).
 
     ``basis``: the task's principal directions (``TaskBatch.basis``), passed to a supernet
-    with a linear bypass and ignored otherwise.
+    with a linear bypass and ignored otherwise. ``probs``: a given architecture (e.g. a
+    drawn sub-network) instead of the one ``params``' logits give at ``tau`` / ``mode``.
     """
-    alpha = {k[len(ARCH_PREFIX):]: v for k, v in params.items() if k.startswith(ARCH_PREFIX)}
-    alpha = model.constrain_alpha(alpha, tuple(x_in.shape))
-    probs = arch_probs(alpha, tau=tau, mode=mode, generator=generator)
+    if probs is None:
+        alpha = {k[len(ARCH_PREFIX):]: v for k, v in params.items()
+                 if k.startswith(ARCH_PREFIX)}
+        alpha = model.constrain_alpha(alpha, tuple(x_in.shape))
+        probs = arch_probs(alpha, tau=tau, mode=mode, generator=generator)
     args = (x_in, probs) if not _uses_basis(model) else (x_in, probs, basis)
     recon, _ = functional_call(model, params, args)
-    loss = recon_loss(recon, target, loss_kind)
+    if loss_kind == "bce":
+        loss = F.binary_cross_entropy_with_logits(recon, target)
+    else:
+        loss = F.mse_loss(recon, target)
     if resource_lambda:
         loss = loss + resource_lambda * model.resource_cost(probs, tuple(x_in.shape))
     if latent_budget:  # hinge: free under the budget, steep above it
         excess = expected_latent_size(model, probs, tuple(x_in.shape)) / latent_budget - 1
         loss = loss + BUDGET_WEIGHT * F.relu(excess)
     return loss
-
-
-def recon_loss(recon: torch.Tensor, target: torch.Tensor, loss_kind: str) -> torch.Tensor:
-    """The task's reconstruction loss: BCE on logits (``bce``) or mean squared error."""
-    if loss_kind == "bce":
-        return F.binary_cross_entropy_with_logits(recon, target)
-    return F.mse_loss(recon, target)
 
 
 def _uses_basis(model: Supernet) -> bool:

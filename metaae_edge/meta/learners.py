@@ -31,16 +31,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad
+from torch.func import grad
 
 from ..errors import SpecError
 from ..space import Supernet, create_supernet, expected_latent_size
+from ..space.conv import allowed_depths
 from ..space.mlp import ARCH_PREFIX, arch_probs
 from ..spec import SupernetConfig
 from ..tasks.base import OBJECTIVES, TaskFamily
 from .checkpoint import Checkpoint
-from .inner import (InnerConfig, TaskBatch, _uses_basis, inner_loop, make_batch, recon_loss,
-                    task_loss)
+from .inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
 
 __all__ = ["ALGORITHMS", "MetaConfig", "MetaTrainer", "evaluate_adaptation"]
 
@@ -316,8 +316,8 @@ class MetaTrainer:
         # fallback: the smallest latent (fewest channels; conv: the deepest allowed level)
         probs["latent"] = F.one_hot(torch.tensor(0), len(alpha["latent"])).to(probs["latent"])
         if hasattr(self.model, "min_latent_size"):
-            deepest = int((alpha["depth"] > -1e3).nonzero().max())
-            probs["depth"] = F.one_hot(torch.tensor(deepest), len(alpha["depth"])).to(
+            deepest = max(allowed_depths(shape[-2], shape[-1], self.model.cfg.max_depth))
+            probs["depth"] = F.one_hot(torch.tensor(deepest - 1), len(alpha["depth"])).to(
                 probs["depth"])
         return probs
 
@@ -345,25 +345,27 @@ class MetaTrainer:
             y = torch.cat([batch.support_target, batch.query_target])
             budget = self.latent_budget(task, index, cfg.posttrain_bpp)
             hard = self._draw_subnetwork(alpha, tuple(x.shape), budget, gen, cfg.posttrain_tau)
-            args = (x, hard) if batch.basis is None or not _uses_basis(self.model) \
-                else (x, hard, batch.basis)
-            recon, _ = functional_call(self.model, params, args)
-            loss = recon_loss(recon, y, batch.loss)
             # and the relaxed mixture the adaptation starts from, at a random temperature
             # between the inner loop's first and last (log-uniform)
             u = float(torch.rand((), generator=gen))
             tau = inner.tau_end * (inner.tau_start / inner.tau_end) ** u
-            loss = (loss + task_loss(self.model, params, x, y, batch.loss, tau, "softmax",
-                                     basis=batch.basis)) / 2
+            loss = (task_loss(self.model, params, x, y, batch.loss, 1.0, basis=batch.basis,
+                              probs=hard)
+                    + task_loss(self.model, params, x, y, batch.loss, tau, "softmax",
+                                basis=batch.basis)) / 2
             (loss / cfg.meta_batch).backward()
             losses.append(float(loss.detach()))
         for name, p in self.model.named_parameters():
             if name.startswith(ARCH_PREFIX):
                 p.grad = None
         self._post_opt.step()
+        return self._finish_step(float(np.mean(losses)))
+
+    def _finish_step(self, train_loss: float) -> dict[str, float]:
+        """Count the step; meta-validate every ``val_every`` steps and at the end."""
         self.step += 1
-        out = {"step": self.step, "train_query_loss": float(np.mean(losses))}
-        if self.step % cfg.val_every == 0 or self.step == self.total_steps:
+        out = {"step": self.step, "train_query_loss": train_loss}
+        if self.step % self.cfg.val_every == 0 or self.step == self.total_steps:
             out.update({f"val_{k}": v for k, v in self.validate().items()})
             self.metrics.append(out)
         return out
@@ -400,13 +402,7 @@ class MetaTrainer:
                 continue  # alpha frozen during warm-up
             p.grad = total[name]
         self.opt.step()
-        self.step += 1
-        train_loss = float(np.mean(losses)) if losses else float("nan")
-        out = {"step": self.step, "train_query_loss": train_loss}
-        if self.step % cfg.val_every == 0 or self.step == self.total_steps:
-            out.update({f"val_{k}": v for k, v in self.validate().items()})
-            self.metrics.append(out)
-        return out
+        return self._finish_step(float(np.mean(losses)) if losses else float("nan"))
 
     def validate(self) -> dict[str, float]:
         """Mean query loss after adaptation on the meta-validation tasks."""

@@ -72,14 +72,14 @@ def discretize(
     d = input_shape if isinstance(input_shape, int) else int(torch.tensor(input_shape).prod())
     if latent_budget:
         a = dict(alpha or supernet.alpha())
-        ok = torch.tensor([c <= latent_budget for c in supernet.cfg.latent_choices])
-        if not bool(ok.any()):
+        fits = [i for i, c in enumerate(supernet.cfg.latent_choices) if c <= latent_budget]
+        if not fits:
             raise DataError(f"no latent size fits a budget of {latent_budget:g} values; the "
                             f"smallest is {min(supernet.cfg.latent_choices)}")
         # spend it: the largest feasible size (measured on the shipped MLP checkpoints at
         # 3 and 6 bytes: the same or marginally lower query MSE than the most likely one,
         # which the budget hinge already pushes to the largest in most tasks)
-        best = max(i for i, c in enumerate(supernet.cfg.latent_choices) if c <= latent_budget)
+        best = max(fits, key=lambda i: supernet.cfg.latent_choices[i])
         lat = a["latent"].detach()
         a["latent"] = torch.full_like(lat, -1e4).index_fill_(-1, torch.tensor(best), 0.0)
         alpha = a
