@@ -16,6 +16,7 @@ from .errors import SpecError
 __all__ = [
     "ACTIVATIONS",
     "OUTPUT_ACTIVATIONS",
+    "PREFILTERS",
     "LayerSpec",
     "ArchSpec",
     "SupernetConfig",
@@ -32,6 +33,11 @@ BACKBONES: tuple[str, ...] = ("mlp", "conv")
 KERNELS: tuple[int, ...] = (1, 3, 5, 7)
 #: Kernel of the conv decoder's output layer (latent projection is 1x1).
 CONV_OUTPUT_KERNEL = 3
+#: Parameter-free input filters a conv architecture may start with: ``none`` or
+#: ``median3`` (3x3 median, edge-replicated borders; min/max ops only, so it exports to
+#: plain ONNX and TensorRT). Salt-and-pepper noise is what a bottleneck cannot undo and a
+#: median removes.
+PREFILTERS: tuple[str, ...] = ("none", "median3")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -90,6 +96,8 @@ class ArchSpec:
     then gives ``latent_dim`` latent channels at ``H / 2**stages``. The ``decoder`` has as
     many stages, deepest first: nearest 2x upsampling, conv ``kernel`` ("same" padding),
     activation; a final 3x3 conv back to ``C`` channels, then ``output_activation``.
+    ``prefilter`` (conv only) is a parameter-free filter applied to the (normalised) input
+    before the first stage, one of :data:`PREFILTERS`; ``none`` is not serialised.
     """
 
     input_shape: tuple[int, ...]
@@ -102,6 +110,8 @@ class ArchSpec:
     #: reconstruction = dec(latent) + latent W_d (two bias-free D x L maps; see
     #: :class:`~metaae_edge.space.compact.CompactAE`). Serialised only when set.
     linear_bypass: bool = False
+    #: conv only: the input filter before the first stage (see :data:`PREFILTERS`).
+    prefilter: str = "none"
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the spec stays hashable.
@@ -163,6 +173,11 @@ class ArchSpec:
             raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
         if self.linear_bypass and self.backbone != "mlp":
             raise SpecError("linear_bypass is only defined for the mlp backbone")
+        if self.prefilter not in PREFILTERS:
+            raise SpecError(f"prefilter must be one of {', '.join(PREFILTERS)}, "
+                            f"got {self.prefilter!r}")
+        if self.prefilter != "none" and self.backbone != "conv":
+            raise SpecError("prefilter is only defined for the conv backbone")
         return self
 
     def bypass_size(self) -> int:
@@ -248,7 +263,8 @@ class ArchSpec:
             lc, lh, lw = self.latent_shape()
             out = f"{c}x{h}x{w}" + (
                 f" {self.output_activation}" if self.output_activation != "identity" else "")
-            return " -> ".join([f"conv {c}x{h}x{w}",
+            pre = [] if self.prefilter == "none" else [self.prefilter]
+            return " -> ".join([f"conv {c}x{h}x{w}", *pre,
                                 *(stage(x, "/2 ") for x in self.encoder),
                                 f"[{lc}x{lh}x{lw}]",
                                 *(stage(x, "x2 ") for x in self.decoder), out])
@@ -274,6 +290,8 @@ class ArchSpec:
         d["decoder"] = [layer.to_dict() for layer in self.decoder]
         if not self.linear_bypass:  # old readers (and old manifests) never see the field
             del d["linear_bypass"]
+        if self.prefilter == "none":  # likewise
+            del d["prefilter"]
         return d
 
     @classmethod
@@ -281,7 +299,7 @@ class ArchSpec:
         if not isinstance(d, dict):
             raise SpecError(f"an ArchSpec must be a JSON object, got {type(d).__name__}")
         known = {"input_shape", "encoder", "latent_dim", "decoder", "backbone",
-                 "output_activation", "linear_bypass"}
+                 "output_activation", "linear_bypass", "prefilter"}
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"unknown ArchSpec field(s): {', '.join(sorted(unknown))}")
@@ -303,6 +321,7 @@ class ArchSpec:
             backbone=d.get("backbone", "mlp"),
             output_activation=d.get("output_activation", "identity"),
             linear_bypass=d.get("linear_bypass", False),
+            prefilter=d.get("prefilter", "none"),
         )
         return spec.validate()
 
@@ -331,7 +350,9 @@ class SupernetConfig:
     With ``backbone="conv"`` (see :meth:`conv`) the same fields describe the conv
     supernet: ``max_input_dim`` is the most image channels, ``max_depth`` the most
     down-sampling stages, ``width_choices`` the channels per stage, ``latent_choices`` the
-    latent channels and ``kernel_choices`` the kernel sizes per stage.
+    latent channels and ``kernel_choices`` the kernel sizes per stage, and
+    ``prefilters`` (conv only; empty = no choice, as in checkpoints from before the field)
+    the input filters the search may put in front of the first stage.
     """
 
     max_input_dim: int = 128
@@ -346,19 +367,22 @@ class SupernetConfig:
     #: the task's top principal directions of the normalised support set), so the MLP
     #: learns a non-linear residual on top of PCA. Serialised only when set.
     linear_bypass: bool = False
+    #: conv only: input-filter choices (:data:`PREFILTERS`); serialised only when set.
+    prefilters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("width_choices", "latent_choices", "activations", "kernel_choices"):
+        for name in ("width_choices", "latent_choices", "activations", "kernel_choices",
+                     "prefilters"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @classmethod
     def conv(cls, **overrides: Any) -> SupernetConfig:
         """The default conv search space: up to 3 stages of 8-32 channels, kernels 3 or 5,
-        1-8 latent channels, up to 3 image channels."""
+        1-8 latent channels, up to 3 image channels, no input filter or a 3x3 median."""
         base: dict[str, Any] = {
             "backbone": "conv", "max_input_dim": 3, "max_depth": 3,
             "width_choices": (8, 16, 24, 32), "latent_choices": (1, 2, 4, 8),
-            "kernel_choices": (3, 5),
+            "kernel_choices": (3, 5), "prefilters": PREFILTERS,
         }
         return cls(**{**base, **overrides}).validate()
 
@@ -391,6 +415,13 @@ class SupernetConfig:
             raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
         if self.linear_bypass and self.backbone != "mlp":
             raise SpecError("linear_bypass is only defined for the mlp backbone")
+        if self.prefilters and self.backbone != "conv":
+            raise SpecError("prefilters are only defined for the conv backbone")
+        for f in self.prefilters:
+            if f not in PREFILTERS:
+                raise SpecError(f"unknown prefilter {f!r}; choose from {', '.join(PREFILTERS)}")
+        if len(set(self.prefilters)) != len(self.prefilters):
+            raise SpecError(f"prefilters must not repeat, got {list(self.prefilters)}")
         if not self.activations:
             raise SpecError("activations must not be empty")
         for a in self.activations:
@@ -400,10 +431,13 @@ class SupernetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for name in ("width_choices", "latent_choices", "activations", "kernel_choices"):
+        for name in ("width_choices", "latent_choices", "activations", "kernel_choices",
+                     "prefilters"):
             d[name] = list(d[name])
         if not self.linear_bypass:  # unchanged metadata (and cache keys) without the bypass
             del d["linear_bypass"]
+        if not self.prefilters:  # likewise without input filters
+            del d["prefilters"]
         return d
 
     @classmethod

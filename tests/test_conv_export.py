@@ -314,6 +314,42 @@ def test_tensorrt_static_check_on_conv_graphs(made):
     assert any("axis 1 is dynamic" in s for s in findings)
 
 
+def test_median_prefilter_exports_with_parity_int8_and_tensorrt_check(tmp_path):
+    """The 3x3 median (slices, Concat, Min / Max) exports with dynamic H / W, matches
+    torch at two resolutions, survives INT8 and passes the TensorRT static check."""
+    spec = ArchSpec(SPEC.input_shape, SPEC.encoder, L, SPEC.decoder, backbone="conv",
+                    prefilter="median3")
+    torch.manual_seed(0)
+    model = CompactConvAE(spec).eval()
+    x = _images(24)
+    x[:, :, ::5, ::3] = 1.0  # salt
+    norm = Normalizer.fit(x.reshape(len(x), -1), "global")
+    root = write_bundle(tmp_path / "median", model=model, spec=spec, normalizer=norm,
+                        task_summary={"name": "blobs"}, objective="denoise",
+                        reference=x[12:].reshape(12, -1), threshold=None, reports={}, seed=0)
+    assert load_bundle(root).spec.prefilter == "median3"
+    sess = ort.InferenceSession(str(root / "autoencoder.onnx"),
+                                providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(root / "autoencoder.onnx")).graph.node}
+    assert {"Min", "Max"} <= ops and "Pad" not in ops
+    for hw in ((H, W), (2 * H, 3 * W)):
+        xi = _images(3, *hw, seed=5)
+        xi[:, :, 1::4, ::2] = 0.0  # pepper
+        ref = _torch(model, norm, xi)
+        recon, latent, *_ = sess.run(None, {"x": xi})
+        std = float(norm.std[0])
+        np.testing.assert_allclose(recon / std, ref["reconstruction"] / std, atol=ATOL,
+                                   rtol=RTOL)
+        np.testing.assert_allclose(latent, ref["latent"], atol=ATOL, rtol=RTOL)
+    try:
+        add_precision(root, "int8", x[:12], x[12:], max_quality_drop=0.05)
+    except AccuracyGateError as exc:
+        assert "refused" in str(exc)
+    for f in load_bundle(root).files:
+        assert not [s for s in check_tensorrt_compat(root / f.path, raise_on_error=False)
+                    if s.startswith("error:")], f.path
+
+
 # -- CLI ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):

@@ -177,3 +177,72 @@ def test_budget_hinge_moves_alpha_towards_small_latents():
         probs = arch_probs(net.constrain_alpha(alpha, x.shape))
         sizes[budget] = float(net.expected_latent_size(probs, x.shape))
     assert sizes[8.0] < 0.8 * sizes[0.0], sizes
+
+
+# -- input filter (prefilter) ------------------------------------------------------------
+def test_median3x3_equals_scipy_and_removes_isolated_impulses():
+    from scipy.ndimage import median_filter
+
+    from metaae_edge.space.ops import median3x3
+
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((2, 1, 8, 8), (3, 3, 7, 12), (1, 1, 2, 2)):
+        x = torch.randn(shape, generator=gen)
+        want = median_filter(x.numpy(), size=(1, 1, 3, 3), mode="nearest")
+        np.testing.assert_array_equal(median3x3(x).numpy(), want)
+    img = torch.zeros(1, 1, 9, 9)
+    img[0, 0, 4, 4] = 1.0  # salt
+    img[0, 0, 2:7, 6] = 0.5  # a 1-px line survives only where 3 pixels of a column agree
+    out = median3x3(img)
+    assert float(out[0, 0, 4, 4]) == 0.0
+    with torch.no_grad():
+        flat = torch.full((1, 1, 6, 6), 0.3)
+    torch.testing.assert_close(median3x3(flat), flat)  # constant images are fixed points
+
+
+def test_prefilter_in_the_spec_and_the_space_config():
+    spec = _conv_spec()
+    assert "prefilter" not in spec.to_dict()  # unchanged manifests without a filter
+    med = ArchSpec(spec.input_shape, spec.encoder, spec.latent_dim, spec.decoder,
+                   backbone="conv", prefilter="median3").validate()
+    assert ArchSpec.from_json(med.to_json()) == med and med.to_dict()["prefilter"] == "median3"
+    assert "median3 -> /2" in med.describe()
+    assert med.param_count() == spec.param_count() and med.macs() == spec.macs()
+    with pytest.raises(SpecError, match="prefilter must be one of"):
+        ArchSpec(spec.input_shape, spec.encoder, 4, spec.decoder, backbone="conv",
+                 prefilter="gauss").validate()
+    with pytest.raises(SpecError, match="only defined for the conv backbone"):
+        ArchSpec((8,), (), 2, (), prefilter="median3").validate()
+    assert SupernetConfig.conv().prefilters == ("none", "median3")
+    with pytest.raises(SpecError, match="unknown prefilter"):
+        SupernetConfig.conv(prefilters=("none", "bilateral"))
+    with pytest.raises(SpecError, match="only defined for the conv"):
+        SupernetConfig(prefilters=("none", "median3")).validate()
+    # a config saved before the field (no "prefilters" key) has no choice and no logits
+    old = SupernetConfig.conv().to_dict()
+    del old["prefilters"]
+    net = create_supernet(SupernetConfig.from_dict(old))
+    assert "prefilter" not in net.alpha()
+    assert discretize(net, (1, 16, 16)).prefilter == "none"
+
+
+@pytest.mark.parametrize("choice", ["none", "median3"])
+def test_extracted_equals_supernet_with_each_prefilter(choice):
+    torch.manual_seed(1)
+    net = create_supernet(SupernetConfig.conv())
+    _random_alpha(net, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        net.arch.prefilter.copy_(torch.tensor([1.0, 0.0] if choice == "none" else [0.0, 1.0]))
+    x = torch.randn(4, 1, 16, 16)
+    x[:, :, ::3, ::2] = 4.0  # impulses: the two filters give different outputs
+    probs = arch_probs(net.alpha(), mode="hard")
+    with torch.no_grad():
+        r_super, z_super = net(x, probs)
+        spec = discretize(net, (1, 16, 16))
+        r_compact, _ = extract(net, spec)(x)
+        assert spec.prefilter == choice
+        other = dict(probs, prefilter=1.0 - probs["prefilter"])
+        _, z_other = net(x, other)
+    torch.testing.assert_close(r_compact, r_super, atol=1e-5, rtol=1e-5)
+    # the choice matters (the latent is two layers from the input; compare relatively)
+    assert float((z_other - z_super).abs().max()) > 0.05 * float(z_super.std())

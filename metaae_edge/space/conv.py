@@ -9,7 +9,9 @@ Search space (:meth:`~metaae_edge.spec.SupernetConfig.conv`):
 * channels per stage and latent channels: prefix channel masks over one weight tensor;
 * kernel size per stage: the largest kernel's weights, with the smaller kernels as
   centred masks (a masked 5x5 conv with padding 2 is exactly a 3x3 conv with padding 1);
-* activation per stage: a probability-weighted mix.
+* activation per stage: a probability-weighted mix;
+* input filter (``cfg.prefilters``, e.g. none or a 3x3 median): a probability-weighted
+  mix of the filtered inputs (parameter-free, so the weights are shared by every choice).
 
 Relaxed depth: the encoder always runs every allowed stage and projects each level to
 a latent; the decoder runs from the deepest level up, and at each level mixes "a latent
@@ -26,7 +28,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..spec import CONV_OUTPUT_KERNEL, ArchSpec, LayerSpec, SupernetConfig
-from .ops import activation_fn
+from .ops import activation_fn, prefilter_fn
 
 __all__ = ["CompactConvAE", "ConvSupernet", "discretize_conv", "extract_conv"]
 
@@ -67,6 +69,8 @@ class ConvArchParams(nn.Module):
             setattr(self, f"{side}_kernel", nn.Parameter(torch.zeros(s, n_k)))
         self.depth = nn.Parameter(torch.zeros(s))
         self.latent = nn.Parameter(torch.zeros(len(cfg.latent_choices)))
+        if cfg.prefilters:  # absent from checkpoints of a space without the choice
+            self.prefilter = nn.Parameter(torch.zeros(len(cfg.prefilters)))
 
 
 class ConvSupernet(nn.Module):
@@ -102,6 +106,7 @@ class ConvSupernet(nn.Module):
         self.register_buffer("kernel_masks", _kernel_masks(cfg.kernel_choices),
                              persistent=False)
         self._acts = [activation_fn(a) for a in cfg.activations]
+        self._prefilters = [prefilter_fn(f) for f in cfg.prefilters]
 
     # -- helpers ----------------------------------------------------------------------
     def alpha(self) -> dict[str, torch.Tensor]:
@@ -155,6 +160,9 @@ class ConvSupernet(nn.Module):
         n_levels = max(allowed_depths(h, w, self.cfg.max_depth))
         p_depth = probs["depth"]
         lat_mask = (probs["latent"] @ self.latent_masks).view(1, -1, 1, 1)
+        if self._prefilters:
+            p_pre = probs["prefilter"]
+            x = sum(p_pre[k] * f(x) for k, f in enumerate(self._prefilters))
         # Encoder: every allowed level, each projected to a latent.
         latents, hcur = [], x
         for i in range(n_levels):
@@ -288,6 +296,9 @@ def discretize_conv(
                             f"{supernet.min_latent_size(input_shape)}")
         _, _, depth, latent_idx = max(pairs)
 
+    prefilter = (cfg.prefilters[int(a["prefilter"].argmax())] if cfg.prefilters
+                 else "none")
+
     def stage(side: str, i: int) -> LayerSpec:
         return LayerSpec(width=cfg.width_choices[int(a[f"{side}_width"][i].argmax())],
                          activation=cfg.activations[int(a[f"{side}_act"][i].argmax())],
@@ -301,6 +312,7 @@ def discretize_conv(
         decoder=tuple(stage("dec", depth - 1 - i) for i in range(depth)),
         backbone="conv",
         output_activation=output_activation,
+        prefilter=prefilter,
     ).validate()
 
 
@@ -335,6 +347,7 @@ class CompactConvAE(nn.Module):
         self._dec_acts = [layer.activation for layer in spec.decoder]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = prefilter_fn(self.spec.prefilter)(x)
         for conv, act in zip(self.enc, self._enc_acts):
             x = activation_fn(act)(conv(x))
         return self.to_latent(x)

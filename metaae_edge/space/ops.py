@@ -1,11 +1,11 @@
-"""Activation functions shared by the supernet and the compact network."""
+"""Activation functions and input filters shared by the supernet and the compact network."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["activation_fn"]
+__all__ = ["activation_fn", "median3x3", "prefilter_fn"]
 
 _ACTS = {
     "relu": F.relu,
@@ -20,3 +20,32 @@ _ACTS = {
 def activation_fn(name: str):
     """The torch function for an activation name of :mod:`metaae_edge.spec`."""
     return _ACTS[name]
+
+
+# Devillard's / Paeth's median-of-9 network: 19 compare-exchanges (a, b) -> (min, max).
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
+def median3x3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 median of images (..., H, W), borders edge-replicated (scipy's ``nearest``).
+
+    Built from slices, Concat and elementwise Min / Max only (a sorting network), so it
+    exports to plain ONNX that TensorRT parses, with dynamic H and W, and runs in INT8
+    graphs unchanged. Gradients flow to the selected pixel (a subgradient).
+    """
+    p = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+    p = torch.cat([p[..., :1], p, p[..., -1:]], dim=-1)
+    h, w = x.shape[-2], x.shape[-1]
+    v = [p[..., i:i + h, j:j + w] for i in range(3) for j in range(3)]
+    for a, b in _MEDIAN9:
+        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
+    return v[4]
+
+
+_PREFILTERS = {"none": lambda x: x, "median3": median3x3}
+
+
+def prefilter_fn(name: str):
+    """The torch function for a prefilter name of :data:`metaae_edge.spec.PREFILTERS`."""
+    return _PREFILTERS[name]
