@@ -21,7 +21,7 @@ from .meta.checkpoint import Checkpoint, load_checkpoint
 from .meta.inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
 from .space import Supernet, create_supernet, discretize, extract
 from .space.compact import CompactAE
-from .space.conv import CompactConvAE
+from .space.conv import CompactConvAE, prefilter_search
 from .spec import ArchSpec
 from .tasks.base import Normalizer, Task
 
@@ -116,13 +116,18 @@ def adapt_supernet(
             return float(task_loss(model, p, batch.support_in, batch.support_target, "mse",
                                    inner.tau_end, mode, basis=batch.basis))
 
-    before = {"support_mse": s_loss(params, "softmax"), "query_mse": q_loss(params, "softmax")}
-    adapted = inner_loop(model, params, batch, inner, on_step=on_step)
-    relaxed = {"support_mse": s_loss(adapted, "softmax"), "query_mse": q_loss(adapted, "softmax")}
-    alpha = {k[len("arch."):]: v for k, v in adapted.items() if k.startswith("arch.")}
-    spec = discretize(model, task_input_shape(task), alpha,
-                      output_activation="sigmoid" if task.loss == "bce" else "identity",
-                      latent_budget=inner.latent_budget)
+    # Input filters (conv) are searched for denoising only: a reconstruct or anomaly
+    # target is the input itself, which a filter in front can only lose.
+    with prefilter_search(model, task.objective == "denoise"):
+        before = {"support_mse": s_loss(params, "softmax"),
+                  "query_mse": q_loss(params, "softmax")}
+        adapted = inner_loop(model, params, batch, inner, on_step=on_step)
+        relaxed = {"support_mse": s_loss(adapted, "softmax"),
+                   "query_mse": q_loss(adapted, "softmax")}
+        alpha = {k[len("arch."):]: v for k, v in adapted.items() if k.startswith("arch.")}
+        spec = discretize(model, task_input_shape(task), alpha,
+                          output_activation="sigmoid" if task.loss == "bce" else "identity",
+                          latent_budget=inner.latent_budget)
     compact = extract(model, spec, params=adapted, basis=batch.basis)
     frozen_q = _mse(compact, batch.query_in, batch.query_target)
     finetune(compact, batch, finetune_steps, finetune_lr)

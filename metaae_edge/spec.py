@@ -241,7 +241,8 @@ class ArchSpec:
         return total
 
     def macs(self, hw: tuple[int, int] | None = None) -> int:
-        """Multiply-accumulates per sample (linear / conv layers; activations not counted).
+        """Multiply-accumulates per sample (linear / conv layers; activations and the input
+        filter, 38 min / max per pixel for ``median3``, not counted).
 
         For conv specs at resolution ``hw`` (default: the spec's own ``input_shape``).
         """

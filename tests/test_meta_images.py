@@ -125,3 +125,42 @@ def test_adding_posttraining_to_a_finished_run_equals_one_full_run(tmp_path):
     assert resumed.step == full.step == 4
     for (n, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=n)
+
+
+def _trainer_with_space(space, **kw) -> MetaTrainer:
+    cfg = MetaConfig(**{"meta_steps": 1, "meta_batch": 1, "warmup_steps": 0, "val_tasks": 1,
+                        "inner": InnerConfig(steps=2), **kw})
+    return MetaTrainer(create_family("digits-res"), cfg, supernet=space)
+
+
+def test_adapt_time_filter_choice_leaves_meta_training_unchanged():
+    """prefilter_choice="adapt" (the default): meta-training with the input-filter choice
+    in the space gives exactly the weights of a space without it (warm-up, meta-steps,
+    post-training draws alike), and the filter logits stay at zero for adaptation."""
+    from metaae_edge.spec import SupernetConfig
+
+    kw = dict(objective="mixed", meta_steps=3, warmup_steps=1, posttrain_steps=2,
+              val_every=100, posttrain_bpp=(0.0, 1.0), sampling="gumbel")
+    with_choice = _trainer_with_space(SupernetConfig.conv(), **kw)
+    without = _trainer_with_space(SupernetConfig.conv(prefilters=()), **kw)
+    with_choice.train()
+    without.train()
+    a = dict(with_choice.model.named_parameters())
+    b = dict(without.model.named_parameters())
+    assert set(a) - set(b) == {"arch.prefilter"}
+    assert torch.equal(a["arch.prefilter"], torch.zeros(2))
+    for n in b:
+        assert torch.equal(a[n], b[n]), n
+    # and the checkpoint hands the choice to adaptation (the supernet it loads searches it)
+    assert with_choice.checkpoint().meta_config["prefilter_choice"] == "adapt"
+
+
+def test_meta_learned_filter_choice_moves_its_logits():
+    tr = _trainer(objective="denoise", prefilter_choice="meta", meta_steps=2)
+    tr.train()
+    assert not torch.equal(tr.model.arch.prefilter.detach(), torch.zeros(2))
+    import pytest
+
+    from metaae_edge.errors import SpecError
+    with pytest.raises(SpecError, match="prefilter_choice must be adapt or meta"):
+        MetaConfig(prefilter_choice="sometimes").validate()

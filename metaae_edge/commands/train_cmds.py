@@ -67,6 +67,10 @@ def meta_train_cmd(
     posttrain_bpp: str | None = typer.Option(
         None, help="Compression budgets (bits per input value, 0 = none) drawn per "
         "reconstruct task of the post-training (default none; 0,0.5,1,2 for image families)."),
+    prefilter_choice: str = typer.Option(
+        "adapt", help="Conv spaces: adapt (the input filter, none or a 3x3 median, is chosen "
+        "per task at adaptation; meta-training runs the unfiltered path) | meta (meta-learn "
+        "it too; measured worse, see docs/images.md)."),
     resource_lambda: float | None = typer.Option(
         None, help="Penalty weight on expected MACs (relative to the largest sub-network; "
         "for image families half MACs, half latent bytes); default 0.05."),
@@ -141,6 +145,7 @@ def meta_train_cmd(
         objective=objective,
         latent_bpp=bpp,
         sampling=arch_sampling,
+        prefilter_choice=prefilter_choice,
         seed=seed,
         device=device,
         inner=InnerConfig(steps=inner_steps, resource_lambda=resource_lambda),

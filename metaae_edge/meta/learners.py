@@ -88,6 +88,12 @@ class MetaConfig:
     #: reconstruct task of the post-training: the drawn sub-network fits the budget, so
     #: the compressive sub-networks a ``--latent-bytes`` adaptation picks are trained too
     posttrain_bpp: tuple[float, ...] = ()
+    #: conv spaces with input-filter choices (``SupernetConfig.prefilters``): ``adapt``
+    #: (meta- and post-training run the unfiltered path and leave the filter logits at
+    #: zero, so the choice is made per task at adaptation; the weights match a space
+    #: without filters exactly) or ``meta`` (the filter is meta-learned with the rest;
+    #: measured worse on digits-res denoising at unseen resolutions, docs/images.md)
+    prefilter_choice: str = "adapt"
     seed: int = 0
     device: str = "cpu"
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -109,6 +115,9 @@ class MetaConfig:
         if self.objective not in (*OBJECTIVES, "mixed"):
             raise SpecError(f"objective must be one of {', '.join(OBJECTIVES)} or mixed, "
                             f"got {self.objective!r}")
+        if self.prefilter_choice not in ("adapt", "meta"):
+            raise SpecError(f"prefilter_choice must be adapt or meta, got "
+                            f"{self.prefilter_choice!r}")
         if self.sampling not in ("softmax", "gumbel"):
             raise SpecError(f"sampling must be softmax or gumbel, got {self.sampling!r}")
         if self.inner.steps < 1:
@@ -193,6 +202,8 @@ class MetaTrainer:
         self.supernet_cfg = supernet
         torch.manual_seed(cfg.seed)
         self.model = create_supernet(self.supernet_cfg).to(cfg.device)
+        if hasattr(self.model, "search_prefilter"):
+            self.model.search_prefilter = cfg.prefilter_choice == "meta"
         w_params = [p for n, p in self.model.named_parameters() if not n.startswith(ARCH_PREFIX)]
         a_params = list(self.model.arch.parameters())
         self.opt = torch.optim.Adam(

@@ -22,6 +22,9 @@ exactly the compact network :func:`extract_conv` builds, which the tests check.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +33,8 @@ from ..errors import DataError
 from ..spec import CONV_OUTPUT_KERNEL, ArchSpec, LayerSpec, SupernetConfig
 from .ops import activation_fn, prefilter_fn
 
-__all__ = ["CompactConvAE", "ConvSupernet", "discretize_conv", "extract_conv"]
+__all__ = ["CompactConvAE", "ConvSupernet", "discretize_conv", "extract_conv",
+           "prefilter_search"]
 
 _NEG = -1e4  # logit of a disallowed depth (finite: keeps gradients NaN-free)
 
@@ -107,6 +111,10 @@ class ConvSupernet(nn.Module):
                              persistent=False)
         self._acts = [activation_fn(a) for a in cfg.activations]
         self._prefilters = [prefilter_fn(f) for f in cfg.prefilters]
+        #: False: :meth:`constrain_alpha` drops the input-filter logits, so the forward
+        #: runs the unfiltered path and no random draw is spent on them (meta-training
+        #: with ``prefilter_choice="adapt"``); adaptation searches them (True).
+        self.search_prefilter = True
 
     # -- helpers ----------------------------------------------------------------------
     def alpha(self) -> dict[str, torch.Tensor]:
@@ -127,7 +135,10 @@ class ConvSupernet(nn.Module):
 
     def constrain_alpha(self, alpha: dict[str, torch.Tensor],
                         x_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        """Mask depth logits the resolution does not allow (H, W not divisible by 2**d)."""
+        """Mask depth logits the resolution does not allow (H, W not divisible by 2**d);
+        drop the input-filter logits unless :attr:`search_prefilter`."""
+        if not self.search_prefilter and "prefilter" in alpha:
+            alpha = {k: v for k, v in alpha.items() if k != "prefilter"}
         h, w = int(x_shape[-2]), int(x_shape[-1])
         ok = allowed_depths(h, w, self.cfg.max_depth)
         if len(ok) == self.cfg.max_depth:
@@ -160,7 +171,7 @@ class ConvSupernet(nn.Module):
         n_levels = max(allowed_depths(h, w, self.cfg.max_depth))
         p_depth = probs["depth"]
         lat_mask = (probs["latent"] @ self.latent_masks).view(1, -1, 1, 1)
-        if self._prefilters:
+        if self._prefilters and "prefilter" in probs:  # absent: the unfiltered path
             p_pre = probs["prefilter"]
             x = sum(p_pre[k] * f(x) for k, f in enumerate(self._prefilters))
         # Encoder: every allowed level, each projected to a latent.
@@ -262,6 +273,21 @@ class ConvSupernet(nn.Module):
                       + self.expected_latent_size(probs, x_shape) / max_lat)
 
 
+@contextmanager
+def prefilter_search(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Search the input filter inside the block (``enabled``) or run the unfiltered path;
+    a no-op for supernets without the choice."""
+    old = getattr(model, "search_prefilter", None)
+    if old is None:
+        yield
+        return
+    model.search_prefilter = enabled
+    try:
+        yield
+    finally:
+        model.search_prefilter = old
+
+
 def discretize_conv(
     supernet: ConvSupernet,
     input_shape: tuple[int, int, int],
@@ -296,7 +322,7 @@ def discretize_conv(
                             f"{supernet.min_latent_size(input_shape)}")
         _, _, depth, latent_idx = max(pairs)
 
-    prefilter = (cfg.prefilters[int(a["prefilter"].argmax())] if cfg.prefilters
+    prefilter = (cfg.prefilters[int(a["prefilter"].argmax())] if "prefilter" in a
                  else "none")
 
     def stage(side: str, i: int) -> LayerSpec:
