@@ -50,6 +50,17 @@ def test_unknown_family(capsys, tmp_path):
     assert_one_line_error(code, err, "unknown task family 'nope'", "manifold")
 
 
+@pytest.mark.parametrize("flag, value, match", [
+    ("--prefilter-choice", "sometimes", "--prefilter-choice must be adapt or meta"),
+    ("--posttrain-tau", "0", "--posttrain-tau must be > 0"),
+])
+def test_bad_meta_train_option_names_the_flag(capsys, tmp_path, flag, value, match):
+    code, _, err = run_cli(capsys, "meta-train", "--family", "digits-res", "--out",
+                           str(tmp_path / "c.safetensors"), flag, value)
+    assert_one_line_error(code, err, match)
+    assert not (tmp_path / "c.safetensors").exists()
+
+
 def test_csv_with_nan(capsys, tmp_path):
     path = tmp_path / "x.csv"
     rows = np.random.default_rng(0).normal(size=(20, 5)).astype(str)

@@ -131,6 +131,10 @@ def meta_train_cmd(
             raise SpecError(f"--{option} must be comma-separated numbers, got {text!r}") \
                 from None
 
+    if prefilter_choice not in ("adapt", "meta"):
+        raise SpecError(f"--prefilter-choice must be adapt or meta, got {prefilter_choice!r}")
+    if posttrain_tau <= 0:
+        raise SpecError(f"--posttrain-tau must be > 0, got {posttrain_tau:g}")
     bpp = budgets("latent-bpp", latent_bpp)
     post_bpp = budgets("posttrain-bpp", posttrain_bpp)
     cfg = MetaConfig(
