@@ -22,6 +22,7 @@ from .meta.inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_los
 from .space import Supernet, create_supernet, discretize, extract
 from .space.compact import CompactAE
 from .space.conv import CompactConvAE, prefilter_search
+from .space.mlp import alpha_of
 from .spec import ArchSpec
 from .tasks.base import Normalizer, Task
 
@@ -124,8 +125,7 @@ def adapt_supernet(
         adapted = inner_loop(model, params, batch, inner, on_step=on_step)
         relaxed = {"support_mse": s_loss(adapted, "softmax"),
                    "query_mse": q_loss(adapted, "softmax")}
-        alpha = {k[len("arch."):]: v for k, v in adapted.items() if k.startswith("arch.")}
-        spec = discretize(model, task_input_shape(task), alpha,
+        spec = discretize(model, task_input_shape(task), alpha_of(adapted),
                           output_activation="sigmoid" if task.loss == "bce" else "identity",
                           latent_budget=inner.latent_budget)
     compact = extract(model, spec, params=adapted, basis=batch.basis)

@@ -192,11 +192,9 @@ def test_median3x3_equals_scipy_and_removes_isolated_impulses():
         np.testing.assert_array_equal(median3x3(x).numpy(), want)
     img = torch.zeros(1, 1, 9, 9)
     img[0, 0, 4, 4] = 1.0  # salt
-    img[0, 0, 2:7, 6] = 0.5  # a 1-px line survives only where 3 pixels of a column agree
     out = median3x3(img)
     assert float(out[0, 0, 4, 4]) == 0.0
-    with torch.no_grad():
-        flat = torch.full((1, 1, 6, 6), 0.3)
+    flat = torch.full((1, 1, 6, 6), 0.3)
     torch.testing.assert_close(median3x3(flat), flat)  # constant images are fixed points
 
 

@@ -3,8 +3,10 @@ compression budgets train weights only."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from metaae_edge.errors import SpecError
 from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer
 from metaae_edge.meta.learners import task_objective
 from metaae_edge.tasks import create_family
@@ -159,8 +161,5 @@ def test_meta_learned_filter_choice_moves_its_logits():
     tr = _trainer(objective="denoise", prefilter_choice="meta", meta_steps=2)
     tr.train()
     assert not torch.equal(tr.model.arch.prefilter.detach(), torch.zeros(2))
-    import pytest
-
-    from metaae_edge.errors import SpecError
     with pytest.raises(SpecError, match="prefilter_choice must be adapt or meta"):
         MetaConfig(prefilter_choice="sometimes").validate()

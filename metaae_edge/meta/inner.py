@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad
 
 from ..space import Supernet, expected_latent_size
-from ..space.mlp import ARCH_PREFIX, arch_probs
+from ..space.mlp import ARCH_PREFIX, alpha_of, arch_probs
 from ..tasks.base import Task
 
 __all__ = ["InnerConfig", "TaskBatch", "inner_loop", "make_batch", "pca_basis", "task_loss",
@@ -150,9 +150,7 @@ def task_loss(
     drawn sub-network) instead of the one ``params``' logits give at ``tau`` / ``mode``.
     """
     if probs is None:
-        alpha = {k[len(ARCH_PREFIX):]: v for k, v in params.items()
-                 if k.startswith(ARCH_PREFIX)}
-        alpha = model.constrain_alpha(alpha, tuple(x_in.shape))
+        alpha = model.constrain_alpha(alpha_of(params), tuple(x_in.shape))
         probs = arch_probs(alpha, tau=tau, mode=mode, generator=generator)
     args = (x_in, probs) if not _uses_basis(model) else (x_in, probs, basis)
     recon, _ = functional_call(model, params, args)

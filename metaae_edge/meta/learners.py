@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch.func import grad
 
 from ..errors import SpecError
-from ..space import Supernet, create_supernet, expected_latent_size
+from ..space import ConvSupernet, Supernet, create_supernet, expected_latent_size
 from ..space.conv import allowed_depths
-from ..space.mlp import ARCH_PREFIX, arch_probs
+from ..space.mlp import ARCH_PREFIX, alpha_of, arch_probs
 from ..spec import SupernetConfig
 from ..tasks.base import OBJECTIVES, TaskFamily
 from .checkpoint import Checkpoint
@@ -326,7 +326,7 @@ class MetaTrainer:
             probs = arch_probs(alpha, tau=tau, mode="sample", generator=gen)
         # fallback: the smallest latent (fewest channels; conv: the deepest allowed level)
         probs["latent"] = F.one_hot(torch.tensor(0), len(alpha["latent"])).to(probs["latent"])
-        if hasattr(self.model, "min_latent_size"):
+        if isinstance(self.model, ConvSupernet):
             deepest = max(allowed_depths(shape[-2], shape[-1], self.model.cfg.max_depth))
             probs["depth"] = F.one_hot(torch.tensor(deepest - 1), len(alpha["depth"])).to(
                 probs["depth"])
@@ -337,17 +337,15 @@ class MetaTrainer:
         the meta-learned alpha (alpha itself untouched)."""
         cfg, inner = self.cfg, self.cfg.inner
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-        if self._post_opt is None:
-            weights = [p for n, p in self.model.named_parameters()
-                       if not n.startswith(ARCH_PREFIX)]
-            self._post_opt = torch.optim.Adam(weights, lr=cfg.posttrain_lr)
+        if self._post_opt is None:  # the supernet weights (the outer optimiser's group 0)
+            self._post_opt = torch.optim.Adam(self.opt.param_groups[0]["params"],
+                                              lr=cfg.posttrain_lr)
         frac = (self.step - cfg.meta_steps) / max(cfg.posttrain_steps, 1)
         for group in self._post_opt.param_groups:  # cosine decay: settled final weights
             group["lr"] = cfg.posttrain_lr * 0.5 * (1 + math.cos(math.pi * frac))
         self._post_opt.zero_grad(set_to_none=True)
         params = dict(self.model.named_parameters())
-        alpha = {k[len(ARCH_PREFIX):]: v.detach() for k, v in params.items()
-                 if k.startswith(ARCH_PREFIX)}
+        alpha = {k: v.detach() for k, v in alpha_of(params).items()}
         losses = []
         for b in range(cfg.meta_batch):
             index = self.step * cfg.meta_batch + b

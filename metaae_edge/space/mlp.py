@@ -33,9 +33,14 @@ from ..spec import ArchSpec, LayerSpec, SupernetConfig
 from .compact import CompactAE
 from .ops import activation_fn
 
-__all__ = ["ArchParams", "MLPSupernet", "arch_probs", "discretize", "extract"]
+__all__ = ["ArchParams", "MLPSupernet", "alpha_of", "arch_probs", "discretize", "extract"]
 
 ARCH_PREFIX = "arch."
+
+
+def alpha_of(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The architecture logits among a supernet's named parameters, by choice name."""
+    return {k[len(ARCH_PREFIX):]: v for k, v in params.items() if k.startswith(ARCH_PREFIX)}
 
 
 class ArchParams(nn.Module):
@@ -74,18 +79,16 @@ def arch_probs(
         if mode == "hard":
             idx = logits.argmax(dim=-1, keepdim=True)
             out[name] = torch.zeros_like(logits).scatter_(-1, idx, 1.0)
-        elif mode == "gumbel":
+        elif mode in ("gumbel", "sample"):
             u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
             g = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
-            out[name] = F.softmax((logits + g) / tau, dim=-1)
-        elif mode == "sample":
-            u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
-            g = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
-            idx = (logits.detach() / tau + g).argmax(dim=-1, keepdim=True)
-            out[name] = torch.zeros_like(logits).scatter_(-1, idx, 1.0)
+            if mode == "gumbel":
+                out[name] = F.softmax((logits + g) / tau, dim=-1)
+            else:
+                idx = (logits.detach() / tau + g).argmax(dim=-1, keepdim=True)
+                out[name] = torch.zeros_like(logits).scatter_(-1, idx, 1.0)
         elif mode == "softmax":
             out[name] = F.softmax(logits / tau, dim=-1)
-
         else:
             raise ValueError(f"unknown arch-probs mode {mode!r}")
     return out
