@@ -17,6 +17,7 @@ __all__ = [
     "ACTIVATIONS",
     "OUTPUT_ACTIVATIONS",
     "PREFILTERS",
+    "DENSE_GRID",
     "LayerSpec",
     "ArchSpec",
     "SupernetConfig",
@@ -38,6 +39,11 @@ CONV_OUTPUT_KERNEL = 3
 #: plain ONNX and TensorRT). Salt-and-pepper noise is what a bottleneck cannot undo and a
 #: median removes.
 PREFILTERS: tuple[str, ...] = ("none", "median3")
+#: Side of the fixed grid a conv architecture's dense bottleneck reads and writes: the
+#: spatial latent (``latent_dim`` x h x w) is resized to ``latent_dim`` x G x G, flattened
+#: and mapped to ``dense_latent`` values, so one set of dense weights serves every
+#: resolution (see :class:`ArchSpec`).
+DENSE_GRID = 4
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -96,6 +102,13 @@ class ArchSpec:
     then gives ``latent_dim`` latent channels at ``H / 2**stages``. The ``decoder`` has as
     many stages, deepest first: nearest 2x upsampling, conv ``kernel`` ("same" padding),
     activation; a final 3x3 conv back to ``C`` channels, then ``output_activation``.
+    ``dense_latent`` (conv only, 0 = none) replaces the spatial latent by a global code of
+    that many values: the spatial latent is resized to a :data:`DENSE_GRID` square grid
+    (average pooling, nearest up-sampling or bilinear, whichever the sizes allow), flattened
+    channel-major and mapped by a linear layer to ``dense_latent`` values; the decoder maps
+    them back by a linear layer to ``latent_dim`` x G x G, resizes to the latent resolution
+    and continues as before. Such a network runs at ``input_shape``'s H and W only (its
+    graphs are static in H and W); the code costs ``dense_latent`` bytes in int8.
     ``prefilter`` (conv only) is a parameter-free filter applied to the (normalised) input
     before the first stage, one of :data:`PREFILTERS`; ``none`` is not serialised.
     """
@@ -112,6 +125,8 @@ class ArchSpec:
     linear_bypass: bool = False
     #: conv only: the input filter before the first stage (see :data:`PREFILTERS`).
     prefilter: str = "none"
+    #: conv only: values of the global dense code (0 = the spatial latent is the code).
+    dense_latent: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the spec stays hashable.
@@ -126,6 +141,13 @@ class ArchSpec:
         for d in self.input_shape:
             n *= d
         return n
+
+    @property
+    def fixed_hw(self) -> tuple[int, int] | None:
+        """The only (H, W) the network runs at (conv with a dense bottleneck), else None."""
+        if self.backbone == "conv" and self.dense_latent:
+            return (int(self.input_shape[1]), int(self.input_shape[2]))
+        return None
 
     @property
     def stages(self) -> int:
@@ -178,6 +200,11 @@ class ArchSpec:
                             f"got {self.prefilter!r}")
         if self.prefilter != "none" and self.backbone != "conv":
             raise SpecError("prefilter is only defined for the conv backbone")
+        if not isinstance(self.dense_latent, int) or isinstance(self.dense_latent, bool) \
+                or self.dense_latent < 0:
+            raise SpecError(f"dense_latent must be an integer >= 0, got {self.dense_latent!r}")
+        if self.dense_latent and self.backbone != "conv":
+            raise SpecError("dense_latent is only defined for the conv backbone")
         return self
 
     def bypass_size(self) -> int:
@@ -190,6 +217,8 @@ class ArchSpec:
         (default: the spec's own resolution)."""
         if self.backbone == "mlp":
             return (self.latent_dim,)
+        if self.dense_latent:
+            return (self.dense_latent,)
         h, w = hw or self.input_shape[1:]
         f = 2 ** self.stages
         return (self.latent_dim, h // f, w // f)
@@ -223,6 +252,13 @@ class ArchSpec:
         out.append((cin, c, CONV_OUTPUT_KERNEL, h * w))
         return out
 
+    def dense_layers(self) -> list[tuple[int, int]]:
+        """The dense bottleneck's two linear maps as ``(in, out)`` (empty without one)."""
+        if not self.dense_latent:
+            return []
+        g = self.latent_dim * DENSE_GRID * DENSE_GRID
+        return [(g, self.dense_latent), (self.dense_latent, g)]
+
     def encoder_dims(self) -> list[int]:
         """Widths from input to latent: [input_dim, *hidden, latent_dim]."""
         return [self.input_dim, *(layer.width for layer in self.encoder), self.latent_dim]
@@ -234,7 +270,8 @@ class ArchSpec:
     def param_count(self) -> int:
         """Number of weights and biases of the compact network."""
         if self.backbone == "conv":
-            return sum(ci * co * k * k + co for ci, co, k, _ in self.conv_layers())
+            return (sum(ci * co * k * k + co for ci, co, k, _ in self.conv_layers())
+                    + sum(a * b + b for a, b in self.dense_layers()))
         total = self.bypass_size()
         for dims in (self.encoder_dims(), self.decoder_dims()):
             total += sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
@@ -247,7 +284,8 @@ class ArchSpec:
         For conv specs at resolution ``hw`` (default: the spec's own ``input_shape``).
         """
         if self.backbone == "conv":
-            return sum(ci * co * k * k * px for ci, co, k, px in self.conv_layers(hw))
+            return (sum(ci * co * k * k * px for ci, co, k, px in self.conv_layers(hw))
+                    + sum(a * b for a, b in self.dense_layers()))
         total = self.bypass_size()
         for dims in (self.encoder_dims(), self.decoder_dims()):
             total += sum(a * b for a, b in zip(dims[:-1], dims[1:]))
@@ -261,13 +299,16 @@ class ArchSpec:
             def stage(layer: LayerSpec, arrow: str) -> str:
                 return f"{arrow}{layer.width}c k{layer.kernel} {layer.activation}"
 
-            lc, lh, lw = self.latent_shape()
+            lc, lh, lw = self.latent_shape() if not self.dense_latent else (
+                self.latent_dim, h // 2**self.stages, w // 2**self.stages)
+            code = f"[{lc}x{lh}x{lw}]" if not self.dense_latent else (
+                f"{lc}x{lh}x{lw} -> [dense {self.dense_latent}]")
             out = f"{c}x{h}x{w}" + (
                 f" {self.output_activation}" if self.output_activation != "identity" else "")
             pre = [] if self.prefilter == "none" else [self.prefilter]
             return " -> ".join([f"conv {c}x{h}x{w}", *pre,
                                 *(stage(x, "/2 ") for x in self.encoder),
-                                f"[{lc}x{lh}x{lw}]",
+                                code,
                                 *(stage(x, "x2 ") for x in self.decoder), out])
         enc = " -> ".join(f"{layer.width} {layer.activation}" for layer in self.encoder)
         dec = " -> ".join(f"{layer.width} {layer.activation}" for layer in self.decoder)
@@ -293,6 +334,8 @@ class ArchSpec:
             del d["linear_bypass"]
         if self.prefilter == "none":  # likewise
             del d["prefilter"]
+        if not self.dense_latent:  # likewise
+            del d["dense_latent"]
         return d
 
     @classmethod
@@ -300,7 +343,7 @@ class ArchSpec:
         if not isinstance(d, dict):
             raise SpecError(f"an ArchSpec must be a JSON object, got {type(d).__name__}")
         known = {"input_shape", "encoder", "latent_dim", "decoder", "backbone",
-                 "output_activation", "linear_bypass", "prefilter"}
+                 "output_activation", "linear_bypass", "prefilter", "dense_latent"}
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"unknown ArchSpec field(s): {', '.join(sorted(unknown))}")
@@ -323,6 +366,7 @@ class ArchSpec:
             output_activation=d.get("output_activation", "identity"),
             linear_bypass=d.get("linear_bypass", False),
             prefilter=d.get("prefilter", "none"),
+            dense_latent=d.get("dense_latent", 0),
         )
         return spec.validate()
 
@@ -353,7 +397,10 @@ class SupernetConfig:
     down-sampling stages, ``width_choices`` the channels per stage, ``latent_choices`` the
     latent channels and ``kernel_choices`` the kernel sizes per stage, and
     ``prefilters`` (conv only; empty = no choice, as in checkpoints from before the field)
-    the input filters the search may put in front of the first stage.
+    the input filters the search may put in front of the first stage, and
+    ``dense_latents`` (conv only; empty = none) the sizes of the global dense code the
+    search may put in place of the spatial latent (prefix masks over one pair of linear
+    maps; searched where a latent byte budget asks for compression).
     """
 
     max_input_dim: int = 128
@@ -370,20 +417,24 @@ class SupernetConfig:
     linear_bypass: bool = False
     #: conv only: input-filter choices (:data:`PREFILTERS`); serialised only when set.
     prefilters: tuple[str, ...] = ()
+    #: conv only: dense bottleneck sizes (values per image); serialised only when set.
+    dense_latents: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("width_choices", "latent_choices", "activations", "kernel_choices",
-                     "prefilters"):
+                     "prefilters", "dense_latents"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @classmethod
     def conv(cls, **overrides: Any) -> SupernetConfig:
         """The default conv search space: up to 3 stages of 8-32 channels, kernels 3 or 5,
-        1-8 latent channels, up to 3 image channels, no input filter or a 3x3 median."""
+        1-8 latent channels, up to 3 image channels, no input filter or a 3x3 median, and a
+        dense code of 8-64 values in place of the spatial latent."""
         base: dict[str, Any] = {
             "backbone": "conv", "max_input_dim": 3, "max_depth": 3,
             "width_choices": (8, 16, 24, 32), "latent_choices": (1, 2, 4, 8),
             "kernel_choices": (3, 5), "prefilters": PREFILTERS,
+            "dense_latents": (8, 16, 32, 64),
         }
         return cls(**{**base, **overrides}).validate()
 
@@ -423,6 +474,13 @@ class SupernetConfig:
                 raise SpecError(f"unknown prefilter {f!r}; choose from {', '.join(PREFILTERS)}")
         if len(set(self.prefilters)) != len(self.prefilters):
             raise SpecError(f"prefilters must not repeat, got {list(self.prefilters)}")
+        if self.dense_latents and self.backbone != "conv":
+            raise SpecError("dense_latents are only defined for the conv backbone")
+        for v in self.dense_latents:
+            _positive_int("dense_latents", v)
+        if list(self.dense_latents) != sorted(set(self.dense_latents)):
+            raise SpecError(f"dense_latents must be strictly increasing, got "
+                            f"{list(self.dense_latents)}")
         if not self.activations:
             raise SpecError("activations must not be empty")
         for a in self.activations:
@@ -433,12 +491,14 @@ class SupernetConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for name in ("width_choices", "latent_choices", "activations", "kernel_choices",
-                     "prefilters"):
+                     "prefilters", "dense_latents"):
             d[name] = list(d[name])
         if not self.linear_bypass:  # unchanged metadata (and cache keys) without the bypass
             del d["linear_bypass"]
         if not self.prefilters:  # likewise without input filters
             del d["prefilters"]
+        if not self.dense_latents:  # likewise without a dense bottleneck
+            del d["dense_latents"]
         return d
 
     @classmethod

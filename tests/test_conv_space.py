@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metaae_edge.errors import DataError, SpecError
+from metaae_edge.space.conv import bottleneck_search
 from metaae_edge.space import (
     CompactConvAE,
     ConvSupernet,
@@ -233,7 +234,7 @@ def test_extracted_equals_supernet_with_each_prefilter(choice):
         net.arch.prefilter.copy_(torch.tensor([1.0, 0.0] if choice == "none" else [0.0, 1.0]))
     x = torch.randn(4, 1, 16, 16)
     x[:, :, ::3, ::2] = 4.0  # impulses: the two filters give different outputs
-    probs = arch_probs(net.alpha(), mode="hard")
+    probs = arch_probs(net.constrain_alpha(net.alpha(), tuple(x.shape)), mode="hard")
     with torch.no_grad():
         r_super, z_super = net(x, probs)
         spec = discretize(net, (1, 16, 16))
@@ -244,3 +245,66 @@ def test_extracted_equals_supernet_with_each_prefilter(choice):
     torch.testing.assert_close(r_compact, r_super, atol=1e-5, rtol=1e-5)
     # the choice matters (the latent is two layers from the input; compare relatively)
     assert float((z_other - z_super).abs().max()) > 0.05 * float(z_super.std())
+
+
+# -- dense bottleneck ---------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_extracted_equals_supernet_with_a_dense_code(seed):
+    """Under a hard architecture with a dense code the supernet equals the extracted
+    network, at resolutions whose latent grid pools, up-samples or resizes bilinearly."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = create_supernet(SupernetConfig.conv())
+    _random_alpha(net, gen)
+    n_dense = len(net.cfg.dense_latents)
+    with torch.no_grad():
+        net.arch.bottleneck.copy_(torch.eye(1 + n_dense)[1 + seed % n_dense] * 5)
+    h, w = [(8, 8), (12, 12), (16, 16), (24, 24), (32, 32), (8, 24)][seed]
+    x = torch.randn(3, 1, h, w, generator=gen)
+    with bottleneck_search(net, True), torch.no_grad():
+        probs = arch_probs(net.constrain_alpha(net.alpha(), tuple(x.shape)), mode="hard")
+        r_super, z_super = net(x, probs)
+        spec = discretize(net, (1, h, w))
+        compact = extract(net, spec)
+        r_compact, z_compact = compact(x)
+        assert spec.dense_latent == net.cfg.dense_latents[seed % n_dense]
+        assert spec.latent_shape() == (spec.dense_latent,) and spec.fixed_hw == (h, w)
+        torch.testing.assert_close(r_compact, r_super, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(z_compact, z_super[:, :spec.dense_latent], atol=1e-5,
+                                   rtol=1e-5)
+        assert float(z_super[:, spec.dense_latent:].abs().sum()) == 0.0
+        assert sum(p.numel() for p in compact.parameters()) == spec.param_count()
+        assert float(net.expected_macs(probs, x.shape)) == pytest.approx(spec.macs(),
+                                                                          rel=1e-5)
+        assert float(net.expected_latent_size(probs, x.shape)) == spec.latent_size()
+        # the spatial choice of the same alpha is the spatial network, unchanged
+        spatial = dict(probs, bottleneck=torch.eye(1 + n_dense)[0])
+        r_sp, _ = net(x, spatial)
+        r_ref, _ = extract(net, discretize(net, (1, h, w), bottleneck="spatial"))(x)
+        torch.testing.assert_close(r_ref, r_sp, atol=1e-5, rtol=1e-5)
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    assert f"[dense {spec.dense_latent}]" in spec.describe()
+
+
+def test_dense_code_in_the_spec_and_budgets():
+    assert "dense_latent" not in _conv_spec().to_dict()  # unchanged manifests without one
+    with pytest.raises(SpecError, match="dense_latent must be an integer"):
+        ArchSpec((1, 8, 8), (LayerSpec(8, "relu", 3),), 2, (LayerSpec(8, "relu", 3),),
+                 backbone="conv", dense_latent=-1).validate()
+    with pytest.raises(SpecError, match="only defined for the conv"):
+        ArchSpec((8,), (), 2, (), dense_latent=4).validate()
+    with pytest.raises(SpecError, match="strictly increasing"):
+        SupernetConfig.conv(dense_latents=(16, 8))
+    old = SupernetConfig.conv().to_dict()
+    del old["dense_latents"]  # a space saved before the field: no dense weights, no logits
+    net = create_supernet(SupernetConfig.from_dict(old))
+    assert "bottleneck" not in net.alpha() and not hasattr(net, "dense_enc")
+    net = create_supernet(SupernetConfig.conv())
+    # not searched by default: the spatial latent, as before the field
+    assert discretize(net, (1, 16, 16)).dense_latent == 0
+    assert "bottleneck" not in net.constrain_alpha(net.alpha(), (1, 1, 16, 16))
+    # a budget: the largest dense code that fits
+    spec = discretize(net, (1, 16, 16), latent_budget=40, bottleneck="dense")
+    assert spec.dense_latent == 32 and spec.latent_size() == 32
+    with pytest.raises(DataError, match="no dense code fits"):
+        discretize(net, (1, 16, 16), latent_budget=4, bottleneck="dense")

@@ -57,6 +57,7 @@ def discretize(
     alpha: dict[str, torch.Tensor] | None = None,
     output_activation: str = "identity",
     latent_budget: float = 0.0,
+    bottleneck: str | None = None,
 ) -> ArchSpec:
     """Freeze the architecture (argmax of every choice) for one sample's shape.
 
@@ -64,11 +65,14 @@ def discretize(
     ``latent_budget`` (> 0) caps the latent values per sample and the budget is spent: the
     largest latent size that fits (conv: the stage count and latent channels with the most
     latent values that fit, the larger joint logit among equals); :class:`DataError` if
-    nothing fits.
+    nothing fits. ``bottleneck`` (conv only): force a ``spatial`` latent or a ``dense``
+    code (see :func:`~metaae_edge.space.conv.discretize_conv`).
     """
     if isinstance(supernet, ConvSupernet):
         return discretize_conv(supernet, tuple(input_shape), alpha, output_activation,
-                               latent_budget)
+                               latent_budget, bottleneck)
+    if bottleneck not in (None, "spatial"):
+        raise DataError("the mlp search space has no dense bottleneck choice")
     d = input_shape if isinstance(input_shape, int) else int(torch.tensor(input_shape).prod())
     if latent_budget:
         a = dict(alpha or supernet.alpha())

@@ -11,7 +11,14 @@ Search space (:meth:`~metaae_edge.spec.SupernetConfig.conv`):
   centred masks (a masked 5x5 conv with padding 2 is exactly a 3x3 conv with padding 1);
 * activation per stage: a probability-weighted mix;
 * input filter (``cfg.prefilters``, e.g. none or a 3x3 median): a probability-weighted
-  mix of the filtered inputs (parameter-free, so the weights are shared by every choice).
+  mix of the filtered inputs (parameter-free, so the weights are shared by every choice);
+* bottleneck (``cfg.dense_latents``): the spatial latent itself, or a global dense code of
+  L values (``arch.bottleneck``: spatial first, then each L). The dense path resizes the
+  level's latent to a fixed ``DENSE_GRID`` square, maps it by one linear layer to L values
+  (prefix masks) and back by another, and resizes to the level's size, so its weights
+  serve every resolution. Mixed as ``p_spatial * latent + dense(latent)`` with the dense
+  decoder's input masked by ``sum_L p_L mask_L`` and its bias scaled by ``1 - p_spatial``
+  (the decoder map is affine, so this is the probability-weighted mix of every choice).
 
 Relaxed depth: the encoder always runs every allowed stage and projects each level to
 a latent; the decoder runs from the deepest level up, and at each level mixes "a latent
@@ -30,11 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
-from ..spec import CONV_OUTPUT_KERNEL, ArchSpec, LayerSpec, SupernetConfig
-from .ops import activation_fn, prefilter_fn
+from ..spec import CONV_OUTPUT_KERNEL, DENSE_GRID, ArchSpec, LayerSpec, SupernetConfig
+from .ops import activation_fn, from_grid, prefilter_fn, to_grid
 
-__all__ = ["CompactConvAE", "ConvSupernet", "discretize_conv", "extract_conv",
-           "prefilter_search"]
+__all__ = ["CompactConvAE", "ConvSupernet", "bottleneck_search", "discretize_conv",
+           "extract_conv", "prefilter_search"]
 
 _NEG = -1e4  # logit of a disallowed depth (finite: keeps gradients NaN-free)
 
@@ -75,6 +82,8 @@ class ConvArchParams(nn.Module):
         self.latent = nn.Parameter(torch.zeros(len(cfg.latent_choices)))
         if cfg.prefilters:  # absent from checkpoints of a space without the choice
             self.prefilter = nn.Parameter(torch.zeros(len(cfg.prefilters)))
+        if cfg.dense_latents:  # spatial, then each dense size
+            self.bottleneck = nn.Parameter(torch.zeros(1 + len(cfg.dense_latents)))
 
 
 class ConvSupernet(nn.Module):
@@ -103,6 +112,12 @@ class ConvSupernet(nn.Module):
             nn.Conv2d(self.dec_in, cmax, kmax, padding=kmax // 2) for _ in range(cfg.max_depth))
         self.to_output = nn.Conv2d(cmax, cin, CONV_OUTPUT_KERNEL,
                                    padding=CONV_OUTPUT_KERNEL // 2)
+        if cfg.dense_latents:
+            grid = lmax * DENSE_GRID * DENSE_GRID
+            self.dense_enc = nn.Linear(grid, max(cfg.dense_latents))
+            self.dense_dec = nn.Linear(max(cfg.dense_latents), grid)
+            self.register_buffer("dense_masks", _prefix_masks(cfg.dense_latents),
+                                 persistent=False)
         self.arch = ConvArchParams(cfg)
         self.register_buffer("width_masks", _prefix_masks(cfg.width_choices), persistent=False)
         self.register_buffer("latent_masks", _prefix_masks(cfg.latent_choices),
@@ -115,6 +130,10 @@ class ConvSupernet(nn.Module):
         #: runs the unfiltered path and no random draw is spent on them (meta-training
         #: with ``prefilter_choice="adapt"``); adaptation searches them (True).
         self.search_prefilter = True
+        #: like :attr:`search_prefilter` for the bottleneck logits; off by default (the
+        #: spatial latent): the dense code is searched where a latent budget asks for
+        #: compression (:func:`bottleneck_search`).
+        self.search_bottleneck = False
 
     # -- helpers ----------------------------------------------------------------------
     def alpha(self) -> dict[str, torch.Tensor]:
@@ -136,9 +155,12 @@ class ConvSupernet(nn.Module):
     def constrain_alpha(self, alpha: dict[str, torch.Tensor],
                         x_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         """Mask depth logits the resolution does not allow (H, W not divisible by 2**d);
-        drop the input-filter logits unless :attr:`search_prefilter`."""
-        if not self.search_prefilter and "prefilter" in alpha:
-            alpha = {k: v for k, v in alpha.items() if k != "prefilter"}
+        drop the input-filter logits unless :attr:`search_prefilter` and the bottleneck
+        logits unless :attr:`search_bottleneck`."""
+        drop = {name for name, on in (("prefilter", self.search_prefilter),
+                                      ("bottleneck", self.search_bottleneck)) if not on}
+        if drop & set(alpha):
+            alpha = {k: v for k, v in alpha.items() if k not in drop}
         h, w = int(x_shape[-2]), int(x_shape[-1])
         ok = allowed_depths(h, w, self.cfg.max_depth)
         if len(ok) == self.cfg.max_depth:
@@ -174,12 +196,24 @@ class ConvSupernet(nn.Module):
         if self._prefilters and "prefilter" in probs:  # absent: the unfiltered path
             p_pre = probs["prefilter"]
             x = sum(p_pre[k] * f(x) for k, f in enumerate(self._prefilters))
-        # Encoder: every allowed level, each projected to a latent.
-        latents, hcur = [], x
+        dense = "bottleneck" in probs and hasattr(self, "dense_enc")
+        if dense:
+            p_spatial = probs["bottleneck"][0]
+            code_mask = probs["bottleneck"][1:] @ self.dense_masks  # sum_L p_L mask_L
+        # Encoder: every allowed level, each projected to a latent (and the code).
+        latents, codes, hcur = [], [], x
         for i in range(n_levels):
             hcur = self._stage(hcur, self.enc[i], probs["enc_width"][i], probs["enc_act"][i],
                                probs["enc_kernel"][i], c_in=c if i == 0 else None, stride=2)
-            latents.append(self.to_latent(hcur) * lat_mask)
+            lat = self.to_latent(hcur) * lat_mask
+            if dense:
+                code = self.dense_enc(to_grid(lat, DENSE_GRID).flatten(1)) * code_mask
+                back = (F.linear(code, self.dense_dec.weight)
+                        + (1 - p_spatial) * self.dense_dec.bias)
+                back = back.unflatten(1, (-1, DENSE_GRID, DENSE_GRID))
+                lat = p_spatial * lat + from_grid(back, *lat.shape[-2:]) * lat_mask
+                codes.append(code)
+            latents.append(lat)
         # Decoder: from the deepest level up, mixing "latent enters here" with "deeper path".
         # P(d > i) for i = 0..S-1 (reverse cumulative sum shifted by one).
         tail = torch.flip(torch.cumsum(torch.flip(p_depth, [0]), 0), [0])  # P(d >= i+1)
@@ -202,6 +236,8 @@ class ConvSupernet(nn.Module):
         recon = F.conv2d(v, self.to_output.weight[:c], self.to_output.bias[:c],
                          padding=CONV_OUTPUT_KERNEL // 2)
         chosen = int(p_depth[:n_levels].argmax())  # the latent of the most likely depth
+        if dense and float(p_spatial.detach()) < 0.5:
+            return recon, codes[chosen]
         return recon, latents[chosen]
 
     # -- cost -------------------------------------------------------------------------
@@ -235,7 +271,11 @@ class ConvSupernet(nn.Module):
                 1e-6)
             total = total + gates[j] * e_in * e_w * e_k * px
         e_w0 = probs["dec_width"][0] @ widths
-        return total + e_w0 * c * CONV_OUTPUT_KERNEL**2 * h * w
+        total = total + e_w0 * c * CONV_OUTPUT_KERNEL**2 * h * w
+        if "bottleneck" in probs and self.cfg.dense_latents:  # two G*G*lc x L maps
+            dl = torch.tensor(self.cfg.dense_latents, dtype=torch.float32, device=dev)
+            total = total + 2 * DENSE_GRID**2 * e_lat * (probs["bottleneck"][1:] @ dl)
+        return total
 
     def max_macs(self, shape: tuple[int, ...]) -> float:
         """MACs of the largest allowed sub-network (normalises the resource penalty)."""
@@ -255,13 +295,18 @@ class ConvSupernet(nn.Module):
         n_levels = max(allowed_depths(h, w, self.cfg.max_depth))
         px = torch.tensor([(h // 2**d) * (w // 2**d) for d in range(1, n_levels + 1)],
                           dtype=torch.float32, device=lats.device)
-        return (probs["latent"] @ lats) * (probs["depth"][:n_levels] @ px)
+        spatial = (probs["latent"] @ lats) * (probs["depth"][:n_levels] @ px)
+        if "bottleneck" not in probs or not self.cfg.dense_latents:
+            return spatial
+        dl = torch.tensor(self.cfg.dense_latents, dtype=torch.float32, device=lats.device)
+        return probs["bottleneck"][0] * spatial + probs["bottleneck"][1:] @ dl
 
     def min_latent_size(self, shape: tuple[int, ...]) -> int:
         """The fewest latent values per image any architecture has at ``(.., H, W)``."""
         h, w = int(shape[-2]), int(shape[-1])
         d = max(allowed_depths(h, w, self.cfg.max_depth))
-        return min(self.cfg.latent_choices) * (h // 2**d) * (w // 2**d)
+        spatial = min(self.cfg.latent_choices) * (h // 2**d) * (w // 2**d)
+        return min(spatial, *self.cfg.dense_latents) if self.search_bottleneck else spatial
 
     def resource_cost(self, probs: dict[str, torch.Tensor], x_shape: tuple[int, ...]):
         """The penalty term: half expected MACs, half expected latent bytes, each relative
@@ -274,18 +319,28 @@ class ConvSupernet(nn.Module):
 
 
 @contextmanager
-def prefilter_search(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Search the input filter inside the block (``enabled``) or run the unfiltered path;
-    a no-op for supernets without the choice."""
-    old = getattr(model, "search_prefilter", None)
+def _search(model: nn.Module, attr: str, enabled: bool) -> Iterator[None]:
+    old = getattr(model, attr, None)
     if old is None:
         yield
         return
-    model.search_prefilter = enabled
+    setattr(model, attr, enabled)
     try:
         yield
     finally:
-        model.search_prefilter = old
+        setattr(model, attr, old)
+
+
+def prefilter_search(model: nn.Module, enabled: bool):
+    """Search the input filter inside the block (``enabled``) or run the unfiltered path;
+    a no-op for supernets without the choice."""
+    return _search(model, "search_prefilter", enabled)
+
+
+def bottleneck_search(model: nn.Module, enabled: bool):
+    """Search the bottleneck (spatial latent or dense code) inside the block (``enabled``)
+    or run the spatial latent; a no-op for supernets without the choice."""
+    return _search(model, "search_bottleneck", enabled)
 
 
 def discretize_conv(
@@ -294,6 +349,7 @@ def discretize_conv(
     alpha: dict[str, torch.Tensor] | None = None,
     output_activation: str = "identity",
     latent_budget: float = 0.0,
+    bottleneck: str | None = None,
 ) -> ArchSpec:
     """Freeze the architecture at ``input_shape = (C, H, W)``: argmax of every choice.
 
@@ -302,14 +358,37 @@ def discretize_conv(
     (the most latent values, i.e. the least distortion a codec can buy with it; measured
     +1.2 to +1.4 dB at 1 bit/pixel on digits-res against the most likely feasible pair,
     which used about half the budget), ties going to the largest summed logit.
+
+    ``bottleneck``: ``"spatial"`` or ``"dense"`` forces the kind of code; ``None`` takes
+    the argmax of the bottleneck logits where they are searched (else spatial). A dense
+    code keeps the argmax stage count and latent channels and takes the largest dense size
+    that fits the budget (the most likely one without a budget).
     """
     supernet.check_input_shape(tuple(input_shape))
     cfg = supernet.cfg
     a = {k: v.detach() for k, v in (alpha or supernet.alpha()).items()}
     a = supernet.constrain_alpha(a, tuple(input_shape))
+    if bottleneck not in (None, "spatial", "dense"):
+        raise ValueError(f"bottleneck must be spatial, dense or None, got {bottleneck!r}")
+    if bottleneck == "dense" and not cfg.dense_latents:
+        raise DataError("this checkpoint's search space has no dense bottleneck")
+    if bottleneck is None:
+        bottleneck = ("dense" if "bottleneck" in a and int(a["bottleneck"].argmax()) > 0
+                      else "spatial")
     depth = int(a["depth"].argmax()) + 1
     latent_idx = int(a["latent"].argmax())
-    if latent_budget:
+    dense = 0
+    if bottleneck == "dense":
+        sizes = list(cfg.dense_latents)
+        if latent_budget:
+            fits = [v for v in sizes if v <= latent_budget]
+            if not fits:
+                raise DataError(f"no dense code fits a latent budget of {latent_budget:g} "
+                                f"values per image; the smallest has {sizes[0]}")
+            dense = max(fits)
+        else:
+            dense = sizes[int(a["bottleneck"][1:].argmax())] if "bottleneck" in a else sizes[0]
+    elif latent_budget:
         _, h, w = input_shape
         pairs = [(lc * (h // 2**d) * (w // 2**d), float(a["depth"][d - 1] + a["latent"][j]),
                   d, j)
@@ -317,9 +396,11 @@ def discretize_conv(
                  for j, lc in enumerate(cfg.latent_choices)
                  if lc * (h // 2**d) * (w // 2**d) <= latent_budget]
         if not pairs:
+            smallest = min(lc * (h // 2**d) * (w // 2**d) for lc in cfg.latent_choices
+                           for d in allowed_depths(h, w, cfg.max_depth))
             raise DataError(f"no architecture fits a latent budget of {latent_budget:g} "
                             f"values per image at {h}x{w}; the smallest latent here has "
-                            f"{supernet.min_latent_size(input_shape)}")
+                            f"{smallest}")
         _, _, depth, latent_idx = max(pairs)
 
     prefilter = (cfg.prefilters[int(a["prefilter"].argmax())] if "prefilter" in a
@@ -339,6 +420,7 @@ def discretize_conv(
         backbone="conv",
         output_activation=output_activation,
         prefilter=prefilter,
+        dense_latent=dense,
     ).validate()
 
 
@@ -346,7 +428,8 @@ class CompactConvAE(nn.Module):
     """The plain conv autoencoder a conv :class:`ArchSpec` describes (model space).
 
     ``forward`` returns ``(reconstruction, latent)``; runs at any H, W divisible by
-    ``2 ** stages``.
+    ``2 ** stages`` (with a dense bottleneck, at the spec's H, W only: the latent is then
+    (B, dense_latent)).
     """
 
     def __init__(self, spec: ArchSpec):
@@ -363,6 +446,10 @@ class CompactConvAE(nn.Module):
             cin = layer.width
         self.enc = nn.ModuleList(enc)
         self.to_latent = nn.Conv2d(cin, spec.latent_dim, 1)
+        if spec.dense_latent:
+            grid = spec.latent_dim * DENSE_GRID * DENSE_GRID
+            self.dense_enc = nn.Linear(grid, spec.dense_latent)
+            self.dense_dec = nn.Linear(spec.dense_latent, grid)
         dec, cin = [], spec.latent_dim
         for layer in spec.decoder:
             dec.append(nn.Conv2d(cin, layer.width, layer.kernel, padding=layer.kernel // 2))
@@ -376,9 +463,17 @@ class CompactConvAE(nn.Module):
         x = prefilter_fn(self.spec.prefilter)(x)
         for conv, act in zip(self.enc, self._enc_acts):
             x = activation_fn(act)(conv(x))
-        return self.to_latent(x)
+        z = self.to_latent(x)
+        if self.spec.dense_latent:
+            z = self.dense_enc(to_grid(z, DENSE_GRID).flatten(1))
+        return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.spec.dense_latent:
+            _, h, w = self.spec.input_shape
+            f = 2 ** self.spec.stages
+            z = self.dense_dec(z).unflatten(1, (-1, DENSE_GRID, DENSE_GRID))
+            z = from_grid(z, h // f, w // f)
         for conv, act in zip(self.dec, self._dec_acts):
             z = activation_fn(act)(conv(F.interpolate(z, scale_factor=2, mode="nearest")))
         return activation_fn(self.spec.output_activation)(self.to_output(z))
@@ -412,4 +507,12 @@ def extract_conv(
     for i, conv in enumerate(model.dec):
         copy(conv, f"dec.{s - 1 - i}")
     copy(model.to_output, "to_output")
+    if spec.dense_latent:
+        if "dense_enc.weight" not in p:
+            raise DataError("this supernet has no dense bottleneck to extract")
+        g, n = spec.latent_dim * DENSE_GRID * DENSE_GRID, spec.dense_latent
+        model.dense_enc.weight.copy_(p["dense_enc.weight"][:n, :g])
+        model.dense_enc.bias.copy_(p["dense_enc.bias"][:n])
+        model.dense_dec.weight.copy_(p["dense_dec.weight"][:g, :n])
+        model.dense_dec.bias.copy_(p["dense_dec.bias"][:g])
     return model

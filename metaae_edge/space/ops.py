@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["activation_fn", "median3x3", "prefilter_fn"]
+__all__ = ["activation_fn", "from_grid", "median3x3", "prefilter_fn", "to_grid"]
 
 _ACTS = {
     "relu": F.relu,
@@ -49,3 +49,27 @@ _PREFILTERS = {"none": lambda x: x, "median3": median3x3}
 def prefilter_fn(name: str):
     """The torch function for a prefilter name of :data:`metaae_edge.spec.PREFILTERS`."""
     return _PREFILTERS[name]
+
+
+def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Resize (B, C, h0, w0) to (h, w) with static ops: average pooling where both sides
+    shrink by whole factors, nearest up-sampling where both grow by whole factors, else
+    bilinear (half-pixel centres). Each exports to one ONNX AveragePool or Resize."""
+    h0, w0 = int(x.shape[-2]), int(x.shape[-1])
+    if (h0, w0) == (h, w):
+        return x
+    if h0 % h == 0 and w0 % w == 0:
+        return F.avg_pool2d(x, (h0 // h, w0 // w))
+    if h % h0 == 0 and w % w0 == 0:
+        return F.interpolate(x, scale_factor=(h // h0, w // w0), mode="nearest")
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def to_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, grid, grid): the dense bottleneck's input grid."""
+    return _resize(x, grid, grid)
+
+
+def from_grid(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, C, grid, grid) -> (B, C, h, w): back to the latent resolution."""
+    return _resize(x, h, w)
