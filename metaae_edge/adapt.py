@@ -21,8 +21,9 @@ from .meta.checkpoint import Checkpoint, load_checkpoint
 from .meta.inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
 from .space import Supernet, create_supernet, discretize, extract
 from .space.compact import CompactAE
-from .space.conv import CompactConvAE, prefilter_search
+from .space.conv import CompactConvAE, bottleneck_search, prefilter_search
 from .space.mlp import alpha_of
+from .errors import DataError
 from .spec import ArchSpec
 from .tasks.base import Normalizer, Task
 
@@ -118,17 +119,37 @@ def adapt_supernet(
                                    inner.tau_end, mode, basis=batch.basis))
 
     # Input filters (conv) are searched for denoising only: a reconstruct or anomaly
-    # target is the input itself, which a filter in front can only lose.
-    with prefilter_search(model, task.objective == "denoise"):
+    # target is the input itself, which a filter in front can only lose. The bottleneck
+    # (conv: spatial latent or dense code) is searched where a latent budget asks for
+    # compression; without one the spatial latent (the better reconstruction) is kept.
+    compress = bool(inner.latent_budget) and task.objective == "reconstruct"
+    with prefilter_search(model, task.objective == "denoise"), \
+            bottleneck_search(model, compress):
         before = {"support_mse": s_loss(params, "softmax"),
                   "query_mse": q_loss(params, "softmax")}
         adapted = inner_loop(model, params, batch, inner, on_step=on_step)
         relaxed = {"support_mse": s_loss(adapted, "softmax"),
                    "query_mse": q_loss(adapted, "softmax")}
-        spec = discretize(model, task_input_shape(task), alpha_of(adapted),
-                          output_activation="sigmoid" if task.loss == "bce" else "identity",
-                          latent_budget=inner.latent_budget)
-    compact = extract(model, spec, params=adapted, basis=batch.basis)
+        out_act = "sigmoid" if task.loss == "bce" else "identity"
+        kinds: tuple[str | None, ...] = (None,)
+        if compress and "bottleneck" in model.constrain_alpha(alpha_of(adapted),
+                                                              task_input_shape(task)):
+            kinds = ("spatial", "dense")
+        candidates = []
+        for kind in kinds:  # each kind of code that fits, scored on the support set
+            try:
+                spec = discretize(model, task_input_shape(task), alpha_of(adapted),
+                                  output_activation=out_act,
+                                  latent_budget=inner.latent_budget, bottleneck=kind)
+            except DataError:
+                if len(kinds) == 1 or (kind == "dense" and not candidates):
+                    raise
+                continue
+            compact = extract(model, spec, params=adapted, basis=batch.basis)
+            candidates.append((_mse(compact, batch.support_in, batch.support_target),
+                               len(candidates), spec, compact))
+        _, _, spec, compact = min(candidates, key=lambda c: c[:2])
+    choices = {c[2].describe(): c[0] for c in candidates} if len(candidates) > 1 else {}
     frozen_q = _mse(compact, batch.query_in, batch.query_target)
     finetune(compact, batch, finetune_steps, finetune_lr)
     compact.eval()
@@ -145,12 +166,16 @@ def adapt_supernet(
         "relaxed": relaxed,
         "discretized_query_mse": frozen_q,
         "discretization_gap": gap,
+        # budgeted compression: each kind of code that fit -> its support MSE before the
+        # fine-tune (the lowest was kept); empty otherwise
+        "code_candidates": choices,
         "after": after,
         "arch": spec.to_dict(),
         "arch_summary": spec.describe(),
         "params": spec.param_count(),
         "macs": spec.macs(),
         "latent_dim": spec.latent_dim,
+        "latent_size": spec.latent_size(),
         "adapt_seconds": time.perf_counter() - t0,
     }
     return AdaptResult(compact, spec, task.normalizer(), report,

@@ -163,3 +163,35 @@ def test_meta_learned_filter_choice_moves_its_logits():
     assert not torch.equal(tr.model.arch.prefilter.detach(), torch.zeros(2))
     with pytest.raises(SpecError, match="prefilter_choice must be adapt or meta"):
         MetaConfig(prefilter_choice="sometimes").validate()
+
+
+def test_dense_code_is_trained_by_budgeted_tasks_only():
+    """Without budgets, meta- and post-training with the dense-bottleneck choice in the
+    space give exactly the weights of a space without it (the dense maps keep their
+    initial values); with budgets, post-training draws dense codes and trains them, and
+    the bottleneck logits stay at zero (the choice is made per task at adaptation)."""
+    from metaae_edge.spec import SupernetConfig
+
+    kw = dict(objective="mixed", meta_steps=3, warmup_steps=1, posttrain_steps=2,
+              val_every=100, sampling="gumbel")
+    with_dense = _trainer_with_space(SupernetConfig.conv(), **kw)
+    init = {n: p.detach().clone() for n, p in with_dense.model.named_parameters()}
+    without = _trainer_with_space(SupernetConfig.conv(dense_latents=()), **kw)
+    with_dense.train()
+    without.train()
+    a = dict(with_dense.model.named_parameters())
+    b = dict(without.model.named_parameters())
+    dense = {"arch.bottleneck", "dense_enc.weight", "dense_enc.bias", "dense_dec.weight",
+             "dense_dec.bias"}
+    assert set(a) - set(b) == dense
+    for n in b:
+        assert torch.equal(a[n], b[n]), n
+    for n in dense:
+        assert torch.equal(a[n], init[n]), n
+    budgeted = _trainer_with_space(SupernetConfig.conv(),
+                                   **{**kw, "posttrain_bpp": (1.0,), "meta_batch": 2})
+    budgeted.train()
+    c = dict(budgeted.model.named_parameters())
+    assert not torch.equal(c["dense_enc.weight"], init["dense_enc.weight"])
+    assert not torch.equal(c["dense_dec.bias"], init["dense_dec.bias"])
+    assert torch.equal(c["arch.bottleneck"], torch.zeros(5))

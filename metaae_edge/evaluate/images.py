@@ -125,7 +125,8 @@ class _ImgTask:
             out = self.quality(self.norm.inverse(model(self.batch.query_in)[0].numpy()))
             if int8:
                 s_lat = model.encode(self.batch.support_in)
-                scale = s_lat.abs().amax(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8) / 127
+                dims = (0, *range(2, s_lat.ndim))  # per channel (dense code: per value)
+                scale = s_lat.abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / 127
                 q_lat = (model.encode(self.batch.query_in) / scale).round().clamp(-127, 127)
                 out["psnr_int8"] = self.quality(
                     self.norm.inverse(model.decode(q_lat * scale).numpy()))["psnr"]

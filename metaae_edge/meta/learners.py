@@ -19,6 +19,11 @@ pooled support and query sets under a hard sub-network drawn from the meta-learn
 sub-network that fits it) and under the relaxed mixture at a random temperature. The
 adaptation later discretises to one sub-network, so those are the weights that have to be
 good; meta-learning alone leaves them under-trained (see docs/images.md).
+
+Conv spaces with a dense bottleneck (``SupernetConfig.dense_latents``): the bottleneck is
+searched where a latent budget asks for compression, so only budgeted (reconstruct) tasks
+draw it, in the post-training and in budgeted meta-steps (``latent_bpp``); every other
+task runs the spatial latent and spends no random draws on the choice.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from torch.func import grad
 
 from ..errors import SpecError
 from ..space import ConvSupernet, Supernet, create_supernet, expected_latent_size
-from ..space.conv import allowed_depths
+from ..space.conv import allowed_depths, bottleneck_search
 from ..space.mlp import ARCH_PREFIX, alpha_of, arch_probs
 from ..spec import SupernetConfig
 from ..tasks.base import OBJECTIVES, TaskFamily
@@ -326,6 +331,9 @@ class MetaTrainer:
             probs = arch_probs(alpha, tau=tau, mode="sample", generator=gen)
         # fallback: the smallest latent (fewest channels; conv: the deepest allowed level)
         probs["latent"] = F.one_hot(torch.tensor(0), len(alpha["latent"])).to(probs["latent"])
+        if "bottleneck" in probs:  # the spatial latent
+            probs["bottleneck"] = F.one_hot(torch.tensor(0), len(alpha["bottleneck"])).to(
+                probs["bottleneck"])
         if isinstance(self.model, ConvSupernet):
             deepest = max(allowed_depths(shape[-2], shape[-1], self.model.cfg.max_depth))
             probs["depth"] = F.one_hot(torch.tensor(deepest - 1), len(alpha["depth"])).to(
@@ -353,15 +361,17 @@ class MetaTrainer:
             x = torch.cat([batch.support_in, batch.query_in])
             y = torch.cat([batch.support_target, batch.query_target])
             budget = self.latent_budget(task, index, cfg.posttrain_bpp)
-            hard = self._draw_subnetwork(alpha, tuple(x.shape), budget, gen, cfg.posttrain_tau)
-            # and the relaxed mixture the adaptation starts from, at a random temperature
-            # between the inner loop's first and last (log-uniform)
-            u = float(torch.rand((), generator=gen))
-            tau = inner.tau_end * (inner.tau_start / inner.tau_end) ** u
-            loss = (task_loss(self.model, params, x, y, batch.loss, 1.0, basis=batch.basis,
-                              probs=hard)
-                    + task_loss(self.model, params, x, y, batch.loss, tau, "softmax",
-                                basis=batch.basis)) / 2
+            with bottleneck_search(self.model, budget > 0):
+                hard = self._draw_subnetwork(alpha, tuple(x.shape), budget, gen,
+                                             cfg.posttrain_tau)
+                # and the relaxed mixture the adaptation starts from, at a random
+                # temperature between the inner loop's first and last (log-uniform)
+                u = float(torch.rand((), generator=gen))
+                tau = inner.tau_end * (inner.tau_start / inner.tau_end) ** u
+                loss = (task_loss(self.model, params, x, y, batch.loss, 1.0,
+                                  basis=batch.basis, probs=hard)
+                        + task_loss(self.model, params, x, y, batch.loss, tau, "softmax",
+                                    basis=batch.basis)) / 2
             (loss / cfg.meta_batch).backward()
             losses.append(float(loss.detach()))
         for name, p in self.model.named_parameters():
@@ -394,7 +404,8 @@ class MetaTrainer:
             index = self.step * cfg.meta_batch + b
             task, batch = self._train_task(index)
             budget = self.latent_budget(task, index)
-            g, adapted = self._task_grad(params, batch, warm, gen, budget)
+            with bottleneck_search(self.model, budget > 0):
+                g, adapted = self._task_grad(params, batch, warm, gen, budget)
             for k in total:
                 if budget and k.startswith(ARCH_PREFIX):
                     # a budgeted task trains the weights of compressive sub-networks; the
@@ -403,8 +414,9 @@ class MetaTrainer:
                     continue
                 total[k] += g[k].detach() / cfg.meta_batch
             if adapted is not None:
-                losses.append(_query_loss(self.model, adapted, batch, cfg.inner.tau_end,
-                                          "gumbel" if warm else cfg.sampling))
+                with bottleneck_search(self.model, budget > 0):
+                    losses.append(_query_loss(self.model, adapted, batch, cfg.inner.tau_end,
+                                              "gumbel" if warm else cfg.sampling))
         self.opt.zero_grad(set_to_none=True)
         for name, p in self.model.named_parameters():
             if warm and name.startswith(ARCH_PREFIX):
