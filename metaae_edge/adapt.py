@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import DataError
 from .meta.checkpoint import Checkpoint, load_checkpoint
 from .meta.inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
 from .space import Supernet, create_supernet, discretize, extract
 from .space.compact import CompactAE
 from .space.conv import CompactConvAE, bottleneck_search, prefilter_search
 from .space.mlp import alpha_of
-from .errors import DataError
 from .spec import ArchSpec
 from .tasks.base import Normalizer, Task
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from metaae_edge.errors import DataError, SpecError
-from metaae_edge.space.conv import bottleneck_search
 from metaae_edge.space import (
     CompactConvAE,
     ConvSupernet,
@@ -17,6 +16,7 @@ from metaae_edge.space import (
     discretize,
     extract,
 )
+from metaae_edge.space.conv import bottleneck_search
 from metaae_edge.spec import ArchSpec, LayerSpec, SupernetConfig
 
 

@@ -199,7 +199,8 @@ def _targets(path: Path, cfg: BenchConfig, gpu: bool,
     n = bundle.normalization
     shape = bundle.spec.input_shape if bundle.spec.backbone == "conv" else None
     if shape is not None:
-        info["input"] += f"; images {'x'.join(map(str, shape))} (the adapted resolution)"
+        info["input"] += f"; images {'x'.join(map(str, shape))} (the adapted resolution"
+        info["input"] += ", the only one a dense code runs at)" if bundle.fixed_hw else ")"
     return targets, info, _inputs(cfg.batches, n["mean"], n["std"], cfg.seed, shape)
 
 

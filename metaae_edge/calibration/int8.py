@@ -39,13 +39,18 @@ def preprocess(src: str | Path, dst: str | Path) -> onnx.ModelProto:
     inference: it cannot resolve the score's element count taken from the input's shape
     ("Incomplete symbolic shape inference"), and with ``auto_merge`` it renames the
     outputs' dims to expressions. ONNX shape inference still runs; quantising Conv needs
-    only the weights' shapes.
+    only the weights' shapes. Image graphs of a dense bottleneck (static H / W, marked like
+    every image graph by ``metaae_edge.spatial_multiple`` metadata) skip it too: there the
+    decoder's Resize turns the batch into ``floor(1.0*batch)``, which the score's
+    ``r - z`` cannot match to the input's ``batch`` (the same incomplete inference).
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    graph = onnx.load(str(src), load_external_data=False).graph
-    spatial = any(d.dim_param for vi in graph.input
+    model = onnx.load(str(src), load_external_data=False)
+    spatial = any(d.dim_param for vi in model.graph.input
                   for d in vi.type.tensor_type.shape.dim[1:])
+    spatial = spatial or any(p.key == "metaae_edge.spatial_multiple"
+                             for p in model.metadata_props)
     try:
         quant_pre_process(str(src), str(dst), skip_optimization=False,
                           skip_symbolic_shape=spatial)

@@ -12,11 +12,14 @@ __all__ = ["CalibrationReader", "check_images", "check_raw"]
 
 
 def check_images(data: Any, image_shape: tuple[int, int, int], multiple: int,
-                 what: str = "calibration data") -> np.ndarray:
+                 what: str = "calibration data",
+                 fixed_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Validate raw images for an image bundle -> finite float32 (N, C, H, W), C-order.
 
     Accepts (N, C, H, W) with H, W multiples of ``multiple``, (N, H, W) when C is 1, or
     samples flattened at the adapted resolution (N, C*H*W) as image tasks store them.
+    With ``fixed_hw`` (a dense-bottleneck bundle, whose graphs are static in H and W) the
+    images must be exactly that size: calibration and the gate feed them to those graphs.
     """
     c, h, w = image_shape
     arr = np.asarray(data)
@@ -30,6 +33,10 @@ def check_images(data: Any, image_shape: tuple[int, int, int], multiple: int,
     if arr.ndim != 4 or arr.shape[1] != c or arr.shape[2] % multiple or arr.shape[3] % multiple:
         raise DataError(f"{what} must be images (N, {c}, H, W) with H and W multiples of "
                         f"{multiple}, or flattened (N, {c * h * w}); got shape {arr.shape}")
+    if fixed_hw is not None and tuple(arr.shape[2:]) != tuple(fixed_hw):
+        fh, fw = fixed_hw
+        raise DataError(f"{what} must be {fh}x{fw} images (N, {c}, {fh}, {fw}): this bundle runs "
+                        f"at {fh}x{fw} only (dense code); got {arr.shape[2]}x{arr.shape[3]}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.all(np.isfinite(arr)):
         raise DataError(f"{what} contains NaN/Inf; remove or impute them first")

@@ -27,6 +27,7 @@ def _check_out(path: Path | None, suffixes: tuple[str, ...], option: str) -> Non
 
 
 def _results_table(report: dict[str, Any]) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     from ..bench.report import fmt
@@ -35,8 +36,9 @@ def _results_table(report: dict[str, Any]) -> Any:
     gpu = any(r["h2d_ms"] is not None for r in rows)
     cols = ["backend", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "CV",
             "samples/s", "floor ms", "x floor"] + (["h2d ms", "d2h ms"] if gpu else [])
-    table = Table(title=f"bench: {report['config'].get('arch') or report['config']['model']}",
-                  title_justify="left")
+    # escaped: a dense code describes itself as "[dense 32]", which rich reads as markup
+    name = escape(str(report["config"].get("arch") or report["config"]["model"]))
+    table = Table(title=f"bench: {name}", title_justify="left")
     for c in cols:
         table.add_column(c, justify="left" if c in ("backend", "prec") else "right",
                          no_wrap=True)

@@ -137,6 +137,7 @@ def inspect_command(
                               indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -147,8 +148,17 @@ def inspect_command(
     head.add_row("schema", f"{m.get('schema_version')} (metaae-edge "
                            f"{m.get('metaae_edge_version', '?')}, created {m.get('created', '?')})")
     head.add_row("objective", b.objective)
-    head.add_row("arch", b.spec.describe())
-    if b.is_image:
+    head.add_row("arch", escape(b.spec.describe()))  # "[dense 32]" is not rich markup
+    if b.is_image and b.fixed_hw is not None:  # dense bottleneck: one size only
+        c, h, w = b.spec.input_shape
+        head.add_row("size", f"{b.spec.param_count():,} params, {b.spec.macs():,} "
+                             f"MACs/image at {h}x{w}")
+        head.add_row("input", f"images (batch, {c}, {h}, {w}) float32 raw pixels, NCHW; "
+                              f"fixed size {h}x{w} only (dense code)")
+        head.add_row("latent", f"dense code of {b.spec.dense_latent} values (batch, "
+                               f"{b.spec.dense_latent}); {b.spec.latent_size():,} bytes per "
+                               "image at int8 latent")
+    elif b.is_image:
         c, h, w = b.spec.input_shape
         lc, lh, lw = b.spec.latent_shape()
         f = b.spatial_multiple

@@ -158,10 +158,14 @@ def adapt_and_export_cmd(
             build_engine(load_bundle(bundle).path_for("autoencoder", p), bundle / "engines",
                          precision=p)
     manifest = load_bundle(bundle).manifest
-    console.print(f"[bold]architecture[/bold]  {result.spec.describe()}")
+    from rich.markup import escape  # a dense code describes itself as "[dense 32]"
+
+    console.print(f"[bold]architecture[/bold]  {escape(result.spec.describe())}")
     if result.spec.backbone == "conv":
         _, h, w = result.spec.input_shape
         lat = "x".join(map(str, result.spec.latent_shape()))
+        if result.spec.fixed_hw is not None:  # a dense code: the bundle runs at H x W only
+            lat = f"dense {lat} (runs at {h}x{w} only)"
         console.print(f"  params {result.spec.param_count():,}  MACs/image at {h}x{w} "
                       f"{result.spec.macs():,}  latent {lat} ({result.spec.latent_size():,} "
                       "bytes per image at int8)")

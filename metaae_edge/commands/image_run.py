@@ -19,6 +19,11 @@ Outputs (``--out``):
 * ``encode``: latent codes ``(N, L, h, w)`` as ``.npy`` (``--out`` or ``--out/latent.npy``).
 * ``decode``: images from latent codes, written like ``reconstruct`` for an array input.
 
+A bundle with a dense bottleneck (``bundle.fixed_hw``) runs at its adapted H x W only: its
+latent codes are ``(N, L)`` (encode writes, decode reads them), and images of any other
+size are refused up front with one line naming the input and the size required (they are
+not tiled: the code describes a whole image, not a patch).
+
 Everything is computed before anything is written, so a failure writes nothing.
 """
 
@@ -36,7 +41,7 @@ import typer
 from ..errors import InputError
 from ..runtime import Runtime
 from ..runtime.images import ARRAY_SUFFIXES, read_images, write_images
-from ..runtime.io import read_array, write_array
+from ..runtime.io import fixed_size_error, read_array, write_array
 
 __all__ = ["run_images"]
 
@@ -114,15 +119,20 @@ def run_images(rt: Runtime, input_path: Path, out: Path, mode: str) -> None:
             out.suffix.lower() == ".csv" and mode not in ("score", "predict")):
         raise InputError(f"--out {out}: for image bundles pass a folder, a .npy file, or (with "
                          "--mode score / predict) a .csv file")
+    fixed = rt.bundle.fixed_hw
     if mode == "decode":
+        codes = (f"(N, {rt.spec.latent_dim}, h, w)" if fixed is None
+                 else f"(N, {rt.spec.dense_latent})")
         if src.suffix.lower() not in ARRAY_SUFFIXES:
-            raise InputError(f"--mode decode reads latent codes (N, {rt.spec.latent_dim}, h, w) "
+            raise InputError(f"--mode decode reads latent codes {codes} "
                              f"from an .npy / .npz file, got {src}")
-        z = read_array(src, ndims=(3, 4))
+        z = read_array(src, ndims=(3, 4) if fixed is None else (2,))
         images = _apply(rt, rt.decode, z, mode)
         names = [f"{src.stem}_{i:05d}" for i in range(len(images))]
     else:
         images, names, _ = read_images(src)
+        if fixed is not None and images.shape[2:] != fixed:  # before any work or output
+            raise InputError(f"{src}: {fixed_size_error(fixed, images.shape[2:])}")
     n = len(images)
     written: str
     if mode in ("score", "predict"):

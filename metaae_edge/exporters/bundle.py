@@ -112,7 +112,10 @@ def _manifest(*, spec: ArchSpec, normalizer: Normalizer, task_summary: dict[str,
 
 
 def _conv_io(spec: ArchSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The manifest's ``input`` / ``outputs`` of a conv (image) bundle: NCHW, dynamic H, W."""
+    """The manifest's ``input`` / ``outputs`` of a conv (image) bundle: NCHW, dynamic H, W
+    (or, for a dense bottleneck, fixed at the spec's H x W with a (batch, L) latent)."""
+    if spec.fixed_hw is not None:
+        return _fixed_io(spec)
     c, h, w = spec.input_shape
     f = 2 ** spec.stages
     lat = spec.latent_dim
@@ -130,6 +133,28 @@ def _conv_io(spec: ArchSpec) -> tuple[dict[str, Any], dict[str, Any]]:
                    "at_resolution": [h, w]},
         "score": {"shape": [None], "dtype": "float32", "definition": SCORE_DEFINITION["conv"]},
         "error_map": {"shape": [None, 1, None, None], "dtype": "float32",
+                      "definition": ERROR_MAP_DEFINITION},
+    }
+    return inp, outputs
+
+
+def _fixed_io(spec: ArchSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``input`` / ``outputs`` of a fixed-resolution (dense-bottleneck) image bundle: only the
+    batch is dynamic; ``fixed_hw`` says so, the other keys stay as for any image bundle."""
+    c, h, w = spec.input_shape
+    dense = spec.dense_latent
+    inp = {"names": ["x"], "shape": [None, c, h, w], "dims": ["batch", c, h, w],
+           "dtype": "float32", "layout": "NCHW", "channels": c, "resolution": [h, w],
+           "spatial_multiple": 2 ** spec.stages, "fixed_hw": [h, w],
+           "units": "raw pixels (normalisation is inside the graphs)",
+           "note": f"height and width must be exactly {h}x{w}: the dense code of {dense} "
+                   "values is read off a fixed grid of this resolution"}
+    outputs = {
+        "reconstruction": {"shape": [None, c, h, w], "dtype": "float32", "units": "raw"},
+        "latent": {"shape": [None, dense], "dims": ["batch", dense], "dtype": "float32",
+                   "values_per_image": dense, "at_resolution": [h, w]},
+        "score": {"shape": [None], "dtype": "float32", "definition": SCORE_DEFINITION["conv"]},
+        "error_map": {"shape": [None, 1, h, w], "dtype": "float32",
                       "definition": ERROR_MAP_DEFINITION},
     }
     return inp, outputs

@@ -8,7 +8,7 @@ from ..spec import ArchSpec
 
 __all__ = [
     "GRAPHS", "CONV_GRAPHS", "CONV_DIM_NAMES", "DEFAULT_TOLERANCES", "MAX_OPSET",
-    "SCORE_DEFINITION", "ERROR_MAP_DEFINITION", "graphs_for",
+    "SCORE_DEFINITION", "ERROR_MAP_DEFINITION", "graphs_for", "conv_dims",
 ]
 
 #: role -> (file name, input names, output names)
@@ -44,6 +44,22 @@ CONV_DIM_NAMES: dict[str, tuple[str | None, ...]] = {
     "latent": ("batch", None, "latent_height", "latent_width"),
     "score": ("batch",),
 }
+
+
+def conv_dims(spec: ArchSpec) -> dict[str, tuple[str | int | None, ...]]:
+    """The expected axes of a conv spec's graph inputs / outputs: a name for a dynamic axis,
+    an int for a static one whose size is known, None for any static size.
+
+    Fixed-resolution specs (``spec.fixed_hw``: a dense bottleneck) keep only the batch
+    dynamic: H and W are the spec's own and the latent is the 2-D (batch, dense_latent).
+    """
+    fixed = spec.fixed_hw
+    if fixed is None:
+        return dict(CONV_DIM_NAMES)
+    c, (h, w) = spec.input_shape[0], fixed
+    return {"x": ("batch", c, h, w), "reconstruction": ("batch", c, h, w),
+            "error_map": ("batch", 1, h, w), "latent": ("batch", spec.dense_latent),
+            "score": ("batch",)}
 
 
 def graphs_for(spec: ArchSpec) -> dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]:

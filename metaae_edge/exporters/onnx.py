@@ -37,6 +37,14 @@ Normalisation is global (one mean and std), which broadcasts over any resolution
 score divides the sum of squared errors by the element count taken from the input's
 shape (``Shape`` -> ``Mul`` -> ``Cast`` -> ``Div``), again avoiding ReduceMean so the graph
 stays at opset 17.
+
+A conv spec with a dense bottleneck (``spec.fixed_hw``: the latent is resized to a fixed
+grid and flattened into ``dense_latent`` values by a linear layer) runs at its own H x W
+only: the resize ops are built from static sizes, so torch.export could not trace them
+over symbolic ones, and the linear layer would not fit any other size anyway. Such graphs
+keep the batch axis dynamic and H, W static (``x`` [batch, C, H, W]); their latent is
+[batch, dense_latent], the metadata adds ``metaae_edge.fixed_hw`` = ``"HxW"`` and parity is
+checked at that size only.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ from .graphs import (
     GRAPHS,
     MAX_OPSET,
     SCORE_DEFINITION,
+    conv_dims,
     graphs_for,
 )
 from .parity import check_parity, check_reference, torch_reference
@@ -135,11 +144,13 @@ def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
                         exporter: str, spec: ArchSpec) -> onnx.ModelProto:
     _, inputs, outputs = graphs_for(spec)["autoencoder"]
     conv = spec.backbone == "conv"
+    # Dense-bottleneck specs run at their own H x W only: the batch is their one dynamic axis.
+    spatial = conv and spec.fixed_hw is None
     Dim = torch.export.Dim
     with _quiet(), torch.no_grad():
         if exporter == "dynamo":
             axes: dict[int, Any] = {0: Dim("batch")}
-            if conv:  # H and W: any multiple of 2**stages, the sizes the network can run at
+            if spatial:  # H and W: any multiple of 2**stages, the sizes the network can run at
                 f = 2 ** spec.stages
                 axes.update({2: f * Dim("h_blocks"), 3: f * Dim("w_blocks")})
             program = torch.onnx.export(
@@ -150,7 +161,7 @@ def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
         else:
             buf = io.BytesIO()
             dynamic = ({n: {i: d for i, d in enumerate(CONV_DIM_NAMES[n]) if d}
-                        for n in (*inputs, *outputs)} if conv
+                        for n in (*inputs, *outputs)} if spatial
                        else {n: {0: "batch"} for n in (*inputs, *outputs)})
             torch.onnx.export(
                 module, (example,), buf, dynamo=False, opset_version=opset,
@@ -158,24 +169,26 @@ def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
                 dynamic_axes=dynamic, do_constant_folding=True)
             proto = onnx.load_from_string(buf.getvalue())
     if conv:
-        _name_conv_dims(proto)
+        _name_conv_dims(proto, spec)
     return proto
 
 
-def _name_conv_dims(proto: onnx.ModelProto) -> None:
+def _name_conv_dims(proto: onnx.ModelProto, spec: ArchSpec) -> None:
     """Rename the exporter's derived dim names on the graph's inputs / outputs.
 
     torch.export names them after the symbolic expressions (``4*h_blocks``, ``s38``);
     ``height`` / ``width`` (and ``latent_height`` / ``latent_width``) say what they are.
     Intermediate value_info would keep the old names, so it is dropped (onnxruntime and
-    TensorRT infer intermediate shapes themselves).
+    TensorRT infer intermediate shapes themselves). Static axes (every one but the batch
+    of a fixed-resolution spec) keep their sizes.
     """
+    dims = conv_dims(spec)
     for vi in (*proto.graph.input, *proto.graph.output):
-        names = CONV_DIM_NAMES.get(vi.name)
+        names = dims.get(vi.name)
         if names is None:
             continue
         for dim, name in zip(vi.type.tensor_type.shape.dim, names):
-            if name is not None:
+            if isinstance(name, str):
                 dim.dim_param = name  # also clears a fixed dim_value (a oneof)
     del proto.graph.value_info[:]
 
@@ -205,11 +218,18 @@ def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
         raise ExportError(
             f"the {exporter} exporter produced opset {got.get('ai.onnx')} for {role}, not the "
             f"requested {opset}; request opset {got.get('ai.onnx')} or exporter='torchscript'")
+    fixed = spec.fixed_hw
     for vi in (*proto.graph.input, *proto.graph.output):
         dims = vi.type.tensor_type.shape.dim
         if not dims or dims[0].dim_param != "batch":
             raise ExportError(f"{role} {vi.name!r} has no dynamic 'batch' axis after export")
-        if spec.backbone == "conv" and len(dims) == 4:
+        if fixed is not None:  # every axis but the batch static, at the spec's own size
+            want = conv_dims(spec).get(vi.name)
+            got = [d.dim_param or d.dim_value for d in dims]
+            if want is not None and tuple(got) != want:
+                raise ExportError(f"{role} {vi.name!r} has shape {got} after export, expected "
+                                  f"{list(want)} (dynamic batch, fixed {fixed[0]}x{fixed[1]})")
+        elif spec.backbone == "conv" and len(dims) == 4:
             want = CONV_DIM_NAMES.get(vi.name, ())[2:]
             if tuple(d.dim_param for d in dims[2:]) != want:
                 got = [d.dim_param or d.dim_value for d in dims]
@@ -232,6 +252,8 @@ def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
             meta["metaae_edge.error_map"] = ERROR_MAP_DEFINITION
     if spec.backbone == "conv":
         meta["metaae_edge.spatial_multiple"] = str(2 ** spec.stages)
+    if fixed is not None:  # the only size the graph accepts (dense bottleneck)
+        meta["metaae_edge.fixed_hw"] = f"{fixed[0]}x{fixed[1]}"
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     proto.doc_string = f"metaae-edge {role}: {spec.describe()}"
@@ -294,10 +316,12 @@ def export_onnx(
     check_reference(reference, spec)
     m = copy.deepcopy(model).cpu().float().eval()  # never touch the caller's module
     # Batch 3 as the example: torch.export specialises dims whose example size is 0 or 1;
-    # for images also 3 x 2 blocks of 2**stages pixels (distinct, so H and W stay apart).
+    # for images also 3 x 2 blocks of 2**stages pixels (distinct, so H and W stay apart),
+    # or the one size a fixed-resolution (dense-bottleneck) spec runs at.
     if conv:
         f = 2 ** spec.stages
-        example = torch.zeros(3, spec.input_shape[0], 3 * f, 2 * f)
+        hw = spec.fixed_hw or (3 * f, 2 * f)
+        example = torch.zeros(3, spec.input_shape[0], *hw)
         module: nn.Module = _ConvAutoencoder(m, mean, std, spec.input_shape[0])
     else:
         example = torch.zeros(3, spec.input_dim)

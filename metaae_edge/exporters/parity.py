@@ -3,7 +3,9 @@
 MLP graphs are checked on the reference samples as one batch and as a batch of one. Conv
 (image) graphs are checked the same way at the reference's resolution and, when it is
 small enough, again at twice its height and width (the graphs have dynamic H / W, so a
-second resolution is what shows the dynamic axes were exported correctly).
+second resolution is what shows the dynamic axes were exported correctly). Conv graphs of
+a fixed-resolution spec (``spec.fixed_hw``, a dense bottleneck) accept only the spec's own
+H x W, so they are checked there alone.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ SECOND_RESOLUTION_MAX_PIXELS = 512 * 512
 
 def check_reference(reference: Any, spec: ArchSpec) -> np.ndarray:
     """Validate parity / reference data: float32 (N, D) for MLP specs; for conv specs
-    images (N, C, H, W) with H, W multiples of ``2**stages``, or flattened samples
-    (N, C*H*W) at the spec's own resolution (reshaped)."""
+    images (N, C, H, W) with H, W multiples of ``2**stages`` (exactly the spec's H, W for a
+    fixed-resolution spec), or flattened samples (N, C*H*W) at the spec's own resolution
+    (reshaped)."""
     ref = np.asarray(reference)
     if ref.size == 0 or ref.dtype.kind not in "biuf":
         raise DataError(f"parity reference must be a non-empty numeric array, got shape "
@@ -48,6 +51,10 @@ def check_reference(reference: Any, spec: ArchSpec) -> np.ndarray:
             raise DataError(f"parity reference must be images (samples, {c}, H, W) with H and "
                             f"W multiples of {f}, or flattened samples (samples, {c * h * w}); "
                             f"got shape {ref.shape}")
+        if spec.fixed_hw is not None and ref.shape[2:] != (h, w):
+            raise DataError(f"parity reference must be images (samples, {c}, {h}, {w}): this "
+                            f"architecture runs at {h}x{w} only (dense code); got shape "
+                            f"{ref.shape}")
     else:
         dim = spec.input_dim
         if ref.ndim != 2 or ref.shape[1] != dim:
@@ -153,7 +160,8 @@ def check_parity(
     same whatever the raw scale. The decoder is fed the torch latent. Conv models are
     checked at the reference's resolution and (``second_resolution``) at twice its height
     and width on up to :data:`SECOND_RESOLUTION_SAMPLES` images, unless that exceeds
-    :data:`SECOND_RESOLUTION_MAX_PIXELS`.
+    :data:`SECOND_RESOLUTION_MAX_PIXELS` or the spec runs at one fixed resolution
+    (``spec.fixed_hw``).
 
     Returns:
         The parity report: per graph and output max abs / rel error, tolerances, passed;
@@ -179,7 +187,7 @@ def check_parity(
                               "onnxruntime_version": ort.__version__, "graphs": {}}
     failures: list[str] = []
     inputs = [ref]
-    if spec.backbone == "conv" and second_resolution:
+    if spec.backbone == "conv" and second_resolution and spec.fixed_hw is None:
         big = _second_resolution(ref)
         if big is not None:
             inputs.append(big)

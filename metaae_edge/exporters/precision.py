@@ -82,7 +82,8 @@ def add_precision(
     Image (conv) bundles take images wherever samples are named: (N, C, H, W) with H and W
     multiples of the bundle's ``spatial_multiple``, (N, H, W) for one channel, or samples
     flattened at the adapted resolution (N, C*H*W); calibration feeds NCHW batches and the
-    gate's query MSE is taken over every pixel.
+    gate's query MSE is taken over every pixel. A dense-bottleneck bundle (``fixed_hw``)
+    takes images of its adapted H x W only; its decoder is calibrated on the (N, L) codes.
 
     Args:
         bundle_dir: an existing, verifiable bundle.
@@ -121,8 +122,9 @@ def add_precision(
     std = bundle.normalization["std"].astype(np.float64)
 
     def check(data: Any, what: str = "calibration data") -> np.ndarray:
-        if bundle.is_image:  # NCHW images, any multiple of the spatial multiple
-            return check_images(data, bundle.spec.input_shape, bundle.spatial_multiple, what)
+        if bundle.is_image:  # NCHW images, any multiple of the spatial multiple (or fixed)
+            return check_images(data, bundle.spec.input_shape, bundle.spatial_multiple, what,
+                                bundle.fixed_hw)
         return check_raw(data, d, what)
 
     x = check(holdout_data, "held-out data")

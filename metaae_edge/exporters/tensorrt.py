@@ -18,7 +18,10 @@ optimisation profile (:func:`metaae_edge.runtime.backends.image_profile`): batch
 the resolution the architecture was adapted at, up to 4x that resolution (at least 64
 pixels a side). TensorRT reserves activation memory for the largest shape, so the box is
 kept modest; widen it with ``max_hw`` / ``max_batch`` (``build-engine --max-hw 256x256``).
-The decoder's latent profile is the same box divided by ``2**stages``.
+The decoder's latent profile is the same box divided by ``2**stages``. Image graphs with a
+dense bottleneck (``spec.fixed_hw``) have static height and width: their profile varies the
+batch only (min = opt = max at the adapted H x W) and the decoder's input is the
+(batch, dense_latent) code.
 """
 
 from __future__ import annotations
@@ -121,7 +124,8 @@ def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[st
     input / output is rank >= 2 with a dynamic (or any) batch axis 0 and static, positive
     other axes, except that image (conv) graphs (see the ``metaae_edge.arch_spec``
     metadata) may also have dynamic height and width (axes 2 and 3 of rank-4 tensors),
-    for a [min, max] profile over resolution.
+    for a [min, max] profile over resolution; those of a fixed-resolution spec (a dense
+    bottleneck, ``spec.fixed_hw``) may not, as their profile spans the batch only.
 
     Args:
         model: an ``onnx.ModelProto`` or a path.
@@ -170,7 +174,10 @@ def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[st
     if n_qdq:
         ok.append(f"ok: {n_qdq} Q/DQ nodes, all symmetric int8" if not errors else
                   f"{n_qdq} Q/DQ nodes checked")
-    image = _is_image_graph(g, graph_spec(m))
+    spec = graph_spec(m)
+    image = _is_image_graph(g, spec)
+    fixed = spec.fixed_hw if spec is not None else None
+    spatial = image and fixed is None  # dynamic height / width allowed
     for vi in (*g.input, *g.output):
         if vi.name in consts:
             continue
@@ -179,14 +186,17 @@ def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[st
             errors.append(f"{vi.name!r} has rank {len(dims)}; expected (batch, features...)"
                           if vi in g.input or len(dims) == 0 else None)
         for i, d in enumerate(dims[1:], start=1):
-            if image and len(dims) == 4 and i in (2, 3):
+            if spatial and len(dims) == 4 and i in (2, 3):
                 continue  # height / width: covered by the profile over resolution
             if d.dim_param or d.dim_value <= 0:
-                only = ("the batch, height and width axes" if image and len(dims) == 4
+                only = ("the batch, height and width axes" if spatial and len(dims) == 4
                         else "the batch axis 0")
                 errors.append(f"{vi.name!r} axis {i} is dynamic ({d.dim_param or '?'}); only "
                               f"{only} may be, for a [min, max] profile")
-    if image:
+    if fixed is not None:
+        ok.append(f"ok: image graph at a fixed {fixed[0]}x{fixed[1]} (dense code), dynamic "
+                  "batch (profile over the batch only)")
+    elif image:
         ok.append("ok: image graph, dynamic batch / height / width (profile over resolution)")
     errors = [e for e in errors if e]
     ok.append(f"ok: {len(g.node)} nodes, ops {', '.join(sorted({n.op_type for n in g.node}))}")
@@ -271,7 +281,8 @@ def build_engine(
         timing_cache: file to read / update the timing cache from (None: none).
         hardware_compatibility: ``none`` | ``ampere_plus`` | ``same_compute_capability``.
         min_hw, opt_hw, max_hw: (H, W) of the resolution profile of image graphs (default:
-            see the module docstring); multiples of ``2**stages``.
+            see the module docstring); multiples of ``2**stages``; a fixed-resolution
+            graph accepts only its own H x W (or None).
 
     Returns:
         The folder holding ``<stem>.engine`` and ``engine.json``.

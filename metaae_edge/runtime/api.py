@@ -12,7 +12,9 @@ array is passed through without a copy, and the NaN/Inf check reads the graph's 
 Image (conv) bundles take NCHW float32 images of any height and width that are multiples
 of the bundle's ``spatial_multiple`` (``2**stages``): (N, C, H, W), (N, H, W) when C is 1,
 or one (C, H, W) / (H, W) image; outputs are NCHW and always carry the batch axis.
-:meth:`Runtime.error_map` returns their per-pixel anomaly heat map.
+:meth:`Runtime.error_map` returns their per-pixel anomaly heat map. An image bundle with a
+dense bottleneck (``bundle.fixed_hw``) takes images of exactly its adapted H x W (any other
+size is one-line :class:`InputError`) and its latent codes are (N, dense_latent).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .backends import (
     tensorrt_unavailable_reason,
 )
 from .bundle import PRECISIONS, Bundle, load_bundle
-from .io import coerce_images, locate_nonfinite, numeric_array
+from .io import coerce_images, fixed_size_error, locate_nonfinite, numeric_array
 
 __all__ = ["Runtime"]
 
@@ -116,6 +118,8 @@ class Runtime:
         self._l = bundle.latent_dim
         self._x_hint = f"This bundle was built for {self._d} features"
         self._z_hint = f"This bundle's latent size is {self._l}"
+        # (H, W) of a dense-bottleneck image bundle: the only size its graphs accept.
+        self._fixed = bundle.fixed_hw
         if self._image:
             self._out_all = ["reconstruction", "latent", "error_map", "score"]
             self._c, self._mult = bundle.channels, bundle.spatial_multiple
@@ -124,6 +128,11 @@ class Runtime:
                             f"multiples of {self._mult} (adapted at {h}x{w})")
             self._z_hint = (f"This bundle's latent codes have {self._l} channels at 1/"
                             f"{self._mult} of the image height and width")
+            if self._fixed is not None:  # codes are (N, dense_latent) vectors, as for an MLP
+                self._l = self.spec.dense_latent
+                self._x_hint = f"This bundle takes {c}-channel {h}x{w} images only (dense code)"
+                self._z_hint = (f"This bundle's latent codes are {self._l} values per image "
+                                "(dense code)")
         thr = bundle.threshold_for(precision)  # scores shift with precision
         self.threshold: float | None = None if thr is None else float(thr["value"])
 
@@ -263,13 +272,20 @@ class Runtime:
     # -- per-call helpers --------------------------------------------------------------
     def _xin(self, x: Any, check: bool = True) -> np.ndarray:
         """Samples (MLP) or images (conv) for the autoencoder / encoder graphs."""
+        if self._fixed is not None:
+            # Any size passes coercion (multiple 1), so a wrong one is named as such rather
+            # than as a wrong multiple.
+            arr = self._images(x, self._c, 1, "images", self._x_hint, check)
+            if arr.shape[2:] != self._fixed:
+                raise fixed_size_error(self._fixed, arr.shape[2:])
+            return arr
         if self._image:
             return self._images(x, self._c, self._mult, "images", self._x_hint, check)
         return self._input(x, self._d, "samples", self._x_hint, check)
 
     def _zin(self, z: Any) -> np.ndarray:
         """Latent codes for the decoder graph."""
-        if self._image:
+        if self._image and self._fixed is None:
             return self._images(z, self._l, 1, "latent codes", self._z_hint)
         return self._input(z, self._l, "latent codes", self._z_hint)
 
@@ -381,14 +397,16 @@ class Runtime:
 
     def encode(self, x: Any) -> np.ndarray:
         """Latent codes of raw input ``x``, shape (batch, latent_dim) or, for image bundles,
-        (batch, L, H / m, W / m) with m = ``spatial_multiple``."""
+        (batch, L, H / m, W / m) with m = ``spatial_multiple`` ((batch, dense_latent) for a
+        dense bottleneck)."""
         arr = self._xin(x)
         runner = self._runner("encoder")
         return self._run(runner, ["latent"], runner.input_names[0], arr)[0]
 
     def decode(self, z: Any) -> np.ndarray:
         """Raw-unit reconstruction of latent codes ``z``, shape (batch, D) or, for image
-        bundles, (batch, C, h * m, w * m) for codes (batch, L, h, w)."""
+        bundles, (batch, C, h * m, w * m) for codes (batch, L, h, w) ((batch, C, H, W) at
+        the fixed size for dense codes (batch, dense_latent))."""
         arr = self._zin(z)
         runner = self._runner("decoder")
         return self._run(runner, ["reconstruction"], runner.input_names[0], arr)[0]

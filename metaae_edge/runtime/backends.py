@@ -65,7 +65,8 @@ OPTIMIZATION_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 # for the adapted resolution. TensorRT reserves activation memory for the largest shape
 # (max batch x max pixels x the widest layer's channels), so the box is kept modest: 64
 # images of 64x64 with 32 channels is 32 MiB per activation. Widen it with
-# ``build-engine --max-hw`` / ``--max-batch``.
+# ``build-engine --max-hw`` / ``--max-batch``. A dense-bottleneck bundle (``spec.fixed_hw``)
+# runs at its adapted H x W only: min = opt = max there, and only the batch varies.
 IMAGE_MAX_BATCH = 64
 IMAGE_OPT_BATCH = 16
 IMAGE_MAX_SIDE_FACTOR = 4
@@ -79,13 +80,24 @@ def image_profile(spec: Any, *, min_hw: tuple[int, int] | None = None,
 
     Args:
         spec: the conv :class:`~metaae_edge.spec.ArchSpec`.
-        min_hw, opt_hw, max_hw: (H, W) overrides; each a multiple of ``2**stages``.
+        min_hw, opt_hw, max_hw: (H, W) overrides; each a multiple of ``2**stages``. A
+            fixed-resolution spec (``spec.fixed_hw``) has one point, its own (H, W), which
+            the overrides may only repeat.
 
     Raises:
-        InputError: a size is not a multiple of ``2**stages`` or min <= opt <= max fails.
+        InputError: a size is not a multiple of ``2**stages`` or min <= opt <= max fails;
+            for a fixed-resolution spec, a size other than its own.
     """
     c, h, w = spec.input_shape
     m = 2 ** spec.stages
+    fixed = spec.fixed_hw
+    if fixed is not None:  # static H / W in the graph: a profile over the batch only
+        for name, hw in (("min", min_hw), ("opt", opt_hw), ("max", max_hw)):
+            if hw is not None and tuple(int(v) for v in hw) != tuple(fixed):
+                size = "x".join(map(str, hw))
+                raise InputError(f"this bundle runs at {h}x{w} only (dense code); profile "
+                                 f"{name} size {size} must be {h}x{w} or left out")
+        return {"min": (c, h, w), "opt": (c, h, w), "max": (c, h, w)}
 
     def up(v: int) -> int:
         return -(-v // m) * m
@@ -105,8 +117,11 @@ def image_profile(spec: Any, *, min_hw: tuple[int, int] | None = None,
 
 
 def latent_profile(spec: Any, profile: dict[str, tuple[int, int, int]]
-                   ) -> dict[str, tuple[int, int, int]]:
-    """The decoder's (L, h, w) profile matching an image profile (sizes / 2**stages)."""
+                   ) -> dict[str, tuple[int, ...]]:
+    """The decoder's (L, h, w) profile matching an image profile (sizes / 2**stages); the
+    (dense_latent,) code at every point for a fixed-resolution (dense-bottleneck) spec."""
+    if spec.fixed_hw is not None:
+        return {k: (spec.dense_latent,) for k in profile}
     m = 2 ** spec.stages
     return {k: (spec.latent_dim, v[1] // m, v[2] // m) for k, v in profile.items()}
 

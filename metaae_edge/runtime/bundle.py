@@ -9,7 +9,9 @@ input metadata that disagrees with the architecture.
 Image (conv) bundles use the same schema version: their ``input`` section records the
 NCHW layout, ``shape [null, C, null, null]``, the resolution the architecture was adapted
 at and ``spatial_multiple`` (``2**stages``: every height and width must be a multiple of
-it), and their normalisation is global (vectors of length 1).
+it), and their normalisation is global (vectors of length 1). A conv architecture with a
+dense bottleneck runs at the adapted resolution only: its ``input`` records
+``shape [null, C, H, W]`` and ``fixed_hw [H, W]`` as well (see :attr:`Bundle.fixed_hw`).
 """
 
 from __future__ import annotations
@@ -109,8 +111,15 @@ class Bundle:
 
     @property
     def is_image(self) -> bool:
-        """Whether this is a conv (image) bundle: NCHW input with dynamic H and W."""
+        """Whether this is a conv (image) bundle: NCHW input (dynamic H and W unless
+        :attr:`fixed_hw`)."""
         return self.spec.backbone == "conv"
+
+    @property
+    def fixed_hw(self) -> tuple[int, int] | None:
+        """The only (H, W) an image bundle with a dense bottleneck accepts (None: any
+        multiples of :attr:`spatial_multiple`, or an MLP bundle)."""
+        return self.spec.fixed_hw
 
     @property
     def channels(self) -> int | None:
@@ -124,6 +133,7 @@ class Bundle:
 
     @property
     def latent_dim(self) -> int:
+        """Latent width (MLP) or latent channels (conv; the dense bottleneck's input)."""
         return self.spec.latent_dim
 
     @property
@@ -233,8 +243,10 @@ def _vector(root: Path, norm: Any, key: str, dim: int) -> np.ndarray:
 def _check_image_input(root: Path, inp: dict[str, Any], spec: ArchSpec) -> None:
     c, h, w = spec.input_shape
     f = 2 ** spec.stages
-    checks = (("shape", [None, c, None, None]), ("layout", "NCHW"), ("spatial_multiple", f),
-              ("resolution", [h, w]))
+    fixed = spec.fixed_hw
+    shape = [None, c, None, None] if fixed is None else [None, c, h, w]
+    checks = (("shape", shape), ("layout", "NCHW"), ("spatial_multiple", f),
+              ("resolution", [h, w]), ("fixed_hw", None if fixed is None else [h, w]))
     for key, want in checks:
         got = inp.get(key)
         if got != want or isinstance(got, bool):

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["READ_SUFFIXES", "WRITE_SUFFIXES", "coerce_images", "locate_nonfinite",
-           "read_array", "write_array"]
+__all__ = ["READ_SUFFIXES", "WRITE_SUFFIXES", "coerce_images", "fixed_size_error",
+           "locate_nonfinite", "read_array", "write_array"]
 
 READ_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv")
 WRITE_SUFFIXES: tuple[str, ...] = (".npy", ".csv")
@@ -194,6 +194,14 @@ def numeric_array(x: object, expected: str, how: str) -> np.ndarray:
     if kind not in "biuf":  # complex, datetime, void...
         raise InputError(f"{expected}; got dtype {arr.dtype}, which cannot be cast safely")
     return arr
+
+
+def fixed_size_error(fixed: tuple[int, int], got: tuple[int, ...]) -> InputError:
+    """The one-line error for an image of the wrong size given to a fixed-resolution
+    (dense-bottleneck) bundle, whose graphs accept exactly ``fixed`` = (H, W)."""
+    h, w = fixed
+    return InputError(f"this bundle runs at {h}x{w} only (dense code); got {got[0]}x{got[1]}: "
+                      f"resize or crop the images to {h}x{w}")
 
 
 def coerce_images(x: object, channels: int, multiple: int, what: str = "images",

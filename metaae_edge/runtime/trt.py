@@ -293,6 +293,9 @@ class TensorRTRunner:
 
         def fmt(dims: tuple[int, ...]) -> str:
             return "x".join(str(d) for d in dims)
+        if self._sample_lo == self._features:  # static sample shape (a dense-code image graph)
+            raise InputError(f"engine {self.path.name} runs on samples of "
+                             f"{fmt(self._features)} only, got {fmt(shape)}")
         raise InputError(f"engine {self.path.name} was built for samples from "
                          f"{fmt(self._sample_lo)} to {fmt(self._features)}, got {fmt(shape)}; "
                          "rebuild it with metaae-edge build-engine (see --max-hw) or use an "
