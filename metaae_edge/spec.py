@@ -428,13 +428,13 @@ class SupernetConfig:
     @classmethod
     def conv(cls, **overrides: Any) -> SupernetConfig:
         """The default conv search space: up to 3 stages of 8-32 channels, kernels 3 or 5,
-        1-8 latent channels, up to 3 image channels, no input filter or a 3x3 median, and a
-        dense code of 8-64 values in place of the spatial latent."""
+        1-8 latent channels, up to 3 image channels, no input filter or a 3x3 median. No
+        dense code unless asked (``dense_latents=(8, 16, 32, 64)``: measured worse at 1
+        bit/pixel on digits-res than the space without it, docs/images.md)."""
         base: dict[str, Any] = {
             "backbone": "conv", "max_input_dim": 3, "max_depth": 3,
             "width_choices": (8, 16, 24, 32), "latent_choices": (1, 2, 4, 8),
             "kernel_choices": (3, 5), "prefilters": PREFILTERS,
-            "dense_latents": (8, 16, 32, 64),
         }
         return cls(**{**base, **overrides}).validate()
 

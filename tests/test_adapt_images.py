@@ -105,3 +105,33 @@ def test_denoising_picks_the_median_on_salt_and_pepper_and_nothing_else_changes(
     b = adapt(no_filter, task, steps=10, finetune_steps=10)
     assert a.spec == b.spec and a.spec.prefilter == "none"
     assert a.report["after"]["query_mse"] == b.report["after"]["query_mse"]
+
+
+def test_budgeted_adaptation_weighs_the_spatial_latent_against_a_dense_code():
+    """With a dense code in the space and a latent budget, the adaptation discretises both
+    kinds of code that fit and keeps the one with the lower support MSE; without a budget
+    (or for another objective) it keeps the spatial latent and compares nothing."""
+    import torch
+
+    from metaae_edge.adapt import adapt_supernet
+    from metaae_edge.meta.inner import InnerConfig
+    from metaae_edge.space import create_supernet
+    from metaae_edge.spec import SupernetConfig
+
+    torch.manual_seed(0)
+    net = create_supernet(SupernetConfig.conv(dense_latents=(8, 16, 32, 64)))
+    params = {k: v.detach().clone() for k, v in net.named_parameters()}
+    task = create_family("digits-res", resolution=16).sample("test", 0, n_support=16,
+                                                             objective="reconstruct")
+    r = adapt_supernet(net, params, task, InnerConfig(steps=2, latent_budget=32),
+                       finetune_steps=1)
+    cands = r.report["code_candidates"]
+    assert len(cands) == 2 and sum("[dense 32]" in k for k in cands) == 1, cands
+    assert cands[r.spec.describe()] == min(cands.values())
+    assert r.spec.latent_size() <= 32
+    free = adapt_supernet(net, params, task, InnerConfig(steps=2), finetune_steps=1)
+    assert free.report["code_candidates"] == {} and free.spec.dense_latent == 0
+    # a budget no dense code fits: the spatial latent, no comparison
+    small = adapt_supernet(net, params, task, InnerConfig(steps=2, latent_budget=6),
+                           finetune_steps=1)
+    assert small.spec.dense_latent == 0 and small.report["code_candidates"] == {}

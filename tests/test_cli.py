@@ -53,12 +53,20 @@ def test_unknown_family(capsys, tmp_path):
 @pytest.mark.parametrize("flag, value, match", [
     ("--prefilter-choice", "sometimes", "--prefilter-choice must be adapt or meta"),
     ("--posttrain-tau", "0", "--posttrain-tau must be > 0"),
+    ("--dense-latents", "16,8", "--dense-latents must be increasing positive integers"),
+    ("--dense-latents", "8,x", "--dense-latents must be increasing positive integers"),
 ])
 def test_bad_meta_train_option_names_the_flag(capsys, tmp_path, flag, value, match):
     code, _, err = run_cli(capsys, "meta-train", "--family", "digits-res", "--out",
                            str(tmp_path / "c.safetensors"), flag, value)
     assert_one_line_error(code, err, match)
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_dense_latents_are_for_image_families(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "meta-train", "--family", "manifold", "--out",
+                           str(tmp_path / "c.safetensors"), "--dense-latents", "8,16")
+    assert_one_line_error(code, err, "--dense-latents is for image families")
 
 
 def test_csv_with_nan(capsys, tmp_path):

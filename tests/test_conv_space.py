@@ -20,6 +20,10 @@ from metaae_edge.space.conv import bottleneck_search
 from metaae_edge.spec import ArchSpec, LayerSpec, SupernetConfig
 
 
+#: the dense-code sizes the tests offer (the default space has none)
+DENSE = (8, 16, 32, 64)
+
+
 def _conv_spec(stages=2, hw=(16, 16), c=1, latent=4) -> ArchSpec:
     enc = tuple(LayerSpec(8 * (i + 1), "relu", 3 if i % 2 else 5) for i in range(stages))
     dec = tuple(LayerSpec(8, "tanh", 3) for _ in range(stages))
@@ -105,7 +109,7 @@ def test_depth_constrained_by_resolution():
 
 
 def test_soft_forward_is_differentiable_in_alpha():
-    net = create_supernet(SupernetConfig.conv())
+    net = create_supernet(SupernetConfig.conv(dense_latents=DENSE))
     x = torch.randn(2, 1, 16, 16)
     probs = arch_probs(net.alpha(), tau=1.0)
     recon, _ = net(x, probs)
@@ -254,7 +258,7 @@ def test_extracted_equals_supernet_with_a_dense_code(seed):
     network, at resolutions whose latent grid pools, up-samples or resizes bilinearly."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = create_supernet(SupernetConfig.conv())
+    net = create_supernet(SupernetConfig.conv(dense_latents=DENSE))
     _random_alpha(net, gen)
     n_dense = len(net.cfg.dense_latents)
     with torch.no_grad():
@@ -295,11 +299,13 @@ def test_dense_code_in_the_spec_and_budgets():
         ArchSpec((8,), (), 2, (), dense_latent=4).validate()
     with pytest.raises(SpecError, match="strictly increasing"):
         SupernetConfig.conv(dense_latents=(16, 8))
-    old = SupernetConfig.conv().to_dict()
-    del old["dense_latents"]  # a space saved before the field: no dense weights, no logits
-    net = create_supernet(SupernetConfig.from_dict(old))
-    assert "bottleneck" not in net.alpha() and not hasattr(net, "dense_enc")
+    # the default space (and one saved before the field) has no dense weights or logits
+    assert "dense_latents" not in SupernetConfig.conv().to_dict()
     net = create_supernet(SupernetConfig.conv())
+    assert "bottleneck" not in net.alpha() and not hasattr(net, "dense_enc")
+    with pytest.raises(DataError, match="no dense bottleneck"):
+        discretize(net, (1, 16, 16), bottleneck="dense")
+    net = create_supernet(SupernetConfig.conv(dense_latents=DENSE))
     # not searched by default: the spatial latent, as before the field
     assert discretize(net, (1, 16, 16)).dense_latent == 0
     assert "bottleneck" not in net.constrain_alpha(net.alpha(), (1, 1, 16, 16))

@@ -174,9 +174,9 @@ def test_dense_code_is_trained_by_budgeted_tasks_only():
 
     kw = dict(objective="mixed", meta_steps=3, warmup_steps=1, posttrain_steps=2,
               val_every=100, sampling="gumbel")
-    with_dense = _trainer_with_space(SupernetConfig.conv(), **kw)
+    with_dense = _trainer_with_space(SupernetConfig.conv(dense_latents=(8, 16, 32, 64)), **kw)
     init = {n: p.detach().clone() for n, p in with_dense.model.named_parameters()}
-    without = _trainer_with_space(SupernetConfig.conv(dense_latents=()), **kw)
+    without = _trainer_with_space(SupernetConfig.conv(), **kw)
     with_dense.train()
     without.train()
     a = dict(with_dense.model.named_parameters())
@@ -188,7 +188,7 @@ def test_dense_code_is_trained_by_budgeted_tasks_only():
         assert torch.equal(a[n], b[n]), n
     for n in dense:
         assert torch.equal(a[n], init[n]), n
-    budgeted = _trainer_with_space(SupernetConfig.conv(),
+    budgeted = _trainer_with_space(SupernetConfig.conv(dense_latents=(8, 16, 32, 64)),
                                    **{**kw, "posttrain_bpp": (1.0,), "meta_batch": 2})
     budgeted.train()
     c = dict(budgeted.model.named_parameters())

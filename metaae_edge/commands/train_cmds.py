@@ -92,6 +92,12 @@ def meta_train_cmd(
         False, "--linear-bypass",
         help="MLP families: add a linear path initialised to each task's support-set PCA; "
         "the MLP learns a non-linear residual on top of it."),
+    dense_latents: str = typer.Option(
+        "", "--dense-latents",
+        help="Image families: offer a dense code of these sizes (values per image, e.g. "
+        "8,16,32,64) beside the spatial latent; trained by budgeted post-training tasks and "
+        "searched by budgeted adaptations (--latent-bytes). Off by default: measured worse "
+        "at 1 bit/pixel on digits-res (docs/images.md)."),
 ) -> None:
     """Meta-train the searchable autoencoder (weights and architecture) on a task family."""
     torch = require_torch(device, threads)
@@ -166,6 +172,16 @@ def meta_train_cmd(
             raise SpecError(f"--linear-bypass is for MLP (vector) families; {family!r} is an "
                             f"image family (conv space): drop --linear-bypass")
         supernet = SupernetConfig(linear_bypass=True)
+    if dense_latents.strip() and ckpt is None:
+        if fam.sample("val", 0).image_shape is None:
+            raise SpecError(f"--dense-latents is for image families (conv space); {family!r} "
+                            f"is a vector family: drop --dense-latents")
+        try:
+            sizes = tuple(int(v) for v in dense_latents.split(",") if v.strip())
+            supernet = SupernetConfig.conv(dense_latents=sizes)
+        except (ValueError, SpecError) as exc:
+            raise SpecError(f"--dense-latents must be increasing positive integers, e.g. "
+                            f"8,16,32,64, got {dense_latents!r}") from exc
     trainer = MetaTrainer(fam, cfg, supernet=supernet, resume=ckpt,
                           family_options={"seed": seed})
     t0 = time.perf_counter()
