@@ -193,8 +193,8 @@ class ArchSpec:
             )
         if not isinstance(self.linear_bypass, bool):
             raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
-        if self.linear_bypass and self.backbone != "mlp":
-            raise SpecError("linear_bypass is only defined for the mlp backbone")
+        if self.linear_bypass and self.backbone == "conv" and not self.dense_latent:
+            raise SpecError("a conv linear_bypass needs a dense code (dense_latent > 0)")
         if self.prefilter not in PREFILTERS:
             raise SpecError(f"prefilter must be one of {', '.join(PREFILTERS)}, "
                             f"got {self.prefilter!r}")
@@ -208,8 +208,12 @@ class ArchSpec:
         return self
 
     def bypass_size(self) -> int:
-        """Weights (= MACs per sample) of the linear bypass: 2 x D x L, or 0 without it."""
-        return 2 * self.input_dim * self.latent_dim if self.linear_bypass else 0
+        """Weights (= MACs per sample) of the linear bypass: 2 x D x L (conv: L the dense
+        code), or 0 without it."""
+        if not self.linear_bypass:
+            return 0
+        return 2 * self.input_dim * (self.dense_latent if self.backbone == "conv"
+                                     else self.latent_dim)
 
     # -- sizes ------------------------------------------------------------------------
     def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
@@ -271,7 +275,7 @@ class ArchSpec:
         """Number of weights and biases of the compact network."""
         if self.backbone == "conv":
             return (sum(ci * co * k * k + co for ci, co, k, _ in self.conv_layers())
-                    + sum(a * b + b for a, b in self.dense_layers()))
+                    + sum(a * b + b for a, b in self.dense_layers()) + self.bypass_size())
         total = self.bypass_size()
         for dims in (self.encoder_dims(), self.decoder_dims()):
             total += sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
@@ -285,7 +289,7 @@ class ArchSpec:
         """
         if self.backbone == "conv":
             return (sum(ci * co * k * k * px for ci, co, k, px in self.conv_layers(hw))
-                    + sum(a * b for a, b in self.dense_layers()))
+                    + sum(a * b for a, b in self.dense_layers()) + self.bypass_size())
         total = self.bypass_size()
         for dims in (self.encoder_dims(), self.decoder_dims()):
             total += sum(a * b for a, b in zip(dims[:-1], dims[1:]))
@@ -309,7 +313,8 @@ class ArchSpec:
             return " -> ".join([f"conv {c}x{h}x{w}", *pre,
                                 *(stage(x, "/2 ") for x in self.encoder),
                                 code,
-                                *(stage(x, "x2 ") for x in self.decoder), out])
+                                *(stage(x, "x2 ") for x in self.decoder), out]) + (
+                " (+ linear bypass)" if self.linear_bypass else "")
         enc = " -> ".join(f"{layer.width} {layer.activation}" for layer in self.encoder)
         dec = " -> ".join(f"{layer.width} {layer.activation}" for layer in self.decoder)
         parts = [f"{self.backbone} {self.input_dim}"]
@@ -465,8 +470,8 @@ class SupernetConfig:
                 raise SpecError(f"kernel_choices must be among {KERNELS}, got {k}")
         if not isinstance(self.linear_bypass, bool):
             raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
-        if self.linear_bypass and self.backbone != "mlp":
-            raise SpecError("linear_bypass is only defined for the mlp backbone")
+        if self.linear_bypass and self.backbone == "conv" and not self.dense_latents:
+            raise SpecError("a conv linear_bypass needs dense_latents (it feeds the dense code)")
         if self.prefilters and self.backbone != "conv":
             raise SpecError("prefilters are only defined for the conv backbone")
         for f in self.prefilters:

@@ -19,7 +19,6 @@ from metaae_edge.space import (
 from metaae_edge.space.conv import bottleneck_search
 from metaae_edge.spec import ArchSpec, LayerSpec, SupernetConfig
 
-
 #: the dense-code sizes the tests offer (the default space has none)
 DENSE = (8, 16, 32, 64)
 
@@ -314,3 +313,43 @@ def test_dense_code_in_the_spec_and_budgets():
     assert spec.dense_latent == 32 and spec.latent_size() == 32
     with pytest.raises(DataError, match="no dense code fits"):
         discretize(net, (1, 16, 16), latent_budget=4, bottleneck="dense")
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (12, 12), (16, 16)])
+def test_extracted_equals_supernet_with_a_dense_code_and_linear_bypass(hw):
+    from metaae_edge.meta.inner import pca_basis
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    cfg = SupernetConfig.conv(dense_latents=DENSE, linear_bypass=True)
+    net = create_supernet(cfg)
+    _random_alpha(net, gen)
+    with torch.no_grad():
+        net.arch.bottleneck.copy_(torch.tensor([0.0, 0.0, 5.0, 0.0, 0.0]))  # dense 16
+        net.arch.prefilter.copy_(torch.tensor([5.0, 0.0]))  # x itself feeds the bypass
+    x = torch.randn(6, 1, *hw, generator=gen)
+    basis = torch.as_tensor(pca_basis(x.numpy()))
+    with bottleneck_search(net, True), torch.no_grad():
+        probs = arch_probs(net.constrain_alpha(net.alpha(), tuple(x.shape)), mode="hard")
+        r_super, z_super = net(x, probs, basis)
+        spec = discretize(net, (1, *hw))
+        compact = extract(net, spec, basis=basis)
+        r_compact, z_compact = compact(x)
+        assert spec.linear_bypass and spec.dense_latent == 16
+        torch.testing.assert_close(r_compact, r_super, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(z_compact, z_super[:, :16], atol=1e-4, rtol=1e-4)
+        assert sum(p.numel() for p in compact.parameters()) == spec.param_count()
+        assert float(net.expected_macs(probs, x.shape)) == pytest.approx(spec.macs(),
+                                                                          rel=1e-5)
+        # the bypass is the task's PCA: with the non-linear paths zeroed, the code is x U
+        compact.dense_enc.weight.zero_()
+        compact.dense_enc.bias.zero_()
+        code = compact.encode(x)  # 6 samples: 6 directions, the other 10 values zero
+        torch.testing.assert_close(code[:, :6], x.flatten(1) @ basis, atol=1e-5, rtol=1e-5)
+        assert float(code[:, 6:].abs().max()) == 0.0
+    assert ArchSpec.from_json(spec.to_json()) == spec and "linear bypass" in spec.describe()
+    with pytest.raises(SpecError, match="needs dense_latents"):
+        SupernetConfig.conv(linear_bypass=True)
+    with pytest.raises(DataError, match="needs the task's principal"):
+        with bottleneck_search(net, True):
+            net(x, probs)

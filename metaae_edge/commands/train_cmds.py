@@ -91,7 +91,8 @@ def meta_train_cmd(
     linear_bypass: bool = typer.Option(
         False, "--linear-bypass",
         help="MLP families: add a linear path initialised to each task's support-set PCA; "
-        "the MLP learns a non-linear residual on top of it."),
+        "the MLP learns a non-linear residual on top of it. Image families: the same for "
+        "the dense code (needs --dense-latents)."),
     dense_latents: str = typer.Option(
         "", "--dense-latents",
         help="Image families: offer a dense code of these sizes (values per image, e.g. "
@@ -167,21 +168,22 @@ def meta_train_cmd(
                                     "posttrain_bpp": post_bpp, "posttrain_tau": posttrain_tau,
                                     "device": device})
     supernet = None
-    if linear_bypass and ckpt is None:
-        if fam.sample("val", 0).image_shape is not None:
-            raise SpecError(f"--linear-bypass is for MLP (vector) families; {family!r} is an "
-                            f"image family (conv space): drop --linear-bypass")
-        supernet = SupernetConfig(linear_bypass=True)
+    image = fam.sample("val", 0).image_shape is not None
     if dense_latents.strip() and ckpt is None:
-        if fam.sample("val", 0).image_shape is None:
+        if not image:
             raise SpecError(f"--dense-latents is for image families (conv space); {family!r} "
                             f"is a vector family: drop --dense-latents")
         try:
             sizes = tuple(int(v) for v in dense_latents.split(",") if v.strip())
-            supernet = SupernetConfig.conv(dense_latents=sizes)
+            supernet = SupernetConfig.conv(dense_latents=sizes, linear_bypass=linear_bypass)
         except (ValueError, SpecError) as exc:
             raise SpecError(f"--dense-latents must be increasing positive integers, e.g. "
                             f"8,16,32,64, got {dense_latents!r}") from exc
+    elif linear_bypass and ckpt is None:
+        if image:
+            raise SpecError(f"--linear-bypass on an image family ({family!r}) feeds the dense "
+                            f"code: add --dense-latents, e.g. 8,16,32,64")
+        supernet = SupernetConfig(linear_bypass=True)
     trainer = MetaTrainer(fam, cfg, supernet=supernet, resume=ckpt,
                           family_options={"seed": seed})
     t0 = time.perf_counter()

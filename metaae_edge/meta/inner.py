@@ -84,8 +84,12 @@ def pca_basis(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((vt * signs[:, None]).T, dtype=np.float32)
 
 
-def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0) -> TaskBatch:
+def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0,
+               image_basis: bool = False) -> TaskBatch:
     """Normalise a task with its support statistics and apply denoising corruption.
+
+    ``basis`` (the support inputs' principal directions) is computed for vector tasks, and
+    for image tasks when ``image_basis`` (a conv supernet with a linear bypass needs it).
 
     Image tasks come out as (N, C, H, W); their noise is applied to the raw pixels (level
     in pixel units, salt = 1 and pepper = 0) before normalising. Real noisy/clean pairs
@@ -115,7 +119,7 @@ def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0) ->
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
 
     basis = None
-    if task.image_shape is None:
+    if task.image_shape is None or image_basis:
         basis = torch.as_tensor(pca_basis(s_in), device=device)
     return TaskBatch(t(s_in), t(s), t(q_in), t(q), task.loss, task.input_dim, basis)
 
@@ -152,7 +156,7 @@ def task_loss(
     if probs is None:
         alpha = model.constrain_alpha(alpha_of(params), tuple(x_in.shape))
         probs = arch_probs(alpha, tau=tau, mode=mode, generator=generator)
-    args = (x_in, probs) if not _uses_basis(model) else (x_in, probs, basis)
+    args = (x_in, probs) if not uses_basis(model) else (x_in, probs, basis)
     recon, _ = functional_call(model, params, args)
     if loss_kind == "bce":
         loss = F.binary_cross_entropy_with_logits(recon, target)
@@ -166,7 +170,8 @@ def task_loss(
     return loss
 
 
-def _uses_basis(model: Supernet) -> bool:
+def uses_basis(model: Supernet) -> bool:
+    """Whether the supernet's forward needs ``TaskBatch.basis`` (a linear bypass)."""
     return bool(getattr(model.cfg, "linear_bypass", False))
 
 

@@ -45,7 +45,7 @@ from ..space.mlp import ARCH_PREFIX, alpha_of, arch_probs
 from ..spec import SupernetConfig
 from ..tasks.base import OBJECTIVES, TaskFamily
 from .checkpoint import Checkpoint
-from .inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
+from .inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss, uses_basis
 
 __all__ = ["ALGORITHMS", "MetaConfig", "MetaTrainer", "evaluate_adaptation"]
 
@@ -221,7 +221,7 @@ class MetaTrainer:
             self._restore(resume)
         self._val = [
             make_batch(family.sample("val", i, objective=task_objective(cfg.objective, i)),
-                       cfg.device, seed=i)
+                       cfg.device, seed=i, image_basis=uses_basis(self.model))
             for i in range(cfg.val_tasks)
         ]
 
@@ -310,7 +310,8 @@ class MetaTrainer:
         """Training task ``index`` (its objective per ``cfg.objective``) and its batch."""
         task = self.family.sample("train", index,
                                   objective=task_objective(self.cfg.objective, index))
-        return task, make_batch(task, self.cfg.device, seed=index)
+        return task, make_batch(task, self.cfg.device, seed=index,
+                                image_basis=uses_basis(self.model))
 
     @property
     def total_steps(self) -> int:

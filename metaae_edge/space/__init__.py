@@ -106,8 +106,8 @@ def extract(
 ) -> CompactAE | CompactConvAE:
     """Slice the sub-network ``spec`` out of ``supernet`` (optionally from ``params``).
 
-    ``basis``: the task's principal directions, for an MLP supernet with a linear bypass.
+    ``basis``: the task's principal directions, for a supernet with a linear bypass.
     """
     if isinstance(supernet, ConvSupernet):
-        return extract_conv(supernet, spec, params)
+        return extract_conv(supernet, spec, params, basis)
     return extract_mlp(supernet, spec, params, basis)

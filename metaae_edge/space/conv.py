@@ -186,8 +186,22 @@ class ConvSupernet(nn.Module):
         mask = (p_width @ self.width_masks).view(1, -1, 1, 1)
         return self._mixed_act(pre, p_act) * mask
 
+    def bypass_basis(self, basis: torch.Tensor | None, d: int) -> torch.Tensor:
+        """The task's principal directions as a (d, max dense code) matrix (zero-padded)."""
+        if basis is None:
+            raise DataError("this supernet has a linear bypass and needs the task's principal "
+                            "directions: pass TaskBatch.basis (make_batch computes it)")
+        if basis.ndim != 2 or basis.shape[0] != d:
+            raise DataError(f"bypass basis must be ({d}, r), got {tuple(basis.shape)}")
+        n = max(self.cfg.dense_latents)
+        u = basis[:, :n]
+        return F.pad(u, (0, n - u.shape[1])) if u.shape[1] < n else u
+
     # -- forward ----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor]):
+    def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor],
+                basis: torch.Tensor | None = None):
+        """``basis``: the task's principal directions (C*H*W x r); needed (only) by a dense
+        code with the linear bypass (``cfg.linear_bypass``)."""
         c, h, w = x.shape[1:]
         self.check_input_shape((c, h, w))
         n_levels = max(allowed_depths(h, w, self.cfg.max_depth))
@@ -197,9 +211,13 @@ class ConvSupernet(nn.Module):
             p_pre = probs["prefilter"]
             x = sum(p_pre[k] * f(x) for k, f in enumerate(self._prefilters))
         dense = "bottleneck" in probs and hasattr(self, "dense_enc")
+        u = None
         if dense:
             p_spatial = probs["bottleneck"][0]
             code_mask = probs["bottleneck"][1:] @ self.dense_masks  # sum_L p_L mask_L
+            if self.cfg.linear_bypass:  # code += x U (the task's principal directions)
+                u = self.bypass_basis(basis, c * h * w)
+                x_lin = x.flatten(1) @ u
         # Encoder: every allowed level, each projected to a latent (and the code).
         latents, codes, hcur = [], [], x
         for i in range(n_levels):
@@ -207,7 +225,8 @@ class ConvSupernet(nn.Module):
                                probs["enc_kernel"][i], c_in=c if i == 0 else None, stride=2)
             lat = self.to_latent(hcur) * lat_mask
             if dense:
-                code = self.dense_enc(to_grid(lat, DENSE_GRID).flatten(1)) * code_mask
+                code = self.dense_enc(to_grid(lat, DENSE_GRID).flatten(1))
+                code = (code + x_lin if u is not None else code) * code_mask
                 back = (F.linear(code, self.dense_dec.weight)
                         + (1 - p_spatial) * self.dense_dec.bias)
                 back = back.unflatten(1, (-1, DENSE_GRID, DENSE_GRID))
@@ -235,6 +254,10 @@ class ConvSupernet(nn.Module):
                             probs["dec_kernel"][j])
         recon = F.conv2d(v, self.to_output.weight[:c], self.to_output.bias[:c],
                          padding=CONV_OUTPUT_KERNEL // 2)
+        if u is not None:  # reconstruction += code U^T, the code mixed over the depths
+            p_lv = p_depth[:n_levels] / p_depth[:n_levels].sum().clamp_min(1e-6)
+            code_mix = sum(p_lv[j] * codes[j] for j in range(n_levels))
+            recon = recon + (code_mix @ u.T).view(len(x), c, h, w)
         chosen = int(p_depth[:n_levels].argmax())  # the latent of the most likely depth
         if dense and float(p_spatial.detach()) < 0.5:
             return recon, codes[chosen]
@@ -274,7 +297,10 @@ class ConvSupernet(nn.Module):
         total = total + e_w0 * c * CONV_OUTPUT_KERNEL**2 * h * w
         if "bottleneck" in probs and self.cfg.dense_latents:  # two G*G*lc x L maps
             dl = torch.tensor(self.cfg.dense_latents, dtype=torch.float32, device=dev)
-            total = total + 2 * DENSE_GRID**2 * e_lat * (probs["bottleneck"][1:] @ dl)
+            per_value = 2 * DENSE_GRID**2 * e_lat
+            if self.cfg.linear_bypass:  # and two C*H*W x L maps
+                per_value = per_value + 2 * c * h * w
+            total = total + per_value * (probs["bottleneck"][1:] @ dl)
         return total
 
     def max_macs(self, shape: tuple[int, ...]) -> float:
@@ -421,6 +447,7 @@ def discretize_conv(
         output_activation=output_activation,
         prefilter=prefilter,
         dense_latent=dense,
+        linear_bypass=bool(dense) and cfg.linear_bypass,
     ).validate()
 
 
@@ -450,6 +477,9 @@ class CompactConvAE(nn.Module):
             grid = spec.latent_dim * DENSE_GRID * DENSE_GRID
             self.dense_enc = nn.Linear(grid, spec.dense_latent)
             self.dense_dec = nn.Linear(spec.dense_latent, grid)
+        if spec.linear_bypass:  # code += x U, reconstruction += code U^T (U from the task)
+            self.bypass_enc = nn.Linear(spec.input_dim, spec.dense_latent, bias=False)
+            self.bypass_dec = nn.Linear(spec.dense_latent, spec.input_dim, bias=False)
         dec, cin = [], spec.latent_dim
         for layer in spec.decoder:
             dec.append(nn.Conv2d(cin, layer.width, layer.kernel, padding=layer.kernel // 2))
@@ -459,16 +489,26 @@ class CompactConvAE(nn.Module):
         self._enc_acts = [layer.activation for layer in spec.encoder]
         self._dec_acts = [layer.activation for layer in spec.decoder]
 
+    def set_bypass(self, u: torch.Tensor) -> None:
+        """Initialise both bypass maps from the task's principal directions U (D x L)."""
+        with torch.no_grad():
+            self.bypass_enc.weight.copy_(u.T)
+            self.bypass_dec.weight.copy_(u)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = prefilter_fn(self.spec.prefilter)(x)
+        h = x
         for conv, act in zip(self.enc, self._enc_acts):
-            x = activation_fn(act)(conv(x))
-        z = self.to_latent(x)
+            h = activation_fn(act)(conv(h))
+        z = self.to_latent(h)
         if self.spec.dense_latent:
             z = self.dense_enc(to_grid(z, DENSE_GRID).flatten(1))
+            if self.spec.linear_bypass:
+                z = z + self.bypass_enc(x.flatten(1))
         return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        code = z
         if self.spec.dense_latent:
             _, h, w = self.spec.input_shape
             f = 2 ** self.spec.stages
@@ -476,7 +516,10 @@ class CompactConvAE(nn.Module):
             z = from_grid(z, h // f, w // f)
         for conv, act in zip(self.dec, self._dec_acts):
             z = activation_fn(act)(conv(F.interpolate(z, scale_factor=2, mode="nearest")))
-        return activation_fn(self.spec.output_activation)(self.to_output(z))
+        out = self.to_output(z)
+        if self.spec.linear_bypass:
+            out = out + self.bypass_dec(code).unflatten(1, tuple(self.spec.input_shape))
+        return activation_fn(self.spec.output_activation)(out)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
@@ -485,9 +528,11 @@ class CompactConvAE(nn.Module):
 
 @torch.no_grad()
 def extract_conv(
-    supernet: ConvSupernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None
+    supernet: ConvSupernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None,
+    basis: torch.Tensor | None = None,
 ) -> CompactConvAE:
-    """Slice the sub-network ``spec`` (channels, kernel centres) out of the supernet."""
+    """Slice the sub-network ``spec`` (channels, kernel centres) out of the supernet;
+    ``basis`` (the task's principal directions) starts a linear bypass."""
     spec.validate()
     supernet.check_input_shape(spec.input_shape)
     p = params if params is not None else dict(supernet.named_parameters())
@@ -515,4 +560,8 @@ def extract_conv(
         model.dense_enc.bias.copy_(p["dense_enc.bias"][:n])
         model.dense_dec.weight.copy_(p["dense_dec.weight"][:g, :n])
         model.dense_dec.bias.copy_(p["dense_dec.bias"][:g])
+    if spec.linear_bypass:
+        if not supernet.cfg.linear_bypass:
+            raise ValueError("spec has a linear bypass but the supernet has none")
+        model.set_bypass(supernet.bypass_basis(basis, spec.input_dim)[:, :spec.dense_latent])
     return model
