@@ -67,6 +67,9 @@ def test_dense_latents_are_for_image_families(capsys, tmp_path):
     code, _, err = run_cli(capsys, "meta-train", "--family", "manifold", "--out",
                            str(tmp_path / "c.safetensors"), "--dense-latents", "8,16")
     assert_one_line_error(code, err, "--dense-latents is for image families")
+    code, _, err = run_cli(capsys, "meta-train", "--family", "digits-res", "--out",
+                           str(tmp_path / "c.safetensors"), "--linear-bypass")
+    assert_one_line_error(code, err, "feeds the dense code: add --dense-latents")
 
 
 def test_csv_with_nan(capsys, tmp_path):

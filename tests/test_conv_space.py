@@ -350,6 +350,6 @@ def test_extracted_equals_supernet_with_a_dense_code_and_linear_bypass(hw):
     assert ArchSpec.from_json(spec.to_json()) == spec and "linear bypass" in spec.describe()
     with pytest.raises(SpecError, match="needs dense_latents"):
         SupernetConfig.conv(linear_bypass=True)
-    with pytest.raises(DataError, match="needs the task's principal"):
-        with bottleneck_search(net, True):
-            net(x, probs)
+    with pytest.raises(DataError, match="needs the task's principal"), \
+            bottleneck_search(net, True):
+        net(x, probs)

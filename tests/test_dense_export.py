@@ -49,17 +49,20 @@ CASES = {
     "12x12": ((1, 12, 12), 1, 6),  # latent 6x6: bilinear to 4x4 and back
     "32x32": ((3, 32, 32), 2, 16),  # RGB, latent 8x8: average-pooled, nearest back up
     "8x8": ((1, 8, 8), 3, 8),  # latent 1x1: nearest up to 4x4, average-pooled back
+    # with the linear bypass: code += x U, reconstruction += code U^T (two MatMuls)
+    "24x24+bypass": ((1, 24, 24), 2, 16, True),
 }
 MAIN = "16x16"
 _ACTS = ("relu", "hardswish", "tanh")
 
 
 def _spec(name: str, dense: bool = True) -> ArchSpec:
-    shape, stages, code = CASES[name]
+    shape, stages, code, *bypass = CASES[name]
     enc = tuple(LayerSpec(4 * (i + 1), _ACTS[i], 3) for i in range(stages))
     dec = tuple(LayerSpec(4, _ACTS[-1 - i], 3) for i in range(stages))
     return ArchSpec(shape, enc, LATENT_CHANNELS, dec, backbone="conv",
-                    dense_latent=code if dense else 0).validate()
+                    dense_latent=code if dense else 0,
+                    linear_bypass=bool(bypass) and dense).validate()
 
 
 def _images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
