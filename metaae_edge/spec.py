@@ -93,7 +93,9 @@ class ArchSpec:
 
     With ``linear_bypass`` the mlp also has a linear path: ``latent = enc(x) + x W_e`` and
     ``reconstruction = out_act(dec(latent) + latent W_d)`` with bias-free ``W_e`` (D x L)
-    and ``W_d`` (L x D), initialised from the support set's top principal directions.
+    and ``W_d`` (L x D), initialised from the support set's top principal directions. A
+    conv spec with a dense code may have the same path on the flattened image (C*H*W x
+    ``dense_latent``): ``code += x W_e``, ``reconstruction += code W_d``.
 
     ``conv``: ``input_shape`` is ``(C, H, W)``, the resolution the architecture was chosen
     at; the network itself is fully convolutional and runs at any ``H, W`` divisible by
@@ -416,9 +418,10 @@ class SupernetConfig:
     backbone: str = "mlp"
     extra: dict[str, Any] = field(default_factory=dict)
     kernel_choices: tuple[int, ...] = (3, 5)
-    #: mlp only: add the linear bypass (latent += x U, reconstruction += latent U^T with U
-    #: the task's top principal directions of the normalised support set), so the MLP
-    #: learns a non-linear residual on top of PCA. Serialised only when set.
+    #: add the linear bypass (latent += x U, reconstruction += latent U^T with U the
+    #: task's top principal directions of the normalised support set), so the network
+    #: learns a non-linear residual on top of PCA: the MLP's latent, or (conv, needs
+    #: ``dense_latents``) the dense code from the flattened image. Serialised only when set.
     linear_bypass: bool = False
     #: conv only: input-filter choices (:data:`PREFILTERS`); serialised only when set.
     prefilters: tuple[str, ...] = ()

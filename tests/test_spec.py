@@ -87,7 +87,7 @@ def test_linear_bypass_round_trips_and_old_specs_load_unchanged():
     assert on.describe().endswith("(+ linear bypass)")
     with pytest.raises(SpecError, match="linear_bypass must be true or false"):
         make_spec(linear_bypass="yes")
-    with pytest.raises(SpecError, match="only defined for the mlp backbone"):
+    with pytest.raises(SpecError, match="a conv linear_bypass needs a dense code"):
         ArchSpec(input_shape=(1, 8, 8), encoder=(LayerSpec(8, "relu", 3),), latent_dim=2,
                  decoder=(LayerSpec(8, "relu", 3),), backbone="conv",
                  linear_bypass=True).validate()
@@ -100,5 +100,5 @@ def test_supernet_config_linear_bypass_round_trip():
     assert on.to_dict()["linear_bypass"] is True
     assert SupernetConfig.from_dict(on.to_dict()) == on
     assert SupernetConfig.from_dict(cfg.to_dict()).linear_bypass is False
-    with pytest.raises(SpecError, match="only defined for the mlp backbone"):
+    with pytest.raises(SpecError, match="a conv linear_bypass needs dense_latents"):
         SupernetConfig.conv(linear_bypass=True)
