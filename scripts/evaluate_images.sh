@@ -3,13 +3,14 @@
 # resolutions): denoising vs tuned classical filters and PCA, reconstruction vs JPEG and a
 # PCA codec at ours' bytes, one-class anomaly detection, and compression at 1 and 0.5
 # bit/pixel budgets. About 15 minutes on one CPU core with the default 12 tasks.
-# Usage: bash scripts/evaluate_images.sh [TASKS] [OUT_DIR]
+# Usage: bash scripts/evaluate_images.sh [TASKS] [OUT_DIR] [CHECKPOINT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tasks=${1:-12}
 out=${2:-runs/eval-images}
+ckpt=${3:-builtin:digits-res}
 mkdir -p "$out"
-common=(--family digits-res --checkpoint builtin:digits-res --tasks "$tasks" --steps 0,5,20)
+common=(--family digits-res --checkpoint "$ckpt" --tasks "$tasks" --steps 0,5,20)
 metaae-edge evaluate "${common[@]}" --objective denoise \
   --json "$out/denoise.json" --markdown "$out/denoise.md"
 metaae-edge evaluate "${common[@]}" --objective reconstruct \
