@@ -167,7 +167,10 @@ def adapt_supernet(
         _, _, spec, compact = min(candidates, key=lambda c: c[:2])
     choices = {c[2].describe(): c[0] for c in candidates} if len(candidates) > 1 else {}
     frozen_q = _mse(compact, batch.query_in, batch.query_target)
-    finetune(compact, batch, finetune_steps, finetune_lr, keep_best=spec.linear_bypass)
+    # a conv dense code with the bypass keeps its best support iterate (see finetune); the
+    # MLP bypass fine-tunes as it was measured (docs/evaluate.md)
+    finetune(compact, batch, finetune_steps, finetune_lr,
+             keep_best=spec.linear_bypass and spec.backbone == "conv")
     compact.eval()
     after = {
         "support_mse": _mse(compact, batch.support_in, batch.support_target),
