@@ -161,3 +161,21 @@ def test_static_tensorrt_check_passes_every_graph_and_flags_bad_ones(full, tmp_p
     m.graph.node[0].op_type = "NonMaxSuppression"
     findings = check_tensorrt_compat(m, raise_on_error=False)
     assert any("NonMaxSuppression" in s for s in findings if s.startswith("error:"))
+
+
+def test_cli_gate_log_names_the_float_layers(base, task, tmp_path, capsys):
+    """The gate's attempt lines name the layers kept in float ("[node_...]"), which rich
+    would otherwise read as markup and drop."""
+    from metaae_edge.cli import main
+
+    path = tmp_path / "b"
+    shutil.copytree(base, path)
+    data = tmp_path / "calib.npy"
+    np.save(data, task.support)
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", str(path), "--data", str(data), "--precision", "int8",
+              "--max-quality-drop", "1e-6"])
+    out = capsys.readouterr()
+    assert exc.value.code == 2
+    lines = [ln for ln in out.err.splitlines() if "sensitivity: float layers" in ln]
+    assert lines and all("float layers [" in ln and "[]" not in ln for ln in lines), lines

@@ -143,7 +143,7 @@ def adapt_and_export_cmd(
                                 method=calib_method, calib_samples=calib_samples,
                                 max_quality_drop=max_quality_drop, seed=seed,
                                 threshold_data=hold,
-                                log=lambda line: console.print(line, highlight=False))
+                                log=lambda line: console.print(line, highlight=False, markup=False))
         except AccuracyGateError as exc:  # keep the bundle (fp32 + what passed), say why
             refused.append(p)
             console.print(f"  [red]{exc}[/red]")

@@ -59,7 +59,7 @@ def calibrate_command(
     y = None if labels is None else read_array(labels).ravel()
     rep = add_precision(bundle, precision, calib, hold, labels=y, method=calib_method,
                         calib_samples=calib_samples, max_quality_drop=max_quality_drop,
-                        seed=seed, log=lambda s: console.print(s, highlight=False))
+                        seed=seed, log=lambda s: console.print(s, highlight=False, markup=False))
     console.print(f"{precision}: query MSE {rep['metric_fp32']['query_mse']:.5f} -> "
                   f"{rep['metric_reduced']['query_mse']:.5f} (drop "
                   f"{100 * rep['relative_drop']:.2f}%), float layers: "
