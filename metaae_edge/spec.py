@@ -305,10 +305,9 @@ class ArchSpec:
             def stage(layer: LayerSpec, arrow: str) -> str:
                 return f"{arrow}{layer.width}c k{layer.kernel} {layer.activation}"
 
-            lc, lh, lw = self.latent_shape() if not self.dense_latent else (
-                self.latent_dim, h // 2**self.stages, w // 2**self.stages)
-            code = f"[{lc}x{lh}x{lw}]" if not self.dense_latent else (
-                f"{lc}x{lh}x{lw} -> [dense {self.dense_latent}]")
+            f = 2**self.stages
+            grid = f"{self.latent_dim}x{h // f}x{w // f}"
+            code = f"{grid} -> [dense {self.dense_latent}]" if self.dense_latent else f"[{grid}]"
             out = f"{c}x{h}x{w}" + (
                 f" {self.output_activation}" if self.output_activation != "identity" else "")
             pre = [] if self.prefilter == "none" else [self.prefilter]

@@ -18,6 +18,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 Image = pytest.importorskip("PIL.Image")
 
+from image_helpers import blob_images, torch_reference  # noqa: E402
+
 from metaae_edge.cli import main  # noqa: E402
 from metaae_edge.errors import AccuracyGateError, BundleError, ExportError, InputError  # noqa: E402
 from metaae_edge.exporters.bundle import write_bundle  # noqa: E402
@@ -44,26 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _images(n: int, h: int = H, w: int = W, seed: int = 0) -> np.ndarray:
-    """Blobs on a noisy background in [0, 1], (n, C, h, w) float32."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    out = rng.uniform(0.0, 0.15, (n, C, h, w))
-    for i in range(n):
-        cy, cx, r = rng.uniform(0.25, 0.75) * h, rng.uniform(0.25, 0.75) * w, rng.uniform(2, 5)
-        out[i, :, (yy - cy) ** 2 + (xx - cx) ** 2 < r * r] += 0.8
-    return np.clip(out, 0, 1).astype(np.float32)
-
-
-def _torch(model: CompactConvAE, norm: Normalizer, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Independent torch reference in NCHW: per-pixel error averaged over channels."""
-    mean, std = float(norm.mean[0]), float(norm.std[0])
-    with torch.no_grad():
-        z = (torch.from_numpy(x) - mean) / std
-        r, latent = model(z)
-        sq = (r - z) ** 2
-        return {"reconstruction": (r * std + mean).numpy(), "latent": latent.numpy(),
-                "score": sq.mean(dim=(1, 2, 3)).numpy(),
-                "error_map": sq.mean(dim=1, keepdim=True).numpy()}
+    return blob_images(n, (C, h, w), seed)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +55,7 @@ def made(tmp_path_factory):
     model = CompactConvAE(SPEC).eval()
     x = _images(24)
     norm = Normalizer.fit(x.reshape(len(x), -1), "global")
-    scores = _torch(model, norm, x[:12])["score"]
+    scores = torch_reference(model, norm, x[:12])["score"]
     threshold = {"value": float(np.median(scores)), "fpr": 0.5, "method": "quantile"}
     path = write_bundle(tmp_path_factory.mktemp("conv") / "bundle", model=model, spec=SPEC,
                         normalizer=norm, task_summary={"name": "blobs"}, objective="anomaly",
@@ -129,7 +112,7 @@ def test_onnxruntime_matches_torch_at_several_resolutions(made, hw):
             for role, (f, _, _) in CONV_GRAPHS.items()}
     for batch in (1, 5):
         x = _images(batch, *hw, seed=sum(hw) + batch)
-        ref = _torch(model, norm, x)
+        ref = torch_reference(model, norm, x)
         recon, latent, score, emap = sess["autoencoder"].run(None, {"x": x})
         (enc,) = sess["encoder"].run(None, {"x": x})
         (dec,) = sess["decoder"].run(None, {"latent": ref["latent"]})
@@ -199,7 +182,7 @@ def test_tampered_image_manifest_is_refused(copy_of, edit, match):
 # -- runtime -----------------------------------------------------------------------------
 def test_runtime_outputs_and_input_forms(made, rt):
     _, model, norm, x = made
-    ref = _torch(model, norm, x[:6])
+    ref = torch_reference(model, norm, x[:6])
     out = rt.infer(x[:6])
     assert set(out) == {"reconstruction", "latent", "score", "error_map"}
     np.testing.assert_allclose(out["reconstruction"], ref["reconstruction"], atol=1e-5)
@@ -257,7 +240,7 @@ def test_error_map_needs_an_image_bundle(tmp_path):
         Runtime.load(path).error_map(np.zeros((1, 6), np.float32))
 
 
-def test_runtime_runs_image_bundles_without_torch(made):
+def test_runtime_runs_image_bundles_withouttorch_reference(made):
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
@@ -335,7 +318,7 @@ def test_median_prefilter_exports_with_parity_int8_and_tensorrt_check(tmp_path):
     for hw in ((H, W), (2 * H, 3 * W)):
         xi = _images(3, *hw, seed=5)
         xi[:, :, 1::4, ::2] = 0.0  # pepper
-        ref = _torch(model, norm, xi)
+        ref = torch_reference(model, norm, xi)
         recon, latent, *_ = sess.run(None, {"x": xi})
         std = float(norm.std[0])
         np.testing.assert_allclose(recon / std, ref["reconstruction"] / std, atol=ATOL,

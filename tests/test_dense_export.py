@@ -18,6 +18,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 Image = pytest.importorskip("PIL.Image")
 
+from image_helpers import blob_images, torch_reference  # noqa: E402
+
 from metaae_edge.cli import main  # noqa: E402
 from metaae_edge.errors import (  # noqa: E402
     AccuracyGateError,
@@ -66,27 +68,7 @@ def _spec(name: str, dense: bool = True) -> ArchSpec:
 
 
 def _images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """Blobs on a noisy background in [0, 1], (n, C, H, W) float32."""
-    c, h, w = shape
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    out = rng.uniform(0.0, 0.15, (n, c, h, w))
-    for i in range(n):
-        cy, cx, r = rng.uniform(0.25, 0.75) * h, rng.uniform(0.25, 0.75) * w, 0.2 * min(h, w)
-        out[i, :, (yy - cy) ** 2 + (xx - cx) ** 2 < r * r] += 0.8
-    return np.clip(out, 0, 1).astype(np.float32)
-
-
-def _torch(model: CompactConvAE, norm: Normalizer, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Independent torch reference: per-pixel error averaged over channels."""
-    mean, std = float(norm.mean[0]), float(norm.std[0])
-    with torch.no_grad():
-        z = (torch.from_numpy(x) - mean) / std
-        r, latent = model(z)
-        sq = (r - z) ** 2
-        return {"reconstruction": (r * std + mean).numpy(), "latent": latent.numpy(),
-                "score": sq.mean(dim=(1, 2, 3)).numpy(),
-                "error_map": sq.mean(dim=1, keepdim=True).numpy()}
+    return blob_images(n, shape, seed, rel_radius=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +84,7 @@ def made(tmp_path_factory):
         norm = Normalizer.fit(x.reshape(len(x), -1), "global")
         threshold = None
         if name == MAIN:
-            scores = _torch(model, norm, x[:8])["score"]
+            scores = torch_reference(model, norm, x[:8])["score"]
             threshold = {"value": float(np.median(scores)), "fpr": 0.5, "method": "quantile"}
         path = write_bundle(root / name, model=model, spec=spec, normalizer=norm,
                             task_summary={"name": "blobs"},
@@ -167,7 +149,7 @@ def test_onnxruntime_matches_torch_at_the_fixed_size(made, name):
             for role, (f, _, _) in CONV_GRAPHS.items()}
     for batch in (1, 5):
         x = _images(batch, spec.input_shape, seed=batch + 1)
-        ref = _torch(model, norm, x)
+        ref = torch_reference(model, norm, x)
         recon, latent, score, emap = sess["autoencoder"].run(None, {"x": x})
         (enc,) = sess["encoder"].run(None, {"x": x})
         (dec,) = sess["decoder"].run(None, {"latent": ref["latent"]})
@@ -270,7 +252,7 @@ def test_encode_decode_round_trip_equals_the_autoencoder(made, name):
     path, model, norm, x = made[name]
     spec = _spec(name)
     runtime = Runtime.load(path, threads=1, max_batch=5)  # 16 images: chunks of 5
-    ref = _torch(model, norm, x)
+    ref = torch_reference(model, norm, x)
     z = runtime.encode(x)
     assert z.shape == (len(x), spec.dense_latent)
     np.testing.assert_allclose(z, ref["latent"], atol=ATOL, rtol=RTOL)

@@ -407,6 +407,9 @@ class MetaTrainer:
             budget = self.latent_budget(task, index)
             with bottleneck_search(self.model, budget > 0):
                 g, adapted = self._task_grad(params, batch, warm, gen, budget)
+                if adapted is not None:
+                    losses.append(_query_loss(self.model, adapted, batch, cfg.inner.tau_end,
+                                              "gumbel" if warm else cfg.sampling))
             for k in total:
                 if budget and k.startswith(ARCH_PREFIX):
                     # a budgeted task trains the weights of compressive sub-networks; the
@@ -414,10 +417,6 @@ class MetaTrainer:
                     # drifts to tiny latents: meta-val loss 0.10 -> 0.97 in our run)
                     continue
                 total[k] += g[k].detach() / cfg.meta_batch
-            if adapted is not None:
-                with bottleneck_search(self.model, budget > 0):
-                    losses.append(_query_loss(self.model, adapted, batch, cfg.inner.tau_end,
-                                              "gumbel" if warm else cfg.sampling))
         self.opt.zero_grad(set_to_none=True)
         for name, p in self.model.named_parameters():
             if warm and name.startswith(ARCH_PREFIX):

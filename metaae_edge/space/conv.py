@@ -38,7 +38,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..spec import CONV_OUTPUT_KERNEL, DENSE_GRID, ArchSpec, LayerSpec, SupernetConfig
-from .ops import activation_fn, from_grid, prefilter_fn, to_grid
+from .ops import activation_fn, bypass_basis, from_grid, prefilter_fn, to_grid
 
 __all__ = ["CompactConvAE", "ConvSupernet", "bottleneck_search", "discretize_conv",
            "extract_conv", "prefilter_search"]
@@ -188,14 +188,7 @@ class ConvSupernet(nn.Module):
 
     def bypass_basis(self, basis: torch.Tensor | None, d: int) -> torch.Tensor:
         """The task's principal directions as a (d, max dense code) matrix (zero-padded)."""
-        if basis is None:
-            raise DataError("this supernet has a linear bypass and needs the task's principal "
-                            "directions: pass TaskBatch.basis (make_batch computes it)")
-        if basis.ndim != 2 or basis.shape[0] != d:
-            raise DataError(f"bypass basis must be ({d}, r), got {tuple(basis.shape)}")
-        n = max(self.cfg.dense_latents)
-        u = basis[:, :n]
-        return F.pad(u, (0, n - u.shape[1])) if u.shape[1] < n else u
+        return bypass_basis(basis, d, max(self.cfg.dense_latents))
 
     # -- forward ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor],

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import DataError
 from ..spec import ArchSpec, LayerSpec, SupernetConfig
 from .compact import CompactAE
-from .ops import activation_fn
+from .ops import activation_fn, bypass_basis
 
 __all__ = ["ArchParams", "MLPSupernet", "alpha_of", "arch_probs", "discretize", "extract"]
 
@@ -176,16 +176,7 @@ class MLPSupernet(nn.Module):
 
     def bypass_basis(self, basis: torch.Tensor | None, d: int) -> torch.Tensor:
         """The task's principal directions as a (d, max_latent) matrix (zero-padded)."""
-        if basis is None:
-            raise DataError("this supernet has a linear bypass and needs the task's principal "
-                            "directions: pass TaskBatch.basis (make_batch computes it)")
-        if basis.ndim != 2 or basis.shape[0] != d:
-            raise DataError(f"bypass basis must be ({d}, r), got {tuple(basis.shape)}")
-        lmax = self.cfg.max_latent
-        u = basis[:, :lmax]
-        if u.shape[1] < lmax:
-            u = F.pad(u, (0, lmax - u.shape[1]))
-        return u
+        return bypass_basis(basis, d, self.cfg.max_latent)
 
     # -- forward ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, probs: dict[str, torch.Tensor],

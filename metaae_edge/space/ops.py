@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["activation_fn", "from_grid", "median3x3", "prefilter_fn", "to_grid"]
+from ..errors import DataError
+
+__all__ = ["activation_fn", "bypass_basis", "from_grid", "median3x3", "prefilter_fn",
+           "to_grid"]
 
 _ACTS = {
     "relu": F.relu,
@@ -73,3 +76,14 @@ def to_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
 def from_grid(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(B, C, grid, grid) -> (B, C, h, w): back to the latent resolution."""
     return _resize(x, h, w)
+
+
+def bypass_basis(basis: torch.Tensor | None, d: int, n: int) -> torch.Tensor:
+    """A linear bypass's task principal directions as a (d, n) matrix (zero-padded)."""
+    if basis is None:
+        raise DataError("this supernet has a linear bypass and needs the task's principal "
+                        "directions: pass TaskBatch.basis (make_batch computes it)")
+    if basis.ndim != 2 or basis.shape[0] != d:
+        raise DataError(f"bypass basis must be ({d}, r), got {tuple(basis.shape)}")
+    u = basis[:, :n]
+    return F.pad(u, (0, n - u.shape[1])) if u.shape[1] < n else u
