@@ -21,7 +21,7 @@ Image = pytest.importorskip("PIL.Image")
 from image_helpers import blob_images, torch_reference  # noqa: E402
 
 from metaae_edge.cli import main  # noqa: E402
-from metaae_edge.errors import AccuracyGateError, BundleError, ExportError, InputError  # noqa: E402
+from metaae_edge.errors import BundleError, ExportError, InputError  # noqa: E402
 from metaae_edge.exporters.bundle import write_bundle  # noqa: E402
 from metaae_edge.exporters.graphs import CONV_GRAPHS  # noqa: E402
 from metaae_edge.exporters.precision import add_precision  # noqa: E402
@@ -257,15 +257,12 @@ def test_runtime_runs_image_bundles_withouttorch_reference(made):
 
 # -- reduced precision, TensorRT static check ---------------------------------------------
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_reduced_precision_passes_the_gate_or_is_refused(made, copy_of, precision):
+def test_reduced_precision_passes_the_gate(made, copy_of, precision):
     root = copy_of(precision)
     x = made[3]
-    try:
-        rep = add_precision(root, precision, x[:12], x[12:], max_quality_drop=0.05)
-    except AccuracyGateError as exc:  # documented: refused with a reason, bundle unchanged
-        assert "refused" in str(exc)
-        assert precision not in load_bundle(root).precisions()
-        return
+    # Both precisions pass the gate on this fixture (measured); a refusal is a regression,
+    # and the refusal path itself is covered by test_precision.py.
+    rep = add_precision(root, precision, x[:12], x[12:], max_quality_drop=0.05)
     assert rep["relative_drop"] <= 0.05
     assert precision in load_bundle(root).precisions("decoder")
     reduced = Runtime.load(root, precision=precision, threads=1)
@@ -324,10 +321,9 @@ def test_median_prefilter_exports_with_parity_int8_and_tensorrt_check(tmp_path):
         np.testing.assert_allclose(recon / std, ref["reconstruction"] / std, atol=ATOL,
                                    rtol=RTOL)
         np.testing.assert_allclose(latent, ref["latent"], atol=ATOL, rtol=RTOL)
-    try:
-        add_precision(root, "int8", x[:12], x[12:], max_quality_drop=0.05)
-    except AccuracyGateError as exc:
-        assert "refused" in str(exc)
+    # "survives INT8": the median's Min / Max pass the gate (measured); a refusal fails.
+    add_precision(root, "int8", x[:12], x[12:], max_quality_drop=0.05)
+    assert "int8" in load_bundle(root).precisions()
     for f in load_bundle(root).files:
         assert not [s for s in check_tensorrt_compat(root / f.path, raise_on_error=False)
                     if s.startswith("error:")], f.path
