@@ -86,7 +86,7 @@ def _print_summary(report, fpr: float) -> None:
 
     spec, rep = report.spec, report.adaptation
     console.print(f"[bold]architecture[/bold]  {escape(report.arch)}")
-    if spec.backbone == "conv":
+    if report.image:
         _, h, w = spec.input_shape
         lat = "x".join(map(str, spec.latent_shape()))
         if spec.fixed_hw is not None:  # a dense code: the bundle runs at H x W only

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
@@ -111,13 +110,12 @@ def _meta_train(ctx: typer.Context, recipe: Path | None, out: Path, resume: bool
         raise SpecError("meta-train needs --family NAME (or family = \"NAME\" in the --recipe "
                         "file)")
     run = create_recipe(name, **values)
-    t0 = time.perf_counter()
 
-    def on_step(m: dict, total: int) -> None:
+    def on_step(m: dict, total: int, seconds: float) -> None:
         if "val_query_loss_hard" in m and not console.is_terminal:
             # logs get a line per validation instead of a bar
             console.print(f"step {m['step']}/{total} train {m['train_query_loss']:.4f} val "
-                          f"{m['val_query_loss_hard']:.4f} ({time.perf_counter() - t0:.0f}s)")
+                          f"{m['val_query_loss_hard']:.4f} ({seconds:.0f}s)")
 
     report = meta_train(run, out, resume=resume, given={"family", *values}, device=device,
                         progress=RichProgress(), on_step=on_step)

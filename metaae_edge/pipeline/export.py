@@ -95,6 +95,8 @@ class ExportReport:
     arch: str
     spec: Any
     objective: str
+    #: an image (conv) model, from :func:`~metaae_edge.pipeline.is_image_checkpoint`
+    image: bool
     adaptation: dict[str, Any]
     threshold: dict[str, Any] | None
     manifest: dict[str, Any]
@@ -252,7 +254,8 @@ def adapt_and_export(checkpoint: Any, task, options: ExportOptions, *,
     t4 = time.perf_counter()
     return ExportReport(
         bundle=bundle, arch=result.spec.describe(), spec=result.spec,
-        objective=options.objective, adaptation=result.report, threshold=threshold,
+        objective=options.objective, image=is_image_checkpoint(ckpt),
+        adaptation=result.report, threshold=threshold,
         manifest=load_bundle(bundle).manifest, precisions=precisions, engines=engines,
         timings={"adapt_s": t1 - t0, "bundle_s": t2 - t1, "precision_s": t3 - t2,
                  "tensorrt_s": t4 - t3, "total_s": time.perf_counter() - t0})

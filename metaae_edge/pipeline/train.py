@@ -139,7 +139,8 @@ def _configs(recipe: Recipe, fam, ckpt, device: str):
 def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
                given: Iterable[str] | None = None, device: str = "cpu",
                progress: Progress | None = None,
-               on_step: Callable[[dict[str, Any], int], None] | None = None) -> MetaTrainReport:
+               on_step: Callable[[dict[str, Any], int, float], None] | None = None
+               ) -> MetaTrainReport:
     """Meta-train the searchable autoencoder (weights and architecture) per ``recipe``.
 
     Args:
@@ -151,7 +152,8 @@ def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
             file); default: those that differ from the family's registered recipe.
         device: ``cpu`` or ``cuda``.
         progress: shows the meta-steps.
-        on_step: called with each step's metrics and the total step count.
+        on_step: called with each step's metrics, the total step count and the seconds
+            since training started.
 
     Raises:
         CheckpointError: ``out`` exists without ``resume``, is missing with it, or the
@@ -177,7 +179,7 @@ def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
         if "val_query_loss_hard" in m:
             last_val = f" val {m['val_query_loss_hard']:.4f}"
         if on_step is not None:
-            on_step(m, trainer.total_steps)
+            on_step(m, trainer.total_steps, time.perf_counter() - t0)
         progress.update(m["step"], f"train {m['train_query_loss']:.4f}{last_val}")
 
     progress.start(f"meta-train {recipe.family} ({cfg.algorithm})", trainer.total_steps,
