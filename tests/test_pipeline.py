@@ -156,3 +156,14 @@ def test_resume_with_agreeing_flags_continues(capsys, tmp_path, short_run):
 def test_evaluate_refuses_flags_the_protocol_ignores(capsys, family, flag):
     line = one_line_error(*run_cli(capsys, "evaluate", "--family", family, flag, "1")[::2])
     assert flag in line and family in line
+
+
+def test_evaluate_from_python():
+    from metaae_edge.pipeline import evaluate, evaluation_config, evaluation_units
+
+    cfg = evaluation_config("manifold", tasks=1, steps="0", baselines="pca", cache_dir="",
+                            latency_tasks=0)
+    assert evaluation_units(cfg) == 1 and cfg.checkpoint == "builtin:manifold"
+    result = evaluate(cfg)
+    assert not result.image and "pca" in result.summary["methods"]
+    assert result.markdown.startswith("# ")
