@@ -84,10 +84,7 @@ def evaluate_cmd(
     if json_out is not None:
         R.write_json(result.summary, json_out)
     if markdown is not None:
-        if result.image:
-            R._atomic_write(Path(markdown), result.markdown)
-        else:
-            R.write_markdown(result.summary, markdown)
+        R._atomic_write(Path(markdown), result.markdown)
     if plots is not None:
         for p in R.write_plots(result.summary, plots):
             console.print(f"wrote {p}")
