@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -37,6 +38,12 @@ def require_torch(device: str = "cpu", threads: int | None = 1):
     return torch
 
 
+def given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was typed on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 @contextlib.contextmanager
 def progress(description: str, total: int) -> Iterator[tuple[Progress, int]]:
     """A rich progress bar on stderr; yields ``(progress, task_id)``."""
@@ -51,3 +58,28 @@ def progress(description: str, total: int) -> Iterator[tuple[Progress, int]]:
     with bar:
         task_id = bar.add_task(description, total=total, info="")
         yield bar, task_id
+
+
+class RichProgress:
+    """The pipeline's :class:`~metaae_edge.pipeline.progress.Progress` as a rich bar on
+    stderr (the same bar as :func:`progress`)."""
+
+    def __init__(self) -> None:
+        self._stack: contextlib.ExitStack | None = None
+        self._bar: Progress | None = None
+        self._tid = 0
+
+    def start(self, description: str, total: int, done: int = 0) -> None:
+        self._stack = contextlib.ExitStack()
+        self._bar, self._tid = self._stack.enter_context(progress(description, total))
+        if done:
+            self._bar.update(self._tid, completed=done)
+
+    def update(self, done: int, info: str = "") -> None:
+        if self._bar is not None:
+            self._bar.update(self._tid, completed=done, info=info)
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._bar = None, None

@@ -138,37 +138,12 @@ def bench_command(
     seed: Annotated[int, typer.Option(help="Seed of the generated inputs.")] = 0,
 ) -> None:
     """Measure latency and throughput across backends, precisions and batch sizes."""
-    from ..bench import (
-        BenchConfig,
-        compare_reports,
-        load_report,
-        parse_batches,
-        require_matplotlib,
-        run_bench,
-        write_json,
-        write_markdown,
-        write_plot,
-    )
-    from ._common import console, progress
+    from ..bench import compare_reports, load_report, run_bench
+    from ._common import progress
 
-    # Everything that can fail cheaply fails before seconds of benchmarking.
-    if iterations is not None and duration_s is not None:
-        raise InputError("give --duration-s or --iterations, not both")
-    if regression < 0:
-        raise InputError(f"--regression must be >= 0, got {regression}")
-    config = BenchConfig(
-        backends=tuple(backend) if backend else None,
-        precisions=tuple(precision) if precision else None,
-        batches=parse_batches(batch), warmup_s=warmup_s,
-        duration_s=None if iterations is not None else (duration_s or 1.0),
-        iterations=iterations, threads=threads, seed=seed, cv_warn=cv_warn, roofline=roofline,
-        rounds=rounds,
-    ).validate()
-    _check_out(json_out, (".json",), "--json")
-    _check_out(markdown, (".md", ".markdown"), "--markdown")
-    _check_out(plot, (".png", ".svg", ".pdf"), "--plot")
-    if plot is not None:
-        require_matplotlib()
+    config = _config(backend, precision, batch, warmup_s, duration_s, iterations, threads,
+                     rounds, regression, cv_warn, roofline, seed)
+    _check_outputs(json_out, markdown, plot)
     old = load_report(compare) if compare is not None else None
 
     with progress("bench", total=1) as (bar, task_id):
@@ -178,6 +153,46 @@ def bench_command(
         report = run_bench(model, config, progress=step)
     comparison = compare_reports(report, old, regression) if old is not None else None
     _print_report(report, comparison)
+    _write_outputs(report, comparison, json_out, markdown, plot)
+    if fail_on_regression and comparison is not None and comparison["regressions"]:
+        raise typer.Exit(1)
+
+
+def _config(backend, precision, batch, warmup_s, duration_s, iterations, threads, rounds,
+            regression, cv_warn, roofline, seed):
+    """The validated BenchConfig: everything that can fail cheaply fails before seconds of
+    benchmarking."""
+    from ..bench import BenchConfig, parse_batches
+
+    if iterations is not None and duration_s is not None:
+        raise InputError("give --duration-s or --iterations, not both")
+    if regression < 0:
+        raise InputError(f"--regression must be >= 0, got {regression}")
+    return BenchConfig(
+        backends=tuple(backend) if backend else None,
+        precisions=tuple(precision) if precision else None,
+        batches=parse_batches(batch), warmup_s=warmup_s,
+        duration_s=None if iterations is not None else (duration_s or 1.0),
+        iterations=iterations, threads=threads, seed=seed, cv_warn=cv_warn, roofline=roofline,
+        rounds=rounds,
+    ).validate()
+
+
+def _check_outputs(json_out: Path | None, markdown: Path | None, plot: Path | None) -> None:
+    from ..bench import require_matplotlib
+
+    _check_out(json_out, (".json",), "--json")
+    _check_out(markdown, (".md", ".markdown"), "--markdown")
+    _check_out(plot, (".png", ".svg", ".pdf"), "--plot")
+    if plot is not None:
+        require_matplotlib()
+
+
+def _write_outputs(report, comparison, json_out: Path | None, markdown: Path | None,
+                   plot: Path | None) -> None:
+    from ..bench import write_json, write_markdown, write_plot
+    from ._common import console
+
     written = []
     if json_out is not None:
         written.append(write_json(report, json_out))
@@ -187,8 +202,6 @@ def bench_command(
         written.append(write_plot(report, plot))
     for path in written:
         console.print(f"wrote {path}", highlight=False)
-    if fail_on_regression and comparison is not None and comparison["regressions"]:
-        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -122,25 +122,12 @@ def _parity_rows(parity: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def inspect_command(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory to describe.")],
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Also check every file's sha256 (sizes and paths are always "
-        "checked).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
-) -> None:
-    """Describe a bundle: architecture, files, threshold, parity, task."""
-    b = load_bundle(bundle, verify=verify)
-    m = b.manifest
-    if as_json:
-        typer.echo(json.dumps({"path": str(b.root), "verified": verify, "manifest": m},
-                              indent=2))
-        return
-    from rich.console import Console
+def _head_table(b: Any, verify: bool) -> Any:
+    """The bundle's summary grid: schema, objective, architecture, input, latent, threshold."""
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    m = b.manifest
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
@@ -176,7 +163,28 @@ def inspect_command(
                  f"{thr['value']:.6g} ({thr.get('method', '?')}, fpr {thr.get('fpr', '?')})")
     head.add_row("integrity", "sha256 verified" if verify else
                  "paths and sizes checked (add --verify for sha256)")
-    console.print(head)
+    return head
+
+
+def inspect_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory to describe.")],
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Also check every file's sha256 (sizes and paths are always "
+        "checked).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Describe a bundle: architecture, files, threshold, parity, task."""
+    b = load_bundle(bundle, verify=verify)
+    m = b.manifest
+    if as_json:
+        typer.echo(json.dumps({"path": str(b.root), "verified": verify, "manifest": m},
+                              indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(_head_table(b, verify))
 
     files = Table(title="files", title_justify="left")
     for col in ("path", "role", "precision", "size", "sha256"):

@@ -7,57 +7,8 @@ from pathlib import Path
 
 import typer
 
-from ..errors import AccuracyGateError, BundleError, DataError
-from ._common import console, progress, require_torch
-
-SUPPORTED_PRECISIONS = ("fp32", "fp16", "int8")
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def _load_task(data: Path | None, task: str | None, objective: str, noise: str | None,
-               seed: int, max_input_dim: int, images: bool = False):
-    """The task to adapt to: user data (features, or images for a conv checkpoint) or a
-    held-out family task."""
-    from ..tasks import Noise, create_family, load_image_task, load_task
-
-    if (data is None) == (task is None):
-        raise DataError("give exactly one of --data PATH or --task FAMILY:INDEX")
-    parsed_noise = Noise.parse(noise) if noise else None
-    if data is not None:
-        if images:
-            return load_image_task(data, objective=objective, seed=seed, noise=parsed_noise)
-        if Path(data).is_dir() or Path(data).suffix.lower() in _IMAGE_SUFFIXES:
-            raise DataError(f"{data} is image data, but the checkpoint is an MLP (feature "
-                            "vector) checkpoint; adapt images with a conv checkpoint, e.g. "
-                            "builtin:digits-res, or pass samples x features (.npy/.npz/.csv)")
-        return load_task(data, objective=objective, seed=seed, noise=parsed_noise,
-                         max_input_dim=max_input_dim)
-    name, _, index = task.partition(":")
-    if not index.isdigit():
-        raise DataError(f"--task must look like FAMILY:INDEX (e.g. manifold:3), got {task!r}")
-    t = create_family(name, seed=seed).sample("test", int(index), objective=objective)
-    if parsed_noise is not None:
-        t.noise = parsed_noise
-    return t
-
-
-def _split_holdout(task, fraction: float, seed: int):
-    """Hold out part of the normal support set to calibrate the anomaly threshold on."""
-    import numpy as np
-
-    n = len(task.support)
-    n_hold = max(int(round(n * fraction)), 4)
-    if n - n_hold < 8:
-        raise DataError(
-            f"anomaly calibration needs at least 12 normal samples (8 to adapt on, 4 to set "
-            f"the threshold); the support set has {n}"
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    hold = task.support[perm[:n_hold]]
-    task.support = task.support[perm[n_hold:]]
-    return hold
+from ..errors import AccuracyGateError
+from ._common import RichProgress, console, require_torch
 
 
 def adapt_and_export_cmd(
@@ -92,108 +43,73 @@ def adapt_and_export_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
 ) -> None:
     """Adapt weights and architecture to a new task, freeze, export ONNX, write a bundle."""
-    torch = require_torch(device)
-    from ..adapt import adapt, query_scores
-    from ..calibration import fit_threshold
-    from ..exporters.bundle import write_bundle
+    require_torch(device)
     from ..meta import load_checkpoint
+    from ..pipeline import ExportOptions, adapt_and_export, load_export_task
 
-    wanted = [p.strip() for p in precision.split(",") if p.strip()]
-    bad = [p for p in wanted if p not in SUPPORTED_PRECISIONS]
-    if bad:
-        raise DataError(
-            f"precision {', '.join(bad)} is not supported yet; supported: "
-            f"{', '.join(SUPPORTED_PRECISIONS)}"
-        )
-    if out.exists() and not force:
-        raise BundleError(f"{out} exists; pass --force to replace it or choose another --out")
+    options = ExportOptions(
+        out=out, objective=objective, steps=steps, finetune_steps=finetune_steps,
+        arch_lr=arch_lr, latent_bytes=latent_bytes, fpr=fpr, holdout=holdout,
+        precisions=precision, calib_samples=calib_samples, calib_method=calib_method,
+        max_quality_drop=max_quality_drop, tensorrt=tensorrt, seed=seed, device=device,
+        force=force).validate()
     t0 = time.perf_counter()
-    torch.manual_seed(seed)
     ckpt = load_checkpoint(checkpoint)
-    is_conv = ckpt.supernet.backbone == "conv"
-    t = _load_task(data, task, objective, noise, seed, ckpt.supernet.max_input_dim,
-                   images=is_conv)
-    hold = _split_holdout(t, holdout, seed) if objective == "anomaly" else None
-    k = steps if steps is not None else int(ckpt.inner_config.get("steps", 10))
-    with progress(f"adapt {t.name}", k) as (bar, tid):
-        result = adapt(ckpt, t, steps=k, finetune_steps=finetune_steps, arch_lr=arch_lr,
-                       latent_bytes=latent_bytes,
-                       seed=seed, device=device,
-                       on_step=lambda i, loss: bar.update(tid, completed=i + 1,
-                                                          info=f"support loss {loss:.4f}"))
-    result.model.cpu()
-    threshold = None
-    if hold is not None:
-        threshold = fit_threshold(query_scores(result, hold), fpr)
-    rep = result.report
-    bundle = write_bundle(
-        out, model=result.model, spec=result.spec, normalizer=result.normalizer,
-        task_summary=t.summary(), objective=objective, reference=t.query, threshold=threshold,
-        reports={"adaptation": rep}, force=force, seed=seed,
-    )
-    from ..runtime import load_bundle
+    t = load_export_task(ckpt, data=data, task=task, objective=objective, noise=noise,
+                         seed=seed)
+    report = adapt_and_export(
+        ckpt, t, options, progress=RichProgress(),
+        log=lambda line: console.print(line, highlight=False, markup=False),
+        on_precision=lambda r: _print_precision(r, max_quality_drop))
+    _print_summary(report, fpr)
+    console.print(f"  bundle {report.bundle} ({report.bundle_bytes / 1024:.1f} KiB) in "
+                  f"{time.perf_counter() - t0:.1f}s")
+    typer.echo(str(report.bundle))
+    if report.refused:
+        raise AccuracyGateError(
+            f"bundle {report.bundle} was written without {', '.join(report.refused)}"
+            f" (over the {100 * max_quality_drop:g}% quality budget; see above); raise "
+            f"--max-quality-drop or --calib-samples, or add it later with `metaae-edge calibrate`"
+        )
 
-    refused: list[str] = []
-    for p in (p for p in wanted if p != "fp32"):
-        from ..exporters.precision import add_precision
 
-        labels = t.query_labels if objective == "anomaly" else None
-        try:
-            prec_rep = add_precision(bundle, p, t.support, t.query, labels=labels,
-                                method=calib_method, calib_samples=calib_samples,
-                                max_quality_drop=max_quality_drop, seed=seed,
-                                threshold_data=hold,
-                                log=lambda line: console.print(line, highlight=False, markup=False))
-        except AccuracyGateError as exc:  # keep the bundle (fp32 + what passed), say why
-            refused.append(p)
-            console.print(f"  [red]{exc}[/red]")
-            continue
-        console.print(f"  {p}: quality drop {100 * prec_rep['relative_drop']:.2f}% "
-                      f"(budget {100 * max_quality_drop:g}%)")
-    wanted = [p for p in wanted if p not in refused]
-    if tensorrt:
-        from ..exporters.tensorrt import build_engine
+def _print_precision(result, max_quality_drop: float) -> None:
+    if not result.passed:  # the bundle is kept (fp32 + what passed); say why
+        console.print(f"  [red]{result.error}[/red]")
+        return
+    console.print(f"  {result.precision}: quality drop {100 * result.relative_drop:.2f}% "
+                  f"(budget {100 * max_quality_drop:g}%)")
 
-        for p in wanted:
-            build_engine(load_bundle(bundle).path_for("autoencoder", p), bundle / "engines",
-                         precision=p)
-    manifest = load_bundle(bundle).manifest
+
+def _print_summary(report, fpr: float) -> None:
     from rich.markup import escape  # a dense code describes itself as "[dense 32]"
 
-    console.print(f"[bold]architecture[/bold]  {escape(result.spec.describe())}")
-    if result.spec.backbone == "conv":
-        _, h, w = result.spec.input_shape
-        lat = "x".join(map(str, result.spec.latent_shape()))
-        if result.spec.fixed_hw is not None:  # a dense code: the bundle runs at H x W only
+    spec, rep = report.spec, report.adaptation
+    console.print(f"[bold]architecture[/bold]  {escape(report.arch)}")
+    if report.image:
+        _, h, w = spec.input_shape
+        lat = "x".join(map(str, spec.latent_shape()))
+        if spec.fixed_hw is not None:  # a dense code: the bundle runs at H x W only
             lat = f"dense {lat} (runs at {h}x{w} only)"
-        console.print(f"  params {result.spec.param_count():,}  MACs/image at {h}x{w} "
-                      f"{result.spec.macs():,}  latent {lat} ({result.spec.latent_size():,} "
+        console.print(f"  params {spec.param_count():,}  MACs/image at {h}x{w} "
+                      f"{spec.macs():,}  latent {lat} ({spec.latent_size():,} "
                       "bytes per image at int8)")
     else:
-        console.print(f"  params {result.spec.param_count():,}  MACs/sample "
-                      f"{result.spec.macs():,}")
+        console.print(f"  params {spec.param_count():,}  MACs/sample {spec.macs():,}")
     console.print(
         f"  query MSE  start {rep['before']['query_mse']:.4f} -> adapted (relaxed) "
         f"{rep['relaxed']['query_mse']:.4f} -> frozen {rep['discretized_query_mse']:.4f} -> "
         f"fine-tuned {rep['after']['query_mse']:.4f}  (discretisation gap "
         f"{100 * rep['discretization_gap']:+.1f}%)"
     )
-    parity = manifest.get("parity", {})
+    parity = report.manifest.get("parity", {})
     if parity:
         console.print(f"  ONNX parity vs torch: passed={parity.get('passed')} "
                       f"max abs err {parity.get('max_abs_err', float('nan')):.2e}")
+    threshold = report.threshold
     if threshold is not None:
         console.print(f"  anomaly threshold {threshold['value']:.5f} (target FPR {fpr:g}, "
                       f"{threshold['n_holdout']} held-out normals)")
-    size = sum(f["bytes"] for f in manifest["files"])
-    console.print(f"  bundle {bundle} ({size / 1024:.1f} KiB) in {time.perf_counter() - t0:.1f}s")
-    typer.echo(str(bundle))
-    if refused:
-        raise AccuracyGateError(
-            f"bundle {bundle} was written without {', '.join(refused)}"
-            f" (over the {100 * max_quality_drop:g}% quality budget; see above); raise "
-            f"--max-quality-drop or --calib-samples, or add it later with `metaae-edge calibrate`"
-        )
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 Importing this package registers the built-in families (``manifold``, ``sensors``,
 ``digits`` and the image families ``digits-res`` and ``shapes``); :func:`create_family`
-instantiates one by name, :func:`load_task` turns a user's ``.npy`` / ``.npz`` / ``.csv``
+instantiates one by name and :func:`create_recipe` builds its meta-training recipe;
+:func:`load_task` turns a user's ``.npy`` / ``.npz`` / ``.csv``
 file into a :class:`Task` and :func:`load_image_task` a folder of images (or an image
 array) into an image task. numpy only: scikit-learn is imported lazily by the digit
 families, Pillow by the image readers, torch never.
@@ -27,11 +28,13 @@ from .families import FamilyBase
 from .imagedata import load_image_task
 from .images import DigitsResFamily, ImageFamilyBase, ShapesFamily
 from .manifold import ManifoldFamily
+from .recipes import RECIPE_FIELDS, Recipe, create_recipe, family_recipe, load_recipe_file
 from .sensors import SensorsFamily
 from .userdata import load_array, load_task
 
 __all__ = [
     "OBJECTIVES",
+    "RECIPE_FIELDS",
     "SPLITS",
     "DigitsFamily",
     "DigitsResFamily",
@@ -40,15 +43,19 @@ __all__ = [
     "ManifoldFamily",
     "Noise",
     "Normalizer",
+    "Recipe",
     "SensorsFamily",
     "ShapesFamily",
     "Task",
     "TaskFamily",
     "create_family",
+    "create_recipe",
     "digits_pool",
+    "family_recipe",
     "list_families",
     "load_array",
     "load_image_task",
+    "load_recipe_file",
     "load_task",
     "register_family",
     "task_seed",

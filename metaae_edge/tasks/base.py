@@ -237,11 +237,19 @@ class TaskFamily(Protocol):
 _FAMILIES: dict[str, tuple[Callable[..., TaskFamily], str]] = {}
 
 
-def register_family(name: str, description: str) -> Callable[[type], type]:
-    """Class decorator adding a task family to the registry under ``name``."""
+def register_family(name: str, description: str,
+                    recipe: dict[str, Any] | None = None) -> Callable[[type], type]:
+    """Class decorator adding a task family to the registry under ``name``.
+
+    ``recipe``: the family's meta-training defaults, as overrides of the global
+    :class:`~metaae_edge.tasks.recipes.Recipe` ones (what ``meta-train --family NAME``
+    and ``create_recipe(NAME)`` use).
+    """
+    from .recipes import register_recipe
 
     def deco(cls: type) -> type:
         _FAMILIES[name] = (cls, description)
+        register_recipe(name, recipe)
         cls.name = name
         cls.description = description
         return cls

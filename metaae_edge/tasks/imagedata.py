@@ -95,6 +95,56 @@ def _split(
     return perm[n_q:], perm[:n_q], "sample"
 
 
+def _check_args(objective: str | None, max_side: int, patch: int | None,
+                n_support: int | None) -> None:
+    if objective is not None and objective not in OBJECTIVES:
+        raise DataError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    for name, value, lo in (("max_side", max_side, 1), ("patch", patch, 2),
+                            ("n_support", n_support, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, (int, np.integer)) or value < lo):
+            raise DataError(f"{name} must be an integer >= {lo}, got {value!r}")
+
+
+def _read_source(p: Path, objective: str | None, noise: Noise | str | None):
+    """(images, noisy or None, names, info, objective): paired data or plain images."""
+    paired = _read_pairs(p) if p.exists() else None
+    if paired is None:
+        images, names, info = read_images(p)
+        return images, None, names, info, objective or "reconstruct"
+    images, noisy, names, info = paired
+    objective = objective or "denoise"
+    if noise is not None:
+        raise DataError(
+            f"{p} holds clean/noisy pairs, which carry their own noise; drop the noise "
+            "option (or pass clean images only to add synthetic noise)"
+        )
+    info["paired"] = 1
+    return images, noisy if objective == "denoise" else None, names, info, objective
+
+
+def _samples(p: Path, images: np.ndarray, noisy: np.ndarray | None, patch: int | None,
+             max_side: int, info: dict[str, Any]):
+    """(samples, groups, noisy samples, patch): whole images, or patches when large."""
+    n_img, _, h, w = images.shape
+    if patch is None:
+        patch = min(DEFAULT_PATCH, h, w) if max(h, w) > max_side else None
+    elif h <= patch and w <= patch:
+        patch = None
+    if patch is None:
+        samples, groups, noisy_samples = images, np.arange(n_img), noisy
+    else:
+        samples, groups = patchify(images, int(patch))
+        noisy_samples = None if noisy is None else patchify(noisy, int(patch))[0]
+        info["patch_rows"], info["patch_cols"] = h // patch, w // patch
+    if len(samples) < 2:
+        raise DataError(
+            f"{p} gives {len(samples)} sample; expected at least 2 to split into support and "
+            "query: add images, or pass a smaller patch to cut the image into tiles"
+        )
+    return samples, groups, noisy_samples, patch
+
+
 def load_image_task(
     path: str | os.PathLike[str],
     *,
@@ -110,84 +160,40 @@ def load_image_task(
     Images are read with :func:`~metaae_edge.runtime.images.read_images` (a folder of
     PNG/JPEG files, one image file, or an ``.npy`` / ``.npz`` array ``(N, H, W[, C])``),
     optionally cut into non-overlapping patches, and split by a seeded permutation into
-    support (80%) and query (20%, at least one sample). With five or more source images
-    and patching, whole images go to one side so query patches never share an image with
-    the support.
-
-    Paired data makes a ``denoise`` task with real noise (``support_noisy`` /
-    ``query_noisy`` set, ``noise`` None): a folder holding ``clean/`` and ``noisy/``
-    sub-folders with the same file names, or an ``.npz`` with ``clean`` and ``noisy``
-    arrays of one shape. For ``anomaly`` every image is taken as normal (no labels: the
-    query is unlabelled).
+    support (80%) and query (20%, at least one sample); with five or more source images
+    and patching, whole images go to one side (no patch leakage). Paired data (a folder
+    with ``clean/`` and ``noisy/`` sub-folders of the same file names, or an ``.npz`` with
+    ``clean`` and ``noisy`` arrays) makes a ``denoise`` task with real noise. For
+    ``anomaly`` every image is taken as normal (the query is unlabelled).
 
     Args:
         path: Images or paired data as above.
         objective: ``reconstruct``, ``denoise`` or ``anomaly``; default ``denoise`` for
-            paired data, ``reconstruct`` otherwise. Other objectives on paired data use
-            the clean images.
+            paired data (other objectives use its clean images), ``reconstruct`` otherwise.
         noise: Synthetic ``denoise`` corruption in pixel units (a :class:`Noise` or text
             like ``salt-pepper:0.1``); default ``gaussian:0.1``. Refused for paired data.
         n_support: Keep at most this many support samples (default: all of them).
-        patch: Patch side. Default: images whose sides are both ``<= max_side`` are used
-            whole, larger ones are cut into 32x32 patches (or the shorter side, if less).
-            Given explicitly, images larger than ``patch`` on a side are cut into
-            ``patch x patch`` tiles (the leftover border is dropped).
+        patch: Patch side. Default: images with both sides ``<= max_side`` are used whole,
+            larger ones are cut into 32x32 patches (or the shorter side, if less); given,
+            images larger than ``patch`` are cut into ``patch x patch`` tiles.
         seed: Seed of the support/query split.
         max_side: Largest side used whole when ``patch`` is not given.
 
     Returns:
-        A task with flattened float32 samples in [0, 1] (``D = C * H * W``), ``image_shape``
-        set, ``normalization="global"`` and ``loss="mse"``. ``info`` records ``source``,
-        ``format``, ``patch`` (0 = whole images), the original ``image_height`` /
-        ``image_width``, ``channels``, ``n_images`` and, for up to 64 images, ``names``.
+        A task of flattened float32 samples in [0, 1] with ``image_shape``,
+        ``normalization="global"``, ``loss="mse"``; ``info`` records the source, format,
+        patch (0 = whole images), original size, channels, counts and (<= 64) names.
 
     Raises:
         DataError: With one line saying what is wrong and how to fix it.
         BackendUnavailableError: Image files need Pillow (``metaae-edge[images]``).
     """
-    if objective is not None and objective not in OBJECTIVES:
-        raise DataError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    for name, value, lo in (("max_side", max_side, 1), ("patch", patch, 2),
-                            ("n_support", n_support, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(
-                value, (int, np.integer)) or value < lo):
-            raise DataError(f"{name} must be an integer >= {lo}, got {value!r}")
+    _check_args(objective, max_side, patch, n_support)
     p = Path(path)
-    paired = _read_pairs(p) if p.exists() else None
-    noisy: np.ndarray | None = None
-    if paired is not None:
-        images, noisy, names, info = paired
-        objective = objective or "denoise"
-        if noise is not None:
-            raise DataError(
-                f"{p} holds clean/noisy pairs, which carry their own noise; drop the noise "
-                "option (or pass clean images only to add synthetic noise)"
-            )
-        if objective != "denoise":
-            noisy = None
-        info["paired"] = 1
-    else:
-        images, names, info = read_images(p)
-        objective = objective or "reconstruct"
+    images, noisy, names, info, objective = _read_source(p, objective, noise)
     n_img, c, h, w = images.shape
-
-    if patch is None:
-        patch = min(DEFAULT_PATCH, h, w) if max(h, w) > max_side else None
-    elif h <= patch and w <= patch:
-        patch = None
-    if patch is None:
-        samples, groups = images, np.arange(n_img)
-        noisy_samples = noisy
-    else:
-        samples, groups = patchify(images, int(patch))
-        noisy_samples = None if noisy is None else patchify(noisy, int(patch))[0]
-        info["patch_rows"], info["patch_cols"] = h // patch, w // patch
+    samples, groups, noisy_samples, patch = _samples(p, images, noisy, patch, max_side, info)
     n = len(samples)
-    if n < 2:
-        raise DataError(
-            f"{p} gives {n} sample; expected at least 2 to split into support and query: add "
-            "images, or pass a smaller patch to cut the image into tiles"
-        )
     sup, qry, split_by = _split(n, groups, n_img, np.random.default_rng(seed))
     if n_support is not None:
         sup = sup[: int(n_support)]
@@ -199,33 +205,16 @@ def load_image_task(
         noise = Noise.parse(noise)
     if objective == "denoise" and noisy is None and noise is None:
         noise = Noise("gaussian", 0.1)
-    sample_shape = samples.shape[1:]
-    info.update(
-        patch=int(patch or 0),
-        image_height=h,
-        image_width=w,
-        image_size=f"{h}x{w}",
-        channels=c,
-        n_images=n_img,
-        n_samples=n,
-        split_by=split_by,
-    )
+    info.update(patch=int(patch or 0), image_height=h, image_width=w, image_size=f"{h}x{w}",
+                channels=c, n_images=n_img, n_samples=n, split_by=split_by)
     for key in ("height", "width"):
         info.pop(key, None)
     if n_img <= _MAX_NAMES:
         info["names"] = list(names)
     return Task(
-        name=p.stem or p.name,
-        family="user",
-        support=flat(samples, sup),
-        query=flat(samples, qry),
-        objective=objective,
-        seed=int(seed),
-        loss="mse",
-        normalization="global",
-        noise=noise if objective == "denoise" else None,
-        info=info,
-        image_shape=tuple(int(v) for v in sample_shape),
-        support_noisy=flat(noisy_samples, sup),
-        query_noisy=flat(noisy_samples, qry),
+        name=p.stem or p.name, family="user", support=flat(samples, sup),
+        query=flat(samples, qry), objective=objective, seed=int(seed), loss="mse",
+        normalization="global", noise=noise if objective == "denoise" else None, info=info,
+        image_shape=tuple(int(v) for v in samples.shape[1:]),
+        support_noisy=flat(noisy_samples, sup), query_noisy=flat(noisy_samples, qry),
     )

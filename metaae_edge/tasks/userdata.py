@@ -253,6 +253,29 @@ def _as_labels(labels: Any, n: int, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _split_sets(x: np.ndarray, y: np.ndarray | None, query_fraction: float,
+                rng: np.random.Generator, p: Path, info: dict[str, Any]):
+    """(support, query, query labels): labelled anomaly data keeps anomalies out of the
+    support set."""
+    n = len(x)
+    if y is None:
+        perm = rng.permutation(n)
+        n_q = min(max(1, round(query_fraction * n)), n - 1)
+        return x[perm[n_q:]], x[perm[:n_q]], None
+    normal = np.flatnonzero(y == 0)
+    anomalous = np.flatnonzero(y == 1)
+    if len(normal) < 2:
+        raise DataError(
+            f"{p}: anomaly labels mark {len(normal)} normal samples; expected at least 2 "
+            "(label 0) to adapt on and judge against"
+        )
+    normal = rng.permutation(normal)
+    n_q = min(max(1, round(query_fraction * len(normal))), len(normal) - 1)
+    q_idx = rng.permutation(np.concatenate([normal[:n_q], anomalous]))
+    info["n_anomalies"] = len(anomalous)
+    return x[normal[n_q:]], x[q_idx], y[q_idx]
+
+
 def load_task(
     path: str | os.PathLike[str],
     *,
@@ -309,23 +332,7 @@ def load_task(
     if objective == "anomaly":
         source = labels if labels is not None else stored_labels
         y = None if source is None else _as_labels(source, n, p)
-    if y is None:
-        perm = rng.permutation(n)
-        n_q = min(max(1, round(query_fraction * n)), n - 1)
-        support, query, query_labels = x[perm[n_q:]], x[perm[:n_q]], None
-    else:
-        normal = np.flatnonzero(y == 0)
-        anomalous = np.flatnonzero(y == 1)
-        if len(normal) < 2:
-            raise DataError(
-                f"{p}: anomaly labels mark {len(normal)} normal samples; expected at least 2 "
-                "(label 0) to adapt on and judge against"
-            )
-        normal = rng.permutation(normal)
-        n_q = min(max(1, round(query_fraction * len(normal))), len(normal) - 1)
-        q_idx = rng.permutation(np.concatenate([normal[:n_q], anomalous]))
-        support, query, query_labels = x[normal[n_q:]], x[q_idx], y[q_idx]
-        info["n_anomalies"] = len(anomalous)
+    support, query, query_labels = _split_sets(x, y, query_fraction, rng, p, info)
     return Task(
         name=p.stem,
         family="user",

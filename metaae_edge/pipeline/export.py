@@ -1,0 +1,261 @@
+"""Checkpoint + task -> verified bundle: adapt, threshold, bundle, precision, TensorRT.
+
+:func:`adapt_and_export` is what ``metaae-edge adapt-and-export`` runs; options are one
+validated :class:`ExportOptions`, the result one :class:`ExportReport`. The caller's task
+is never modified (the anomaly threshold's hold-out comes from a copy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AccuracyGateError, BundleError, DataError
+from .kinds import is_image_checkpoint
+from .progress import NullProgress, Progress
+
+__all__ = ["SUPPORTED_PRECISIONS", "ExportOptions", "ExportReport", "PrecisionResult",
+           "adapt_and_export", "load_export_task", "split_holdout"]
+
+SUPPORTED_PRECISIONS = ("fp32", "fp16", "int8")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything :func:`adapt_and_export` does besides the checkpoint and the task.
+
+    Attributes mirror the ``adapt-and-export`` flags (``precisions`` is ``--precision``,
+    as a tuple or the CLI's comma-separated text). ``objective`` defaults to the task's.
+    """
+
+    out: Path
+    objective: str | None = None
+    steps: int | None = None
+    finetune_steps: int = 30
+    arch_lr: float | None = None
+    latent_bytes: float | None = None
+    fpr: float = 0.01
+    holdout: float = 0.2
+    precisions: tuple[str, ...] = ("fp32",)
+    calib_samples: int = 256
+    calib_method: str = "minmax"
+    max_quality_drop: float = 0.02
+    tensorrt: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        wanted = self.precisions
+        if isinstance(wanted, str):
+            wanted = tuple(p.strip() for p in wanted.split(",") if p.strip())
+        object.__setattr__(self, "precisions", tuple(wanted))
+
+    def validate(self) -> ExportOptions:
+        """Check what can fail before any work (the CLI's order and messages).
+
+        Raises:
+            DataError: an unsupported precision.
+            BundleError: ``out`` exists and ``force`` is not set.
+        """
+        bad = [p for p in self.precisions if p not in SUPPORTED_PRECISIONS]
+        if bad:
+            raise DataError(
+                f"precision {', '.join(bad)} is not supported yet; supported: "
+                f"{', '.join(SUPPORTED_PRECISIONS)}"
+            )
+        if self.out.exists() and not self.force:
+            raise BundleError(f"{self.out} exists; pass --force to replace it or choose "
+                              "another --out")
+        return self
+
+
+@dataclass
+class PrecisionResult:
+    """One reduced precision's accuracy gate: its report, or why it was refused."""
+
+    precision: str
+    passed: bool
+    relative_drop: float | None = None
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class ExportReport:
+    """What :func:`adapt_and_export` wrote and measured."""
+
+    bundle: Path
+    arch: str
+    spec: Any
+    objective: str
+    #: an image (conv) model, from :func:`~metaae_edge.pipeline.is_image_checkpoint`
+    image: bool
+    adaptation: dict[str, Any]
+    threshold: dict[str, Any] | None
+    manifest: dict[str, Any]
+    precisions: list[PrecisionResult] = field(default_factory=list)
+    engines: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def refused(self) -> list[str]:
+        """The precisions the accuracy gate refused (the bundle was written without them)."""
+        return [p.precision for p in self.precisions if not p.passed]
+
+    @property
+    def bundle_bytes(self) -> int:
+        return sum(f["bytes"] for f in self.manifest["files"])
+
+
+def load_export_task(checkpoint: Any, *, data: Path | None = None, task: str | None = None,
+                     objective: str = "reconstruct", noise: str | None = None, seed: int = 0):
+    """The task to adapt ``checkpoint`` to: user data (features, or images for a conv
+    checkpoint) or a held-out family task ``FAMILY:INDEX``; exactly one of ``data``, ``task``.
+    """
+    from ..tasks import Noise, create_family, load_image_task, load_task
+
+    if (data is None) == (task is None):
+        raise DataError("give exactly one of --data PATH or --task FAMILY:INDEX")
+    parsed_noise = Noise.parse(noise) if noise else None
+    if data is not None:
+        if is_image_checkpoint(checkpoint):
+            return load_image_task(data, objective=objective, seed=seed, noise=parsed_noise)
+        if Path(data).is_dir() or Path(data).suffix.lower() in _IMAGE_SUFFIXES:
+            raise DataError(f"{data} is image data, but the checkpoint is an MLP (feature "
+                            "vector) checkpoint; adapt images with a conv checkpoint, e.g. "
+                            "builtin:digits-res, or pass samples x features (.npy/.npz/.csv)")
+        return load_task(data, objective=objective, seed=seed, noise=parsed_noise,
+                         max_input_dim=checkpoint.supernet.max_input_dim)
+    name, _, index = task.partition(":")
+    if not index.isdigit():
+        raise DataError(f"--task must look like FAMILY:INDEX (e.g. manifold:3), got {task!r}")
+    t = create_family(name, seed=seed).sample("test", int(index), objective=objective)
+    return dataclasses.replace(t, noise=parsed_noise) if parsed_noise is not None else t
+
+
+def split_holdout(task, fraction: float, seed: int):
+    """``(task without the hold-out, hold-out)``: part of the normal support set kept
+    aside to calibrate the anomaly threshold on. ``task`` itself is not modified."""
+    import numpy as np
+
+    n = len(task.support)
+    n_hold = max(int(round(n * fraction)), 4)
+    if n - n_hold < 8:
+        raise DataError(
+            f"anomaly calibration needs at least 12 normal samples (8 to adapt on, 4 to set "
+            f"the threshold); the support set has {n}"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    rest = dataclasses.replace(task, support=task.support[perm[n_hold:]], info=dict(task.info))
+    return rest, task.support[perm[:n_hold]]
+
+
+def _precisions(bundle: Path, t, options: ExportOptions, hold,
+                log: Callable[[str], None],
+                on_precision: Callable[[PrecisionResult], None]) -> list[PrecisionResult]:
+    """Add each reduced precision through its accuracy gate; a refusal keeps the bundle."""
+    results = []
+    for p in (p for p in options.precisions if p != "fp32"):
+        from ..exporters.precision import add_precision
+
+        labels = t.query_labels if options.objective == "anomaly" else None
+        try:
+            rep = add_precision(bundle, p, t.support, t.query, labels=labels,
+                                method=options.calib_method,
+                                calib_samples=options.calib_samples,
+                                max_quality_drop=options.max_quality_drop, seed=options.seed,
+                                threshold_data=hold, log=log)
+            result = PrecisionResult(p, True, rep["relative_drop"], rep)
+        except AccuracyGateError as exc:
+            result = PrecisionResult(p, False, error=str(exc))
+        results.append(result)
+        on_precision(result)
+    return results
+
+
+def _engines(bundle: Path, options: ExportOptions, precisions: list[PrecisionResult]
+             ) -> list[Path]:
+    """A TensorRT engine per precision the bundle holds (those the gate refused: none)."""
+    from ..exporters.tensorrt import build_engine
+    from ..runtime import load_bundle
+
+    refused = {r.precision for r in precisions if not r.passed}
+    return [build_engine(load_bundle(bundle).path_for("autoencoder", p), bundle / "engines",
+                         precision=p) for p in options.precisions if p not in refused]
+
+
+def adapt_and_export(checkpoint: Any, task, options: ExportOptions, *,
+                     progress: Progress | None = None,
+                     log: Callable[[str], None] | None = None,
+                     on_precision: Callable[[PrecisionResult], None] | None = None
+                     ) -> ExportReport:
+    """Adapt weights and architecture to ``task``, freeze, export ONNX, write a bundle.
+
+    Args:
+        checkpoint: a :class:`~metaae_edge.meta.Checkpoint`, a path or ``builtin:NAME``.
+        task: the new task (:class:`~metaae_edge.tasks.Task`); not modified.
+        options: the run's options (validated here).
+        progress: shows the adaptation steps.
+        log: receives the precision gates' progress lines.
+        on_precision: called with each reduced precision's gate result as it finishes.
+
+    Returns:
+        The :class:`ExportReport`; precisions the gate refused are listed in
+        ``report.refused`` (the bundle holds fp32 and what passed).
+    """
+    import torch
+
+    from ..adapt import adapt, query_scores
+    from ..calibration import fit_threshold
+    from ..exporters.bundle import write_bundle
+    from ..meta import load_checkpoint
+    from ..runtime import load_bundle
+
+    options = dataclasses.replace(options, objective=options.objective or task.objective)
+    options.validate()
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint
+    torch.manual_seed(options.seed)
+    t, hold = task, None
+    if options.objective == "anomaly":
+        t, hold = split_holdout(task, options.holdout, options.seed)
+    k = options.steps if options.steps is not None else int(ckpt.inner_config.get("steps", 10))
+    progress.start(f"adapt {t.name}", k)
+    try:
+        result = adapt(ckpt, t, steps=k, finetune_steps=options.finetune_steps,
+                       arch_lr=options.arch_lr, latent_bytes=options.latent_bytes,
+                       seed=options.seed, device=options.device,
+                       on_step=lambda i, loss: progress.update(i + 1, f"support loss {loss:.4f}"))
+    finally:
+        progress.stop()
+    result.model.cpu()
+    t1 = time.perf_counter()
+    threshold = fit_threshold(query_scores(result, hold), options.fpr) if hold is not None \
+        else None
+    bundle = write_bundle(
+        options.out, model=result.model, spec=result.spec, normalizer=result.normalizer,
+        task_summary=t.summary(), objective=options.objective, reference=t.query,
+        threshold=threshold, reports={"adaptation": result.report}, force=options.force,
+        seed=options.seed,
+    )
+    t2 = time.perf_counter()
+    precisions = _precisions(bundle, t, options, hold, log or (lambda line: None),
+                             on_precision or (lambda r: None))
+    t3 = time.perf_counter()
+    engines = _engines(bundle, options, precisions) if options.tensorrt else []
+    t4 = time.perf_counter()
+    return ExportReport(
+        bundle=bundle, arch=result.spec.describe(), spec=result.spec,
+        objective=options.objective, image=is_image_checkpoint(ckpt),
+        adaptation=result.report, threshold=threshold,
+        manifest=load_bundle(bundle).manifest, precisions=precisions, engines=engines,
+        timings={"adapt_s": t1 - t0, "bundle_s": t2 - t1, "precision_s": t3 - t2,
+                 "tensorrt_s": t4 - t3, "total_s": time.perf_counter() - t0})
