@@ -25,6 +25,7 @@ from .meta.inner import (
     TaskBatch,
     inner_loop,
     make_batch,
+    task_input_shape,
     task_loss,
     uses_basis,
 )
@@ -54,11 +55,6 @@ __all__ = [
 
 
 Compact = CompactAE | CompactConvAE
-
-
-def task_input_shape(task: Task) -> tuple[int, ...]:
-    """One sample's shape as the supernet sees it: ``(D,)`` or ``(C, H, W)``."""
-    return tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
 
 
 @dataclass

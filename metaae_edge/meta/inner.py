@@ -20,7 +20,7 @@ from ..space import ARCH_PREFIX, Supernet, alpha_of, arch_probs
 from ..tasks.base import Task
 
 __all__ = ["InnerConfig", "LossBatch", "LossConfig", "TaskBatch", "inner_loop", "make_batch",
-           "pca_basis", "task_loss", "tau_at", "uses_basis"]
+           "pca_basis", "task_input_shape", "task_loss", "tau_at", "uses_basis"]
 
 Params = dict[str, torch.Tensor]
 #: weight of the latent-budget hinge (relative excess over the budget), large enough to
@@ -111,6 +111,11 @@ class TaskBatch:
         return LossBatch(torch.cat([self.support_in, self.query_in]),
                          torch.cat([self.support_target, self.query_target]),
                          self.loss, self.basis)
+
+
+def task_input_shape(task: Task) -> tuple[int, ...]:
+    """One sample's shape as the supernet sees it: ``(D,)`` or ``(C, H, W)``."""
+    return tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
 
 
 def pca_basis(x: np.ndarray) -> np.ndarray:

@@ -34,7 +34,16 @@ from ..tasks.base import TaskFamily
 from .algorithms import MAML_MAX_INNER_STEPS, MetaAlgorithm, algorithm_names, create_algorithm
 from .checkpoint import Checkpoint
 from .config import MetaConfig, task_objective
-from .inner import InnerConfig, LossConfig, TaskBatch, inner_loop, make_batch, task_loss, uses_basis
+from .inner import (
+    InnerConfig,
+    LossConfig,
+    TaskBatch,
+    inner_loop,
+    make_batch,
+    task_input_shape,
+    task_loss,
+    uses_basis,
+)
 from .optstate import adam_state, restore_adam_state
 from .posttrain import PostTrainer, draw_subnetwork
 
@@ -158,8 +167,8 @@ class MetaTrainer:
         bpp = float(rng.choice(np.asarray(choices, dtype=np.float64)))
         if bpp <= 0:
             return 0.0
-        shape = tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
-        return max(bpp * task.input_dim / 8, float(self.model.min_latent_size(shape)))
+        smallest = self.model.min_latent_size(task_input_shape(task))
+        return max(bpp * task.input_dim / 8, float(smallest))
 
     def _train_task(self, index: int):
         """Training task ``index`` (its objective per ``cfg.objective``) and its batch."""
