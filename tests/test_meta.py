@@ -243,3 +243,24 @@ def test_resuming_a_checkpoint_without_training_state_is_one_clear_error(family,
                                               "builtin checkpoint.; resume from a checkpoint "
                                               "written by meta-train"):
         MetaTrainer(family, cfg(), resume=load_checkpoint(path))
+
+
+def test_shipped_checkpoints_carry_no_training_state_and_resume_says_so(tmp_path, capsys):
+    import shutil
+
+    from metaae_edge.cli import main
+    from metaae_edge.meta import builtin_checkpoints
+
+    shipped = builtin_checkpoints()
+    assert shipped
+    for name in shipped:
+        ck = load_checkpoint(f"builtin:{name}")
+        assert ck.optimizer == {} and ck.state and ck.step > 0, name
+    out = tmp_path / "m.safetensors"
+    shutil.copy(shipped["manifold"], out)
+    with pytest.raises(SystemExit) as exc:
+        main(["meta-train", "--family", "manifold", "--resume", "--out", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert "was saved without training state (a shipped builtin checkpoint)" in err[0]
+    assert "resume from a checkpoint written by meta-train" in err[0]
