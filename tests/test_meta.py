@@ -264,3 +264,45 @@ def test_shipped_checkpoints_carry_no_training_state_and_resume_says_so(tmp_path
     assert exc.value.code == 2 and len(err) == 1, err
     assert "was saved without training state (a shipped builtin checkpoint)" in err[0]
     assert "resume from a checkpoint written by meta-train" in err[0]
+
+
+def test_a_registered_learner_with_its_own_state_trains_checkpoints_and_resumes(
+        family, tmp_path, monkeypatch):
+    """The interface the next learners plug into: a learned step-size scale is stepped by
+    the outer optimiser, saved as learner.* (with its Adam state) and restored on resume."""
+    import metaae_edge.meta.algorithms as algorithms
+    from metaae_edge.meta import Reptile, TaskUpdate, register_algorithm
+
+    class ScaledReptile(Reptile):
+        name = "scaled-reptile"
+
+        def __init__(self, model):
+            super().__init__(model)
+            self.log_scale = torch.nn.Parameter(torch.zeros(()))
+
+        def named_parameters(self):
+            return {"log_scale": self.log_scale}
+
+        def task_update(self, params, batch, inner, mode, generator):
+            upd = super().task_update(params, batch, inner, mode, generator)
+            scale = float(self.log_scale.detach().exp())
+            return TaskUpdate({k: scale * g for k, g in upd.grad.items()}, upd.adapted,
+                              upd.query_loss, {"log_scale": torch.tensor(1.0)})
+
+    monkeypatch.setitem(algorithms._ALGORITHMS, "scaled-reptile", ScaledReptile)
+    assert register_algorithm(ScaledReptile) is ScaledReptile
+    full = MetaTrainer(family, cfg(algorithm="scaled-reptile"), supernet=SMALL)
+    full.train()
+    assert float(full.algorithm.log_scale.detach()) < 0  # descended its (constant) gradient
+    half = MetaTrainer(family, cfg(algorithm="scaled-reptile", meta_steps=3), supernet=SMALL)
+    half.train()
+    ck = load_checkpoint(save_checkpoint(tmp_path / "c.safetensors", half.checkpoint()))
+    assert set(ck.learner) == {"log_scale"} and "learner.log_scale.exp_avg" in ck.optimizer
+    resumed = MetaTrainer(family, cfg(algorithm="scaled-reptile"), resume=ck)
+    assert float(resumed.algorithm.log_scale.detach()) == float(half.algorithm.log_scale.detach())
+    resumed.train()
+    _assert_same_weights(full, resumed)
+    assert float(resumed.algorithm.log_scale.detach()) == pytest.approx(
+        float(full.algorithm.log_scale.detach()))
+    with pytest.raises(CheckpointError, match="reptile learner has state none"):
+        MetaTrainer(family, cfg(), resume=ck)

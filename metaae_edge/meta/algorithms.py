@@ -23,13 +23,13 @@ steps them with the meta-parameters' group settings). Register a new one with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch.func import grad
 
-from ..errors import SpecError
+from ..errors import CheckpointError, SpecError
 from ..space import Supernet
 from .inner import InnerConfig, Params, TaskBatch, inner_loop, task_loss
 
@@ -50,11 +50,14 @@ class TaskUpdate:
     ``theta - theta_adapted``; MAML: the query-loss gradient). ``adapted``: the task's
     adapted parameters, where the algorithm produced them detached (``None`` otherwise).
     ``query_loss``: the adapted query loss where computed (``None`` otherwise).
+    ``learner_grad``: by name, the gradients of the learner's own parameters.
     """
 
     grad: Params
     adapted: Params | None = None
     query_loss: float | None = None
+    #: gradients of the learner's own parameters (:meth:`MetaAlgorithm.named_parameters`)
+    learner_grad: Params = field(default_factory=dict)
 
 
 class MetaAlgorithm(ABC):
@@ -91,19 +94,29 @@ class MetaAlgorithm(ABC):
             generator: the meta-step's RNG (Gumbel noise), shared across its tasks.
         """
 
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """Trainable tensors of the learner itself (none for Reptile / MAML)."""
-        return []
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The learner's own state, saved in the checkpoint (``learner.<key>``)."""
+    def named_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Trainable tensors of the learner itself, by name (none for Reptile / MAML);
+        the outer optimiser steps them with :attr:`TaskUpdate.learner_grad`."""
         return {}
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The values of :meth:`named_parameters`."""
+        return list(self.named_parameters().values())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The learner's own state, saved in the checkpoint (``learner.<key>``); by
+        default its parameters."""
+        return {k: v.detach() for k, v in self.named_parameters().items()}
+
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict`; a learner without state accepts only ``{}``."""
-        if state:
-            raise SpecError(f"the {self.name} learner has no state, but the checkpoint "
-                            f"carries {', '.join(sorted(state))}")
+        """Restore :meth:`state_dict` (default: copy into the learner's parameters)."""
+        own = self.named_parameters()
+        if set(state) != set(own):
+            raise CheckpointError(f"the {self.name} learner has state {sorted(own) or 'none'}, "
+                                  f"but the checkpoint carries {sorted(state) or 'none'}")
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k].copy_(v)
 
     def _query_loss(self, params: Params, batch: TaskBatch, inner: InnerConfig, mode: str,
                     generator: torch.Generator | None) -> torch.Tensor:

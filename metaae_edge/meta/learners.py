@@ -134,14 +134,20 @@ class MetaTrainer:
                 f"{ckpt.source or 'this checkpoint'} was saved without training state (a "
                 f"shipped builtin checkpoint); resume from a checkpoint written by meta-train")
         self.model.load_state_dict({k: v.to(self.cfg.device) for k, v in ckpt.state.items()})
-        restore_adam_state(self.opt, self.model, ckpt.optimizer,
-                           int(ckpt.optimizer_meta.get("step", ckpt.step)), self.cfg.device)
         self.algorithm.load_state_dict(ckpt.learner)
+        restore_adam_state(self.opt, self._named_parameters(), ckpt.optimizer,
+                           int(ckpt.optimizer_meta.get("step", ckpt.step)), self.cfg.device)
         self.step, self.metrics = ckpt.step, list(ckpt.metrics)
+
+    def _named_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Everything the outer optimiser steps: the supernet's parameters, then the
+        learner's own as ``learner.<name>``."""
+        return {**dict(self.model.named_parameters()),
+                **{f"learner.{k}": v for k, v in self.algorithm.named_parameters().items()}}
 
     def checkpoint(self) -> Checkpoint:
         """The current state as a :class:`Checkpoint` (resumable)."""
-        opt, step = adam_state(self.opt, self.model)
+        opt, step = adam_state(self.opt, self._named_parameters())
         return Checkpoint(
             supernet=self.supernet_cfg,
             state={k: v.detach() for k, v in self.model.state_dict().items()},
@@ -222,7 +228,7 @@ class MetaTrainer:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         params = _params(self.model)
         total = {k: torch.zeros_like(v) for k, v in params.items()}
-        losses = []
+        losses, learner_grads = [], []
         for b in range(cfg.meta_batch):
             index = self.step * cfg.meta_batch + b
             task, batch = self._train_task(index)
@@ -232,6 +238,7 @@ class MetaTrainer:
                                                  mode, gen)
             if upd.query_loss is not None:
                 losses.append(upd.query_loss)
+            learner_grads.append(upd.learner_grad)
             for k in total:
                 if budget and k.startswith(ARCH_PREFIX):
                     # a budgeted task trains the weights of compressive sub-networks; the
@@ -244,6 +251,8 @@ class MetaTrainer:
             if warm and name.startswith(ARCH_PREFIX):
                 continue  # alpha frozen during warm-up
             p.grad = total[name]
+        for name, p in self.algorithm.named_parameters().items():
+            p.grad = sum(u[name] for u in learner_grads) / cfg.meta_batch
         self.opt.step()
         return self._finish_step(float(np.mean(losses)) if losses else float("nan"))
 

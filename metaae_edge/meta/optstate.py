@@ -18,12 +18,15 @@ __all__ = ["adam_state", "restore_adam_state"]
 _KEYS = ("exp_avg", "exp_avg_sq")
 
 
-def adam_state(opt: torch.optim.Optimizer, model: nn.Module) -> tuple[dict[str, torch.Tensor],
-                                                                      int]:
-    """(name-keyed tensors of ``opt``'s per-parameter state, the last step count)."""
+Named = dict[str, nn.Parameter]
+
+
+def adam_state(opt: torch.optim.Optimizer, named: Named) -> tuple[dict[str, torch.Tensor], int]:
+    """(name-keyed tensors of ``opt``'s per-parameter state, the last step count) for the
+    parameters ``named`` (e.g. ``dict(model.named_parameters())``)."""
     out: dict[str, torch.Tensor] = {}
     step = 0
-    for name, p in model.named_parameters():
+    for name, p in named.items():
         st = opt.state.get(p)
         if st:
             out[f"{name}.exp_avg"], out[f"{name}.exp_avg_sq"] = st["exp_avg"], st["exp_avg_sq"]
@@ -48,15 +51,15 @@ def _by_name(saved: dict[str, torch.Tensor], names: list[str]) -> dict[str, torc
     return out
 
 
-def restore_adam_state(opt: torch.optim.Optimizer, model: nn.Module,
+def restore_adam_state(opt: torch.optim.Optimizer, named: Named,
                        saved: dict[str, torch.Tensor], default_step: int,
                        device: str | torch.device = "cpu") -> None:
-    """Load name- or index-keyed Adam state into ``opt`` for ``model``'s parameters.
+    """Load name- or index-keyed Adam state into ``opt`` for the parameters ``named``
+    (indices count in ``named``'s order: the model's ``named_parameters()`` first).
 
     ``default_step``: the step count of state saved without one per parameter (old
     checkpoints: one count for every parameter, as they were always restored).
     """
-    named = dict(model.named_parameters())
     state = _by_name(saved, list(named))
     unknown = {k.rpartition(".")[0] for k in state} - set(named)
     if unknown:
