@@ -82,10 +82,6 @@ def _space(name: str) -> SearchSpace:
 register_space("mlp", MLPSupernet, CompactAE)
 register_space("conv", ConvSupernet, CompactConvAE)
 
-#: backbone name -> supernet / compact class (views of the registry, kept for callers)
-SUPERNETS: dict[str, type[nn.Module]] = {k: v.supernet for k, v in _SPACES.items()}
-COMPACT: dict[str, type[nn.Module]] = {k: v.compact for k, v in _SPACES.items()}
-
 
 def create_supernet(cfg: SupernetConfig | None = None) -> Supernet:
     """Build the supernet a :class:`~metaae_edge.spec.SupernetConfig` describes."""
