@@ -19,11 +19,27 @@ import torch.nn.functional as F
 
 from .errors import DataError
 from .meta.checkpoint import Checkpoint, load_checkpoint
-from .meta.inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss, uses_basis
-from .space import Supernet, create_supernet, discretize, extract
-from .space.compact import CompactAE
-from .space.conv import CompactConvAE, bottleneck_search, prefilter_search
-from .space.mlp import alpha_of
+from .meta.inner import (
+    InnerConfig,
+    LossConfig,
+    TaskBatch,
+    inner_loop,
+    make_batch,
+    task_input_shape,
+    task_loss,
+    uses_basis,
+)
+from .space import (
+    CompactAE,
+    CompactConvAE,
+    Supernet,
+    alpha_of,
+    bottleneck_search,
+    create_supernet,
+    discretize,
+    extract,
+    prefilter_search,
+)
 from .spec import ArchSpec
 from .tasks.base import Normalizer, Task
 
@@ -39,11 +55,6 @@ __all__ = [
 
 
 Compact = CompactAE | CompactConvAE
-
-
-def task_input_shape(task: Task) -> tuple[int, ...]:
-    """One sample's shape as the supernet sees it: ``(D,)`` or ``(C, H, W)``."""
-    return tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
 
 
 @dataclass
@@ -106,6 +117,45 @@ def finetune(model: Compact, batch: TaskBatch, steps: int, lr: float = 3e-3,
         model.load_state_dict(best[1])
 
 
+def _mse_pair(model: Supernet, params: dict[str, torch.Tensor], batch: TaskBatch,
+              tau: float) -> dict[str, float]:
+    """Support and query MSE of the relaxed supernet at ``params`` (softmax at ``tau``)."""
+    cfg = LossConfig(tau, "softmax")
+    with torch.no_grad():
+        return {f"{name}_mse": float(task_loss(model, params, replace(data, loss="mse"), cfg))
+                for name, data in (("support", batch.support()), ("query", batch.query()))}
+
+
+def _freeze(model: Supernet, adapted: dict[str, torch.Tensor], task: Task, batch: TaskBatch,
+            inner: InnerConfig, compress: bool) -> tuple[ArchSpec, Compact, dict[str, float]]:
+    """Discretise and extract; with a budget where the space offers both, each kind of
+    code (spatial latent, dense code) that fits, the lowest support MSE kept.
+
+    Returns (spec, compact network, {described candidate: support MSE} when there were
+    several, else empty).
+    """
+    shape = task_input_shape(task)
+    out_act = "sigmoid" if task.loss == "bce" else "identity"
+    kinds: tuple[str | None, ...] = (None,)
+    if compress and "bottleneck" in model.constrain_alpha(alpha_of(adapted), shape):
+        kinds = ("spatial", "dense")
+    candidates = []
+    for kind in kinds:  # each kind of code that fits, scored on the support set
+        try:
+            spec = discretize(model, shape, alpha_of(adapted), output_activation=out_act,
+                              latent_budget=inner.latent_budget, bottleneck=kind)
+        except DataError:
+            if len(kinds) == 1 or (kind == "dense" and not candidates):
+                raise
+            continue
+        compact = extract(model, spec, params=adapted, basis=batch.basis)
+        candidates.append((_mse(compact, batch.support_in, batch.support_target),
+                           len(candidates), spec, compact))
+    _, _, spec, compact = min(candidates, key=lambda c: c[:2])
+    choices = {c[2].describe(): c[0] for c in candidates} if len(candidates) > 1 else {}
+    return spec, compact, choices
+
+
 def adapt_supernet(
     model: Supernet,
     params: dict[str, torch.Tensor],
@@ -123,17 +173,6 @@ def adapt_supernet(
     model.check_input_shape(task_input_shape(task))
     batch = make_batch(task, device, seed=seed, image_basis=uses_basis(model))
     t0 = time.perf_counter()
-
-    def q_loss(p, mode):
-        with torch.no_grad():
-            return float(task_loss(model, p, batch.query_in, batch.query_target, "mse",
-                                   inner.tau_end, mode, basis=batch.basis))
-
-    def s_loss(p, mode):
-        with torch.no_grad():
-            return float(task_loss(model, p, batch.support_in, batch.support_target, "mse",
-                                   inner.tau_end, mode, basis=batch.basis))
-
     # Input filters (conv) are searched for denoising only: a reconstruct or anomaly
     # target is the input itself, which a filter in front can only lose. The bottleneck
     # (conv: spatial latent or dense code) is searched where a latent budget asks for
@@ -141,31 +180,10 @@ def adapt_supernet(
     compress = bool(inner.latent_budget) and task.objective == "reconstruct"
     with prefilter_search(model, task.objective == "denoise"), \
             bottleneck_search(model, compress):
-        before = {"support_mse": s_loss(params, "softmax"),
-                  "query_mse": q_loss(params, "softmax")}
+        before = _mse_pair(model, params, batch, inner.tau_end)
         adapted = inner_loop(model, params, batch, inner, on_step=on_step)
-        relaxed = {"support_mse": s_loss(adapted, "softmax"),
-                   "query_mse": q_loss(adapted, "softmax")}
-        out_act = "sigmoid" if task.loss == "bce" else "identity"
-        kinds: tuple[str | None, ...] = (None,)
-        if compress and "bottleneck" in model.constrain_alpha(alpha_of(adapted),
-                                                              task_input_shape(task)):
-            kinds = ("spatial", "dense")
-        candidates = []
-        for kind in kinds:  # each kind of code that fits, scored on the support set
-            try:
-                spec = discretize(model, task_input_shape(task), alpha_of(adapted),
-                                  output_activation=out_act,
-                                  latent_budget=inner.latent_budget, bottleneck=kind)
-            except DataError:
-                if len(kinds) == 1 or (kind == "dense" and not candidates):
-                    raise
-                continue
-            compact = extract(model, spec, params=adapted, basis=batch.basis)
-            candidates.append((_mse(compact, batch.support_in, batch.support_target),
-                               len(candidates), spec, compact))
-        _, _, spec, compact = min(candidates, key=lambda c: c[:2])
-    choices = {c[2].describe(): c[0] for c in candidates} if len(candidates) > 1 else {}
+        relaxed = _mse_pair(model, adapted, batch, inner.tau_end)
+        spec, compact, choices = _freeze(model, adapted, task, batch, inner, compress)
     frozen_q = _mse(compact, batch.query_in, batch.query_target)
     # a conv dense code with the bypass keeps its best support iterate (see finetune); the
     # MLP bypass fine-tunes as it was measured (docs/evaluate.md)
@@ -176,7 +194,6 @@ def adapt_supernet(
         "support_mse": _mse(compact, batch.support_in, batch.support_target),
         "query_mse": _mse(compact, batch.query_in, batch.query_target),
     }
-    gap = (frozen_q - relaxed["query_mse"]) / max(relaxed["query_mse"], 1e-12)
     report = {
         "task": task.summary(),
         "steps": inner.steps,
@@ -184,21 +201,23 @@ def adapt_supernet(
         "before": before,
         "relaxed": relaxed,
         "discretized_query_mse": frozen_q,
-        "discretization_gap": gap,
+        "discretization_gap": ((frozen_q - relaxed["query_mse"])
+                               / max(relaxed["query_mse"], 1e-12)),
         # budgeted compression: each kind of code that fit -> its support MSE before the
         # fine-tune (the lowest was kept); empty otherwise
         "code_candidates": choices,
         "after": after,
-        "arch": spec.to_dict(),
-        "arch_summary": spec.describe(),
-        "params": spec.param_count(),
-        "macs": spec.macs(),
-        "latent_dim": spec.latent_dim,
-        "latent_size": spec.latent_size(),
+        **_arch_report(spec),
         "adapt_seconds": time.perf_counter() - t0,
     }
     return AdaptResult(compact, spec, task.normalizer(), report,
                        {k: v.detach() for k, v in adapted.items()})
+
+
+def _arch_report(spec: ArchSpec) -> dict[str, Any]:
+    return {"arch": spec.to_dict(), "arch_summary": spec.describe(),
+            "params": spec.param_count(), "macs": spec.macs(),
+            "latent_dim": spec.latent_dim, "latent_size": spec.latent_size()}
 
 
 def adapt(

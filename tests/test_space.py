@@ -148,3 +148,56 @@ def test_bypass_with_zero_mlp_weights_is_pca_at_the_same_latent(k_index):
         fresh.arch.latent.copy_(net.arch.latent)
     r3, _ = fresh(b.query_in, arch_probs(fresh.alpha(), mode="hard"), b.basis)
     np.testing.assert_allclose(r3.detach().numpy(), ref, atol=1e-4)
+
+
+# -- the search-space registry and the Supernet base ------------------------------------
+_SPACE_CFGS = {
+    "mlp": SupernetConfig(max_input_dim=16, max_depth=2, width_choices=(8, 16),
+                          latent_choices=(2, 4)),
+    "conv": SupernetConfig.conv(max_depth=2, width_choices=(4, 8), latent_choices=(2, 4)),
+}
+_SAMPLE_SHAPES = {"mlp": (12,), "conv": (1, 8, 8)}
+
+
+def test_every_registered_space_round_trips_create_discretize_extract():
+    from metaae_edge.space import Supernet, create_compact, create_supernet, registered_spaces
+
+    spaces = registered_spaces()
+    assert set(spaces) >= {"mlp", "conv"}
+    for name, space in spaces.items():
+        torch.manual_seed(0)
+        net = create_supernet(_SPACE_CFGS[name])
+        assert isinstance(net, space.supernet) and isinstance(net, Supernet)
+        shape = _SAMPLE_SHAPES[name]
+        spec = discretize(net, shape if name == "conv" else shape[0])
+        assert spec.backbone == name and tuple(spec.input_shape) == shape
+        compact = extract(net, spec)
+        assert type(compact) is space.compact is type(create_compact(spec))
+        x = torch.randn(3, *shape)
+        recon, _ = net(x, arch_probs(net.alpha(), mode="hard"))
+        torch.testing.assert_close(compact(x)[0], recon, atol=1e-5, rtol=1e-5)
+
+
+def test_an_unregistered_or_unknown_space_is_a_clear_error(monkeypatch):
+    import metaae_edge.space as space
+    from metaae_edge.errors import SpecError
+
+    with pytest.raises(SpecError, match="backbone must be one of"):
+        space.create_supernet(SupernetConfig(backbone="transformer"))
+    monkeypatch.delitem(space._SPACES, "conv")
+    with pytest.raises(SpecError, match=r"unknown search space \(backbone\) 'conv'; "
+                                        r"registered: mlp"):
+        space.create_supernet(_SPACE_CFGS["conv"])
+    with pytest.raises(TypeError, match="not a Supernet subclass"):
+        space.register_space("plain", torch.nn.Linear, torch.nn.Linear)
+
+
+def test_a_supernet_subclass_must_implement_the_protocol():
+    from metaae_edge.space import Supernet
+
+    class Half(Supernet):  # forgets discretize, extract, costs ...
+        def forward(self, x, probs, basis=None):
+            return x, x
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()

@@ -1,5 +1,19 @@
-"""Meta-learners (Reptile / first-order MAML / MAML over weights and architecture)."""
+"""Meta-learners (Reptile / first-order MAML / MAML over weights and architecture).
 
+The meta-algorithm is a registered :class:`MetaAlgorithm` (:func:`create_algorithm`), the
+loop is :class:`MetaTrainer`, post-training is :class:`PostTrainer`.
+"""
+
+from .algorithms import (
+    FOMAML,
+    MAML,
+    MetaAlgorithm,
+    Reptile,
+    TaskUpdate,
+    algorithm_names,
+    create_algorithm,
+    register_algorithm,
+)
 from .checkpoint import (
     Checkpoint,
     builtin_checkpoints,
@@ -7,11 +21,23 @@ from .checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
-from .learners import ALGORITHMS, MetaConfig, MetaTrainer, evaluate_adaptation
+from .config import MetaConfig
+from .inner import (
+    InnerConfig,
+    LossBatch,
+    LossConfig,
+    TaskBatch,
+    inner_loop,
+    make_batch,
+    task_loss,
+)
+from .learners import ALGORITHMS, MetaTrainer, evaluate_adaptation
+from .posttrain import PostTrainer
 
 __all__ = [
-    "ALGORITHMS", "Checkpoint", "InnerConfig", "MetaConfig", "MetaTrainer", "TaskBatch",
-    "builtin_checkpoints", "evaluate_adaptation", "inner_loop", "load_checkpoint",
-    "make_batch", "resolve_checkpoint", "save_checkpoint", "task_loss",
+    "ALGORITHMS", "FOMAML", "MAML", "Checkpoint", "InnerConfig", "LossBatch", "LossConfig",
+    "MetaAlgorithm", "MetaConfig", "MetaTrainer", "PostTrainer", "Reptile", "TaskBatch",
+    "TaskUpdate", "algorithm_names", "builtin_checkpoints", "create_algorithm",
+    "evaluate_adaptation", "inner_loop", "load_checkpoint", "make_batch",
+    "register_algorithm", "resolve_checkpoint", "save_checkpoint", "task_loss",
 ]

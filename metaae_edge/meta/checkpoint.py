@@ -1,7 +1,10 @@
 """Meta-checkpoints: one safetensors file whose header carries the JSON metadata.
 
-Tensors: ``model.<param>`` (meta-weights and ``arch.*`` logits) and ``opt.<i>.<key>``
-(outer-optimiser state, for ``--resume``). Metadata (``__metadata__["metaae"]``): format and
+Tensors: ``model.<param>`` (meta-weights and ``arch.*`` logits), ``opt.<param>.<key>``
+(outer-optimiser state by parameter name, for ``--resume``; older files key it by index,
+``opt.<i>.<key>``, see :mod:`~metaae_edge.meta.optstate`) and ``learner.<key>`` (the
+meta-algorithm's own state, if it has any). Shipped builtin checkpoints carry only the
+model tensors: they adapt, they do not resume. Metadata (``__metadata__["metaae"]``): format and
 version, supernet config, family and its options, meta and inner configs, step, metric
 history. Never pickled; written to a temporary file and renamed into place.
 """
@@ -49,6 +52,8 @@ class Checkpoint:
     optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
     optimizer_meta: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    #: the meta-algorithm's own state (``MetaAlgorithm.state_dict()``)
+    learner: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -73,6 +78,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.state.items()}
     tensors.update({f"opt.{k}": v.detach().cpu().contiguous() for k, v in ckpt.optimizer.items()})
+    tensors.update({f"learner.{k}": v.detach().cpu().contiguous()
+                    for k, v in ckpt.learner.items()})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -157,6 +164,7 @@ def load_checkpoint(ref: str | Path) -> Checkpoint:
         )
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     opt = {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
+    learner = {k[len("learner."):]: v for k, v in tensors.items() if k.startswith("learner.")}
     return Checkpoint(
         supernet=SupernetConfig.from_dict(meta["supernet"]),
         state=state,
@@ -169,4 +177,5 @@ def load_checkpoint(ref: str | Path) -> Checkpoint:
         optimizer=opt,
         optimizer_meta=meta.get("optimizer_meta", {}),
         source=str(ref),
+        learner=learner,
     )

@@ -1,24 +1,16 @@
-"""Gradient-based meta-learners over weights and architecture (MetaNAS recipe).
+"""The meta-training loop over weights and architecture (MetaNAS recipe).
 
-* ``reptile``: move the meta-parameters towards each task's adapted parameters;
-* ``fomaml``: first-order MAML, the query-loss gradient at the adapted parameters;
-* ``maml``: second-order MAML, differentiating through the inner loop with nested
-  :func:`torch.func.grad` (SGD inner loop; memory grows linearly with inner steps, so the
-  inner steps are capped at :data:`MAML_MAX_INNER_STEPS`).
+:class:`MetaTrainer` samples tasks, asks the run's :class:`~metaae_edge.meta.algorithms.
+MetaAlgorithm` (``reptile``, ``fomaml``, ``maml``, or any registered learner) for each
+task's contribution, averages them and steps one outer Adam. Weights and ``alpha`` get
+separate outer step sizes; the first ``warmup_steps`` meta-steps train weights only, on
+Gumbel-sampled sub-networks so every path gets trained; the inner temperature is annealed
+over the inner steps so that adapted weights already work under a (nearly) hard
+architecture; an optional resource penalty ``lambda * E[MACs]`` steers ``alpha`` towards
+small networks.
 
-Weights and ``alpha`` get separate outer step sizes; the first ``warmup_steps`` meta-steps
-train weights only, on Gumbel-sampled sub-networks so every path gets trained; the inner
-temperature is annealed over the inner steps so that adapted weights already work under
-a (nearly) hard architecture; an optional resource penalty ``lambda * E[MACs]`` steers
-``alpha`` towards small networks.
-
-Optionally, ``posttrain_steps`` of joint multi-task training follow (the "train the found
-architectures" stage of NAS, over a distribution of them): per task, one Adam step on the
-pooled support and query sets under a hard sub-network drawn from the meta-learned
-``alpha`` (with a latent budget drawn from ``posttrain_bpp`` for reconstruct tasks, a
-sub-network that fits it) and under the relaxed mixture at a random temperature. The
-adaptation later discretises to one sub-network, so those are the weights that have to be
-good; meta-learning alone leaves them under-trained (see docs/images.md).
+Optionally, ``posttrain_steps`` of joint multi-task training follow
+(:class:`~metaae_edge.meta.posttrain.PostTrainer`).
 
 Conv spaces with a dense bottleneck (``SupernetConfig.dense_latents``): the bottleneck is
 searched where a latent budget asks for compression, so only budgeted (reconstruct) tasks
@@ -28,132 +20,38 @@ task runs the spatial latent and spends no random draws on the choice.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.func import grad
 
-from ..errors import SpecError
-from ..space import ConvSupernet, Supernet, create_supernet, expected_latent_size
-from ..space.conv import allowed_depths, bottleneck_search
-from ..space.mlp import ARCH_PREFIX, alpha_of, arch_probs
+from ..errors import CheckpointError
+from ..space import ARCH_PREFIX, Supernet, bottleneck_search, create_supernet
 from ..spec import SupernetConfig
-from ..tasks.base import OBJECTIVES, TaskFamily
+from ..tasks.base import TaskFamily
+from .algorithms import MAML_MAX_INNER_STEPS, MetaAlgorithm, algorithm_names, create_algorithm
 from .checkpoint import Checkpoint
-from .inner import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss, uses_basis
+from .config import MetaConfig, task_objective
+from .inner import (
+    InnerConfig,
+    LossConfig,
+    TaskBatch,
+    inner_loop,
+    make_batch,
+    task_input_shape,
+    task_loss,
+    uses_basis,
+)
+from .optstate import adam_state, restore_adam_state
+from .posttrain import PostTrainer, draw_subnetwork
 
-__all__ = ["ALGORITHMS", "MetaConfig", "MetaTrainer", "evaluate_adaptation"]
+__all__ = ["ALGORITHMS", "MAML_MAX_INNER_STEPS", "MetaConfig", "MetaTrainer",
+           "evaluate_adaptation", "task_objective"]
 
-ALGORITHMS = ("reptile", "fomaml", "maml")
-MAML_MAX_INNER_STEPS = 10
-
-
-@dataclass(frozen=True)
-class MetaConfig:
-    """Outer-loop settings of a meta-training run."""
-
-    algorithm: str = "reptile"
-    meta_steps: int = 600
-    meta_batch: int = 4
-    outer_lr_w: float = 1e-3
-    outer_lr_a: float = 3e-3
-    warmup_steps: int = 150
-    val_every: int = 100
-    val_tasks: int = 8
-    #: the task objective, or ``mixed``: reconstruct and denoise tasks alternate (one
-    #: checkpoint that adapts to either; used for the image families).
-    objective: str = "reconstruct"
-    #: how the inner loop sees the architecture after warm-up: ``softmax`` (annealed
-    #: relaxation, DARTS/MetaNAS) or ``gumbel`` (sampled sub-networks, SNAS/GDAS-style).
-    sampling: str = "softmax"
-    #: compression budgets, in bits per input value of the int8 latent, drawn per
-    #: ``reconstruct`` training task (0 = no budget): the supernet then learns weights
-    #: that work at every compression level, not only at the one alpha prefers (budgeted
-    #: tasks update the weights only, never the meta-learned alpha)
-    latent_bpp: tuple[float, ...] = ()
-    #: joint multi-task post-training steps of the supernet weights after the meta-steps,
-    #: on sub-networks drawn from the meta-learned alpha (0 = none; ``meta_batch`` tasks
-    #: each; see the module docstring). They count towards ``MetaTrainer.step`` but not
-    #: ``meta_steps``; their Adam state is not checkpointed (resuming inside the
-    #: post-training restarts its moments).
-    posttrain_steps: int = 0
-    #: peak step size of the post-training (Adam), cosine-decayed to 0 over its steps
-    posttrain_lr: float = 3e-3
-    #: temperature of the post-training draws, ``softmax(alpha / tau)``: the meta-learned
-    #: logits are flat after a few hundred meta-steps (top choices at 0.3-0.4), so drawing
-    #: at tau = 1 spreads the weights over every sub-network; a low tau concentrates them
-    #: on the ones the adaptation picks
-    posttrain_tau: float = 0.25
-    #: compression budgets (bits per input value of the int8 latent; 0 = none) drawn per
-    #: reconstruct task of the post-training: the drawn sub-network fits the budget, so
-    #: the compressive sub-networks a ``--latent-bytes`` adaptation picks are trained too
-    posttrain_bpp: tuple[float, ...] = ()
-    #: conv spaces with input-filter choices (``SupernetConfig.prefilters``): ``adapt``
-    #: (meta- and post-training run the unfiltered path and leave the filter logits at
-    #: zero, so the choice is made per task at adaptation; the weights match a space
-    #: without filters exactly) or ``meta`` (the filter is meta-learned with the rest;
-    #: measured worse on digits-res denoising at unseen resolutions, docs/images.md)
-    prefilter_choice: str = "adapt"
-    seed: int = 0
-    device: str = "cpu"
-    inner: InnerConfig = field(default_factory=InnerConfig)
-
-    def validate(self) -> MetaConfig:
-        if self.algorithm not in ALGORITHMS:
-            raise SpecError(
-                f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}"
-            )
-        for name in ("meta_steps", "meta_batch", "val_every"):
-            if getattr(self, name) < 1:
-                raise SpecError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.posttrain_steps < 0 or self.posttrain_lr <= 0 or self.posttrain_tau <= 0:
-            raise SpecError(f"posttrain_steps must be >= 0, posttrain_lr and posttrain_tau "
-                            f"> 0, got {self.posttrain_steps}, {self.posttrain_lr} and "
-                            f"{self.posttrain_tau}")
-        if any(b < 0 for b in (*self.latent_bpp, *self.posttrain_bpp)):
-            raise SpecError("compression budgets (bits per value) must be >= 0")
-        if self.objective not in (*OBJECTIVES, "mixed"):
-            raise SpecError(f"objective must be one of {', '.join(OBJECTIVES)} or mixed, "
-                            f"got {self.objective!r}")
-        if self.prefilter_choice not in ("adapt", "meta"):
-            raise SpecError(f"prefilter_choice must be adapt or meta, got "
-                            f"{self.prefilter_choice!r}")
-        if self.sampling not in ("softmax", "gumbel"):
-            raise SpecError(f"sampling must be softmax or gumbel, got {self.sampling!r}")
-        if self.inner.steps < 1:
-            raise SpecError(f"inner steps must be >= 1, got {self.inner.steps}")
-        if self.algorithm == "maml" and self.inner.steps > MAML_MAX_INNER_STEPS:
-            raise SpecError(
-                f"second-order MAML keeps every inner step's graph in memory; use at most "
-                f"{MAML_MAX_INNER_STEPS} inner steps (got {self.inner.steps}) or --algorithm fomaml"
-            )
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["inner"] = self.inner.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MetaConfig:
-        d = dict(d)
-        for key in ("latent_bpp", "posttrain_bpp"):
-            if key in d:
-                d[key] = tuple(d[key] or ())
-        inner = InnerConfig(**d.pop("inner", {}))
-        return cls(inner=inner, **d)
-
-
-def task_objective(objective: str, index: int) -> str:
-    """The objective of task ``index``: ``mixed`` alternates reconstruct and denoise."""
-    if objective == "mixed":
-        return ("reconstruct", "denoise")[index % 2]
-    return objective
+#: the algorithms registered at import (see :func:`~metaae_edge.meta.algorithms.register_algorithm`)
+ALGORITHMS = algorithm_names()
 
 
 def _params(model: Supernet) -> dict[str, torch.Tensor]:
@@ -162,8 +60,7 @@ def _params(model: Supernet) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def _query_loss(model: Supernet, params, batch: TaskBatch, tau: float, mode: str) -> float:
-    return float(task_loss(model, params, batch.query_in, batch.query_target, batch.loss,
-                           tau, mode, basis=batch.basis))
+    return float(task_loss(model, params, batch.query(), LossConfig(tau, mode)))
 
 
 def evaluate_adaptation(
@@ -179,14 +76,16 @@ def evaluate_adaptation(
 
 
 class MetaTrainer:
-    """Meta-trains an :class:`Supernet` over a task family.
+    """Meta-trains a :class:`~metaae_edge.space.Supernet` over a task family.
 
     Args:
         family: the task distribution (train and val splits are used).
-        cfg: outer-loop settings.
-        supernet: search space; default :class:`SupernetConfig` with the family's
-            ``max_input_dim`` raised to at least 128.
-        resume: a checkpoint to continue from (same family and configs).
+        cfg: outer-loop settings; ``cfg.algorithm`` names the registered learner.
+        supernet: search space; default the conv space for image families and
+            :class:`SupernetConfig` for vector families.
+        resume: a checkpoint to continue from (same family and configs), written by
+            meta-train (a shipped builtin carries no training state).
+        family_options: recorded in the checkpoint (how the family was created).
     """
 
     def __init__(
@@ -207,15 +106,18 @@ class MetaTrainer:
         self.supernet_cfg = supernet
         torch.manual_seed(cfg.seed)
         self.model = create_supernet(self.supernet_cfg).to(cfg.device)
-        if hasattr(self.model, "search_prefilter"):
-            self.model.search_prefilter = cfg.prefilter_choice == "meta"
+        self.model.search_prefilter = cfg.prefilter_choice == "meta"
+        self.algorithm: MetaAlgorithm = create_algorithm(cfg.algorithm, self.model)
         w_params = [p for n, p in self.model.named_parameters() if not n.startswith(ARCH_PREFIX)]
         a_params = list(self.model.arch.parameters())
-        self.opt = torch.optim.Adam(
-            [{"params": w_params, "lr": cfg.outer_lr_w}, {"params": a_params, "lr": cfg.outer_lr_a}]
-        )
+        groups = [{"params": w_params, "lr": cfg.outer_lr_w},
+                  {"params": a_params, "lr": cfg.outer_lr_a}]
+        if self.algorithm.parameters():  # a learner's own tensors (e.g. step sizes)
+            groups.append({"params": self.algorithm.parameters(), "lr": cfg.outer_lr_w})
+        self.opt = torch.optim.Adam(groups)
+        #: post-training shares the outer optimiser's weight group (the same tensors)
+        self.posttrainer = PostTrainer(self.model, self.cfg, self.opt.param_groups[0]["params"])
         self.step = 0
-        self._post_opt: torch.optim.Optimizer | None = None
         self.metrics: list[dict[str, Any]] = []
         if resume is not None:
             self._restore(resume)
@@ -227,27 +129,25 @@ class MetaTrainer:
 
     # -- state ------------------------------------------------------------------------
     def _restore(self, ckpt: Checkpoint) -> None:
+        if ckpt.step > 0 and not ckpt.optimizer:
+            raise CheckpointError(
+                f"{ckpt.source or 'this checkpoint'} was saved without training state (a "
+                f"shipped builtin checkpoint); resume from a checkpoint written by meta-train")
         self.model.load_state_dict({k: v.to(self.cfg.device) for k, v in ckpt.state.items()})
-        names = [n for n, _ in self.model.named_parameters()]
-        for i, name in enumerate(names):
-            if f"{i}.exp_avg" in ckpt.optimizer:
-                p = dict(self.model.named_parameters())[name]
-                self.opt.state[p] = {
-                    "step": torch.tensor(float(ckpt.optimizer_meta.get("step", ckpt.step))),
-                    "exp_avg": ckpt.optimizer[f"{i}.exp_avg"].to(self.cfg.device),
-                    "exp_avg_sq": ckpt.optimizer[f"{i}.exp_avg_sq"].to(self.cfg.device),
-                }
+        self.algorithm.load_state_dict(ckpt.learner)
+        restore_adam_state(self.opt, self._named_parameters(), ckpt.optimizer,
+                           int(ckpt.optimizer_meta.get("step", ckpt.step)), self.cfg.device)
         self.step, self.metrics = ckpt.step, list(ckpt.metrics)
+
+    def _named_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Everything the outer optimiser steps: the supernet's parameters, then the
+        learner's own as ``learner.<name>``."""
+        return {**dict(self.model.named_parameters()),
+                **{f"learner.{k}": v for k, v in self.algorithm.named_parameters().items()}}
 
     def checkpoint(self) -> Checkpoint:
         """The current state as a :class:`Checkpoint` (resumable)."""
-        opt: dict[str, torch.Tensor] = {}
-        step = 0
-        for i, (_, p) in enumerate(self.model.named_parameters()):
-            st = self.opt.state.get(p)
-            if st:
-                opt[f"{i}.exp_avg"], opt[f"{i}.exp_avg_sq"] = st["exp_avg"], st["exp_avg_sq"]
-                step = int(st["step"])
+        opt, step = adam_state(self.opt, self._named_parameters())
         return Checkpoint(
             supernet=self.supernet_cfg,
             state={k: v.detach() for k, v in self.model.state_dict().items()},
@@ -259,9 +159,10 @@ class MetaTrainer:
             metrics=self.metrics,
             optimizer=opt,
             optimizer_meta={"step": step},
+            learner={k: v.detach() for k, v in self.algorithm.state_dict().items()},
         )
 
-    # -- one meta-step ----------------------------------------------------------------
+    # -- tasks ------------------------------------------------------------------------
     def latent_budget(self, task, index: int, choices: tuple[float, ...] | None = None) -> float:
         """The latent budget (values per sample) of training task ``index`` (0 = none),
         drawn from ``choices`` (default ``latent_bpp``) bits per input value."""
@@ -272,39 +173,8 @@ class MetaTrainer:
         bpp = float(rng.choice(np.asarray(choices, dtype=np.float64)))
         if bpp <= 0:
             return 0.0
-        shape = tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
-        smallest = (self.model.min_latent_size(shape) if hasattr(self.model, "min_latent_size")
-                    else min(self.supernet_cfg.latent_choices))
+        smallest = self.model.min_latent_size(task_input_shape(task))
         return max(bpp * task.input_dim / 8, float(smallest))
-
-    def _task_grad(self, params, batch: TaskBatch, warm: bool, gen: torch.Generator,
-                   budget: float = 0.0):
-        cfg, inner = self.cfg, replace(self.cfg.inner, latent_budget=budget)
-        if warm:  # weights only, on sampled sub-networks
-            inner = replace(inner, adapt_alpha=False)
-        mode = "gumbel" if warm else cfg.sampling
-        if cfg.algorithm == "maml":
-            inner = replace(inner, optimizer="sgd")
-
-            def outer(p):
-                adapted = inner_loop(self.model, p, batch, inner, mode=mode, first_order=False,
-                                     generator=gen)
-                return task_loss(self.model, adapted, batch.query_in, batch.query_target,
-                                 batch.loss, inner.tau_end, mode, inner.resource_lambda, gen,
-                                 batch.basis, inner.latent_budget)
-
-            g = grad(outer)(params)
-            adapted = None
-        else:
-            adapted = inner_loop(self.model, params, batch, inner, mode=mode, generator=gen)
-            if cfg.algorithm == "reptile":
-                g = {k: params[k] - adapted[k] for k in params}
-            else:
-                g = grad(lambda p: task_loss(self.model, p, batch.query_in, batch.query_target,
-                                             batch.loss, inner.tau_end, mode,
-                                             inner.resource_lambda, gen, batch.basis,
-                                             inner.latent_budget))(adapted)
-        return g, adapted
 
     def _train_task(self, index: int):
         """Training task ``index`` (its objective per ``cfg.objective``) and its batch."""
@@ -313,73 +183,24 @@ class MetaTrainer:
         return task, make_batch(task, self.cfg.device, seed=index,
                                 image_basis=uses_basis(self.model))
 
+    def _draw_subnetwork(self, alpha, shape: tuple[int, ...], budget: float,
+                         gen: torch.Generator, tau: float = 1.0) -> dict[str, torch.Tensor]:
+        """See :func:`~metaae_edge.meta.posttrain.draw_subnetwork`."""
+        return draw_subnetwork(self.model, alpha, shape, budget, gen, tau)
+
     @property
     def total_steps(self) -> int:
         """Meta-steps + post-training steps: where :meth:`train` stops."""
         return self.cfg.meta_steps + self.cfg.posttrain_steps
 
-    def _draw_subnetwork(self, alpha, shape: tuple[int, ...], budget: float,
-                         gen: torch.Generator, tau: float = 1.0) -> dict[str, torch.Tensor]:
-        """A hard sub-network drawn from ``softmax(alpha / tau)``; with a budget, one whose
-        latent fits it (rejection, then the smallest latent as a fallback)."""
-        alpha = self.model.constrain_alpha(alpha, shape)
-        probs = arch_probs(alpha, tau=tau, mode="sample", generator=gen)
-        if not budget:
-            return probs
-        for _ in range(256):
-            if float(expected_latent_size(self.model, probs, shape)) <= budget:
-                return probs
-            probs = arch_probs(alpha, tau=tau, mode="sample", generator=gen)
-        # fallback: the smallest latent (fewest channels; conv: the deepest allowed level)
-        probs["latent"] = F.one_hot(torch.tensor(0), len(alpha["latent"])).to(probs["latent"])
-        if "bottleneck" in probs:  # the spatial latent
-            probs["bottleneck"] = F.one_hot(torch.tensor(0), len(alpha["bottleneck"])).to(
-                probs["bottleneck"])
-        if isinstance(self.model, ConvSupernet):
-            deepest = max(allowed_depths(shape[-2], shape[-1], self.model.cfg.max_depth))
-            probs["depth"] = F.one_hot(torch.tensor(deepest - 1), len(alpha["depth"])).to(
-                probs["depth"])
-        return probs
-
+    # -- steps ------------------------------------------------------------------------
     def posttrain_step(self) -> dict[str, float]:
         """One joint multi-task step of the supernet weights on sub-networks drawn from
         the meta-learned alpha (alpha itself untouched)."""
-        cfg, inner = self.cfg, self.cfg.inner
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-        if self._post_opt is None:  # the supernet weights (the outer optimiser's group 0)
-            self._post_opt = torch.optim.Adam(self.opt.param_groups[0]["params"],
-                                              lr=cfg.posttrain_lr)
-        frac = (self.step - cfg.meta_steps) / max(cfg.posttrain_steps, 1)
-        for group in self._post_opt.param_groups:  # cosine decay: settled final weights
-            group["lr"] = cfg.posttrain_lr * 0.5 * (1 + math.cos(math.pi * frac))
-        self._post_opt.zero_grad(set_to_none=True)
-        params = dict(self.model.named_parameters())
-        alpha = {k: v.detach() for k, v in alpha_of(params).items()}
-        losses = []
-        for b in range(cfg.meta_batch):
-            index = self.step * cfg.meta_batch + b
-            task, batch = self._train_task(index)
-            x = torch.cat([batch.support_in, batch.query_in])
-            y = torch.cat([batch.support_target, batch.query_target])
-            budget = self.latent_budget(task, index, cfg.posttrain_bpp)
-            with bottleneck_search(self.model, budget > 0):
-                hard = self._draw_subnetwork(alpha, tuple(x.shape), budget, gen,
-                                             cfg.posttrain_tau)
-                # and the relaxed mixture the adaptation starts from, at a random
-                # temperature between the inner loop's first and last (log-uniform)
-                u = float(torch.rand((), generator=gen))
-                tau = inner.tau_end * (inner.tau_start / inner.tau_end) ** u
-                loss = (task_loss(self.model, params, x, y, batch.loss, 1.0,
-                                  basis=batch.basis, probs=hard)
-                        + task_loss(self.model, params, x, y, batch.loss, tau, "softmax",
-                                    basis=batch.basis)) / 2
-            (loss / cfg.meta_batch).backward()
-            losses.append(float(loss.detach()))
-        for name, p in self.model.named_parameters():
-            if name.startswith(ARCH_PREFIX):
-                p.grad = None
-        self._post_opt.step()
-        return self._finish_step(float(np.mean(losses)))
+        loss = self.posttrainer.step(
+            self.step, self._train_task,
+            lambda task, index: self.latent_budget(task, index, self.cfg.posttrain_bpp))
+        return self._finish_step(loss)
 
     def _finish_step(self, train_loss: float) -> dict[str, float]:
         """Count the step; meta-validate every ``val_every`` steps and at the end."""
@@ -390,6 +211,12 @@ class MetaTrainer:
             self.metrics.append(out)
         return out
 
+    def _task_inner(self, warm: bool, budget: float) -> InnerConfig:
+        inner = replace(self.cfg.inner, latent_budget=budget)
+        if warm:  # weights only, on sampled sub-networks
+            inner = replace(inner, adapt_alpha=False)
+        return self.algorithm.inner_config(inner)
+
     def train_step(self) -> dict[str, float]:
         """One outer update over ``meta_batch`` freshly sampled training tasks (a
         post-training step once ``step >= meta_steps``)."""
@@ -397,31 +224,35 @@ class MetaTrainer:
         if self.step >= cfg.meta_steps:
             return self.posttrain_step()
         warm = self.step < cfg.warmup_steps
+        mode = "gumbel" if warm else cfg.sampling
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         params = _params(self.model)
         total = {k: torch.zeros_like(v) for k, v in params.items()}
-        losses = []
+        losses, learner_grads = [], []
         for b in range(cfg.meta_batch):
             index = self.step * cfg.meta_batch + b
             task, batch = self._train_task(index)
             budget = self.latent_budget(task, index)
             with bottleneck_search(self.model, budget > 0):
-                g, adapted = self._task_grad(params, batch, warm, gen, budget)
-                if adapted is not None:
-                    losses.append(_query_loss(self.model, adapted, batch, cfg.inner.tau_end,
-                                              "gumbel" if warm else cfg.sampling))
+                upd = self.algorithm.task_update(params, batch, self._task_inner(warm, budget),
+                                                 mode, gen)
+            if upd.query_loss is not None:
+                losses.append(upd.query_loss)
+            learner_grads.append(upd.learner_grad)
             for k in total:
                 if budget and k.startswith(ARCH_PREFIX):
                     # a budgeted task trains the weights of compressive sub-networks; the
                     # meta-learned alpha comes from unconstrained tasks only (otherwise it
                     # drifts to tiny latents: meta-val loss 0.10 -> 0.97 in our run)
                     continue
-                total[k] += g[k].detach() / cfg.meta_batch
+                total[k] += upd.grad[k].detach() / cfg.meta_batch
         self.opt.zero_grad(set_to_none=True)
         for name, p in self.model.named_parameters():
             if warm and name.startswith(ARCH_PREFIX):
                 continue  # alpha frozen during warm-up
             p.grad = total[name]
+        for name, p in self.algorithm.named_parameters().items():
+            p.grad = sum(u[name] for u in learner_grads) / cfg.meta_batch
         self.opt.step()
         return self._finish_step(float(np.mean(losses)) if losses else float("nan"))
 

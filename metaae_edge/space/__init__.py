@@ -1,54 +1,97 @@
 """Search spaces: torch supernets, discretisation and sub-network extraction.
 
-Every supernet has the same shape: ``forward(x, probs)``, ``alpha()``,
-``check_input_shape``, ``constrain_alpha`` and ``resource_cost``; :func:`discretize` and
-:func:`extract` dispatch on the supernet's backbone, :func:`create_compact` on the spec's.
+Every search space is a :class:`Supernet` subclass (``forward(x, probs)``, ``alpha()``,
+``check_input_shape``, ``constrain_alpha``, ``resource_cost``, ``discretize``,
+``extract``, ...) registered here under its backbone name together with the compact
+network its architectures freeze into. Adding a space: write the subclass and its compact
+network, then add one :func:`register_space` line below.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import SpecError
 from ..spec import ArchSpec, SupernetConfig
+from .base import ARCH_PREFIX, Supernet, alpha_of, arch_probs
 from .compact import CompactAE
-from .conv import CompactConvAE, ConvSupernet, discretize_conv, extract_conv
-from .mlp import MLPSupernet, arch_probs
-from .mlp import discretize as discretize_mlp
-from .mlp import extract as extract_mlp
+from .conv import CompactConvAE, ConvSupernet
+from .mlp import MLPSupernet
+from .search import bottleneck_search, prefilter_search
 
 __all__ = [
+    "ARCH_PREFIX",
     "CompactAE",
     "CompactConvAE",
     "ConvSupernet",
     "MLPSupernet",
+    "SearchSpace",
     "Supernet",
+    "alpha_of",
     "arch_probs",
+    "bottleneck_search",
     "create_compact",
     "create_supernet",
     "discretize",
     "expected_latent_size",
     "extract",
+    "prefilter_search",
+    "register_space",
+    "registered_spaces",
 ]
 
-#: backbone name (``SupernetConfig.backbone``) -> supernet class
-SUPERNETS: dict[str, type[nn.Module]] = {"mlp": MLPSupernet, "conv": ConvSupernet}
-#: backbone name (``ArchSpec.backbone``) -> compact network class
-COMPACT: dict[str, type[nn.Module]] = {"mlp": CompactAE, "conv": CompactConvAE}
 
-Supernet = MLPSupernet | ConvSupernet
+@dataclass(frozen=True)
+class SearchSpace:
+    """One registered model kind: its supernet and the compact network it freezes into."""
+
+    name: str
+    supernet: type[Supernet]
+    compact: type[nn.Module]
+
+
+_SPACES: dict[str, SearchSpace] = {}
+
+
+def register_space(name: str, supernet_cls: type[Supernet],
+                   compact_cls: type[nn.Module]) -> SearchSpace:
+    """Register a search space under a backbone name (``SupernetConfig.backbone`` and
+    ``ArchSpec.backbone``); re-registering a name replaces it."""
+    if not (isinstance(supernet_cls, type) and issubclass(supernet_cls, Supernet)):
+        raise TypeError(f"{supernet_cls!r} is not a Supernet subclass")
+    _SPACES[name] = entry = SearchSpace(name, supernet_cls, compact_cls)
+    return entry
+
+
+def registered_spaces() -> dict[str, SearchSpace]:
+    """Backbone name -> :class:`SearchSpace`, in registration order."""
+    return dict(_SPACES)
+
+
+def _space(name: str) -> SearchSpace:
+    try:
+        return _SPACES[name]
+    except KeyError:
+        raise SpecError(f"unknown search space (backbone) {name!r}; registered: "
+                        f"{', '.join(_SPACES)}") from None
+
+
+register_space("mlp", MLPSupernet, CompactAE)
+register_space("conv", ConvSupernet, CompactConvAE)
 
 
 def create_supernet(cfg: SupernetConfig | None = None) -> Supernet:
     """Build the supernet a :class:`~metaae_edge.spec.SupernetConfig` describes."""
     cfg = (cfg or SupernetConfig()).validate()
-    return SUPERNETS[cfg.backbone](cfg)
+    return _space(cfg.backbone).supernet(cfg)
 
 
-def create_compact(spec: ArchSpec) -> CompactAE | CompactConvAE:
-    """A freshly initialised compact network for ``spec`` (``mlp`` or ``conv``)."""
-    return COMPACT[spec.validate().backbone](spec)
+def create_compact(spec: ArchSpec) -> nn.Module:
+    """A freshly initialised compact network for ``spec`` (its backbone's class)."""
+    return _space(spec.validate().backbone).compact(spec)
 
 
 def discretize(
@@ -68,46 +111,22 @@ def discretize(
     nothing fits. ``bottleneck`` (conv only): force a ``spatial`` latent or a ``dense``
     code (see :func:`~metaae_edge.space.conv.discretize_conv`).
     """
-    if isinstance(supernet, ConvSupernet):
-        return discretize_conv(supernet, tuple(input_shape), alpha, output_activation,
-                               latent_budget, bottleneck)
-    if bottleneck not in (None, "spatial"):
-        raise DataError("the mlp search space has no dense bottleneck choice")
-    d = input_shape if isinstance(input_shape, int) else int(torch.tensor(input_shape).prod())
-    if latent_budget:
-        a = dict(alpha or supernet.alpha())
-        fits = [i for i, c in enumerate(supernet.cfg.latent_choices) if c <= latent_budget]
-        if not fits:
-            raise DataError(f"no latent size fits a budget of {latent_budget:g} values; the "
-                            f"smallest is {min(supernet.cfg.latent_choices)}")
-        # spend it: the largest feasible size (measured on the shipped MLP checkpoints at
-        # 3 and 6 bytes: the same or marginally lower query MSE than the most likely one,
-        # which the budget hinge already pushes to the largest in most tasks)
-        best = max(fits, key=lambda i: supernet.cfg.latent_choices[i])
-        lat = a["latent"].detach()
-        a["latent"] = torch.full_like(lat, -1e4).index_fill_(-1, torch.tensor(best), 0.0)
-        alpha = a
-    return discretize_mlp(supernet, d, alpha, output_activation)
+    return supernet.discretize(input_shape, alpha, output_activation, latent_budget,
+                               bottleneck)
 
 
 def expected_latent_size(supernet: Supernet, probs: dict[str, torch.Tensor],
                          x_shape: tuple[int, ...]) -> torch.Tensor:
     """Differentiable expected latent values per sample (int8 bytes) of a batch's shape."""
-    if isinstance(supernet, ConvSupernet):
-        return supernet.expected_latent_size(probs, x_shape)
-    lats = torch.tensor(supernet.cfg.latent_choices, dtype=torch.float32,
-                        device=probs["latent"].device)
-    return probs["latent"] @ lats
+    return supernet.expected_latent_size(probs, x_shape)
 
 
 def extract(
     supernet: Supernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None,
     basis: torch.Tensor | None = None,
-) -> CompactAE | CompactConvAE:
+) -> nn.Module:
     """Slice the sub-network ``spec`` out of ``supernet`` (optionally from ``params``).
 
     ``basis``: the task's principal directions, for a supernet with a linear bypass.
     """
-    if isinstance(supernet, ConvSupernet):
-        return extract_conv(supernet, spec, params, basis)
-    return extract_mlp(supernet, spec, params, basis)
+    return supernet.extract(spec, params, basis)

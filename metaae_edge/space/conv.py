@@ -29,26 +29,22 @@ exactly the compact network :func:`extract_conv` builds, which the tests check.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
 from ..spec import CONV_OUTPUT_KERNEL, DENSE_GRID, ArchSpec, LayerSpec, SupernetConfig
+from .base import Supernet, prefix_masks
+from .conv_arch import allowed_depths, discretize_conv, extract_conv
+from .conv_compact import CompactConvAE
 from .ops import activation_fn, bypass_basis, from_grid, prefilter_fn, to_grid
+from .search import bottleneck_search, prefilter_search
 
-__all__ = ["CompactConvAE", "ConvSupernet", "bottleneck_search", "discretize_conv",
-           "extract_conv", "prefilter_search"]
+__all__ = ["CompactConvAE", "ConvSupernet", "allowed_depths", "bottleneck_search",
+           "discretize_conv", "extract_conv", "prefilter_search"]
 
 _NEG = -1e4  # logit of a disallowed depth (finite: keeps gradients NaN-free)
-
-
-def _prefix_masks(choices: tuple[int, ...], n: int | None = None) -> torch.Tensor:
-    n = n or max(choices)
-    return torch.stack([(torch.arange(n) < c).float() for c in choices])
 
 
 def _kernel_masks(choices: tuple[int, ...]) -> torch.Tensor:
@@ -60,11 +56,6 @@ def _kernel_masks(choices: tuple[int, ...]) -> torch.Tensor:
         m[o:o + k, o:o + k] = 1.0
         masks.append(m)
     return torch.stack(masks)
-
-
-def allowed_depths(h: int, w: int, max_depth: int) -> list[int]:
-    """Stage counts ``d`` (1-based) with ``H`` and ``W`` divisible by ``2**d``."""
-    return [d for d in range(1, max_depth + 1) if h % 2**d == 0 and w % 2**d == 0]
 
 
 class ConvArchParams(nn.Module):
@@ -86,7 +77,7 @@ class ConvArchParams(nn.Module):
             self.bottleneck = nn.Parameter(torch.zeros(1 + len(cfg.dense_latents)))
 
 
-class ConvSupernet(nn.Module):
+class ConvSupernet(Supernet):
     """The searchable conv autoencoder.
 
     ``forward(x, probs)`` maps normalised images (B, C, H, W), ``C <= max_input_dim``,
@@ -116,11 +107,11 @@ class ConvSupernet(nn.Module):
             grid = lmax * DENSE_GRID * DENSE_GRID
             self.dense_enc = nn.Linear(grid, max(cfg.dense_latents))
             self.dense_dec = nn.Linear(max(cfg.dense_latents), grid)
-            self.register_buffer("dense_masks", _prefix_masks(cfg.dense_latents),
+            self.register_buffer("dense_masks", prefix_masks(cfg.dense_latents),
                                  persistent=False)
         self.arch = ConvArchParams(cfg)
-        self.register_buffer("width_masks", _prefix_masks(cfg.width_choices), persistent=False)
-        self.register_buffer("latent_masks", _prefix_masks(cfg.latent_choices),
+        self.register_buffer("width_masks", prefix_masks(cfg.width_choices), persistent=False)
+        self.register_buffer("latent_masks", prefix_masks(cfg.latent_choices),
                              persistent=False)
         self.register_buffer("kernel_masks", _kernel_masks(cfg.kernel_choices),
                              persistent=False)
@@ -136,9 +127,6 @@ class ConvSupernet(nn.Module):
         self.search_bottleneck = False
 
     # -- helpers ----------------------------------------------------------------------
-    def alpha(self) -> dict[str, torch.Tensor]:
-        return dict(self.arch.named_parameters())
-
     def check_input_shape(self, shape: tuple[int, ...]) -> None:
         """Raise :class:`DataError` unless ``shape`` is (C, H, W) this supernet can run."""
         if len(shape) != 3:
@@ -169,12 +157,6 @@ class ConvSupernet(nn.Module):
         mask = torch.tensor([d in ok for d in range(1, self.cfg.max_depth + 1)], device=dev)
         out = dict(alpha)
         out["depth"] = torch.where(mask, alpha["depth"], torch.full_like(alpha["depth"], _NEG))
-        return out
-
-    def _mixed_act(self, pre: torch.Tensor, p_act: torch.Tensor) -> torch.Tensor:
-        out = p_act[0] * self._acts[0](pre)
-        for k in range(1, len(self._acts)):
-            out = out + p_act[k] * self._acts[k](pre)
         return out
 
     def _stage(self, h, conv: nn.Conv2d, p_width, p_act, p_kernel, c_in: int | None = None,
@@ -336,225 +318,29 @@ class ConvSupernet(nn.Module):
         return 0.5 * (self.expected_macs(probs, x_shape) / self.max_macs(x_shape)
                       + self.expected_latent_size(probs, x_shape) / max_lat)
 
+    def smallest_latent(self, probs: dict[str, torch.Tensor],
+                        shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """``probs`` with the fewest latent channels of the spatial latent at the deepest
+        allowed level (one-hot)."""
+        probs["latent"] = F.one_hot(torch.tensor(0), len(probs["latent"])).to(probs["latent"])
+        if "bottleneck" in probs:  # the spatial latent
+            probs["bottleneck"] = F.one_hot(torch.tensor(0), len(probs["bottleneck"])).to(
+                probs["bottleneck"])
+        deepest = max(allowed_depths(shape[-2], shape[-1], self.cfg.max_depth))
+        probs["depth"] = F.one_hot(torch.tensor(deepest - 1), len(probs["depth"])).to(
+            probs["depth"])
+        return probs
 
-@contextmanager
-def _search(model: nn.Module, attr: str, enabled: bool) -> Iterator[None]:
-    old = getattr(model, attr, None)
-    if old is None:
-        yield
-        return
-    setattr(model, attr, enabled)
-    try:
-        yield
-    finally:
-        setattr(model, attr, old)
+    # -- freezing ---------------------------------------------------------------------
+    def discretize(self, input_shape: int | tuple[int, ...],
+                   alpha: dict[str, torch.Tensor] | None = None,
+                   output_activation: str = "identity", latent_budget: float = 0.0,
+                   bottleneck: str | None = None) -> ArchSpec:
+        """Freeze the architecture at ``(C, H, W)`` (see :func:`discretize_conv`)."""
+        return discretize_conv(self, tuple(input_shape), alpha, output_activation,
+                               latent_budget, bottleneck)
 
-
-def prefilter_search(model: nn.Module, enabled: bool):
-    """Search the input filter inside the block (``enabled``) or run the unfiltered path;
-    a no-op for supernets without the choice."""
-    return _search(model, "search_prefilter", enabled)
-
-
-def bottleneck_search(model: nn.Module, enabled: bool):
-    """Search the bottleneck (spatial latent or dense code) inside the block (``enabled``)
-    or run the spatial latent; a no-op for supernets without the choice."""
-    return _search(model, "search_bottleneck", enabled)
-
-
-def discretize_conv(
-    supernet: ConvSupernet,
-    input_shape: tuple[int, int, int],
-    alpha: dict[str, torch.Tensor] | None = None,
-    output_activation: str = "identity",
-    latent_budget: float = 0.0,
-    bottleneck: str | None = None,
-) -> ArchSpec:
-    """Freeze the architecture at ``input_shape = (C, H, W)``: argmax of every choice.
-
-    With ``latent_budget`` > 0, stage count and latent channels are chosen jointly among
-    the feasible pairs (latent values at this resolution <= budget): the budget is spent
-    (the most latent values, i.e. the least distortion a codec can buy with it; measured
-    +1.2 to +1.4 dB at 1 bit/pixel on digits-res against the most likely feasible pair,
-    which used about half the budget), ties going to the largest summed logit.
-
-    ``bottleneck``: ``"spatial"`` or ``"dense"`` forces the kind of code; ``None`` takes
-    the argmax of the bottleneck logits where they are searched (else spatial). A dense
-    code keeps the argmax stage count and latent channels and takes the largest dense size
-    that fits the budget (the most likely one without a budget).
-    """
-    supernet.check_input_shape(tuple(input_shape))
-    cfg = supernet.cfg
-    a = {k: v.detach() for k, v in (alpha or supernet.alpha()).items()}
-    a = supernet.constrain_alpha(a, tuple(input_shape))
-    if bottleneck not in (None, "spatial", "dense"):
-        raise ValueError(f"bottleneck must be spatial, dense or None, got {bottleneck!r}")
-    if bottleneck == "dense" and not cfg.dense_latents:
-        raise DataError("this checkpoint's search space has no dense bottleneck")
-    if bottleneck is None:
-        bottleneck = ("dense" if "bottleneck" in a and int(a["bottleneck"].argmax()) > 0
-                      else "spatial")
-    depth = int(a["depth"].argmax()) + 1
-    latent_idx = int(a["latent"].argmax())
-    dense = 0
-    if bottleneck == "dense":
-        sizes = list(cfg.dense_latents)
-        if latent_budget:
-            fits = [v for v in sizes if v <= latent_budget]
-            if not fits:
-                raise DataError(f"no dense code fits a latent budget of {latent_budget:g} "
-                                f"values per image; the smallest has {sizes[0]}")
-            dense = max(fits)
-        else:
-            dense = sizes[int(a["bottleneck"][1:].argmax())] if "bottleneck" in a else sizes[0]
-    elif latent_budget:
-        _, h, w = input_shape
-        pairs = [(lc * (h // 2**d) * (w // 2**d), float(a["depth"][d - 1] + a["latent"][j]),
-                  d, j)
-                 for d in allowed_depths(h, w, cfg.max_depth)
-                 for j, lc in enumerate(cfg.latent_choices)
-                 if lc * (h // 2**d) * (w // 2**d) <= latent_budget]
-        if not pairs:
-            smallest = min(lc * (h // 2**d) * (w // 2**d) for lc in cfg.latent_choices
-                           for d in allowed_depths(h, w, cfg.max_depth))
-            raise DataError(f"no architecture fits a latent budget of {latent_budget:g} "
-                            f"values per image at {h}x{w}; the smallest latent here has "
-                            f"{smallest}")
-        _, _, depth, latent_idx = max(pairs)
-
-    prefilter = (cfg.prefilters[int(a["prefilter"].argmax())] if "prefilter" in a
-                 else "none")
-
-    def stage(side: str, i: int) -> LayerSpec:
-        return LayerSpec(width=cfg.width_choices[int(a[f"{side}_width"][i].argmax())],
-                         activation=cfg.activations[int(a[f"{side}_act"][i].argmax())],
-                         kernel=cfg.kernel_choices[int(a[f"{side}_kernel"][i].argmax())])
-
-    return ArchSpec(
-        input_shape=tuple(int(v) for v in input_shape),
-        encoder=tuple(stage("enc", i) for i in range(depth)),
-        latent_dim=cfg.latent_choices[latent_idx],
-        # deepest first: compact decoder[i] is supernet level depth-1-i
-        decoder=tuple(stage("dec", depth - 1 - i) for i in range(depth)),
-        backbone="conv",
-        output_activation=output_activation,
-        prefilter=prefilter,
-        dense_latent=dense,
-        linear_bypass=bool(dense) and cfg.linear_bypass,
-    ).validate()
-
-
-class CompactConvAE(nn.Module):
-    """The plain conv autoencoder a conv :class:`ArchSpec` describes (model space).
-
-    ``forward`` returns ``(reconstruction, latent)``; runs at any H, W divisible by
-    ``2 ** stages`` (with a dense bottleneck, at the spec's H, W only: the latent is then
-    (B, dense_latent)).
-    """
-
-    def __init__(self, spec: ArchSpec):
-        super().__init__()
-        spec.validate()
-        if spec.backbone != "conv":
-            raise ValueError("CompactConvAE needs a conv ArchSpec")
-        self.spec = spec
-        c = spec.input_shape[0]
-        enc, cin = [], c
-        for layer in spec.encoder:
-            enc.append(nn.Conv2d(cin, layer.width, layer.kernel, stride=2,
-                                 padding=layer.kernel // 2))
-            cin = layer.width
-        self.enc = nn.ModuleList(enc)
-        self.to_latent = nn.Conv2d(cin, spec.latent_dim, 1)
-        if spec.dense_latent:
-            grid = spec.latent_dim * DENSE_GRID * DENSE_GRID
-            self.dense_enc = nn.Linear(grid, spec.dense_latent)
-            self.dense_dec = nn.Linear(spec.dense_latent, grid)
-        if spec.linear_bypass:  # code += x U, reconstruction += code U^T (U from the task)
-            self.bypass_enc = nn.Linear(spec.input_dim, spec.dense_latent, bias=False)
-            self.bypass_dec = nn.Linear(spec.dense_latent, spec.input_dim, bias=False)
-        dec, cin = [], spec.latent_dim
-        for layer in spec.decoder:
-            dec.append(nn.Conv2d(cin, layer.width, layer.kernel, padding=layer.kernel // 2))
-            cin = layer.width
-        self.dec = nn.ModuleList(dec)
-        self.to_output = nn.Conv2d(cin, c, CONV_OUTPUT_KERNEL, padding=CONV_OUTPUT_KERNEL // 2)
-        self._enc_acts = [layer.activation for layer in spec.encoder]
-        self._dec_acts = [layer.activation for layer in spec.decoder]
-
-    def set_bypass(self, u: torch.Tensor) -> None:
-        """Initialise both bypass maps from the task's principal directions U (D x L)."""
-        with torch.no_grad():
-            self.bypass_enc.weight.copy_(u.T)
-            self.bypass_dec.weight.copy_(u)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        x = prefilter_fn(self.spec.prefilter)(x)
-        h = x
-        for conv, act in zip(self.enc, self._enc_acts):
-            h = activation_fn(act)(conv(h))
-        z = self.to_latent(h)
-        if self.spec.dense_latent:
-            z = self.dense_enc(to_grid(z, DENSE_GRID).flatten(1))
-            if self.spec.linear_bypass:
-                z = z + self.bypass_enc(x.flatten(1))
-        return z
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        code = z
-        if self.spec.dense_latent:
-            _, h, w = self.spec.input_shape
-            f = 2 ** self.spec.stages
-            z = self.dense_dec(z).unflatten(1, (-1, DENSE_GRID, DENSE_GRID))
-            z = from_grid(z, h // f, w // f)
-        for conv, act in zip(self.dec, self._dec_acts):
-            z = activation_fn(act)(conv(F.interpolate(z, scale_factor=2, mode="nearest")))
-        out = self.to_output(z)
-        if self.spec.linear_bypass:
-            out = out + self.bypass_dec(code).unflatten(1, tuple(self.spec.input_shape))
-        return activation_fn(self.spec.output_activation)(out)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encode(x)
-        return self.decode(z), z
-
-
-@torch.no_grad()
-def extract_conv(
-    supernet: ConvSupernet, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None,
-    basis: torch.Tensor | None = None,
-) -> CompactConvAE:
-    """Slice the sub-network ``spec`` (channels, kernel centres) out of the supernet;
-    ``basis`` (the task's principal directions) starts a linear bypass."""
-    spec.validate()
-    supernet.check_input_shape(spec.input_shape)
-    p = params if params is not None else dict(supernet.named_parameters())
-    model = CompactConvAE(spec)
-    kmax = supernet.kmax
-
-    def copy(dst: nn.Conv2d, name: str) -> None:
-        co, ci, k, _ = dst.weight.shape
-        o = (kmax - k) // 2 if name.startswith(("enc.", "dec.")) else 0
-        dst.weight.copy_(p[f"{name}.weight"][:co, :ci, o:o + k, o:o + k])
-        dst.bias.copy_(p[f"{name}.bias"][:co])
-
-    s = spec.stages
-    for i, conv in enumerate(model.enc):
-        copy(conv, f"enc.{i}")
-    copy(model.to_latent, "to_latent")
-    for i, conv in enumerate(model.dec):
-        copy(conv, f"dec.{s - 1 - i}")
-    copy(model.to_output, "to_output")
-    if spec.dense_latent:
-        if "dense_enc.weight" not in p:
-            raise DataError("this supernet has no dense bottleneck to extract")
-        g, n = spec.latent_dim * DENSE_GRID * DENSE_GRID, spec.dense_latent
-        model.dense_enc.weight.copy_(p["dense_enc.weight"][:n, :g])
-        model.dense_enc.bias.copy_(p["dense_enc.bias"][:n])
-        model.dense_dec.weight.copy_(p["dense_dec.weight"][:g, :n])
-        model.dense_dec.bias.copy_(p["dense_dec.bias"][:g])
-    if spec.linear_bypass:
-        if not supernet.cfg.linear_bypass:
-            raise ValueError("spec has a linear bypass but the supernet has none")
-        model.set_bypass(supernet.bypass_basis(basis, spec.input_dim)[:, :spec.dense_latent])
-    return model
+    def extract(self, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None,
+                basis: torch.Tensor | None = None) -> CompactConvAE:
+        """Slice ``spec`` out into a :class:`CompactConvAE` (see :func:`extract_conv`)."""
+        return extract_conv(self, spec, params, basis)

@@ -30,17 +30,12 @@ from torch import nn
 
 from ..errors import DataError
 from ..spec import ArchSpec, LayerSpec, SupernetConfig
+from .base import ARCH_PREFIX, Supernet, alpha_of, arch_probs, prefix_masks
 from .compact import CompactAE
 from .ops import activation_fn, bypass_basis
 
-__all__ = ["ArchParams", "MLPSupernet", "alpha_of", "arch_probs", "discretize", "extract"]
-
-ARCH_PREFIX = "arch."
-
-
-def alpha_of(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The architecture logits among a supernet's named parameters, by choice name."""
-    return {k[len(ARCH_PREFIX):]: v for k, v in params.items() if k.startswith(ARCH_PREFIX)}
+__all__ = ["ARCH_PREFIX", "ArchParams", "MLPSupernet", "alpha_of", "arch_probs", "discretize",
+           "extract"]
 
 
 class ArchParams(nn.Module):
@@ -57,44 +52,7 @@ class ArchParams(nn.Module):
         self.latent = nn.Parameter(torch.zeros(len(cfg.latent_choices)))
 
 
-def arch_probs(
-    alpha: dict[str, torch.Tensor],
-    tau: float = 1.0,
-    mode: str = "softmax",
-    generator: torch.Generator | None = None,
-) -> dict[str, torch.Tensor]:
-    """Turn logits into choice probabilities.
-
-    Args:
-        alpha: logits by name (``enc_width``, ``latent``, ...), as in :class:`ArchParams`.
-        tau: softmax temperature; small values approach a hard choice.
-        mode: ``softmax``, ``gumbel`` (Gumbel-softmax sample, for exploring sub-networks),
-            ``sample`` (a one-hot sub-network drawn from ``softmax(logits / tau)``, Gumbel-max;
-            no gradient to the logits: supernet pre-training) or ``hard`` (one-hot argmax;
-            what :func:`discretize` picks).
-        generator: RNG for the Gumbel noise (determinism).
-    """
-    out = {}
-    for name, logits in alpha.items():
-        if mode == "hard":
-            idx = logits.argmax(dim=-1, keepdim=True)
-            out[name] = torch.zeros_like(logits).scatter_(-1, idx, 1.0)
-        elif mode in ("gumbel", "sample"):
-            u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
-            g = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
-            if mode == "gumbel":
-                out[name] = F.softmax((logits + g) / tau, dim=-1)
-            else:
-                idx = (logits.detach() / tau + g).argmax(dim=-1, keepdim=True)
-                out[name] = torch.zeros_like(logits).scatter_(-1, idx, 1.0)
-        elif mode == "softmax":
-            out[name] = F.softmax(logits / tau, dim=-1)
-        else:
-            raise ValueError(f"unknown arch-probs mode {mode!r}")
-    return out
-
-
-class MLPSupernet(nn.Module):
+class MLPSupernet(Supernet):
     """The searchable MLP autoencoder.
 
     ``forward(x, probs)`` maps normalised ``x`` of shape (B, D), ``D <= max_input_dim``, to
@@ -116,8 +74,8 @@ class MLPSupernet(nn.Module):
         self.to_output = nn.Linear(w, cfg.max_input_dim)
         self.arch = ArchParams(cfg)
         # Prefix masks of each choice: row c is 1 on the first width_c channels.
-        self.register_buffer("width_masks", _prefix_masks(cfg.width_choices), persistent=False)
-        self.register_buffer("latent_masks", _prefix_masks(cfg.latent_choices), persistent=False)
+        self.register_buffer("width_masks", prefix_masks(cfg.width_choices), persistent=False)
+        self.register_buffer("latent_masks", prefix_masks(cfg.latent_choices), persistent=False)
         self._acts = [activation_fn(a) for a in cfg.activations]
         if cfg.linear_bypass:
             # Start as PCA: the residual MLP's output layers are zero until training moves them.
@@ -126,10 +84,6 @@ class MLPSupernet(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     # -- helpers ----------------------------------------------------------------------
-    def alpha(self) -> dict[str, torch.Tensor]:
-        """The architecture logits by short name."""
-        return dict(self.arch.named_parameters())
-
     def check_input_dim(self, d: int) -> None:
         if d > self.cfg.max_input_dim:
             raise DataError(
@@ -145,11 +99,6 @@ class MLPSupernet(nn.Module):
             d *= int(v)
         self.check_input_dim(d)
 
-    def constrain_alpha(self, alpha: dict[str, torch.Tensor],
-                        x_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        """Every choice is allowed at any feature count (the conv space masks depths)."""
-        return alpha
-
     def resource_cost(self, probs: dict[str, torch.Tensor], x_shape: tuple[int, ...]):
         """Expected MACs / largest MACs for the batch's feature count (the penalty term)."""
         d = int(x_shape[-1])
@@ -159,12 +108,6 @@ class MLPSupernet(nn.Module):
         """Gate of layer i = P(depth > i); layer 0 is always on."""
         # reverse cumulative sum: gate[i] = sum_{d >= i+1} p(d)
         return torch.flip(torch.cumsum(torch.flip(p_depth, [0]), 0), [0])
-
-    def _mixed_act(self, pre: torch.Tensor, p_act: torch.Tensor) -> torch.Tensor:
-        out = p_act[0] * self._acts[0](pre)
-        for k in range(1, len(self._acts)):
-            out = out + p_act[k] * self._acts[k](pre)
-        return out
 
     def _stack(self, h, layers, p_width, p_act, gates, d_in: int | None = None):
         for i, layer in enumerate(layers):
@@ -230,10 +173,58 @@ class MLPSupernet(nn.Module):
         bypass = 2 * d * lmax if self.cfg.linear_bypass else 0
         return float(2 * (d * w + (self.cfg.max_depth - 1) * w * w + w * lmax) + bypass)
 
+    def expected_latent_size(self, probs: dict[str, torch.Tensor],
+                             x_shape: tuple[int, ...]) -> torch.Tensor:
+        """Differentiable expected latent size (values per sample)."""
+        lats = torch.tensor(self.cfg.latent_choices, dtype=torch.float32,
+                            device=probs["latent"].device)
+        return probs["latent"] @ lats
 
-def _prefix_masks(choices: tuple[int, ...]) -> torch.Tensor:
-    n = max(choices)
-    return torch.stack([(torch.arange(n) < c).float() for c in choices])
+    def min_latent_size(self, shape: tuple[int, ...]) -> int:
+        """The smallest latent size choice (the same at every feature count)."""
+        return min(self.cfg.latent_choices)
+
+    def smallest_latent(self, probs: dict[str, torch.Tensor],
+                        shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """``probs`` with the smallest latent size chosen (one-hot)."""
+        probs["latent"] = F.one_hot(torch.tensor(0), len(probs["latent"])).to(probs["latent"])
+        return probs
+
+    # -- freezing ---------------------------------------------------------------------
+    def discretize(self, input_shape: int | tuple[int, ...],
+                   alpha: dict[str, torch.Tensor] | None = None,
+                   output_activation: str = "identity", latent_budget: float = 0.0,
+                   bottleneck: str | None = None) -> ArchSpec:
+        """Freeze the architecture for ``D`` features (or a shape, flattened).
+
+        ``latent_budget`` (> 0) caps the latent size and is spent: the largest size that
+        fits (:class:`DataError` if none does). There is no dense bottleneck choice.
+        """
+        if bottleneck not in (None, "spatial"):
+            raise DataError("the mlp search space has no dense bottleneck choice")
+        d = (input_shape if isinstance(input_shape, int)
+             else int(torch.tensor(input_shape).prod()))
+        if latent_budget:
+            alpha = self._spend_budget(dict(alpha or self.alpha()), latent_budget)
+        return discretize(self, d, alpha, output_activation)
+
+    def _spend_budget(self, a: dict[str, torch.Tensor], budget: float) -> dict[str, torch.Tensor]:
+        fits = [i for i, c in enumerate(self.cfg.latent_choices) if c <= budget]
+        if not fits:
+            raise DataError(f"no latent size fits a budget of {budget:g} values; the "
+                            f"smallest is {min(self.cfg.latent_choices)}")
+        # spend it: the largest feasible size (measured on the shipped MLP checkpoints at
+        # 3 and 6 bytes: the same or marginally lower query MSE than the most likely one,
+        # which the budget hinge already pushes to the largest in most tasks)
+        best = max(fits, key=lambda i: self.cfg.latent_choices[i])
+        lat = a["latent"].detach()
+        a["latent"] = torch.full_like(lat, -1e4).index_fill_(-1, torch.tensor(best), 0.0)
+        return a
+
+    def extract(self, spec: ArchSpec, params: dict[str, torch.Tensor] | None = None,
+                basis: torch.Tensor | None = None) -> CompactAE:
+        """Slice ``spec`` out into a :class:`CompactAE` (see :func:`extract`)."""
+        return extract(self, spec, params, basis)
 
 
 def discretize(
