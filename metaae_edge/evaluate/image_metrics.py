@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DataError
+from ..errors import DataError
+from ..optional import require
 
 __all__ = [
     "DEFAULT_MEDIAN_SIZES",
@@ -135,13 +136,7 @@ def ssim(pred: np.ndarray, target: np.ndarray, data_range: float = 1.0, win_size
 
 
 def _pil():
-    try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - Pillow is present wherever tests run
-        raise BackendUnavailableError(
-            "the JPEG baseline needs Pillow; install it with `pip install pillow`"
-        ) from exc
-    return Image
+    return require("PIL.Image", "pillow", package="Pillow", needed_for="the JPEG baseline")
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:

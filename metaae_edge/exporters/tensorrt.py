@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ExportError, SpecError
+from ..optional import require
 from ..runtime.backends import IMAGE_MAX_BATCH, IMAGE_OPT_BATCH, image_profile, latent_profile
 from ..runtime.bundle import sha256_file
 from ..spec import ArchSpec
@@ -208,13 +209,8 @@ def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[st
 
 
 def _trt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailableError(
-            "building engines needs TensorRT; install pip install 'metaae-edge[tensorrt]' "
-            "on a machine with an NVIDIA GPU") from None
-    return trt
+    return require("tensorrt", "metaae-edge[tensorrt]", package="TensorRT",
+                   needed_for="building engines", hint="on a machine with an NVIDIA GPU")
 
 
 def _gpu() -> tuple[str, str]:
