@@ -1,29 +1,23 @@
-"""The native ``tensorrt`` backend: a bundle's prebuilt engine on device buffers.
+"""Which TensorRT engine of a bundle may run here (engine discovery and compatibility).
 
-Torch-free: TensorRT is imported lazily and CUDA memory goes through
-:mod:`metaae_edge.runtime.cuda` (ctypes over libcudart). Engines live in
-``BUNDLE/engines/<gpu>-sm<cc>-trt<ver>/<graph>.engine`` next to ``engine.json`` (written by
-:func:`metaae_edge.exporters.tensorrt.build_engine`). Before any plan is deserialised,
+Torch-free. Engines live in ``BUNDLE/engines/<gpu>-sm<cc>-trt<ver>/<graph>.engine`` next to
+``engine.json`` (written by :func:`metaae_edge.exporters.tensorrt.build_engine`, which lists
+them in the manifest, so their sha256 is checked on load like any other file; the runner
+itself is :mod:`metaae_edge.runtime.runners.tensorrt`). Before any plan is deserialised,
 :func:`check_engine_compat` compares engine.json with this TensorRT and GPU: a stale engine
 is refused with one line telling the user to run ``metaae-edge build-engine BUNDLE``.
-
-TensorRT API used (identical in TensorRT 10 and 11, name-based I/O tensors):
-``Runtime.deserialize_cuda_engine``, ``ICudaEngine.num_io_tensors / get_tensor_name /
-get_tensor_mode / get_tensor_dtype / get_tensor_shape / get_tensor_profile_shape /
-create_execution_context``, ``IExecutionContext.set_input_shape / get_tensor_shape /
-set_tensor_address / execute_async_v3``. Nothing removed in 11 (weak-typing builder flags,
-``device_memory_size``...) is touched.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import BackendUnavailableError
 from .bundle import Bundle
+from .manifest import ENGINE_INFO_ROLE, ENGINE_ROLE
 
 __all__ = ["check_engine_compat", "find_engines", "select_engine"]
 
@@ -97,34 +91,56 @@ def check_engine_compat(engine_json: dict[str, Any], trt_version: str, gpu_name:
     return reasons
 
 
-def _listed_engines(bundle: Bundle) -> dict[str, Any]:
-    return {f.path: f for f in bundle.files if f.path.startswith("engines/")}
+def _read_engine_json(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
-def find_engines(bundle: Bundle, graph: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Every (folder, engine.json) under ``bundle/engines`` built from ``graph``.
+def _candidates(bundle: Bundle) -> list[tuple[str, dict[str, Any] | None]]:
+    """(plan path inside the bundle, its engine.json) of every engine the bundle offers.
 
-    When the manifest lists engine files, only listed engines count (their size and sha256
-    were checked by :func:`~metaae_edge.runtime.bundle.load_bundle`); otherwise every
-    folder does, and the engine's ``source_sha256`` is compared with the graph's.
+    The manifest's listed engines (``role: engine``, size and sha256 checked by
+    :func:`~metaae_edge.runtime.bundle.load_bundle`) with the description recorded beside
+    them; any other file listed under ``engines/`` is described by the engine.json in its
+    folder. Bundles whose manifest lists no engine (built before ``build-engine`` listed
+    them) fall back to every ``engines/*/engine.json`` on disk.
     """
+    listed = [f for f in bundle.files if f.role == ENGINE_ROLE or f.path.startswith("engines/")]
+    listed = [f for f in listed if f.role != ENGINE_INFO_ROLE]
+    if listed:
+        out = []
+        for f in listed:
+            meta = f.extra.get("engine_info")
+            if not isinstance(meta, dict):
+                meta = _read_engine_json((bundle.root / f.path).parent / "engine.json")
+                if meta is not None and meta.get("engine") != PurePosixPath(f.path).name:
+                    meta = None  # that engine.json describes another plan of the folder
+            out.append((f.path, meta))
+        return out
     root = bundle.root / "engines"
     if not root.is_dir():
         return []
-    listed = _listed_engines(bundle)
     out = []
     for meta_path in sorted(root.glob("*/engine.json")):
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if not isinstance(meta, dict) or meta.get("source_onnx") != graph.name:
-            continue
-        rel = f"engines/{meta_path.parent.name}/{meta.get('engine', '')}"
-        if listed and rel not in listed:
-            continue
-        out.append((meta_path.parent, meta))
+        meta = _read_engine_json(meta_path)
+        if meta is not None:
+            out.append((f"engines/{meta_path.parent.name}/{meta.get('engine', '')}", meta))
     return out
+
+
+def find_engines(bundle: Bundle, graph: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every (folder, engine.json contents) of an engine in ``bundle`` built from ``graph``.
+
+    When the manifest lists engine files, only listed engines count (their size and sha256
+    were checked by :func:`~metaae_edge.runtime.bundle.load_bundle`); otherwise every
+    folder under ``engines/`` does. The engine's ``source_sha256`` is compared with the
+    graph's by :func:`select_engine`.
+    """
+    return [((bundle.root / rel).parent, meta) for rel, meta in _candidates(bundle)
+            if meta is not None and meta.get("source_onnx") == graph.name]
 
 
 def select_engine(bundle: Bundle, graph: Path, trt_version: str, gpu_name: str,
