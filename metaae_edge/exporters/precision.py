@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +133,12 @@ def add_precision(
         report["graphs"] = {}
         for role, name in (("encoder", "x"), ("decoder", "latent")):
             if bundle.parsed.file(role, "fp32") is not None:
+                build_role = partial(_build_fn, precision, method=method,
+                                     samples=calib_samples, seed=seed, input_name=name)
                 report["graphs"][role] = _reduce_companion(
-                    writer, bundle, role, name, precision, report["excluded"], data,
-                    lambda src, d, n: _build_fn(precision, src, d, method, calib_samples,
-                                                seed, n))
-        threshold = _refit_threshold(bundle, writer.path(ae), data, threshold_data)
+                    writer, bundle, role, precision, report["excluded"], data, build_role)
+        threshold = _refit_threshold(bundle, writer.path(ae), data, threshold_data, precision)
         if threshold is not None:
-            threshold["precision"] = precision
             report["threshold"] = threshold
         report = _slim(report)
         writer.commit(**_manifest_keys(bundle.manifest, precision, report, threshold))
@@ -180,8 +180,8 @@ class _GateData:
                    std=bundle.normalization["std"].astype(np.float64))
 
 
-def _reduce_companion(writer: BundleWriter, bundle: Bundle, role: str, input_name: str,
-                      precision: str, excluded: list[str], data: _GateData,
+def _reduce_companion(writer: BundleWriter, bundle: Bundle, role: str, precision: str,
+                      excluded: list[str], data: _GateData,
                       build_for: Callable[..., Any]) -> dict[str, Any]:
     """Write the reduced encoder or decoder with the autoencoder's float layers, and
     compare it with its fp32 graph."""
@@ -195,7 +195,7 @@ def _reduce_companion(writer: BundleWriter, bundle: Bundle, role: str, input_nam
     if precision == "int8" and role == "decoder":
         calib = OrtGraph(encoder).run(data.calib)["latent"]
     fname = graph_name(role, precision)
-    build_for(src, calib, input_name)(keep, writer.path(fname))
+    build_for(src, calib)(keep, writer.path(fname))
     feed = data.x if role == "encoder" else OrtGraph(encoder).run(data.x)["latent"]
     ref = OrtGraph(src).run(feed)
     got = OrtGraph(writer.path(fname)).run(feed)
@@ -203,8 +203,8 @@ def _reduce_companion(writer: BundleWriter, bundle: Bundle, role: str, input_nam
     return {"excluded": keep, "output_errors": compare_outputs(ref, got, data.std)}
 
 
-def _refit_threshold(bundle: Bundle, graph: Path, data: _GateData,
-                     threshold_data: Any) -> dict[str, Any] | None:
+def _refit_threshold(bundle: Bundle, graph: Path, data: _GateData, threshold_data: Any,
+                     precision: str) -> dict[str, Any] | None:
     """The anomaly threshold refitted on the reduced graph's scores (scores shift with
     precision); None for bundles without a threshold."""
     if bundle.threshold is None:
@@ -213,7 +213,9 @@ def _refit_threshold(bundle: Bundle, graph: Path, data: _GateData,
     normal = (data.check(threshold_data, "threshold data") if threshold_data
               is not None else x if y is None else x[y == 0])
     scores = OrtGraph(graph).run(normal)["score"]
-    return fit_threshold(scores, float(bundle.threshold.get("fpr", 0.01)))
+    threshold = fit_threshold(scores, float(bundle.threshold.get("fpr", 0.01)))
+    threshold["precision"] = precision
+    return threshold
 
 
 def _manifest_keys(manifest: dict[str, Any], precision: str, report: dict[str, Any],
