@@ -104,9 +104,7 @@ def open_fastest(path: Path, config: SessionConfig, profile: tuple[str, Any] | N
     if "tensorrt" not in have and bundle is not None and (bundle.root / "engines").is_dir():
         # the bundle carries engines, so say why they are not used
         notes.append(f"tensorrt: {tensorrt_unavailable_reason(device_id)}")
-    for name in BACKENDS:
-        if name not in have:
-            continue
+    for name in have:  # fastest first
         try:
             return create_runner(name, path, config, profile, bundle=bundle), name, notes
         except BackendUnavailableError as exc:
