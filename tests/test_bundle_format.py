@@ -168,6 +168,17 @@ def test_tampered_engine_is_refused(copy):
         load_bundle(copy)
 
 
+def test_listed_engine_described_as_stale_is_refused(copy):
+    _engine(copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    (entry,) = [f for f in m["files"] if f["role"] == ENGINE_ROLE]
+    entry["engine_info"]["tensorrt_version"] = "10.14.0.0"
+    (copy / "manifest.json").write_text(json.dumps(m))
+    b = load_bundle(copy)
+    with pytest.raises(BackendUnavailableError, match="stale.*TensorRT 10.14.0.0.*build-engine"):
+        select_engine(b, b.path_for("autoencoder"), *H100)
+
+
 def test_rebuilding_an_engine_replaces_its_entry(copy):
     _engine(copy)
     _engine(copy, b"another plan")
