@@ -29,9 +29,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, BundleError, InputError
 from ..spec import ArchSpec
 from .backends import (
-    BACKENDS,
     IMAGE_MAX_BATCH,
-    OPTIMIZATION_LEVELS,
     OrtRunner,
     SessionConfig,
     available_backends,
@@ -39,9 +37,9 @@ from .backends import (
     image_profile,
     latent_profile,
 )
-from .bundle import PRECISIONS, Bundle, load_bundle
+from .bundle import Bundle, load_bundle
 from .io import coerce_images, fixed_size_error, locate_nonfinite, numeric_array
-from .runners import Runner, open_fastest
+from .runners import Runner, check_load_options, open_fastest
 
 __all__ = ["Runtime"]
 
@@ -66,24 +64,6 @@ def _coerce(x: Any, width: int, what: str, hint: str) -> np.ndarray:
         one = " (a 1-D input is one sample)" if len(shape) == 1 else ""
         raise InputError(f"{expected}; got {shape}{one}. {hint}")
     return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _check_load_options(precision: str, optimization: str, backend: str,
-                        **positive: int | None) -> None:
-    """Refuse invalid :meth:`Runtime.load` options before anything is opened."""
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                         f"got {precision!r}")
-    if optimization not in OPTIMIZATION_LEVELS:
-        raise InputError(f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
-                         f"got {optimization!r}")
-    for name, value in positive.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-    if backend != "auto" and backend not in BACKENDS:
-        raise BackendUnavailableError(
-            f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
 
 
 class Runtime:
@@ -194,8 +174,8 @@ class Runtime:
             BackendUnavailableError: the backend (or any backend, for auto) cannot run.
             InputError: an option has an invalid value.
         """
-        _check_load_options(precision, optimization, backend, threads=threads,
-                            inter_threads=inter_threads, max_batch=max_batch)
+        check_load_options(precision, optimization, backend, threads=threads,
+                           inter_threads=inter_threads, max_batch=max_batch)
         bundle = load_bundle(path, verify=verify)
         graph = bundle.path_for("autoencoder", precision)
         config = SessionConfig(threads=threads, inter_threads=inter_threads,

@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackendUnavailableError
+from ...errors import BackendUnavailableError, InputError
+from ..manifest import PRECISIONS
 from . import ort_cpu, ort_cuda, ort_trt, tensorrt  # noqa: F401  (each registers itself)
 from ._ort import OrtRunner
 from .base import (
@@ -42,6 +43,7 @@ __all__ = [
     "Runner",
     "SessionConfig",
     "available_backends",
+    "check_load_options",
     "create_runner",
     "get_backend",
     "open_fastest",
@@ -113,3 +115,27 @@ def open_fastest(path: Path, config: SessionConfig, profile: tuple[str, Any] | N
     raise BackendUnavailableError(
         f"no backend can run this bundle ({why}); install "
         "pip install 'metaae-edge[cpu]' (or [gpu] on a CUDA machine)")
+
+
+def check_load_options(precision: str, optimization: str, backend: str,
+                        **positive: int | None) -> None:
+    """Refuse invalid :meth:`~metaae_edge.runtime.Runtime.load` options (one line each)
+    before anything is opened.
+
+    Raises:
+        InputError: a bad precision, optimisation level or non-positive count.
+        BackendUnavailableError: an unknown backend.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                         f"got {precision!r}")
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise InputError(f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
+                         f"got {optimization!r}")
+    for name, value in positive.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise BackendUnavailableError(
+            f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
