@@ -118,15 +118,49 @@ def test_fp16_engine_within_loose_tolerance(bundle, tmp_path):
                                rtol=2e-2, atol=2e-2)
 
 
+def _edit_manifest(path, fn) -> None:
+    m = json.loads((path / "manifest.json").read_text())
+    fn(m)
+    (path / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+
+
 def test_stale_engine_is_refused_and_auto_falls_back(bundle, tmp_path):
     path = tmp_path / "stale"
     shutil.copytree(bundle, path)
+
+    def older(m):  # the manifest describes its listed engines (engine.json's contents)
+        (entry,) = [f for f in m["files"] if f["role"] == "engine"]
+        entry["engine_info"]["tensorrt_version"] = "9.0.0"
+    _edit_manifest(path, older)
+    with pytest.raises(BackendUnavailableError, match="stale.*metaae-edge build-engine"):
+        Runtime.load(path, backend="tensorrt")
+    rt = Runtime.load(path, backend="auto")
+    assert rt.backend != "tensorrt"
+    assert any(n.startswith("tensorrt:") and "9.0.0" in n for n in rt.backend_notes)
+
+
+def test_bundle_without_listed_engines_reads_engine_json(bundle, tmp_path):
+    """Bundles built before build-engine listed its engines still run them."""
+    path = tmp_path / "legacy"
+    shutil.copytree(bundle, path)
+    _edit_manifest(path, lambda m: m.update(
+        files=[f for f in m["files"] if not f["path"].startswith("engines/")]))
+    rt = Runtime.load(path, backend="tensorrt")
+    x = _x(9, 5)
+    np.testing.assert_allclose(rt.reconstruct(x), Runtime.load(path).reconstruct(x),
+                               rtol=1e-3, atol=1e-4)
     (meta_path,) = (path / "engines").glob("*/engine.json")
     meta = json.loads(meta_path.read_text())
     meta["tensorrt_version"] = "9.0.0"
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(BackendUnavailableError, match="stale.*metaae-edge build-engine"):
         Runtime.load(path, backend="tensorrt")
-    rt = Runtime.load(path, backend="auto")
-    assert rt.backend != "tensorrt"
-    assert any(n.startswith("tensorrt:") and "9.0.0" in n for n in rt.backend_notes)
+
+
+def test_built_engine_is_listed_and_hashed(bundle):
+    from metaae_edge.runtime import load_bundle
+
+    b = load_bundle(bundle, verify=True)
+    (entry,) = b.parsed.engines()
+    assert entry.extra["source"] == "autoencoder.onnx" and entry.precision == "fp32"
+    assert (bundle / entry.path).stat().st_size == entry.bytes

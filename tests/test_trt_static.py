@@ -106,8 +106,10 @@ def test_candidates_include_pip_wheel_and_env(monkeypatch, tmp_path):
 
 
 def test_tensorrt_not_listed_without_cuda(monkeypatch):
-    real = backends.importlib.util.find_spec
-    monkeypatch.setattr(backends.importlib.util, "find_spec",
+    from metaae_edge import optional
+
+    real = optional.importlib.util.find_spec
+    monkeypatch.setattr(optional.importlib.util, "find_spec",
                         lambda name, *a: object() if name == "tensorrt" else real(name, *a))
     monkeypatch.setattr(cuda, "_CUDA", None)
     monkeypatch.setattr(cuda, "_candidates", lambda: [])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import InputError
+from ..fsutil import atomic_write
+from ..optional import require
 from .core import SCHEMA_VERSION
 
 __all__ = ["compare_reports", "fmt", "load_report", "require_matplotlib", "to_markdown",
@@ -19,16 +19,7 @@ Key = tuple[str, str, int]
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, text)
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
@@ -186,12 +177,7 @@ def write_markdown(report: dict[str, Any], path: str | Path,
 
 def require_matplotlib() -> Any:
     """Import matplotlib's Figure or raise :class:`BackendUnavailableError` naming the extra."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise BackendUnavailableError("--plot needs matplotlib; install it with "
-                                      "pip install 'metaae-edge[plot]'") from None
-    return Figure
+    return require("matplotlib.figure", "metaae-edge[plot]", needed_for="--plot").Figure
 
 
 def write_plot(report: dict[str, Any], path: str | Path) -> Path:

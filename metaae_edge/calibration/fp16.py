@@ -104,67 +104,14 @@ def convert_fp16(
     name_nodes(g)
     half = fp16_nodes(g, block_op_types=block_op_types, block_nodes=block_nodes,
                       keep_boundary_fp32=keep_boundary_fp32)
-    types = _float_types(m)
-    consts = {t.name: t for t in g.initializer}
-    consts.update({n.output[0]: a.t for n in g.node if n.op_type == "Constant"
-                   for a in n.attribute if a.name == "value"})
-    producer = {o: n.name for n in g.node for o in n.output}
-    # Graph outputs made by float16 nodes: the node writes NAME/fp16, a Cast writes NAME.
-    rename = {o.name: f"{o.name}/fp16" for o in g.output
-              if producer.get(o.name) in half and types.get(o.name) == TensorProto.FLOAT}
-    current: dict[str, int] = {}  # tensor -> dtype it has after conversion
-    casts: dict[tuple[str, int], str] = {}
-    new_inits: list[TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
-    stats = {"clipped": 0, "flushed_to_zero": 0}
-
-    def converted(name: str, to: int) -> str:
-        key = (name, to)
-        if key in casts:
-            return casts[key]
-        suffix = "fp16" if to == TensorProto.FLOAT16 else "fp32"
-        if name in consts and to == TensorProto.FLOAT16:
-            arr = numpy_helper.to_array(consts[name]).astype(np.float64)
-            stats["clipped"] += int(np.sum(np.abs(arr) > _F16_MAX))
-            arr = np.clip(arr, -_F16_MAX, _F16_MAX)
-            half_arr = arr.astype(np.float16)
-            stats["flushed_to_zero"] += int(np.sum((half_arr == 0) & (arr != 0)))
-            new_inits.append(numpy_helper.from_array(half_arr, f"{name}/{suffix}"))
-        else:
-            nodes.append(helper.make_node("Cast", [name], [f"{name}/{suffix}"], to=to,
-                                          name=f"{name}/cast_{suffix}"))
-        casts[key] = f"{name}/{suffix}"
-        return casts[key]
-
-    for node in g.node:
-        want = TensorProto.FLOAT16 if node.name in half else TensorProto.FLOAT
-        n_data = _DATA_INPUTS.get(node.op_type, len(node.input))
-        for i, inp in enumerate(node.input):
-            inp = rename.get(inp, inp)
-            node.input[i] = inp
-            if i >= n_data:  # a parameter input with its own type (e.g. Resize scales)
-                continue
-            orig = types.get(inp.removesuffix("/fp16") if inp.endswith("/fp16") else inp)
-            if orig not in (TensorProto.FLOAT, TensorProto.FLOAT16):
-                continue
-            have = current.get(inp, orig)
-            if have != want:
-                node.input[i] = converted(inp, want)
-        for j, out in enumerate(node.output):
-            if out in rename:
-                node.output[j] = rename[out]
-            if node.name in half and types.get(out) == TensorProto.FLOAT:
-                current[node.output[j]] = TensorProto.FLOAT16
-        nodes.append(node)
-    for out, tmp in rename.items():
-        nodes.append(helper.make_node("Cast", [tmp], [out], to=TensorProto.FLOAT,
-                                      name=f"{out}/cast_fp32"))
+    conv = _Converter(g, half, _float_types(m))
+    nodes = conv.rewrite(g)
     used = {i for n in nodes for i in n.input}
     keep = [t for t in g.initializer if t.name in used]
     del g.node[:]
     g.node.extend(nodes)
     del g.initializer[:]
-    g.initializer.extend([*keep, *new_inits])
+    g.initializer.extend([*keep, *conv.new_inits])
     del g.value_info[:]
     try:
         m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
@@ -175,5 +122,75 @@ def convert_fp16(
     del m.graph.value_info[:]  # keep the file lean; runtimes infer shapes themselves
     info = {"fp16_nodes": sorted(half),
             "fp32_nodes": sorted(n.name for n in src.graph.node if n.name not in half),
-            "casts": sum(1 for n in nodes if n.op_type == "Cast"), **stats}
+            "casts": sum(1 for n in nodes if n.op_type == "Cast"), **conv.stats}
     return m, info
+
+
+class _Converter:
+    """One float16 rewrite of a graph: which tensor has which type, and the casts /
+    float16 weights added so far (each made once)."""
+
+    def __init__(self, g: onnx.GraphProto, half: set[str], types: dict[str, int]):
+        self.half, self.types = half, types
+        self.consts = {t.name: t for t in g.initializer}
+        self.consts.update({n.output[0]: a.t for n in g.node if n.op_type == "Constant"
+                            for a in n.attribute if a.name == "value"})
+        producer = {o: n.name for n in g.node for o in n.output}
+        # Graph outputs made by float16 nodes: the node writes NAME/fp16, a Cast writes NAME.
+        self.rename = {o.name: f"{o.name}/fp16" for o in g.output
+                       if producer.get(o.name) in half and types.get(o.name) == TensorProto.FLOAT}
+        self.current: dict[str, int] = {}  # tensor -> dtype it has after conversion
+        self.casts: dict[tuple[str, int], str] = {}
+        self.new_inits: list[TensorProto] = []
+        self.nodes: list[onnx.NodeProto] = []
+        self.stats = {"clipped": 0, "flushed_to_zero": 0}
+
+    def converted(self, name: str, to: int) -> str:
+        """``name`` as dtype ``to``: a float16 copy of a constant, or a Cast node."""
+        key = (name, to)
+        if key in self.casts:
+            return self.casts[key]
+        suffix = "fp16" if to == TensorProto.FLOAT16 else "fp32"
+        if name in self.consts and to == TensorProto.FLOAT16:
+            arr = numpy_helper.to_array(self.consts[name]).astype(np.float64)
+            self.stats["clipped"] += int(np.sum(np.abs(arr) > _F16_MAX))
+            arr = np.clip(arr, -_F16_MAX, _F16_MAX)
+            half_arr = arr.astype(np.float16)
+            self.stats["flushed_to_zero"] += int(np.sum((half_arr == 0) & (arr != 0)))
+            self.new_inits.append(numpy_helper.from_array(half_arr, f"{name}/{suffix}"))
+        else:
+            self.nodes.append(helper.make_node("Cast", [name], [f"{name}/{suffix}"], to=to,
+                                               name=f"{name}/cast_{suffix}"))
+        self.casts[key] = f"{name}/{suffix}"
+        return self.casts[key]
+
+    def rewrite(self, g: onnx.GraphProto) -> list[onnx.NodeProto]:
+        """Every node with its float inputs cast to the type it runs in, in graph order,
+        then the Casts back to float32 of renamed graph outputs."""
+        for node in g.node:
+            self._node(node)
+        for out, tmp in self.rename.items():
+            self.nodes.append(helper.make_node("Cast", [tmp], [out], to=TensorProto.FLOAT,
+                                               name=f"{out}/cast_fp32"))
+        return self.nodes
+
+    def _node(self, node: onnx.NodeProto) -> None:
+        want = TensorProto.FLOAT16 if node.name in self.half else TensorProto.FLOAT
+        n_data = _DATA_INPUTS.get(node.op_type, len(node.input))
+        for i, inp in enumerate(node.input):
+            inp = self.rename.get(inp, inp)
+            node.input[i] = inp
+            if i >= n_data:  # a parameter input with its own type (e.g. Resize scales)
+                continue
+            orig = self.types.get(inp.removesuffix("/fp16") if inp.endswith("/fp16") else inp)
+            if orig not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+                continue
+            have = self.current.get(inp, orig)
+            if have != want:
+                node.input[i] = self.converted(inp, want)
+        for j, out in enumerate(node.output):
+            if out in self.rename:
+                node.output[j] = self.rename[out]
+            if node.name in self.half and self.types.get(out) == TensorProto.FLOAT:
+                self.current[node.output[j]] = TensorProto.FLOAT16
+        self.nodes.append(node)

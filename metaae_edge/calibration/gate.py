@@ -149,42 +149,16 @@ def run_gate(
     Raises:
         AccuracyGateError: no exclusion set within the budget leaves a layer reduced.
     """
-    say = log or (lambda _msg: None)
     ref = {"outputs": OrtGraph(fp32_path, optimize=True).run(x)}
     ref["metrics"] = quality(ref["outputs"], target, std, labels)
-    attempts: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix=f"metaae-{what}-gate-") as tmp:
-        def attempt(exclude: list[str], tag: str) -> tuple[dict[str, Any], Path]:
-            path = Path(tmp) / f"cand{len(attempts)}.onnx"
-            info = build(list(exclude), path)
-            res = evaluate(ref, path, x, target, std, labels)
-            res["info"] = info
-            passed = res["drop"] <= max_quality_drop
-            attempts.append({"excluded": list(exclude), "relative_drop": res["drop"],
-                             "query_mse": res["metrics"]["query_mse"], "passed": passed,
-                             "stage": tag, "evaluated_with": res["mode"]})
-            say(f"{what} {tag}: float layers [{', '.join(exclude) or '-'}] -> "
-                f"query MSE {res['metrics']['query_mse']:.5f} vs fp32 "
-                f"{ref['metrics']['query_mse']:.5f}, drop {100 * res['drop']:.2f}% "
-                f"({'ok' if passed else 'over budget'} {100 * max_quality_drop:g}%)")
-            return res, path
-
-        res, path = attempt([], "all layers reduced")
+        tries = _Attempts(build, ref, Path(tmp), x=x, target=target, std=std, labels=labels,
+                          budget=max_quality_drop, what=what, log=log)
+        res, path = tries.attempt([], "all layers reduced")
         sensitivity: list[dict[str, Any]] = []
         if res["drop"] > max_quality_drop and len(layers) > 1:
-            for layer in layers:
-                r, _ = attempt([layer], "sensitivity")
-                sensitivity.append({"layer": layer, "drop_when_float": r["drop"],
-                                    "gain": res["drop"] - r["drop"]})
-            ranked = [s["layer"] for s in sorted(sensitivity, key=lambda s: s["drop_when_float"])]
-            best = min(sensitivity, key=lambda s: s["drop_when_float"])
-            if best["drop_when_float"] <= max_quality_drop:
-                res, path = attempt([best["layer"]], "rescue")
-            else:
-                for k in range(2, len(layers)):
-                    res, path = attempt(ranked[:k], "rescue")
-                    if res["drop"] <= max_quality_drop:
-                        break
+            res, path, sensitivity = _rescue(tries, res, layers)
+        attempts = tries.log
         if res["drop"] > max_quality_drop:
             raise AccuracyGateError(
                 f"{what} refused: query quality drops {100 * res['drop']:.1f}% vs fp32 "
@@ -203,3 +177,55 @@ def run_gate(
         "n_holdout": int(len(x)), "sensitivity": sensitivity, "attempts": attempts,
         "info": res["info"],
     }
+
+
+class _Attempts:
+    """Builds and evaluates candidate graphs, one file each, logging every attempt."""
+
+    def __init__(self, build: Callable[[list[str], Path], dict[str, Any]],
+                 ref: dict[str, Any], tmp: Path, *, x: np.ndarray, target: np.ndarray,
+                 std: np.ndarray, labels: np.ndarray | None, budget: float, what: str,
+                 log: Callable[[str], None] | None):
+        self.build, self.ref, self.tmp = build, ref, tmp
+        self.x, self.target, self.std, self.labels = x, target, std, labels
+        self.budget, self.what = budget, what
+        self.say = log or (lambda _msg: None)
+        self.log: list[dict[str, Any]] = []
+
+    def attempt(self, exclude: list[str], tag: str) -> tuple[dict[str, Any], Path]:
+        """Build with ``exclude`` kept in float, evaluate, log one line."""
+        path = self.tmp / f"cand{len(self.log)}.onnx"
+        info = self.build(list(exclude), path)
+        res = evaluate(self.ref, path, self.x, self.target, self.std, self.labels)
+        res["info"] = info
+        passed = res["drop"] <= self.budget
+        self.log.append({"excluded": list(exclude), "relative_drop": res["drop"],
+                         "query_mse": res["metrics"]["query_mse"], "passed": passed,
+                         "stage": tag, "evaluated_with": res["mode"]})
+        self.say(f"{self.what} {tag}: float layers [{', '.join(exclude) or '-'}] -> "
+                 f"query MSE {res['metrics']['query_mse']:.5f} vs fp32 "
+                 f"{self.ref['metrics']['query_mse']:.5f}, drop {100 * res['drop']:.2f}% "
+                 f"({'ok' if passed else 'over budget'} {100 * self.budget:g}%)")
+        return res, path
+
+
+def _rescue(tries: _Attempts, res: dict[str, Any], layers: Sequence[str]
+            ) -> tuple[dict[str, Any], Path, list[dict[str, Any]]]:
+    """Measure each layer's sensitivity, then keep the most damaging layers in float, one
+    more per attempt, until the budget is met (or one reduced layer would be left)."""
+    sensitivity: list[dict[str, Any]] = []
+    path = tries.tmp / "cand0.onnx"
+    for layer in layers:
+        r, _ = tries.attempt([layer], "sensitivity")
+        sensitivity.append({"layer": layer, "drop_when_float": r["drop"],
+                            "gain": res["drop"] - r["drop"]})
+    ranked = [s["layer"] for s in sorted(sensitivity, key=lambda s: s["drop_when_float"])]
+    best = min(sensitivity, key=lambda s: s["drop_when_float"])
+    if best["drop_when_float"] <= tries.budget:
+        res, path = tries.attempt([best["layer"]], "rescue")
+    else:
+        for k in range(2, len(layers)):
+            res, path = tries.attempt(ranked[:k], "rescue")
+            if res["drop"] <= tries.budget:
+                break
+    return res, path, sensitivity

@@ -103,6 +103,43 @@ def quantize_int8(
         DataError: unknown method.
         ExportError: the quantiser failed.
     """
+    if method not in METHODS:
+        raise DataError(f"calibration method must be one of {', '.join(METHODS)}, "
+                        f"got {method!r}")
+    with tempfile.TemporaryDirectory(prefix="metaae-int8-") as tmp:
+        pre_path = Path(tmp) / "pre.onnx"
+        g = preprocess(fp32_path, pre_path).graph
+        layers = linear_nodes(g)
+        exclude = _excluded(g, layers, nodes_to_exclude, quantize_boundary)
+        reader.rewind()
+        _quantize_static(pre_path, Path(out_path), reader, method, exclude,
+                         per_channel=per_channel, reduce_range=reduce_range,
+                         percentile=percentile)
+    quantized = [n for n in layers if n not in exclude]
+    return {"method": method, "per_channel": per_channel, "reduce_range": reduce_range,
+            "calib_samples": len(reader),
+            "layers": layers, "quantized_layers": quantized,
+            "excluded": sorted(set(nodes_to_exclude)), "quantize_boundary": quantize_boundary}
+
+
+def _excluded(g: onnx.GraphProto, layers: list[str], nodes_to_exclude: Iterable[str],
+              quantize_boundary: bool) -> set[str]:
+    """The nodes kept in float: those asked for, plus the boundary unless quantised."""
+    exclude = set(nodes_to_exclude)
+    unknown = exclude - {n.name for n in g.node}
+    if unknown:
+        raise ExportError(f"nodes_to_exclude names unknown node(s) "
+                          f"{', '.join(sorted(unknown))}; known layers: {', '.join(layers)}")
+    if not quantize_boundary:
+        core = core_nodes(g)
+        exclude |= {n.name for n in g.node if n.name not in core}
+    return exclude
+
+
+def _quantize_static(pre_path: Path, out_path: Path, reader: CalibrationReader, method: str,
+                     exclude: set[str], *, per_channel: bool, reduce_range: bool,
+                     percentile: float) -> None:
+    """onnxruntime's ``quantize_static``: symmetric int8 Q/DQ activations and weights."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -110,39 +147,17 @@ def quantize_int8(
         quantize_static,
     )
 
-    if method not in METHODS:
-        raise DataError(f"calibration method must be one of {', '.join(METHODS)}, "
-                        f"got {method!r}")
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
-    with tempfile.TemporaryDirectory(prefix="metaae-int8-") as tmp:
-        pre_path = Path(tmp) / "pre.onnx"
-        pre = preprocess(fp32_path, pre_path)
-        g = pre.graph
-        layers = linear_nodes(g)
-        exclude = set(nodes_to_exclude)
-        unknown = exclude - {n.name for n in g.node}
-        if unknown:
-            raise ExportError(f"nodes_to_exclude names unknown node(s) "
-                              f"{', '.join(sorted(unknown))}; known layers: {', '.join(layers)}")
-        if not quantize_boundary:
-            core = core_nodes(g)
-            exclude |= {n.name for n in g.node if n.name not in core}
-        extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                 "CalibTensorRangeSymmetric": True, "CalibPercentile": float(percentile)}
-        reader.rewind()
-        try:
-            quantize_static(
-                str(pre_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
-                per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8, nodes_to_exclude=sorted(exclude),
-                calibrate_method=calib, extra_options=extra,
-            )
-        except Exception as exc:
-            raise ExportError(f"INT8 quantisation ({method}) failed: "
-                              f"{exc}".splitlines()[0]) from exc
-    quantized = [n for n in layers if n not in exclude]
-    return {"method": method, "per_channel": per_channel, "reduce_range": reduce_range,
-            "calib_samples": len(reader),
-            "layers": layers, "quantized_layers": quantized,
-            "excluded": sorted(set(nodes_to_exclude)), "quantize_boundary": quantize_boundary}
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+             "CalibTensorRangeSymmetric": True, "CalibPercentile": float(percentile)}
+    try:
+        quantize_static(
+            str(pre_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
+            per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=sorted(exclude),
+            calibrate_method=calib, extra_options=extra,
+        )
+    except Exception as exc:
+        raise ExportError(f"INT8 quantisation ({method}) failed: "
+                          f"{exc}".splitlines()[0]) from exc

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import BackendUnavailableError
+from ..optional import require
 
 console = Console(stderr=True)
 
@@ -21,12 +22,7 @@ def require_torch(device: str = "cpu", threads: int | None = 1):
     threads per process oversubscribe the cores (measured here: 6 s vs 87 s per meta-step
     with 1 vs 2 threads while other jobs ran).
     """
-    try:
-        import torch
-    except ImportError:
-        raise BackendUnavailableError(
-            "this command needs torch; install the training extra: pip install 'metaae-edge[train]'"
-        ) from None
+    torch = require("torch", "metaae-edge[train]", needed_for="this command")
     if device not in ("cpu", "cuda"):
         raise BackendUnavailableError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():

@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import typer
 
 from ..errors import InputError
+from ..fsutil import atomic_write
 from ..runtime import Runtime
 from ..runtime.images import ARRAY_SUFFIXES, read_images, write_images
 from ..runtime.io import fixed_size_error, read_array, write_array
@@ -92,10 +91,7 @@ def _write_csv(path: Path, names: list[str], scores: np.ndarray, flags: np.ndarr
     w.writerow(["name", "score", *(["anomaly"] if flags is not None else [])])
     for i, (name, s) in enumerate(zip(names, scores)):
         w.writerow([name, f"{float(s):.9g}", *([int(flags[i])] if flags is not None else [])])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def _check_out_dir(out: Path, src: Path) -> None:

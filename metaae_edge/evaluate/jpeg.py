@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DataError
+from ..errors import DataError
+from ..optional import require
 
 __all__ = ["jpeg_at_bytes", "jpeg_bytes_at_quality", "jpeg_header_bytes"]
 
@@ -26,13 +27,7 @@ def _as_images(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _pil():
-    try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - Pillow is present wherever tests run
-        raise BackendUnavailableError(
-            "the JPEG baseline needs Pillow; install it with `pip install pillow`"
-        ) from exc
-    return Image
+    return require("PIL.Image", "pillow", package="Pillow", needed_for="the JPEG baseline")
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailableError
+from ..fsutil import atomic_write
+from ..optional import require
 from .metrics import mean_ci
 
 __all__ = ["SCHEMA_VERSION", "check_targets", "summarise", "to_markdown", "write_json",
@@ -213,16 +212,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
 
 # -- files --------------------------------------------------------------------------------
 def _atomic_write(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a report is not a secret
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, text, mkdir=True)
 
 
 def write_json(summary: dict[str, Any], path: str | Path) -> Path:
@@ -235,13 +225,7 @@ def write_markdown(summary: dict[str, Any], path: str | Path) -> Path:
 
 def require_matplotlib():
     """matplotlib's Figure, or :class:`BackendUnavailableError` naming the ``plot`` extra."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise BackendUnavailableError(
-            "--plots needs matplotlib; install it with pip install 'metaae-edge[plot]'"
-        ) from None
-    return Figure
+    return require("matplotlib.figure", "metaae-edge[plot]", needed_for="--plots").Figure
 
 
 def write_plots(summary: dict[str, Any], out_dir: str | Path) -> list[Path]:

@@ -1,17 +1,14 @@
 """Write a verified bundle directory: graphs + manifest.json, renamed into place atomically.
 
-Everything is written into a hidden temporary sibling (``.NAME.tmp-XXXX``) and loaded back
-with :func:`metaae_edge.runtime.load_bundle` (hashes and all) before one ``rename`` puts it
-in place, so a crash or a failed parity gate never leaves a half bundle at ``out``.
+Everything goes through :class:`~metaae_edge.exporters.writer.BundleWriter`: written into a
+hidden temporary sibling (``.NAME.tmp-XXXX``) and loaded back with
+:func:`metaae_edge.runtime.load_bundle` (hashes and all) before one ``rename`` puts it in
+place, so a crash or a failed parity gate never leaves a half bundle at ``out``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,31 +16,15 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..errors import BundleError, ExportError
-from ..runtime.bundle import (
-    MANIFEST_NAME,
-    SCHEMA_VERSION,
-    load_bundle,
-    package_version,
-    sha256_file,
-)
+from ..errors import ExportError
+from ..runtime.bundle import SCHEMA_VERSION, package_version
 from ..spec import ArchSpec
 from ..tasks.base import OBJECTIVES, Normalizer
 from .graphs import ERROR_MAP_DEFINITION, SCORE_DEFINITION, graphs_for
 from .onnx import export_onnx, torch_reference
+from .writer import BundleWriter
 
 __all__ = ["write_bundle"]
-
-
-def _jsonable(obj: Any) -> Any:
-    """json.dumps ``default``: numpy scalars / arrays and paths become plain JSON."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def _threshold(threshold: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -160,42 +141,6 @@ def _fixed_io(spec: ArchSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     return inp, outputs
 
 
-def _prepare_target(out: Path, force: bool) -> None:
-    if not out.exists() and not out.is_symlink():
-        return
-    if not force:
-        raise BundleError(f"{out} already exists; pass --force to replace it")
-    # --force replaces a bundle (or an empty folder), never an arbitrary directory or file.
-    if out.is_symlink() or not out.is_dir():
-        raise BundleError(f"refusing to replace {out}: it is not a bundle directory")
-    if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-        raise BundleError(f"refusing to replace {out}: it is a non-empty directory without "
-                          f"{MANIFEST_NAME}, not a metaae-edge bundle")
-
-
-def _swap_into_place(tmp: Path, out: Path, force: bool) -> None:
-    if not (out.exists() or out.is_symlink()):
-        try:
-            os.rename(tmp, out)
-        except OSError as exc:
-            raise BundleError(f"could not move the bundle into {out}: {exc}") from None
-        return
-    _prepare_target(out, force)  # re-check: something may have appeared meanwhile
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    try:
-        os.rename(out, old / out.name)
-    except OSError as exc:
-        shutil.rmtree(old, ignore_errors=True)
-        raise BundleError(f"could not replace {out}: {exc}") from None
-    try:
-        os.rename(tmp, out)
-    except OSError as exc:
-        os.rename(old / out.name, out)  # put the previous bundle back
-        shutil.rmtree(old, ignore_errors=True)
-        raise BundleError(f"could not move the bundle into {out}: {exc}") from None
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def write_bundle(
     out: Path,
     *,
@@ -246,30 +191,15 @@ def write_bundle(
     if objective not in OBJECTIVES:
         raise ExportError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     threshold = _threshold(threshold)
-    _prepare_target(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-        parity = export_onnx(model, normalizer, tmp, reference=reference, opset=opset,
+    with BundleWriter.create(out, force=force) as writer:
+        parity = export_onnx(model, normalizer, writer.stage, reference=reference, opset=opset,
                              tolerances=tolerances, exporter=exporter)
         scores = torch_reference(model, normalizer,
                                  np.ascontiguousarray(reference, np.float32))["score"]
-        files = [{"path": fname, "role": role, "precision": "fp32",
-                  "sha256": sha256_file(tmp / fname), "bytes": (tmp / fname).stat().st_size}
-                 for role, (fname, _, _) in graphs_for(spec).items()]
-        manifest = _manifest(spec=spec, normalizer=normalizer, task_summary=task_summary,
-                             objective=objective, threshold=threshold, reports=reports,
-                             parity=parity, files=files, seed=seed,
-                             score_stats=_score_stats(scores))
-        try:
-            text = json.dumps(manifest, indent=2, default=_jsonable, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ExportError(f"manifest is not JSON serialisable: {exc}") from None
-        (tmp / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
-        load_bundle(tmp, verify=True)  # read back exactly what a device will read
-        _swap_into_place(tmp, out, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        for role, (fname, _, _) in graphs_for(spec).items():
+            writer.add(fname, role, "fp32")
+        writer.commit(_manifest(spec=spec, normalizer=normalizer, task_summary=task_summary,
+                                objective=objective, threshold=threshold, reports=reports,
+                                parity=parity, files=writer.file_entries(), seed=seed,
+                                score_stats=_score_stats(scores)))
     return out

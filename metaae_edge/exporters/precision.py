@@ -1,16 +1,16 @@
 """Add gated FP16 / INT8 graphs (and per-precision thresholds) to an existing bundle.
 
 Torch-free: numpy, onnx and onnxruntime (with its quantisation tools) only, so it can run
-next to the runtime. The bundle stays loadable at every step: new graphs are written under
-temporary names and renamed, then the manifest is replaced with one ``os.replace``.
+next to the runtime. Files go through :class:`~metaae_edge.exporters.writer.BundleWriter`:
+the bundle stays loadable at every step, new graphs are staged, hashed and renamed into
+place, then the manifest is replaced with one ``os.replace``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from ..calibration._graph import OrtGraph, linear_nodes
 from ..calibration.gate import compare_outputs, run_gate
 from ..calibration.reader import CalibrationReader, check_images, check_raw
 from ..calibration.threshold import fit_threshold
-from ..errors import BundleError, DataError
-from ..runtime.bundle import MANIFEST_NAME, load_bundle, sha256_file
+from ..errors import DataError
+from ..runtime.bundle import Bundle, load_bundle
+from .writer import BundleWriter
 
 __all__ = ["REDUCED_PRECISIONS", "add_precision", "graph_name"]
 
@@ -118,109 +119,115 @@ def add_precision(
     import onnx
 
     bundle = load_bundle(bundle_dir, verify=True)
-    root, d = bundle.root, bundle.input_dim
-    std = bundle.normalization["std"].astype(np.float64)
-
-    def check(data: Any, what: str = "calibration data") -> np.ndarray:
-        if bundle.is_image:  # NCHW images, any multiple of the spatial multiple (or fixed)
-            return check_images(data, bundle.spec.input_shape, bundle.spatial_multiple, what,
-                                bundle.fixed_hw)
-        return check_raw(data, d, what)
-
-    x = check(holdout_data, "held-out data")
-    target = x if holdout_target is None else check(holdout_target, "held-out target")
-    if target.shape != x.shape:
-        raise DataError(f"held-out target has shape {target.shape}, the data {x.shape}")
-    y = None
-    if labels is not None:
-        y = np.asarray(labels).ravel().astype(int)
-        if y.shape != (len(x),):
-            raise DataError(f"labels must have one entry per held-out sample ({len(x)}), "
-                            f"got shape {np.shape(labels)}")
-    calib = check(calib_data) if precision == "int8" else None
+    data = _GateData.read(bundle, precision, calib_data, holdout_data, holdout_target, labels)
     fp32 = bundle.path_for("autoencoder", "fp32")
     layers = linear_nodes(onnx.load(str(fp32)).graph)
-    build = _build_fn(precision, fp32, calib, method, calib_samples, seed)
-
-    staged: dict[str, Path] = {}
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".autoencoder.", suffix=".tmp", dir=root)
-        os.close(fd)
-        staged["autoencoder"] = Path(tmp)
-        report = run_gate(build, fp32, staged["autoencoder"], x=x, target=target, std=std,
-                          labels=y, layers=layers, max_quality_drop=max_quality_drop,
-                          what=precision, log=log)
-        report["graphs"] = {}
+    build = _build_fn(precision, fp32, data.calib, method, calib_samples, seed)
+    with BundleWriter.update(bundle) as writer:
+        ae = graph_name("autoencoder", precision)
+        report = run_gate(build, fp32, writer.path(ae), x=data.x, target=data.target,
+                          std=data.std, labels=data.y, layers=layers,
+                          max_quality_drop=max_quality_drop, what=precision, log=log)
+        writer.add(ae, "autoencoder", precision)
         # Encoder / decoder: the same recipe, the same layers kept in float.
+        report["graphs"] = {}
         for role, name in (("encoder", "x"), ("decoder", "latent")):
-            try:
-                src = bundle.path_for(role, "fp32")
-            except BundleError:
-                continue
-            g = onnx.load(str(src)).graph
-            keep = [n for n in report["excluded"] if n in {m.name for m in g.node}]
-            data = calib
-            if precision == "int8" and role == "decoder":
-                data = OrtGraph(bundle.path_for("encoder", "fp32")).run(calib)["latent"]
-            fd, tmp = tempfile.mkstemp(prefix=f".{role}.", suffix=".tmp", dir=root)
-            os.close(fd)
-            staged[role] = Path(tmp)
-            _build_fn(precision, src, data, method, calib_samples, seed, name)(
-                keep, staged[role])
-            feed = x if role == "encoder" else OrtGraph(
-                bundle.path_for("encoder", "fp32")).run(x)["latent"]
-            ref = OrtGraph(src).run(feed)
-            got = OrtGraph(staged[role]).run(feed)
-            report["graphs"][role] = {"excluded": keep,
-                                      "output_errors": compare_outputs(ref, got, std)}
-        threshold = None
-        if bundle.threshold is not None:
-            normal = (check(threshold_data, "threshold data") if threshold_data
-                      is not None else x if y is None else x[y == 0])
-            scores = OrtGraph(staged["autoencoder"]).run(normal)["score"]
-            threshold = fit_threshold(scores, float(bundle.threshold.get("fpr", 0.01)))
-            threshold["precision"] = precision
+            if bundle.parsed.file(role, "fp32") is not None:
+                build_role = partial(_build_fn, precision, method=method,
+                                     samples=calib_samples, seed=seed, input_name=name)
+                report["graphs"][role] = _reduce_companion(
+                    writer, bundle, role, precision, report["excluded"], data, build_role)
+        threshold = _refit_threshold(bundle, writer.path(ae), data, threshold_data, precision)
+        if threshold is not None:
             report["threshold"] = threshold
         report = _slim(report)
-        _commit(root, bundle.manifest, precision, staged, report, threshold)
-    finally:
-        for p in staged.values():
-            p.unlink(missing_ok=True)
-    load_bundle(root, verify=True)  # what a device will read
+        writer.commit(**_manifest_keys(bundle.manifest, precision, report, threshold))
     return report
 
 
-def _commit(root: Path, manifest: dict[str, Any], precision: str, staged: dict[str, Path],
-            report: dict[str, Any], threshold: dict[str, Any] | None) -> None:
-    """Rename the staged graphs into place and replace the manifest in one step."""
-    m = json.loads(json.dumps(manifest))
-    files = [f for f in m["files"] if not (f.get("precision") == precision
-                                           and f.get("role") in staged)]
-    for role, tmp in staged.items():
-        fname = graph_name(role, precision)
-        files.append({"path": fname, "role": role, "precision": precision,
-                      "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size})
-    m["files"] = files
-    m.setdefault("precision_reports", {})[precision] = report
+@dataclass(frozen=True)
+class _GateData:
+    """The checked arrays one ``add_precision`` run gates and calibrates on."""
+
+    x: np.ndarray
+    target: np.ndarray
+    y: np.ndarray | None
+    calib: np.ndarray | None
+    std: np.ndarray
+    check: Callable[[Any, str], np.ndarray]
+
+    @classmethod
+    def read(cls, bundle: Bundle, precision: str, calib_data: Any, holdout_data: Any,
+             holdout_target: Any, labels: Any) -> _GateData:
+        def check(data: Any, what: str = "calibration data") -> np.ndarray:
+            if bundle.is_image:  # NCHW images, any multiple of the spatial multiple (or fixed)
+                return check_images(data, bundle.spec.input_shape, bundle.spatial_multiple,
+                                    what, bundle.fixed_hw)
+            return check_raw(data, bundle.input_dim, what)
+
+        x = check(holdout_data, "held-out data")
+        target = x if holdout_target is None else check(holdout_target, "held-out target")
+        if target.shape != x.shape:
+            raise DataError(f"held-out target has shape {target.shape}, the data {x.shape}")
+        y = None
+        if labels is not None:
+            y = np.asarray(labels).ravel().astype(int)
+            if y.shape != (len(x),):
+                raise DataError(f"labels must have one entry per held-out sample ({len(x)}), "
+                                f"got shape {np.shape(labels)}")
+        calib = check(calib_data) if precision == "int8" else None
+        return cls(x=x, target=target, y=y, calib=calib, check=check,
+                   std=bundle.normalization["std"].astype(np.float64))
+
+
+def _reduce_companion(writer: BundleWriter, bundle: Bundle, role: str, precision: str,
+                      excluded: list[str], data: _GateData,
+                      build_for: Callable[..., Any]) -> dict[str, Any]:
+    """Write the reduced encoder or decoder with the autoencoder's float layers, and
+    compare it with its fp32 graph."""
+    import onnx
+
+    src = bundle.path_for(role, "fp32")
+    g = onnx.load(str(src)).graph
+    keep = [n for n in excluded if n in {m.name for m in g.node}]
+    calib = data.calib
+    encoder = bundle.path_for("encoder", "fp32")
+    if precision == "int8" and role == "decoder":
+        calib = OrtGraph(encoder).run(data.calib)["latent"]
+    fname = graph_name(role, precision)
+    build_for(src, calib)(keep, writer.path(fname))
+    feed = data.x if role == "encoder" else OrtGraph(encoder).run(data.x)["latent"]
+    ref = OrtGraph(src).run(feed)
+    got = OrtGraph(writer.path(fname)).run(feed)
+    writer.add(fname, role, precision)
+    return {"excluded": keep, "output_errors": compare_outputs(ref, got, data.std)}
+
+
+def _refit_threshold(bundle: Bundle, graph: Path, data: _GateData, threshold_data: Any,
+                     precision: str) -> dict[str, Any] | None:
+    """The anomaly threshold refitted on the reduced graph's scores (scores shift with
+    precision); None for bundles without a threshold."""
+    if bundle.threshold is None:
+        return None
+    x, y = data.x, data.y
+    normal = (data.check(threshold_data, "threshold data") if threshold_data
+              is not None else x if y is None else x[y == 0])
+    scores = OrtGraph(graph).run(normal)["score"]
+    threshold = fit_threshold(scores, float(bundle.threshold.get("fpr", 0.01)))
+    threshold["precision"] = precision
+    return threshold
+
+
+def _manifest_keys(manifest: dict[str, Any], precision: str, report: dict[str, Any],
+                   threshold: dict[str, Any] | None) -> dict[str, Any]:
+    """``precision_reports`` (and ``thresholds``) with this precision's entry set, in the
+    order the manifest has always listed them."""
+    keys: dict[str, Any] = {
+        "precision_reports": {**(manifest.get("precision_reports") or {}), precision: report}}
     if threshold is not None:
-        thresholds = m.setdefault("thresholds", {})
-        if m.get("threshold") is not None:
-            thresholds.setdefault("fp32", m["threshold"])
+        thresholds = dict(manifest.get("thresholds") or {})
+        if manifest.get("threshold") is not None:
+            thresholds.setdefault("fp32", manifest["threshold"])
         thresholds[precision] = threshold
-    text = json.dumps(m, indent=2, allow_nan=False, default=_plain) + "\n"
-    fd, mtmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=root)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    for role, tmp in staged.items():
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, root / graph_name(role, precision))
-    os.chmod(mtmp, 0o644)
-    os.replace(mtmp, root / MANIFEST_NAME)
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+        keys["thresholds"] = thresholds
+    return keys

@@ -9,8 +9,11 @@ not deprecated (TRT < 10), ``STRONGLY_TYPED`` wherever it exists.
 
 The engine is a plain serialized plan (no header prepended) next to ``engine.json``
 recording TensorRT version, GPU, compute capability, profile, precision and the sha256 of
-the source ONNX, under ``engines/<gpu>-sm<cc>-trt<ver>/``. The builder is untested on this
-project's CI (no GPU); see tests/test_tensorrt.py, marked ``tensorrt``.
+the source ONNX, under ``engines/<gpu>-sm<cc>-trt<ver>/``; in a bundle both are written
+through the staged :class:`~metaae_edge.exporters.writer.BundleWriter` and listed in the
+manifest (the plan with role ``engine``), so the loader checks their sha256 like any other
+file. The static check is :mod:`metaae_edge.exporters.trt_compat`. The builder is untested
+on this project's CI (no GPU); see tests/test_tensorrt.py, marked ``tensorrt``.
 
 Image (conv) graphs have dynamic height and width as well as batch. Their default
 optimisation profile (:func:`metaae_edge.runtime.backends.image_profile`): batch 1 / 16 /
@@ -31,190 +34,22 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..errors import BackendUnavailableError, ExportError, SpecError
+from ..errors import BackendUnavailableError, ExportError
+from ..fsutil import atomic_write
+from ..optional import require
 from ..runtime.backends import IMAGE_MAX_BATCH, IMAGE_OPT_BATCH, image_profile, latent_profile
 from ..runtime.bundle import sha256_file
+from ..runtime.manifest import ENGINE_INFO_ROLE, ENGINE_ROLE, MANIFEST_NAME
 from ..spec import ArchSpec
+from .trt_compat import TRT_ONNX_OPS, check_tensorrt_compat, graph_spec
+from .writer import BundleWriter
 
-__all__ = ["TRT_ONNX_OPS", "check_tensorrt_compat", "build_engine", "engine_dir_name"]
-
-#: ONNX ops (default domain) the TensorRT 10/11 ONNX parser supports, restricted to what
-#: this project emits (first line) plus common ones (from onnx-tensorrt's
-#: docs/operators.md). Anything else is reported by :func:`check_tensorrt_compat`.
-TRT_ONNX_OPS: frozenset[str] = frozenset({
-    # emitted by metaae-edge graphs (fp32 / fp16 / int8)
-    "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Tanh", "Sigmoid",
-    "HardSwish", "HardSigmoid", "ReduceSum", "Constant", "Cast", "QuantizeLinear",
-    "DequantizeLinear", "Identity",
-    # common
-    "Abs", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Clip", "Concat",
-    "ConstantOfShape", "Conv", "ConvTranspose", "Elu", "Equal", "Erf", "Exp", "Expand",
-    "Flatten", "Gather", "Gelu", "GlobalAveragePool", "GlobalMaxPool", "Greater",
-    "InstanceNormalization", "LayerNormalization", "Less", "Log", "Max", "MaxPool", "Min",
-    "Neg", "Not", "Pad", "Pow", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean",
-    "ReduceMin", "ReduceProd", "ReduceSumSquare", "Reshape", "Resize", "Shape", "Slice",
-    "Softmax", "Softplus", "Split", "Sqrt", "Squeeze", "Tile", "TopK", "Transpose",
-    "Unsqueeze", "Where",
-})
-_QDQ_TYPES = {3}  # INT8 (TensorProto.INT8); FP8 / INT4 are not used by this project
-# Resize attributes TensorRT's ONNX parser implements (onnx-tensorrt docs/operators.md).
-_RESIZE_MODES = {"nearest", "linear"}
-_RESIZE_COORDS = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric",
-                  "align_corners"}
-_RESIZE_NEAREST = {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"}
-
-
-def graph_spec(model: Any) -> ArchSpec | None:
-    """The ArchSpec in a graph's ``metaae_edge.arch_spec`` metadata (None if absent)."""
-    props = {p.key: p.value for p in model.metadata_props}
-    try:
-        return ArchSpec.from_json(props["metaae_edge.arch_spec"])
-    except (KeyError, SpecError):
-        return None
-
-
-def _is_image_graph(g: Any, spec: ArchSpec | None) -> bool:
-    if spec is not None:
-        return spec.backbone == "conv"
-    return any(len(vi.type.tensor_type.shape.dim) == 4 for vi in g.input)
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    import onnx
-
-    for a in node.attribute:
-        if a.name == name:
-            v = onnx.helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
-    return default
-
-
-def _node_errors(n: Any, consts: dict[str, Any]) -> list[str]:
-    """Op-specific restrictions of TensorRT's ONNX parser."""
-    errors = []
-    if n.op_type == "Resize":
-        mode = _attr(n, "mode", "nearest")
-        coord = _attr(n, "coordinate_transformation_mode", "half_pixel")
-        nearest = _attr(n, "nearest_mode", "round_prefer_floor")
-        if mode not in _RESIZE_MODES:
-            errors.append(f"node {n.name!r}: Resize mode {mode!r}; TensorRT supports "
-                          f"{', '.join(sorted(_RESIZE_MODES))}")
-        if coord not in _RESIZE_COORDS:
-            errors.append(f"node {n.name!r}: Resize coordinate_transformation_mode {coord!r} "
-                          "is not supported by TensorRT")
-        if mode == "nearest" and nearest not in _RESIZE_NEAREST:
-            errors.append(f"node {n.name!r}: Resize nearest_mode {nearest!r} is not "
-                          "supported by TensorRT")
-    if n.op_type in ("Squeeze", "Unsqueeze") and len(n.input) > 1 and n.input[1] \
-            and n.input[1] not in consts:
-        errors.append(f"node {n.name!r}: {n.op_type} axes {n.input[1]!r} are not constant; "
-                      "TensorRT needs them as an initializer")
-    return errors
-
-
-def check_tensorrt_compat(model: Any, *, raise_on_error: bool = True) -> list[str]:
-    """Check statically that TensorRT's ONNX parser can build ``model`` with a batch profile.
-
-    Checks: every node is in the default ONNX domain and in :data:`TRT_ONNX_OPS`;
-    every QuantizeLinear / DequantizeLinear has an int8 zero point equal to 0 (TensorRT
-    supports symmetric quantisation only); Resize uses a mode, coordinate transformation
-    and rounding TensorRT implements, Squeeze / Unsqueeze axes are constant; every graph
-    input / output is rank >= 2 with a dynamic (or any) batch axis 0 and static, positive
-    other axes, except that image (conv) graphs (see the ``metaae_edge.arch_spec``
-    metadata) may also have dynamic height and width (axes 2 and 3 of rank-4 tensors),
-    for a [min, max] profile over resolution; those of a fixed-resolution spec (a dense
-    bottleneck, ``spec.fixed_hw``) may not, as their profile spans the batch only.
-
-    Args:
-        model: an ``onnx.ModelProto`` or a path.
-        raise_on_error: raise on the first error (otherwise only return the findings).
-
-    Returns:
-        Findings, one line each, prefixed ``error:`` or ``ok:``.
-
-    Raises:
-        ExportError: an error was found (with ``raise_on_error``).
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    name = str(model) if isinstance(model, (str, Path)) else (model.graph.name or "graph")
-    m = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
-    g = m.graph
-    errors, ok = [], []
-    consts = {t.name: t for t in g.initializer}
-    consts.update({n.output[0]: a.t for n in g.node if n.op_type == "Constant"
-                   for a in n.attribute if a.name == "value"})
-    for n in g.node:
-        if n.domain not in ("", "ai.onnx"):
-            errors.append(f"node {n.name!r}: op {n.domain}.{n.op_type} is a custom-domain op "
-                          "TensorRT's ONNX parser does not know")
-        elif n.op_type not in TRT_ONNX_OPS:
-            errors.append(f"node {n.name!r}: op {n.op_type} is not in the supported list")
-        errors.extend(_node_errors(n, consts))
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            if len(n.input) < 3 or not n.input[2]:
-                errors.append(f"node {n.name!r}: {n.op_type} has no zero point (uint8 by "
-                              "default); TensorRT needs an int8 zero point of 0")
-                continue
-            zp = consts.get(n.input[2])
-            if zp is None:
-                errors.append(f"node {n.name!r}: zero point {n.input[2]!r} is not constant")
-                continue
-            if zp.data_type not in _QDQ_TYPES:
-                errors.append(f"node {n.name!r}: zero point type "
-                              f"{onnx.TensorProto.DataType.Name(zp.data_type)}, TensorRT "
-                              "needs INT8")
-            if np.any(numpy_helper.to_array(zp) != 0):
-                errors.append(f"node {n.name!r}: zero point is not 0 (asymmetric "
-                              "quantisation); TensorRT supports symmetric only")
-    n_qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
-    if n_qdq:
-        ok.append(f"ok: {n_qdq} Q/DQ nodes, all symmetric int8" if not errors else
-                  f"{n_qdq} Q/DQ nodes checked")
-    spec = graph_spec(m)
-    image = _is_image_graph(g, spec)
-    fixed = spec.fixed_hw if spec is not None else None
-    spatial = image and fixed is None  # dynamic height / width allowed
-    for vi in (*g.input, *g.output):
-        if vi.name in consts:
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) < 2:
-            errors.append(f"{vi.name!r} has rank {len(dims)}; expected (batch, features...)"
-                          if vi in g.input or len(dims) == 0 else None)
-        for i, d in enumerate(dims[1:], start=1):
-            if spatial and len(dims) == 4 and i in (2, 3):
-                continue  # height / width: covered by the profile over resolution
-            if d.dim_param or d.dim_value <= 0:
-                only = ("the batch, height and width axes" if spatial and len(dims) == 4
-                        else "the batch axis 0")
-                errors.append(f"{vi.name!r} axis {i} is dynamic ({d.dim_param or '?'}); only "
-                              f"{only} may be, for a [min, max] profile")
-    if fixed is not None:
-        ok.append(f"ok: image graph at a fixed {fixed[0]}x{fixed[1]} (dense code), dynamic "
-                  "batch (profile over the batch only)")
-    elif image:
-        ok.append("ok: image graph, dynamic batch / height / width (profile over resolution)")
-    errors = [e for e in errors if e]
-    ok.append(f"ok: {len(g.node)} nodes, ops {', '.join(sorted({n.op_type for n in g.node}))}")
-    findings = [f"error: {e}" for e in errors] + ok
-    if errors and raise_on_error:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ExportError(f"{name} is not TensorRT-compatible: {errors[0]}{more}")
-    return findings
-
+__all__ = ["TRT_ONNX_OPS", "check_tensorrt_compat", "graph_spec", "build_engine",
+           "builder_config", "engine_dir_name", "write_engine"]
 
 def _trt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailableError(
-            "building engines needs TensorRT; install pip install 'metaae-edge[tensorrt]' "
-            "on a machine with an NVIDIA GPU") from None
-    return trt
+    return require("tensorrt", "metaae-edge[tensorrt]", package="TensorRT",
+                   needed_for="building engines", hint="on a machine with an NVIDIA GPU")
 
 
 def _gpu() -> tuple[str, str]:
@@ -296,6 +131,44 @@ def build_engine(
     onnx_path = Path(onnx_path)
     model = onnx.load(str(onnx_path))
     spec = graph_spec(model)
+    batches, per_sample = _profile_box(spec, min_batch, opt_batch, max_batch,
+                                       min_hw, opt_hw, max_hw)
+    check_tensorrt_compat(model)
+    trt = _trt()
+    gpu, cc = _gpu()
+    builder, network, _alive = _parse(trt, onnx_path, precision)
+    config = builder_config(trt, builder, workspace=workspace,
+                            optimization_level=optimization_level,
+                            hardware_compatibility=hardware_compatibility)
+    cache = None
+    if timing_cache is not None:
+        blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    shapes = _add_profile(builder, config, network, batches, per_sample, spec)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ExportError(f"TensorRT could not build an engine from {onnx_path.name} "
+                          "(see the TensorRT log above)")
+    if cache is not None:
+        atomic_write(timing_cache, bytes(memoryview(cache.serialize())))
+    meta = {"tensorrt_version": trt.__version__, "gpu": gpu, "compute_capability": cc,
+            "precision": precision, "profile": shapes, "source_onnx": onnx_path.name,
+            "source_sha256": sha256_file(onnx_path),
+            "engine": f"{onnx_path.name.removesuffix('.onnx')}.engine",
+            "hardware_compatibility": hardware_compatibility,
+            "optimization_level": optimization_level, "strongly_typed": True}
+    return write_engine(Path(out_dir), engine_dir_name(gpu, cc, trt.__version__), plan, meta)
+
+
+def _profile_box(spec: ArchSpec | None, min_batch: int, opt_batch: int | None,
+                 max_batch: int | None, min_hw: tuple[int, int] | None,
+                 opt_hw: tuple[int, int] | None, max_hw: tuple[int, int] | None
+                 ) -> tuple[tuple[int, int, int], dict[str, tuple[int, int, int]] | None]:
+    """(min, opt, max) batch and, for image graphs, the per-sample (C, H, W) box.
+
+    Checked before TensorRT is needed, so a bad profile fails anywhere.
+    """
     image = spec is not None and spec.backbone == "conv"
     if max_batch is None:
         max_batch = IMAGE_MAX_BATCH if image else 4096
@@ -310,9 +183,12 @@ def build_engine(
             per_sample = image_profile(spec, min_hw=min_hw, opt_hw=opt_hw, max_hw=max_hw)
         except Exception as exc:  # InputError from the runtime helper: one line
             raise ExportError(str(exc)) from None
-    check_tensorrt_compat(model)
-    trt = _trt()
-    gpu, cc = _gpu()
+    return (min_batch, opt_batch, max_batch), per_sample
+
+
+def _parse(trt: Any, onnx_path: Path, precision: str) -> tuple[Any, Any, tuple[Any, Any]]:
+    """(builder, strongly typed network parsed from ``onnx_path``, (parser, logger)); the
+    parser and logger are returned so they outlive the build."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -330,6 +206,13 @@ def build_engine(
         errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path.name}: "
                           f"{errs[0] if errs else 'unknown error'}")
+    return builder, network, (parser, logger)
+
+
+def builder_config(trt: Any, builder: Any, *, workspace: int, optimization_level: int,
+                   hardware_compatibility: str) -> Any:
+    """An ``IBuilderConfig``: workspace limit, optimisation level, hardware compatibility
+    (no precision flags: precision lives in the graph)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace))
     if hasattr(config, "builder_optimization_level"):
@@ -339,16 +222,17 @@ def build_engine(
         if level is None:
             raise ExportError(f"unknown hardware_compatibility {hardware_compatibility!r}")
         config.hardware_compatibility_level = level
-    cache = None
-    if timing_cache is not None:
-        blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
-        cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    return config
+
+
+def _add_profile(builder: Any, config: Any, network: Any, batches: tuple[int, int, int],
+                 per_sample: dict[str, tuple[int, int, int]] | None,
+                 spec: ArchSpec | None) -> dict[str, list[list[int]]]:
+    """One optimisation profile over every network input; returns its shapes."""
     profile = builder.create_optimization_profile()
     shapes = {}
     for i in range(network.num_inputs):
         t = network.get_input(i)
-        batches = (min_batch, opt_batch, max_batch)
         if per_sample is not None:  # image graph: a box over batch, height and width
             box = latent_profile(spec, per_sample) if t.name == "latent" else per_sample
             shapes[t.name] = [[b, *box[k]] for b, k in zip(batches, ("min", "opt", "max"))]
@@ -357,20 +241,34 @@ def build_engine(
             shapes[t.name] = [[b, *feat] for b in batches]
         profile.set_shape(t.name, *shapes[t.name])
     config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ExportError(f"TensorRT could not build an engine from {onnx_path.name} "
-                          "(see the TensorRT log above)")
-    if cache is not None:
-        Path(timing_cache).write_bytes(memoryview(cache.serialize()))
-    folder = Path(out_dir) / engine_dir_name(gpu, cc, trt.__version__)
-    folder.mkdir(parents=True, exist_ok=True)
-    engine = folder / f"{onnx_path.name.removesuffix('.onnx')}.engine"
-    engine.write_bytes(memoryview(plan))
-    meta = {"tensorrt_version": trt.__version__, "gpu": gpu, "compute_capability": cc,
-            "precision": precision, "profile": shapes, "source_onnx": onnx_path.name,
-            "source_sha256": sha256_file(onnx_path), "engine": engine.name,
-            "hardware_compatibility": hardware_compatibility,
-            "optimization_level": optimization_level, "strongly_typed": True}
-    (folder / "engine.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return folder
+    return shapes
+
+
+def write_engine(engines_dir: Path, folder_name: str, plan: Any, meta: dict[str, Any]) -> Path:
+    """Put a serialized plan and its engine.json under ``engines_dir/folder_name``.
+
+    In a bundle (``engines_dir`` is ``BUNDLE/engines``) both go through the staged
+    :class:`~metaae_edge.exporters.writer.BundleWriter` and the plan is listed in the
+    manifest (role ``engine``, its precision, sha256, the source graph and engine.json's
+    contents), so the loader verifies it like any other file. Elsewhere they are plain
+    (atomically written) files.
+
+    Returns:
+        The engine folder.
+    """
+    rel = f"{folder_name}/{meta['engine']}"
+    info = json.dumps(meta, indent=2) + "\n"
+    root = engines_dir.parent
+    if engines_dir.name != "engines" or not (root / MANIFEST_NAME).is_file():
+        atomic_write(engines_dir / rel, bytes(memoryview(plan)), mkdir=True)
+        atomic_write(engines_dir / folder_name / "engine.json", info)
+        return engines_dir / folder_name
+    with BundleWriter.update(root) as writer:
+        writer.path(f"engines/{rel}").write_bytes(memoryview(plan))
+        writer.path(f"engines/{folder_name}/engine.json").write_text(info, encoding="utf-8")
+        writer.add(f"engines/{rel}", ENGINE_ROLE, str(meta["precision"]),
+                   source=meta["source_onnx"], engine_info=meta)
+        writer.add(f"engines/{folder_name}/engine.json", ENGINE_INFO_ROLE,
+                   str(meta["precision"]))
+        writer.commit()
+    return engines_dir / folder_name

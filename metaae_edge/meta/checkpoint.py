@@ -12,8 +12,6 @@ history. Never pickled; written to a temporary file and renamed into place.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..fsutil import atomic_path
 from ..spec import SupernetConfig
 
 __all__ = [
@@ -80,17 +79,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     tensors.update({f"opt.{k}": v.detach().cpu().contiguous() for k, v in ckpt.optimizer.items()})
     tensors.update({f"learner.{k}": v.detach().cpu().contiguous()
                     for k, v in ckpt.learner.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"metaae": json.dumps(ckpt.metadata())})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is not a secret
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"metaae": json.dumps(ckpt.metadata())})
     return path
 
 

@@ -29,19 +29,17 @@ import numpy as np
 from ..errors import BackendUnavailableError, BundleError, InputError
 from ..spec import ArchSpec
 from .backends import (
-    BACKENDS,
     IMAGE_MAX_BATCH,
-    OPTIMIZATION_LEVELS,
     OrtRunner,
     SessionConfig,
     available_backends,
     create_runner,
     image_profile,
     latent_profile,
-    tensorrt_unavailable_reason,
 )
-from .bundle import PRECISIONS, Bundle, load_bundle
+from .bundle import Bundle, load_bundle
 from .io import coerce_images, fixed_size_error, locate_nonfinite, numeric_array
+from .runners import Runner, check_load_options, open_fastest
 
 __all__ = ["Runtime"]
 
@@ -176,20 +174,8 @@ class Runtime:
             BackendUnavailableError: the backend (or any backend, for auto) cannot run.
             InputError: an option has an invalid value.
         """
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {precision!r}")
-        if optimization not in OPTIMIZATION_LEVELS:
-            raise InputError(f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
-                             f"got {optimization!r}")
-        for name, value in (("threads", threads), ("inter_threads", inter_threads),
-                            ("max_batch", max_batch)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if backend != "auto" and backend not in BACKENDS:
-            raise BackendUnavailableError(
-                f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+        check_load_options(precision, optimization, backend, threads=threads,
+                           inter_threads=inter_threads, max_batch=max_batch)
         bundle = load_bundle(path, verify=verify)
         graph = bundle.path_for("autoencoder", precision)
         config = SessionConfig(threads=threads, inter_threads=inter_threads,
@@ -203,31 +189,14 @@ class Runtime:
             runner = create_runner(backend, graph, config, profile, bundle=bundle)
             chosen = backend
         else:
-            have = available_backends()
-            runner, chosen = None, ""
-            if "tensorrt" not in have and (bundle.root / "engines").is_dir():
-                # the bundle carries engines, so say why they are not used
-                notes.append(f"tensorrt: {tensorrt_unavailable_reason(device_id)}")
-            for name in BACKENDS:
-                if name not in have:
-                    continue
-                try:
-                    runner = create_runner(name, graph, config, profile, bundle=bundle)
-                    chosen = name
-                    break
-                except BackendUnavailableError as exc:
-                    notes.append(f"{name}: {exc}")
-            if runner is None:
-                why = "; ".join(notes) if notes else "onnxruntime is not installed"
-                raise BackendUnavailableError(
-                    f"no backend can run this bundle ({why}); install "
-                    "pip install 'metaae-edge[cpu]' (or [gpu] on a CUDA machine)")
+            runner, chosen, notes = open_fastest(graph, config, profile, bundle,
+                                                 device_id=device_id)
         if chosen == "ort-trt" and max_batch is None:
             # the engine's profile ends there
             max_batch = IMAGE_MAX_BATCH if bundle.is_image else _TRT_DEFAULT_MAX_BATCH
         return cls(bundle, chosen, runner, config, precision, max_batch, notes, check_finite)
 
-    def _runner(self, role: str) -> OrtRunner:
+    def _runner(self, role: str) -> Runner:
         runner = self._runners.get(role)
         if runner is not None:
             return runner
@@ -248,7 +217,7 @@ class Runtime:
                 self._runners[role] = runner
             return runner
 
-    def _trt_role_runner(self, role: str, path: Path, profile: tuple[str, Any]) -> OrtRunner:
+    def _trt_role_runner(self, role: str, path: Path, profile: tuple[str, Any]) -> Runner:
         """Encoder / decoder on the tensorrt backend: their own engine when the bundle has
         one; else the encoder reads ``latent`` off the autoencoder engine and the decoder
         falls back to the fastest onnxruntime backend (noted in ``backend_notes``)."""

@@ -19,15 +19,26 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, SpecError
+from ..errors import BundleError
 from ..spec import ArchSpec
+from .manifest import (
+    ENGINE_INFO_ROLE,
+    ENGINE_ROLE,
+    MANIFEST_NAME,
+    PRECISIONS,
+    ROLES,
+    SCHEMA_VERSION,
+    BundleFile,
+    Manifest,
+    _fail,
+)
+from .manifest import check_threshold as _threshold
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -36,16 +47,13 @@ __all__ = [
     "PRECISIONS",
     "BundleFile",
     "Bundle",
+    "Manifest",
+    "ENGINE_ROLE",
+    "ENGINE_INFO_ROLE",
     "load_bundle",
     "sha256_file",
     "package_version",
 ]
-
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-ROLES: tuple[str, ...] = ("autoencoder", "encoder", "decoder")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-
 
 def package_version() -> str:
     """This package's version (``0+unknown`` when running from an uninstalled tree)."""
@@ -72,17 +80,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 @dataclass(frozen=True)
-class BundleFile:
-    """One file the manifest lists."""
-
-    path: str
-    role: str
-    precision: str
-    sha256: str
-    bytes: int
-
-
-@dataclass(frozen=True)
 class Bundle:
     """A loaded (and, with ``verify=True``, hash-checked) bundle.
 
@@ -94,6 +91,7 @@ class Bundle:
         threshold: the anomaly threshold dict (``value``, ``fpr``, ``method``...) or None.
         files: every listed file.
         verified: whether sha256 hashes were checked.
+        parsed: the typed :class:`~metaae_edge.runtime.manifest.Manifest`.
     """
 
     root: Path
@@ -103,6 +101,7 @@ class Bundle:
     threshold: dict[str, Any] | None
     files: tuple[BundleFile, ...]
     verified: bool = True
+    parsed: Manifest | None = None
 
     @property
     def input_dim(self) -> int:
@@ -171,10 +170,6 @@ class Bundle:
         )
 
 
-def _fail(root: Path, what: str) -> BundleError:
-    return BundleError(f"bundle {root}: {what}")
-
-
 def _safe_path(root: Path, rel: Any) -> Path:
     """Resolve a manifest path, refusing anything that could leave the bundle."""
     if not isinstance(rel, str) or not rel:
@@ -191,23 +186,10 @@ def _safe_path(root: Path, rel: Any) -> Path:
     return full
 
 
-def _files(root: Path, manifest: dict[str, Any], verify: bool) -> tuple[BundleFile, ...]:
-    entries = manifest.get("files")
-    if not isinstance(entries, list) or not entries:
-        raise _fail(root, "manifest lists no files")
-    out, seen = [], set()
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise _fail(root, f"files[{i}] must be an object, got {type(entry).__name__}")
-        try:
-            bf = BundleFile(
-                path=entry["path"], role=str(entry["role"]),
-                precision=str(entry.get("precision", "fp32")),
-                sha256=str(entry["sha256"]).lower(), bytes=int(entry["bytes"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _fail(root, f"files[{i}] is malformed ({exc!r}); expected path, role, "
-                              "precision, sha256, bytes") from None
+def _check_files(root: Path, files: tuple[BundleFile, ...], verify: bool) -> None:
+    """Every listed file is inside the bundle, listed once, present, of its size and hash."""
+    seen = set()
+    for bf in files:
         full = _safe_path(root, bf.path)
         if (bf.role, bf.precision) in seen and bf.role in ROLES:
             raise _fail(root, f"files lists {bf.role}/{bf.precision} twice")
@@ -222,22 +204,8 @@ def _files(root: Path, manifest: dict[str, Any], verify: bool) -> tuple[BundleFi
         if verify and sha256_file(full) != bf.sha256:
             raise _fail(root, f"sha256 of {bf.path} does not match the manifest (corrupt or "
                               "tampered with); re-export the bundle")
-        out.append(bf)
     if ("autoencoder", "fp32") not in seen:
         raise _fail(root, "manifest lists no fp32 autoencoder graph")
-    return tuple(out)
-
-
-def _vector(root: Path, norm: Any, key: str, dim: int) -> np.ndarray:
-    try:
-        arr = np.asarray(norm[key], dtype=np.float32)
-    except (KeyError, TypeError, ValueError):
-        raise _fail(root, f"normalization.{key} is missing or not a list of numbers") from None
-    if arr.shape != (dim,):
-        raise _fail(root, f"normalization.{key} has shape {arr.shape}, expected ({dim},)")
-    if not np.all(np.isfinite(arr)):
-        raise _fail(root, f"normalization.{key} contains NaN/Inf")
-    return arr
 
 
 def _check_image_input(root: Path, inp: dict[str, Any], spec: ArchSpec) -> None:
@@ -269,17 +237,6 @@ def _check_input(root: Path, manifest: dict[str, Any], spec: ArchSpec) -> None:
         raise _fail(root, f"input.dtype is {dtype!r}, expected 'float32'")
 
 
-def _threshold(root: Path, value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or "value" not in value:
-        raise _fail(root, "threshold must be null or an object with a 'value'")
-    v = value["value"]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _fail(root, f"threshold.value must be a finite number, got {v!r}")
-    return dict(value)
-
-
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Load a bundle directory and check it is complete and untampered.
 
@@ -306,41 +263,11 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if not mpath.resolve().is_relative_to(root):
         raise _fail(root, f"{MANIFEST_NAME} is a link to outside the bundle")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = mpath.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise _fail(root, f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise _fail(root, f"{MANIFEST_NAME} must hold a JSON object")
-    version = manifest.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise _fail(root, f"schema_version must be a positive integer, got {version!r}")
-    if version > SCHEMA_VERSION:
-        raise BundleError(
-            f"bundle schema_version {version} is newer than this metaae-edge supports "
-            f"({SCHEMA_VERSION}); upgrade metaae-edge"
-        )
-    try:
-        spec = ArchSpec.from_dict(manifest.get("arch"))
-    except SpecError as exc:
-        raise _fail(root, f"invalid architecture in manifest: {exc}") from None
-    _check_input(root, manifest, spec)
-    norm = manifest.get("normalization")
-    if not isinstance(norm, dict):
-        raise _fail(root, "manifest has no 'normalization' section")
-    # Image graphs normalise globally (one mean / std): it broadcasts over any resolution.
-    width = 1 if spec.backbone == "conv" else spec.input_dim
-    mean = _vector(root, norm, "mean", width)
-    std = _vector(root, norm, "std", width)
-    if np.any(std <= 0):
-        raise _fail(root, "normalization.std must be positive")
-    threshold = _threshold(root, manifest.get("threshold"))
-    per = manifest.get("thresholds")
-    if per is not None:
-        if not isinstance(per, dict):
-            raise _fail(root, "thresholds must be an object {precision: threshold}")
-        for value in per.values():
-            _threshold(root, value)
-    files = _files(root, manifest, verify)
-    return Bundle(root=root, manifest=manifest, spec=spec,
-                  normalization={"mean": mean, "std": std}, threshold=threshold,
-                  files=files, verified=verify)
+    parsed = Manifest.from_json(text, root=root, check_input=_check_input)
+    _check_files(root, parsed.files, verify)
+    return Bundle(root=root, manifest=parsed.data, spec=parsed.spec,
+                  normalization=parsed.normalization, threshold=parsed.threshold,
+                  files=parsed.files, verified=verify, parsed=parsed)

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DataError
+from ..errors import DataError
+from ..fsutil import atomic_path
+from ..optional import require
 
 __all__ = [
     "ARRAY_SUFFIXES",
@@ -47,14 +49,8 @@ _WRITE_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg"}
 
 
 def _pil() -> Any:
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "reading and writing image files needs Pillow, which is not installed; "
-            "install the images extra: pip install 'metaae-edge[images]'"
-        ) from exc
-    return Image
+    return require("PIL.Image", "metaae-edge[images]", package="Pillow",
+                   needed_for="reading and writing image files")
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -316,9 +312,8 @@ def write_images(
                else image_mod.fromarray(arr.transpose(1, 2, 0)))
         target = out / fname
         # A temporary sibling renamed into place: a crash never leaves a truncated image.
-        tmp = out / f".{fname}.tmp"
-        img.save(tmp, format="PNG" if suffix == ".png" else "JPEG",
-                 **({} if suffix == ".png" else {"quality": 95}))
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            img.save(tmp, format="PNG" if suffix == ".png" else "JPEG",
+                     **({} if suffix == ".png" else {"quality": 95}))
         written.append(target)
     return written

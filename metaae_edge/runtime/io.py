@@ -9,14 +9,14 @@ naming the file, and the row / column where it makes sense.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..fsutil import atomic_write
 
 __all__ = ["READ_SUFFIXES", "WRITE_SUFFIXES", "coerce_images", "fixed_size_error",
            "locate_nonfinite", "read_array", "write_array"]
@@ -140,19 +140,16 @@ def write_array(path: str | Path, array: np.ndarray) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if suffix == ".npy":
-                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-            else:
-                arr = array.reshape(len(array), -1) if array.ndim != 2 else array
-                fmt = "%d" if arr.dtype.kind in "biu" else "%.9g"
-                np.savetxt(f, arr, delimiter=",", fmt=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(f: Any) -> None:
+        if suffix == ".npy":
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        else:
+            arr = array.reshape(len(array), -1) if array.ndim != 2 else array
+            fmt = "%d" if arr.dtype.kind in "biu" else "%.9g"
+            np.savetxt(f, arr, delimiter=",", fmt=fmt)
+
+    atomic_write(path, write)
     return path
 
 

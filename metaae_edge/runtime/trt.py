@@ -1,36 +1,25 @@
-"""The native ``tensorrt`` backend: a bundle's prebuilt engine on device buffers.
+"""Which TensorRT engine of a bundle may run here (engine discovery and compatibility).
 
-Torch-free: TensorRT is imported lazily and CUDA memory goes through
-:mod:`metaae_edge.runtime.cuda` (ctypes over libcudart). Engines live in
-``BUNDLE/engines/<gpu>-sm<cc>-trt<ver>/<graph>.engine`` next to ``engine.json`` (written by
-:func:`metaae_edge.exporters.tensorrt.build_engine`). Before any plan is deserialised,
+Torch-free. Engines live in ``BUNDLE/engines/<gpu>-sm<cc>-trt<ver>/<graph>.engine`` next to
+``engine.json`` (written by :func:`metaae_edge.exporters.tensorrt.build_engine`, which lists
+them in the manifest, so their sha256 is checked on load like any other file; the runner
+itself is :mod:`metaae_edge.runtime.runners.tensorrt`). Before any plan is deserialised,
 :func:`check_engine_compat` compares engine.json with this TensorRT and GPU: a stale engine
 is refused with one line telling the user to run ``metaae-edge build-engine BUNDLE``.
-
-TensorRT API used (identical in TensorRT 10 and 11, name-based I/O tensors):
-``Runtime.deserialize_cuda_engine``, ``ICudaEngine.num_io_tensors / get_tensor_name /
-get_tensor_mode / get_tensor_dtype / get_tensor_shape / get_tensor_profile_shape /
-create_execution_context``, ``IExecutionContext.set_input_shape / get_tensor_shape /
-set_tensor_address / execute_async_v3``. Nothing removed in 11 (weak-typing builder flags,
-``device_memory_size``...) is touched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from ..errors import BackendUnavailableError
-from . import cuda as _cuda
 from .bundle import Bundle
+from .manifest import ENGINE_INFO_ROLE, ENGINE_ROLE
 
-__all__ = ["check_engine_compat", "find_engines", "select_engine", "TensorRTRunner"]
+__all__ = ["check_engine_compat", "find_engines", "select_engine"]
 
 _EXTRA = "metaae-edge[tensorrt]"
 _REQUIRED = ("tensorrt_version", "gpu", "compute_capability", "engine")
@@ -102,34 +91,56 @@ def check_engine_compat(engine_json: dict[str, Any], trt_version: str, gpu_name:
     return reasons
 
 
-def _listed_engines(bundle: Bundle) -> dict[str, Any]:
-    return {f.path: f for f in bundle.files if f.path.startswith("engines/")}
+def _read_engine_json(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
-def find_engines(bundle: Bundle, graph: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Every (folder, engine.json) under ``bundle/engines`` built from ``graph``.
+def _candidates(bundle: Bundle) -> list[tuple[str, dict[str, Any] | None]]:
+    """(plan path inside the bundle, its engine.json) of every engine the bundle offers.
 
-    When the manifest lists engine files, only listed engines count (their size and sha256
-    were checked by :func:`~metaae_edge.runtime.bundle.load_bundle`); otherwise every
-    folder does, and the engine's ``source_sha256`` is compared with the graph's.
+    The manifest's listed engines (``role: engine``, size and sha256 checked by
+    :func:`~metaae_edge.runtime.bundle.load_bundle`) with the description recorded beside
+    them; any other file listed under ``engines/`` is described by the engine.json in its
+    folder. Bundles whose manifest lists no engine (built before ``build-engine`` listed
+    them) fall back to every ``engines/*/engine.json`` on disk.
     """
+    listed = [f for f in bundle.files if f.role == ENGINE_ROLE or f.path.startswith("engines/")]
+    listed = [f for f in listed if f.role != ENGINE_INFO_ROLE]
+    if listed:
+        out = []
+        for f in listed:
+            meta = f.extra.get("engine_info")
+            if not isinstance(meta, dict):
+                meta = _read_engine_json((bundle.root / f.path).parent / "engine.json")
+                if meta is not None and meta.get("engine") != PurePosixPath(f.path).name:
+                    meta = None  # that engine.json describes another plan of the folder
+            out.append((f.path, meta))
+        return out
     root = bundle.root / "engines"
     if not root.is_dir():
         return []
-    listed = _listed_engines(bundle)
     out = []
     for meta_path in sorted(root.glob("*/engine.json")):
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if not isinstance(meta, dict) or meta.get("source_onnx") != graph.name:
-            continue
-        rel = f"engines/{meta_path.parent.name}/{meta.get('engine', '')}"
-        if listed and rel not in listed:
-            continue
-        out.append((meta_path.parent, meta))
+        meta = _read_engine_json(meta_path)
+        if meta is not None:
+            out.append((f"engines/{meta_path.parent.name}/{meta.get('engine', '')}", meta))
     return out
+
+
+def find_engines(bundle: Bundle, graph: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every (folder, engine.json contents) of an engine in ``bundle`` built from ``graph``.
+
+    When the manifest lists engine files, only listed engines count (their size and sha256
+    were checked by :func:`~metaae_edge.runtime.bundle.load_bundle`); otherwise every
+    folder under ``engines/`` does. The engine's ``source_sha256`` is compared with the
+    graph's by :func:`select_engine`.
+    """
+    return [((bundle.root / rel).parent, meta) for rel, meta in _candidates(bundle)
+            if meta is not None and meta.get("source_onnx") == graph.name]
 
 
 def select_engine(bundle: Bundle, graph: Path, trt_version: str, gpu_name: str,
@@ -166,226 +177,10 @@ def select_engine(bundle: Bundle, graph: Path, trt_version: str, gpu_name: str,
         f"rebuild it with {fix}")
 
 
-class _Slot:
-    """One execution context with its own stream and device buffers (one call at a time)."""
+def __getattr__(name: str) -> Any:
+    # TensorRTRunner moved to runners/tensorrt.py; keep ``runtime.trt.TensorRTRunner``.
+    if name == "TensorRTRunner":
+        from .runners.tensorrt import TensorRTRunner
 
-    def __init__(self, engine: Any, cuda: _cuda.Cuda, names: list[str], timing: bool):
-        self.ctx = engine.create_execution_context()
-        if self.ctx is None:
-            raise BackendUnavailableError("backend tensorrt: could not create an execution "
-                                          "context (out of GPU memory?)")
-        self.stream = _cuda.Stream(cuda)
-        self.bufs = {n: _cuda.DeviceBuffer(0, cuda) for n in names}
-        self.shape: tuple[int, ...] = ()  # input shape currently set on the context
-        self.graph: _cuda.CudaGraph | None = None
-        self.graph_shape: tuple[int, ...] = ()
-        self.events = [_cuda.Event(cuda) for _ in range(4)] if timing else None
-
-    def free(self) -> None:
-        if self.graph is not None:
-            self.graph.free()
-        for b in self.bufs.values():
-            b.free()
-        for e in self.events or ():
-            e.free()
-        self.stream.free()
-
-
-class TensorRTRunner:
-    """A TensorRT engine with OrtRunner's interface: ``input_names``, ``output_names``,
-    ``run(outputs, feeds) -> list[np.ndarray]``.
-
-    Thread-safe: each concurrent call borrows its own execution context (with its own
-    stream and buffers) from a small pool, up to ``max_contexts``; more callers wait.
-    Batches larger than the engine profile's maximum are run in chunks. With
-    ``cuda_graph=True`` a repeated batch size replays a captured ``execute_async_v3``.
-    With ``timing=True`` each call's H2D / compute / D2H milliseconds land in
-    ``last_timings``.
-    """
-
-    def __init__(self, graph: Path, bundle: Bundle, *, device_id: int = 0,
-                 max_contexts: int = 2, cuda_graph: bool = False, timing: bool = False):
-        from .backends import require
-
-        trt = require("tensorrt", _EXTRA)
-        try:
-            cuda = _cuda.load_cudart()
-            gpu, cc = _cuda.gpu_info(device_id)
-            cuda.set_device(device_id)
-        except (BackendUnavailableError, _cuda.CudaError) as exc:
-            raise BackendUnavailableError(f"backend tensorrt: {exc}") from None
-        plan_path, meta = select_engine(bundle, Path(graph), trt.__version__, gpu, cc)
-        self.backend = "tensorrt"
-        self.path = plan_path
-        self.engine_info = meta
-        self._trt, self._cuda, self._device = trt, cuda, device_id
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
-        if self.engine is None:
-            raise BackendUnavailableError(
-                f"backend tensorrt: TensorRT {trt.__version__} could not deserialise "
-                f"{plan_path.name} (see the TensorRT log); rebuild it with metaae-edge "
-                f"build-engine {bundle.root}")
-        self.input_names, self.output_names = [], []
-        self._dtype: dict[str, np.dtype] = {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            self._dtype[name] = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                self.input_names.append(name)
-            else:
-                self.output_names.append(name)
-        if len(self.input_names) != 1:
-            raise BackendUnavailableError(f"backend tensorrt: {plan_path.name} has inputs "
-                                          f"{self.input_names}; expected exactly one")
-        inp = self.input_names[0]
-        lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(inp, 0))
-        self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
-        self._features = tuple(int(d) for d in hi[1:])
-        # Per-sample profile bounds: image engines have dynamic height / width as well.
-        self._sample_lo = tuple(int(d) for d in lo[1:])
-        self._cuda_graph, self._timing = cuda_graph, timing
-        self.last_timings: dict[str, float] = {}
-        self._max_contexts = max(1, int(max_contexts))
-        self._slots: list[_Slot] = []
-        self._idle: list[_Slot] = []
-        self._cond = threading.Condition()
-        self._idle.append(self._new_slot())  # fail at load, not on the first call
-
-    def _new_slot(self) -> _Slot:
-        slot = _Slot(self.engine, self._cuda, [*self.input_names, *self.output_names],
-                     self._timing)
-        self._slots.append(slot)
-        return slot
-
-    def _acquire(self) -> _Slot:
-        with self._cond:
-            while not self._idle:
-                if len(self._slots) < self._max_contexts:
-                    return self._new_slot()
-                self._cond.wait()
-            return self._idle.pop()
-
-    def _release(self, slot: _Slot) -> None:
-        with self._cond:
-            self._idle.append(slot)
-            self._cond.notify()
-
-    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run the engine; ``outputs=None`` returns every output in engine order."""
-        names = list(outputs or self.output_names)
-        unknown = [n for n in names if n not in self._dtype or n in self.input_names]
-        if unknown:
-            raise KeyError(f"engine {self.path.name} has no output(s) {unknown}; it has "
-                           f"{self.output_names}")
-        x = feeds[self.input_names[0]]
-        mb = self.max_batch
-        if len(x) <= mb:
-            return self._run_one(names, x)
-        parts = [self._run_one(names, x[i:i + mb]) for i in range(0, len(x), mb)]
-        return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
-
-    def _check_sample_shape(self, shape: tuple[int, ...]) -> None:
-        if all(lo <= s <= hi for lo, s, hi in zip(self._sample_lo, shape, self._features)):
-            return
-        from ..errors import InputError
-
-        def fmt(dims: tuple[int, ...]) -> str:
-            return "x".join(str(d) for d in dims)
-        if self._sample_lo == self._features:  # static sample shape (a dense-code image graph)
-            raise InputError(f"engine {self.path.name} runs on samples of "
-                             f"{fmt(self._features)} only, got {fmt(shape)}")
-        raise InputError(f"engine {self.path.name} was built for samples from "
-                         f"{fmt(self._sample_lo)} to {fmt(self._features)}, got {fmt(shape)}; "
-                         "rebuild it with metaae-edge build-engine (see --max-hw) or use an "
-                         "onnxruntime backend")
-
-    def _run_one(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
-        n = len(x)
-        if tuple(x.shape[1:]) != self._features:
-            self._check_sample_shape(tuple(x.shape[1:]))
-        inp = self.input_names[0]
-        x = np.ascontiguousarray(x, dtype=self._dtype[inp])
-        pad = max(0, self.min_batch - n)  # a profile starting above 1: pad, then slice
-        if pad:
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-        slot = self._acquire()
-        try:
-            outs = self._execute(slot, names, x)
-        finally:
-            self._release(slot)
-        return [o[:n] if pad else o for o in outs]
-
-    def _execute(self, slot: _Slot, names: list[str], x: np.ndarray) -> list[np.ndarray]:
-        ctx, stream, inp = slot.ctx, slot.stream, self.input_names[0]
-        shape = tuple(x.shape)
-        moved = slot.bufs[inp].resize(x.nbytes)
-        if shape != slot.shape:  # batch (and, for images, height / width) changed
-            if not ctx.set_input_shape(inp, shape):
-                raise ValueError(f"engine {self.path.name} rejected input shape {shape} "
-                                 f"(profile batch {self.min_batch}..{self.max_batch})")
-            slot.shape = shape
-        shapes = {o: tuple(ctx.get_tensor_shape(o)) for o in self.output_names}
-        for o in self.output_names:
-            nbytes = int(np.prod(shapes[o])) * self._dtype[o].itemsize
-            moved |= slot.bufs[o].resize(nbytes)
-        if moved:  # pointers are stable otherwise (buffers only grow)
-            for name, buf in slot.bufs.items():
-                ctx.set_tensor_address(name, buf.ptr)
-        ev = slot.events
-        if ev:
-            ev[0].record(stream)
-        slot.bufs[inp].copy_from(x, stream)
-        if ev:
-            ev[1].record(stream)
-        self._enqueue(slot, shape, moved)
-        if ev:
-            ev[2].record(stream)
-        host = {o: np.empty(shapes[o], self._dtype[o]) for o in names}
-        for o in names:
-            slot.bufs[o].copy_to(host[o], stream)
-        if ev:
-            ev[3].record(stream)
-        stream.synchronize()
-        if ev:
-            self.last_timings = {"h2d_ms": ev[1].ms_since(ev[0]),
-                                 "compute_ms": ev[2].ms_since(ev[1]),
-                                 "d2h_ms": ev[3].ms_since(ev[2])}
-        # Reduced-precision engines keep float32 I/O by design; cast if one does not.
-        return [h if h.dtype == np.float32 else h.astype(np.float32) for h in host.values()]
-
-    def _enqueue(self, slot: _Slot, shape: tuple[int, ...], moved: bool) -> None:
-        ctx, stream = slot.ctx, slot.stream
-        if not self._cuda_graph:
-            if not ctx.execute_async_v3(stream.handle):
-                raise RuntimeError(f"TensorRT execute_async_v3 failed on {self.path.name}")
-            return
-        if slot.graph is not None and slot.graph_shape == shape and not moved:
-            slot.graph.launch()
-            return
-        if slot.graph is not None:  # shape or addresses changed: the graph is stale
-            slot.graph.free()
-            slot.graph, slot.graph_shape = None, ()
-        # An ordinary enqueue first (TensorRT does shape-dependent setup there, which must
-        # not be captured), then capture one for the next call at this batch size.
-        if not ctx.execute_async_v3(stream.handle):
-            raise RuntimeError(f"TensorRT execute_async_v3 failed on {self.path.name}")
-        try:
-            slot.graph = _cuda.CudaGraph(stream, lambda: ctx.execute_async_v3(stream.handle),
-                                         self._cuda)
-            slot.graph_shape = shape
-        except _cuda.CudaError:
-            self._cuda_graph = False  # capture unsupported here: plain enqueues from now on
-
-    def close(self) -> None:
-        """Free device memory and streams (also done when the runner is collected)."""
-        with self._cond:
-            for slot in self._slots:
-                slot.ctx = None
-                slot.free()
-            self._slots, self._idle = [], []
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+        return TensorRTRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

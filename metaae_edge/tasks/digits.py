@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DataError
+from ..errors import DataError
+from ..optional import require
 from .base import LOSSES, SPLITS, register_family
 from .families import FamilyBase, Generated, Streams, check_range
 
@@ -22,13 +23,8 @@ _POOL_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 @lru_cache(maxsize=1)
 def _load() -> tuple[np.ndarray, np.ndarray]:
     """All images as (1797, 8, 8) float32 in [0, 1] and their labels (bundled, no download)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "the 'digits' task family needs scikit-learn, which is not installed; "
-            "install the train extra: pip install 'metaae-edge[train]'"
-        ) from exc
+    load_digits = require("sklearn.datasets", "metaae-edge[train]", package="scikit-learn",
+                          needed_for="the 'digits' task family").load_digits
     bunch = load_digits()
     images = (np.asarray(bunch.images, np.float32) / 16.0).clip(0.0, 1.0)
     return images, np.asarray(bunch.target, np.int64)

@@ -1,0 +1,78 @@
+"""Crash-safe file writes for user outputs (stdlib only; the runtime uses it too).
+
+:func:`atomic_write` writes into a temporary sibling, fsyncs it, gives it the permissions
+a plain ``open(path, "w")`` would (``0o666 & ~umask``; ``mkstemp`` alone leaves 0600) and
+renames it over the target, so a crash leaves either the old file or the new one, never a
+truncated one, and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write", "atomic_path", "default_mode"]
+
+
+def default_mode(base: int = 0o666) -> int:
+    """``base & ~umask``: the mode ``open()`` gives a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, mkdir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path to fill; on success it replaces ``path``.
+
+    For writers that want a file name rather than a file object (``save_file``,
+    ``PIL.Image.save``). On any exception the temporary file is removed and ``path`` is
+    left as it was.
+
+    Args:
+        path: the final file.
+        mkdir: create the parent directory first.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if mkdir:
+        parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:  # the data is on disk before the rename makes it visible
+            os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[Any]], Any], *,
+                 encoding: str = "utf-8", mkdir: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically with the user's umask.
+
+    Args:
+        path: the file to (re)place.
+        data: text (written with ``encoding``), bytes, or a callable given the open
+            binary file object to write into (e.g. ``lambda f: np.save(f, arr)``).
+        encoding: for text.
+        mkdir: create the parent directory first.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    with atomic_path(path, mkdir=mkdir) as tmp, open(tmp, "wb") as f:
+        if isinstance(data, str):
+            f.write(data.encode(encoding))
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            f.write(data)
+        else:
+            data(f)
+    return Path(path)
