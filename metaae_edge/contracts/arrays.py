@@ -13,7 +13,8 @@ from ..errors import DataError, InputError
 
 _F32 = np.dtype(np.float32)  # builtin dtypes are singletons: ``is`` is the cheap test
 
-__all__ = ["as_vectors", "check_image_batch", "check_vector_batch", "coerce_images",
+__all__ = ["as_vectors", "check_image_batch", "check_reference_images",
+           "check_reference_vectors", "check_vector_batch", "coerce_images",
            "coerce_vectors", "fixed_size_error", "locate_nonfinite", "numeric_array",
            "require_finite"]
 
@@ -177,3 +178,47 @@ def check_image_batch(data: object, image_shape: tuple[int, int, int], multiple:
         raise DataError(f"{what} must be {fh}x{fw} images (N, {c}, {fh}, {fw}): this bundle runs "
                         f"at {fh}x{fw} only (dense code); got {arr.shape[2]}x{arr.shape[3]}")
     return require_finite(arr, what)
+
+
+def _reference_array(reference: object) -> np.ndarray:
+    ref = np.asarray(reference)
+    if ref.size == 0 or ref.dtype.kind not in "biuf":
+        raise DataError(f"parity reference must be a non-empty numeric array, got shape "
+                        f"{ref.shape} dtype {ref.dtype}")
+    return ref
+
+
+def _finite_reference(ref: np.ndarray) -> np.ndarray:
+    ref = np.ascontiguousarray(ref, dtype=np.float32)
+    if not np.all(np.isfinite(ref)):
+        raise DataError("parity reference contains NaN/Inf")
+    return ref
+
+
+def check_reference_vectors(reference: object, dim: int) -> np.ndarray:
+    """Parity / reference samples of a vector model -> finite float32 (N, ``dim``)."""
+    ref = _reference_array(reference)
+    if ref.ndim != 2 or ref.shape[1] != dim:
+        raise DataError(f"parity reference must be a non-empty numeric (samples, {dim}) "
+                        f"array, got shape {ref.shape} dtype {ref.dtype}")
+    return _finite_reference(ref)
+
+
+def check_reference_images(reference: object, image_shape: tuple[int, int, int], multiple: int,
+                           fixed_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Parity / reference images -> finite float32 (N, C, H, W): H, W multiples of
+    ``multiple`` (exactly ``fixed_hw`` if given), or samples flattened at ``image_shape``."""
+    ref = _reference_array(reference)
+    c, h, w = image_shape
+    if ref.ndim == 2 and ref.shape[1] == c * h * w:
+        ref = ref.reshape(len(ref), c, h, w)
+    if ref.ndim != 4 or ref.shape[1] != c or ref.shape[2] % multiple or ref.shape[3] % multiple:
+        raise DataError(f"parity reference must be images (samples, {c}, H, W) with H and "
+                        f"W multiples of {multiple}, or flattened samples (samples, "
+                        f"{c * h * w}); got shape {ref.shape}")
+    if fixed_hw is not None and ref.shape[2:] != tuple(fixed_hw):
+        fh, fw = fixed_hw
+        raise DataError(f"parity reference must be images (samples, {c}, {fh}, {fw}): this "
+                        f"architecture runs at {fh}x{fw} only (dense code); got shape "
+                        f"{ref.shape}")
+    return _finite_reference(ref)

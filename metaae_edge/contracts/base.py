@@ -111,6 +111,10 @@ class IOContract:
         """Batch data for the exporters / calibration -> finite float32 (DataError)."""
         raise NotImplementedError
 
+    def check_reference(self, reference: Any) -> np.ndarray:
+        """The exporter's parity / reference data -> finite float32 (DataError)."""
+        raise NotImplementedError
+
     def unflatten(self, x: Any) -> Any:
         """Model-space samples as the network takes them (images: (N, C, H, W))."""
         return x
@@ -221,10 +225,17 @@ class IOContract:
         return ""
 
     # -- torch reference maths (no torch import here) ---------------------------------
-    def torch_errors(self, recon: Any, z: Any, pixels: Any = None) -> tuple[Any, Any]:
+    def torch_errors(self, recon: Any, z: Any) -> tuple[Any, Any]:
         """(per-sample score, per-pixel error map or None) of torch tensors in model space,
         exactly as the exported graph computes them (see :mod:`.reference`)."""
         return reference.vector_score(recon - z, 1.0 / float(self.input_dim)), None
+
+    def torch_outputs(self, x: Any, z: Any, latent: Any, recon: Any, mean: Any,
+                      std: Any) -> tuple[Any, ...]:
+        """The autoencoder graph's outputs (``graphs["autoencoder"]`` order) from torch
+        tensors: raw input ``x``, its model-space ``z``, the ``latent`` and model-space
+        ``recon``, and the normalisation (what the exporter traces)."""
+        return reference.vector_outputs(x, z, latent, recon, mean, std, 1.0 / float(self.input_dim))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec.describe()!r})"

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError, SpecError
 from ..spec import CONV_OUTPUT_KERNEL, ArchSpec
-from .arrays import check_image_batch, coerce_images
+from .arrays import check_image_batch, check_reference_images, coerce_images
 from .base import _F32, ERROR_MAP_DEFINITION, GRAPHS, IOContract, ProfileBox, reference
 
 __all__ = ["CONV_DIM_NAMES", "CONV_GRAPHS", "IMAGE_MAX_BATCH", "IMAGE_MAX_SIDE_FACTOR",
@@ -116,6 +116,10 @@ class ImageContract(IOContract):
     def check_data(self, data: Any, what: str = "calibration data") -> np.ndarray:
         return check_image_batch(data, self.spec.input_shape, self.spatial_multiple, what,
                                  self.fixed_hw)
+
+    def check_reference(self, reference: Any) -> np.ndarray:
+        return check_reference_images(reference, self.spec.input_shape, self.spatial_multiple,
+                                      self.fixed_hw)
 
     def unflatten(self, x: Any) -> Any:
         return x.reshape(len(x), *self.spec.input_shape)
@@ -278,7 +282,10 @@ class ImageContract(IOContract):
         return f"; images {shape} (the adapted resolution)"
 
     # -- torch reference maths ----------------------------------------------------------
-    def torch_errors(self, recon: Any, z: Any, pixels: Any = None) -> tuple[Any, Any]:
-        if pixels is None:
-            pixels = z.shape[2] * z.shape[3]
-        return reference.image_errors(recon - z, 1.0 / float(self.channels), pixels)
+    def torch_errors(self, recon: Any, z: Any) -> tuple[Any, Any]:
+        return reference.image_errors(recon - z, 1.0 / float(self.channels), z)
+
+    def torch_outputs(self, x: Any, z: Any, latent: Any, recon: Any, mean: Any,
+                      std: Any) -> tuple[Any, ...]:
+        return reference.image_outputs(x, z, latent, recon, mean, std,
+                                       1.0 / float(self.channels))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["image_errors", "vector_score"]
+__all__ = ["image_errors", "image_outputs", "vector_outputs", "vector_score"]
 
 
 def vector_score(d: Any, inv_d: float) -> Any:
@@ -27,7 +27,7 @@ def vector_score(d: Any, inv_d: float) -> Any:
     return (d * d).sum(dim=1) * inv_d
 
 
-def image_errors(d: Any, inv_c: float, pixels: Any) -> tuple[Any, Any]:
+def image_errors(d: Any, inv_c: float, x: Any) -> tuple[Any, Any]:
     """(per-sample score (batch,), per-pixel error map (batch, 1, H, W)) of NCHW errors.
 
     The error map is the squared error averaged over channels; the score its mean over H
@@ -36,8 +36,24 @@ def image_errors(d: Any, inv_c: float, pixels: Any) -> tuple[Any, Any]:
     Args:
         d: the model-space reconstruction error, a (batch, C, H, W) tensor.
         inv_c: ``1 / C``.
-        pixels: ``H * W``; in the exported graph taken from the input's shape, so any
-            resolution divides by its own.
+        x: a tensor of the input's shape whose H * W divides the score (in the exported
+            graph the input itself, so any resolution divides by its own; read after the
+            error map, as the graph's op order has it).
     """
     error_map = (d * d).sum(dim=1, keepdim=True) * inv_c
-    return error_map.sum(dim=(1, 2, 3)) / pixels, error_map
+    return error_map.sum(dim=(1, 2, 3)) / (x.shape[2] * x.shape[3]), error_map
+
+
+def vector_outputs(x: Any, z: Any, latent: Any, recon: Any, mean: Any, std: Any,
+                   inv_d: float) -> tuple[Any, Any, Any]:
+    """(raw reconstruction, latent, score) of a vector model, in the exported op order."""
+    d = recon - z
+    return recon * std + mean, latent, vector_score(d, inv_d)
+
+
+def image_outputs(x: Any, z: Any, latent: Any, recon: Any, mean: Any, std: Any,
+                  inv_c: float) -> tuple[Any, Any, Any, Any]:
+    """(raw reconstruction, latent, score, error map) of an image model, in the exported op
+    order; ``x``'s H * W (symbolic in the exported graph) divides the score."""
+    score, error_map = image_errors(recon - z, inv_c, x)
+    return recon * std + mean, latent, score, error_map

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..spec import ArchSpec
-from .arrays import as_vectors, check_vector_batch, coerce_vectors
+from .arrays import as_vectors, check_reference_vectors, check_vector_batch, coerce_vectors
 from .base import _F32, IOContract
 
 __all__ = ["VECTOR_SCORE_DEFINITION", "VectorContract"]
@@ -66,6 +66,9 @@ class VectorContract(IOContract):
 
     def check_data(self, data: Any, what: str = "calibration data") -> np.ndarray:
         return check_vector_batch(data, self.input_dim, what)
+
+    def check_reference(self, reference: Any) -> np.ndarray:
+        return check_reference_vectors(reference, self.input_dim)
 
     def io_bytes(self) -> int:
         return 4 * (2 * self.input_dim + self.latent_width + 1)  # x in; recon, latent, score
