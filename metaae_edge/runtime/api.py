@@ -74,6 +74,8 @@ class Runtime:
         backend: the backend actually used (e.g. ``"ort-cpu"``).
         backend_notes: why faster backends were skipped when ``backend="auto"``.
         spec: the architecture (:class:`~metaae_edge.spec.ArchSpec`).
+        contract: its model kind's :class:`~metaae_edge.contracts.IOContract` (input
+            checks, output names, TensorRT profiles).
         manifest: the bundle's manifest dict.
         bundle: the loaded :class:`~metaae_edge.runtime.bundle.Bundle`.
         precision: the graph precision in use.
