@@ -279,10 +279,10 @@ def adapt(
 
 
 def query_scores(result: AdaptResult, x_raw: np.ndarray) -> np.ndarray:
-    """Per-sample anomaly scores (model-space MSE) of raw samples under the compact net."""
-    z = torch.as_tensor(result.normalizer.transform(x_raw))
-    if result.spec.backbone == "conv":
-        z = z.reshape(len(z), *result.spec.input_shape)
+    """Per-sample anomaly scores (model-space MSE) of raw samples under the compact net,
+    computed as the exported graph's ``score`` (the contract's reference maths)."""
+    contract = result.spec.contract
+    z = contract.unflatten(torch.as_tensor(result.normalizer.transform(x_raw)))
     with torch.no_grad():
         recon, _ = result.model(z)
-    return ((recon - z) ** 2).flatten(1).mean(dim=1).numpy()
+        return contract.torch_errors(recon, z)[0].numpy()

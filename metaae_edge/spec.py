@@ -13,15 +13,8 @@ from typing import Any
 
 from .errors import SpecError
 
-__all__ = [
-    "ACTIVATIONS",
-    "OUTPUT_ACTIVATIONS",
-    "PREFILTERS",
-    "DENSE_GRID",
-    "LayerSpec",
-    "ArchSpec",
-    "SupernetConfig",
-]
+__all__ = ["ACTIVATIONS", "OUTPUT_ACTIVATIONS", "PREFILTERS", "DENSE_GRID", "LayerSpec",
+           "ArchSpec", "SupernetConfig", "positive_int"]
 
 #: Activations the search may choose per layer: all export to plain ONNX ops and quantise
 #: well (hardswish rather than silu/gelu: piecewise linear, cheap in INT8).
@@ -39,17 +32,17 @@ CONV_OUTPUT_KERNEL = 3
 #: plain ONNX and TensorRT). Salt-and-pepper noise is what a bottleneck cannot undo and a
 #: median removes.
 PREFILTERS: tuple[str, ...] = ("none", "median3")
-#: Side of the fixed grid a conv architecture's dense bottleneck reads and writes: the
-#: spatial latent (``latent_dim`` x h x w) is resized to ``latent_dim`` x G x G, flattened
-#: and mapped to ``dense_latent`` values, so one set of dense weights serves every
-#: resolution (see :class:`ArchSpec`).
+#: Side of the fixed grid a conv architecture's dense bottleneck reads and writes (see
+#: :mod:`metaae_edge.contracts.fixed`): one set of dense weights serves every resolution.
 DENSE_GRID = 4
 
 
-def _positive_int(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """``value`` if it is a positive int (not a bool), else a :class:`SpecError` naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"{name} must be a positive integer, got {value!r}")
     return value
+
 
 
 @dataclass(frozen=True)
@@ -64,7 +57,7 @@ class LayerSpec:
     kernel: int | None = None
 
     def validate(self, where: str = "layer", backbone: str = "mlp") -> None:
-        _positive_int(f"{where}.width", self.width)
+        positive_int(f"{where}.width", self.width)
         if self.activation not in ACTIVATIONS:
             raise SpecError(
                 f"{where}.activation must be one of {', '.join(ACTIVATIONS)}, "
@@ -87,32 +80,17 @@ class LayerSpec:
 class ArchSpec:
     """A concrete (discretised) autoencoder architecture.
 
-    ``mlp``: the encoder maps ``input_dim`` through ``encoder`` hidden layers to
-    ``latent_dim`` (linear, no activation); the decoder maps the latent through ``decoder``
-    hidden layers back to ``input_dim`` followed by ``output_activation``.
-
-    With ``linear_bypass`` the mlp also has a linear path: ``latent = enc(x) + x W_e`` and
-    ``reconstruction = out_act(dec(latent) + latent W_d)`` with bias-free ``W_e`` (D x L)
-    and ``W_d`` (L x D), initialised from the support set's top principal directions. A
-    conv spec with a dense code may have the same path on the flattened image (C*H*W x
-    ``dense_latent``): ``code += x W_e``, ``reconstruction += code W_d``.
-
-    ``conv``: ``input_shape`` is ``(C, H, W)``, the resolution the architecture was chosen
-    at; the network itself is fully convolutional and runs at any ``H, W`` divisible by
-    ``2 ** stages``. Each ``encoder`` entry is a stage: conv ``kernel`` with stride 2
-    (halving H and W), ``width`` output channels, activation. A 1x1 conv (no activation)
-    then gives ``latent_dim`` latent channels at ``H / 2**stages``. The ``decoder`` has as
-    many stages, deepest first: nearest 2x upsampling, conv ``kernel`` ("same" padding),
-    activation; a final 3x3 conv back to ``C`` channels, then ``output_activation``.
-    ``dense_latent`` (conv only, 0 = none) replaces the spatial latent by a global code of
-    that many values: the spatial latent is resized to a :data:`DENSE_GRID` square grid
-    (average pooling, nearest up-sampling or bilinear, whichever the sizes allow), flattened
-    channel-major and mapped by a linear layer to ``dense_latent`` values; the decoder maps
-    them back by a linear layer to ``latent_dim`` x G x G, resizes to the latent resolution
-    and continues as before. Such a network runs at ``input_shape``'s H and W only (its
-    graphs are static in H and W); the code costs ``dense_latent`` bytes in int8.
-    ``prefilter`` (conv only) is a parameter-free filter applied to the (normalised) input
-    before the first stage, one of :data:`PREFILTERS`; ``none`` is not serialised.
+    ``backbone`` and ``dense_latent`` pick the model kind, whose IO contract documents the
+    network (:mod:`metaae_edge.contracts`): ``mlp`` on feature vectors
+    (:mod:`~metaae_edge.contracts.vector`), ``conv`` on images of any H, W divisible by
+    ``2 ** stages`` (:mod:`~metaae_edge.contracts.image`) or, with a dense code
+    (``dense_latent`` > 0), at ``input_shape``'s H x W only
+    (:mod:`~metaae_edge.contracts.fixed`). ``input_shape`` is ``(D,)`` or ``(C, H, W)``, the
+    resolution a conv architecture was chosen at. ``linear_bypass`` adds a bias-free linear
+    path from the support set's top principal directions (``latent += x W_e``,
+    ``reconstruction += latent W_d``; conv: on the flattened image and the dense code).
+    ``prefilter`` (conv only): a parameter-free filter on the normalised input before the
+    first stage, one of :data:`PREFILTERS`; ``none`` is not serialised.
     """
 
     input_shape: tuple[int, ...]
@@ -145,11 +123,16 @@ class ArchSpec:
         return n
 
     @property
+    def contract(self) -> Any:
+        """The :class:`~metaae_edge.contracts.IOContract` of this (valid) spec's model kind."""
+        from .contracts import contract_for  # contracts import spec: resolved lazily
+
+        return contract_for(self)
+
+    @property
     def fixed_hw(self) -> tuple[int, int] | None:
         """The only (H, W) the network runs at (conv with a dense bottleneck), else None."""
-        if self.backbone == "conv" and self.dense_latent:
-            return (int(self.input_shape[1]), int(self.input_shape[2]))
-        return None
+        return self.contract.fixed_hw
 
     @property
     def stages(self) -> int:
@@ -158,30 +141,11 @@ class ArchSpec:
 
     def validate(self) -> ArchSpec:
         """Check every field; raise :class:`SpecError` naming the first bad one."""
-        if self.backbone not in BACKBONES:
-            raise SpecError(
-                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
-            )
-        if self.backbone == "mlp" and len(self.input_shape) != 1:
-            raise SpecError(
-                f"an mlp ArchSpec needs a 1-D input_shape (features,), got {self.input_shape}"
-            )
-        if self.backbone == "conv":
-            if len(self.input_shape) != 3:
-                raise SpecError(f"a conv ArchSpec needs input_shape (C, H, W), "
-                                f"got {self.input_shape}")
-            if not self.encoder or len(self.encoder) != len(self.decoder):
-                raise SpecError(f"a conv ArchSpec needs >= 1 stage and as many decoder as "
-                                f"encoder stages, got {len(self.encoder)} and "
-                                f"{len(self.decoder)}")
-        for i, v in enumerate(self.input_shape):
-            _positive_int(f"input_shape[{i}]", v)
-        if self.backbone == "conv":
-            f = 2 ** len(self.encoder)
-            if self.input_shape[1] % f or self.input_shape[2] % f:
-                raise SpecError(f"{len(self.encoder)} stages need H and W divisible by {f}, "
-                                f"got {self.input_shape[1]}x{self.input_shape[2]}")
-        _positive_int("latent_dim", self.latent_dim)
+        from .contracts import contract_class
+
+        kind = contract_class(self)  # or "backbone must be one of ..."
+        kind.validate_shape(self)
+        positive_int("latent_dim", self.latent_dim)
         for side in ("encoder", "decoder"):
             for i, layer in enumerate(getattr(self, side)):
                 if not isinstance(layer, LayerSpec):
@@ -195,75 +159,37 @@ class ArchSpec:
             )
         if not isinstance(self.linear_bypass, bool):
             raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
-        if self.linear_bypass and self.backbone == "conv" and not self.dense_latent:
-            raise SpecError("a conv linear_bypass needs a dense code (dense_latent > 0)")
         if self.prefilter not in PREFILTERS:
             raise SpecError(f"prefilter must be one of {', '.join(PREFILTERS)}, "
                             f"got {self.prefilter!r}")
-        if self.prefilter != "none" and self.backbone != "conv":
-            raise SpecError("prefilter is only defined for the conv backbone")
         if not isinstance(self.dense_latent, int) or isinstance(self.dense_latent, bool) \
                 or self.dense_latent < 0:
             raise SpecError(f"dense_latent must be an integer >= 0, got {self.dense_latent!r}")
-        if self.dense_latent and self.backbone != "conv":
-            raise SpecError("dense_latent is only defined for the conv backbone")
+        kind.validate_options(self)  # prefilter / dense code / bypass: defined per kind
         return self
 
+    # -- sizes (per model kind: see metaae_edge.contracts) ----------------------------
     def bypass_size(self) -> int:
         """Weights (= MACs per sample) of the linear bypass: 2 x D x L (conv: L the dense
         code), or 0 without it."""
-        if not self.linear_bypass:
-            return 0
-        return 2 * self.input_dim * (self.dense_latent if self.backbone == "conv"
-                                     else self.latent_dim)
+        return self.contract.bypass_size()
 
-    # -- sizes ------------------------------------------------------------------------
     def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
         """Shape of one sample's latent: ``(L,)`` (mlp) or ``(L, h, w)`` (conv) at ``hw``
         (default: the spec's own resolution)."""
-        if self.backbone == "mlp":
-            return (self.latent_dim,)
-        if self.dense_latent:
-            return (self.dense_latent,)
-        h, w = hw or self.input_shape[1:]
-        f = 2 ** self.stages
-        return (self.latent_dim, h // f, w // f)
+        return self.contract.latent_shape(hw)
 
     def latent_size(self, hw: tuple[int, int] | None = None) -> int:
         """Number of latent values per sample (bytes per sample once quantised to int8)."""
-        n = 1
-        for v in self.latent_shape(hw):
-            n *= v
-        return n
+        return self.contract.latent_size(hw)
 
     def conv_layers(self, hw: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
         """Every conv of a conv spec as ``(c_in, c_out, kernel, output pixels)`` in order."""
-        if self.backbone != "conv":
-            raise SpecError("conv_layers() needs a conv ArchSpec")
-        c = self.input_shape[0]
-        h, w = hw or self.input_shape[1:]
-        s = self.stages
-        out, cin = [], c
-        for i, layer in enumerate(self.encoder):
-            f = 2 ** (i + 1)
-            out.append((cin, layer.width, layer.kernel, (h // f) * (w // f)))
-            cin = layer.width
-        low = (h // 2**s) * (w // 2**s)
-        out.append((cin, self.latent_dim, 1, low))
-        cin = self.latent_dim
-        for i, layer in enumerate(self.decoder):
-            f = 2 ** (s - 1 - i)
-            out.append((cin, layer.width, layer.kernel, (h // f) * (w // f)))
-            cin = layer.width
-        out.append((cin, c, CONV_OUTPUT_KERNEL, h * w))
-        return out
+        return self.contract.conv_layers(hw)
 
     def dense_layers(self) -> list[tuple[int, int]]:
         """The dense bottleneck's two linear maps as ``(in, out)`` (empty without one)."""
-        if not self.dense_latent:
-            return []
-        g = self.latent_dim * DENSE_GRID * DENSE_GRID
-        return [(g, self.dense_latent), (self.dense_latent, g)]
+        return self.contract.dense_layers()
 
     def encoder_dims(self) -> list[int]:
         """Widths from input to latent: [input_dim, *hidden, latent_dim]."""
@@ -275,13 +201,7 @@ class ArchSpec:
 
     def param_count(self) -> int:
         """Number of weights and biases of the compact network."""
-        if self.backbone == "conv":
-            return (sum(ci * co * k * k + co for ci, co, k, _ in self.conv_layers())
-                    + sum(a * b + b for a, b in self.dense_layers()) + self.bypass_size())
-        total = self.bypass_size()
-        for dims in (self.encoder_dims(), self.decoder_dims()):
-            total += sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
-        return total
+        return self.contract.param_count()
 
     def macs(self, hw: tuple[int, int] | None = None) -> int:
         """Multiply-accumulates per sample (linear / conv layers; activations and the input
@@ -289,46 +209,11 @@ class ArchSpec:
 
         For conv specs at resolution ``hw`` (default: the spec's own ``input_shape``).
         """
-        if self.backbone == "conv":
-            return (sum(ci * co * k * k * px for ci, co, k, px in self.conv_layers(hw))
-                    + sum(a * b for a, b in self.dense_layers()) + self.bypass_size())
-        total = self.bypass_size()
-        for dims in (self.encoder_dims(), self.decoder_dims()):
-            total += sum(a * b for a, b in zip(dims[:-1], dims[1:]))
-        return total
+        return self.contract.macs(hw)
 
     def describe(self) -> str:
         """One line, e.g. ``mlp 64 -> 48 relu -> 32 tanh -> [6] -> 32 relu -> 64``."""
-        if self.backbone == "conv":
-            c, h, w = self.input_shape
-
-            def stage(layer: LayerSpec, arrow: str) -> str:
-                return f"{arrow}{layer.width}c k{layer.kernel} {layer.activation}"
-
-            f = 2**self.stages
-            grid = f"{self.latent_dim}x{h // f}x{w // f}"
-            code = f"{grid} -> [dense {self.dense_latent}]" if self.dense_latent else f"[{grid}]"
-            out = f"{c}x{h}x{w}" + (
-                f" {self.output_activation}" if self.output_activation != "identity" else "")
-            pre = [] if self.prefilter == "none" else [self.prefilter]
-            return " -> ".join([f"conv {c}x{h}x{w}", *pre,
-                                *(stage(x, "/2 ") for x in self.encoder),
-                                code,
-                                *(stage(x, "x2 ") for x in self.decoder), out]) + (
-                " (+ linear bypass)" if self.linear_bypass else "")
-        enc = " -> ".join(f"{layer.width} {layer.activation}" for layer in self.encoder)
-        dec = " -> ".join(f"{layer.width} {layer.activation}" for layer in self.decoder)
-        parts = [f"{self.backbone} {self.input_dim}"]
-        if enc:
-            parts.append(enc)
-        parts.append(f"[{self.latent_dim}]")
-        if dec:
-            parts.append(dec)
-        out = f"{self.input_dim}" + (
-            f" {self.output_activation}" if self.output_activation != "identity" else ""
-        )
-        parts.append(out)
-        return " -> ".join(parts) + (" (+ linear bypass)" if self.linear_bypass else "")
+        return self.contract.describe()
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -400,13 +285,11 @@ class SupernetConfig:
 
     With ``backbone="conv"`` (see :meth:`conv`) the same fields describe the conv
     supernet: ``max_input_dim`` is the most image channels, ``max_depth`` the most
-    down-sampling stages, ``width_choices`` the channels per stage, ``latent_choices`` the
-    latent channels and ``kernel_choices`` the kernel sizes per stage, and
-    ``prefilters`` (conv only; empty = no choice, as in checkpoints from before the field)
-    the input filters the search may put in front of the first stage, and
-    ``dense_latents`` (conv only; empty = none) the sizes of the global dense code the
-    search may put in place of the spatial latent (prefix masks over one pair of linear
-    maps; searched where a latent byte budget asks for compression).
+    down-sampling stages, ``width_choices`` the channels and ``kernel_choices`` the kernels
+    per stage, ``latent_choices`` the latent channels, ``prefilters`` (empty = no choice,
+    as in older checkpoints) the input filters before the first stage and
+    ``dense_latents`` (empty = none; prefix masks over one pair of linear maps) the sizes
+    of the global dense code that may replace the spatial latent.
     """
 
     max_input_dim: int = 128
@@ -457,14 +340,14 @@ class SupernetConfig:
         if self.backbone not in BACKBONES:
             raise SpecError(
                 f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
-        _positive_int("max_input_dim", self.max_input_dim)
-        _positive_int("max_depth", self.max_depth)
+        positive_int("max_input_dim", self.max_input_dim)
+        positive_int("max_depth", self.max_depth)
         for name in ("width_choices", "latent_choices", "kernel_choices"):
             values = getattr(self, name)
             if not values:
                 raise SpecError(f"{name} must not be empty")
             for v in values:
-                _positive_int(name, v)
+                positive_int(name, v)
             if list(values) != sorted(set(values)):
                 raise SpecError(f"{name} must be strictly increasing, got {list(values)}")
         for k in self.kernel_choices:
@@ -474,17 +357,16 @@ class SupernetConfig:
             raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
         if self.linear_bypass and self.backbone == "conv" and not self.dense_latents:
             raise SpecError("a conv linear_bypass needs dense_latents (it feeds the dense code)")
-        if self.prefilters and self.backbone != "conv":
-            raise SpecError("prefilters are only defined for the conv backbone")
+        for name in ("prefilters", "dense_latents"):  # search choices of the conv backbone
+            if getattr(self, name) and self.backbone != "conv":
+                raise SpecError(f"{name} are only defined for the conv backbone")
         for f in self.prefilters:
             if f not in PREFILTERS:
                 raise SpecError(f"unknown prefilter {f!r}; choose from {', '.join(PREFILTERS)}")
         if len(set(self.prefilters)) != len(self.prefilters):
             raise SpecError(f"prefilters must not repeat, got {list(self.prefilters)}")
-        if self.dense_latents and self.backbone != "conv":
-            raise SpecError("dense_latents are only defined for the conv backbone")
         for v in self.dense_latents:
-            _positive_int("dense_latents", v)
+            positive_int("dense_latents", v)
         if list(self.dense_latents) != sorted(set(self.dense_latents)):
             raise SpecError(f"dense_latents must be strictly increasing, got "
                             f"{list(self.dense_latents)}")

@@ -197,11 +197,9 @@ def _targets(path: Path, cfg: BenchConfig, gpu: bool,
     info = {"kind": "bundle", "arch": bundle.spec.describe(), "objective": bundle.objective,
             "input": "mean + std * N(0, 1) in raw units (manifest normalization)"}
     n = bundle.normalization
-    shape = bundle.spec.input_shape if bundle.spec.backbone == "conv" else None
-    if shape is not None:
-        info["input"] += f"; images {'x'.join(map(str, shape))} (the adapted resolution"
-        info["input"] += ", the only one a dense code runs at)" if bundle.fixed_hw else ")"
-    return targets, info, _inputs(cfg.batches, n["mean"], n["std"], cfg.seed, shape)
+    info["input"] += bundle.contract.sample_note()  # images: the resolution drawn at
+    return targets, info, _inputs(cfg.batches, n["mean"], n["std"], cfg.seed,
+                                  bundle.spec.input_shape)
 
 
 def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -83,10 +83,7 @@ def _sizes(spec: ArchSpec | None, precision: str) -> tuple[int | None, int | Non
 
 
 def _io_bytes(spec: ArchSpec) -> int:
-    if spec.backbone == "conv":  # x in; recon, latent, score, error_map out (float32)
-        c, h, w = spec.input_shape
-        return 4 * (2 * c * h * w + spec.latent_size() + 1 + h * w)
-    return 4 * (2 * spec.input_dim + spec.latent_dim + 1)  # x in; recon, latent, score out
+    return spec.contract.io_bytes()  # float32 in and out of one autoencoder call per sample
 
 
 def _ort_session(path: Path, threads: int | None) -> Any:
@@ -179,18 +176,12 @@ def _torch_target(bundle: Bundle, backend: str, threads: int | None) -> Target:
     model.to(dev)
     mean = torch.from_numpy(bundle.normalization["mean"]).to(dev)
     std = torch.from_numpy(bundle.normalization["std"]).to(dev)
-    inv_d = 1.0 / bundle.input_dim
-    conv = bundle.spec.backbone == "conv"
+    contract = bundle.contract
 
-    def forward(x: Any) -> tuple[Any, ...]:
+    def forward(x: Any) -> tuple[Any, ...]:  # the same outputs as the autoencoder graph
         z = (x - mean) / std
         latent = model.encode(z)
-        r = model.decode(latent)
-        d = r - z
-        if conv:  # the same four outputs as the conv graph
-            emap = (d * d).mean(dim=1, keepdim=True)
-            return r * std + mean, latent, emap.mean(dim=(1, 2, 3)), emap
-        return r * std + mean, latent, (d * d).sum(dim=1) * inv_d
+        return contract.torch_outputs(x, z, latent, model.decode(latent), mean, std)
 
     def eager(x: np.ndarray) -> Callable[[], Any]:
         def call() -> Any:

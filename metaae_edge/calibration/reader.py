@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..contracts.arrays import check_image_batch, check_vector_batch, require_finite
 from ..errors import DataError
 
 __all__ = ["CalibrationReader", "check_images", "check_raw"]
@@ -20,27 +21,9 @@ def check_images(data: Any, image_shape: tuple[int, int, int], multiple: int,
     samples flattened at the adapted resolution (N, C*H*W) as image tasks store them.
     With ``fixed_hw`` (a dense-bottleneck bundle, whose graphs are static in H and W) the
     images must be exactly that size: calibration and the gate feed them to those graphs.
+    A bundle's contract does the same: ``bundle.contract.check_data(data, what)``.
     """
-    c, h, w = image_shape
-    arr = np.asarray(data)
-    if arr.dtype.kind not in "biuf" or arr.size == 0:
-        raise DataError(f"{what} must be non-empty numeric images, got shape {arr.shape} "
-                        f"dtype {arr.dtype}")
-    if arr.ndim == 2 and arr.shape[1] == c * h * w:
-        arr = arr.reshape(len(arr), c, h, w)
-    elif arr.ndim == 3 and c == 1:
-        arr = arr[:, None]
-    if arr.ndim != 4 or arr.shape[1] != c or arr.shape[2] % multiple or arr.shape[3] % multiple:
-        raise DataError(f"{what} must be images (N, {c}, H, W) with H and W multiples of "
-                        f"{multiple}, or flattened (N, {c * h * w}); got shape {arr.shape}")
-    if fixed_hw is not None and tuple(arr.shape[2:]) != tuple(fixed_hw):
-        fh, fw = fixed_hw
-        raise DataError(f"{what} must be {fh}x{fw} images (N, {c}, {fh}, {fw}): this bundle runs "
-                        f"at {fh}x{fw} only (dense code); got {arr.shape[2]}x{arr.shape[3]}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise DataError(f"{what} contains NaN/Inf; remove or impute them first")
-    return arr
+    return check_image_batch(data, image_shape, multiple, what, fixed_hw)
 
 
 def check_raw(data: Any, width: int | None = None, what: str = "calibration data") -> np.ndarray:
@@ -50,19 +33,8 @@ def check_raw(data: Any, width: int | None = None, what: str = "calibration data
     """
     arr = np.asarray(data)
     if width is None and arr.ndim == 4 and arr.size and arr.dtype.kind in "biuf":
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.all(np.isfinite(arr)):
-            raise DataError(f"{what} contains NaN/Inf; remove or impute them first")
-        return arr
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.dtype.kind not in "biuf":
-        raise DataError(f"{what} must be a non-empty numeric (samples, features) array, got "
-                        f"shape {arr.shape} dtype {arr.dtype}")
-    if width is not None and arr.shape[1] != width:
-        raise DataError(f"{what} has {arr.shape[1]} features, the bundle expects {width}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise DataError(f"{what} contains NaN/Inf; remove or impute them first")
-    return arr
+        return require_finite(arr, what)
+    return check_vector_batch(arr, width, what)
 
 
 class CalibrationReader:

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..contracts import contract_for
 from ..errors import ExportError
 from ..runtime.bundle import SCHEMA_VERSION, package_version
 from ..spec import ArchSpec
 from ..tasks.base import OBJECTIVES, Normalizer
-from .graphs import ERROR_MAP_DEFINITION, SCORE_DEFINITION, graphs_for
+from .graphs import graphs_for
 from .onnx import export_onnx, torch_reference
 from .writer import BundleWriter
 
@@ -54,18 +55,7 @@ def _manifest(*, spec: ArchSpec, normalizer: Normalizer, task_summary: dict[str,
     import onnx
     import torch
 
-    d, latent = spec.input_dim, spec.latent_dim
-    if spec.backbone == "conv":
-        inp, outputs = _conv_io(spec)
-    else:
-        inp = {"names": ["x"], "shape": [None, d], "dtype": "float32",
-               "units": "raw (normalisation is inside the graphs)"}
-        outputs = {
-            "reconstruction": {"shape": [None, d], "dtype": "float32", "units": "raw"},
-            "latent": {"shape": [None, latent], "dtype": "float32"},
-            "score": {"shape": [None], "dtype": "float32",
-                      "definition": SCORE_DEFINITION["mlp"]},
-        }
+    inp, outputs = io_section(spec)
     return {
         "schema_version": SCHEMA_VERSION,
         "metaae_edge_version": package_version(),
@@ -92,53 +82,9 @@ def _manifest(*, spec: ArchSpec, normalizer: Normalizer, task_summary: dict[str,
     }
 
 
-def _conv_io(spec: ArchSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The manifest's ``input`` / ``outputs`` of a conv (image) bundle: NCHW, dynamic H, W
-    (or, for a dense bottleneck, fixed at the spec's H x W with a (batch, L) latent)."""
-    if spec.fixed_hw is not None:
-        return _fixed_io(spec)
-    c, h, w = spec.input_shape
-    f = 2 ** spec.stages
-    lat = spec.latent_dim
-    inp = {"names": ["x"], "shape": [None, c, None, None],
-           "dims": ["batch", c, "height", "width"], "dtype": "float32", "layout": "NCHW",
-           "channels": c, "resolution": [h, w], "spatial_multiple": f,
-           "units": "raw pixels (normalisation is inside the graphs)",
-           "note": f"height and width may be any multiples of {f}; the architecture was "
-                   f"adapted at {h}x{w}"}
-    outputs = {
-        "reconstruction": {"shape": [None, c, None, None], "dtype": "float32", "units": "raw"},
-        "latent": {"shape": [None, lat, None, None],
-                   "dims": ["batch", lat, "latent_height", "latent_width"], "dtype": "float32",
-                   "spatial_divisor": f, "values_per_image": spec.latent_size(),
-                   "at_resolution": [h, w]},
-        "score": {"shape": [None], "dtype": "float32", "definition": SCORE_DEFINITION["conv"]},
-        "error_map": {"shape": [None, 1, None, None], "dtype": "float32",
-                      "definition": ERROR_MAP_DEFINITION},
-    }
-    return inp, outputs
-
-
-def _fixed_io(spec: ArchSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``input`` / ``outputs`` of a fixed-resolution (dense-bottleneck) image bundle: only the
-    batch is dynamic; ``fixed_hw`` says so, the other keys stay as for any image bundle."""
-    c, h, w = spec.input_shape
-    dense = spec.dense_latent
-    inp = {"names": ["x"], "shape": [None, c, h, w], "dims": ["batch", c, h, w],
-           "dtype": "float32", "layout": "NCHW", "channels": c, "resolution": [h, w],
-           "spatial_multiple": 2 ** spec.stages, "fixed_hw": [h, w],
-           "units": "raw pixels (normalisation is inside the graphs)",
-           "note": f"height and width must be exactly {h}x{w}: the dense code of {dense} "
-                   "values is read off a fixed grid of this resolution"}
-    outputs = {
-        "reconstruction": {"shape": [None, c, h, w], "dtype": "float32", "units": "raw"},
-        "latent": {"shape": [None, dense], "dims": ["batch", dense], "dtype": "float32",
-                   "values_per_image": dense, "at_resolution": [h, w]},
-        "score": {"shape": [None], "dtype": "float32", "definition": SCORE_DEFINITION["conv"]},
-        "error_map": {"shape": [None, 1, h, w], "dtype": "float32",
-                      "definition": ERROR_MAP_DEFINITION},
-    }
-    return inp, outputs
+def io_section(spec: ArchSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest's ``input`` / ``outputs`` sections: the model kind's IO contract's."""
+    return contract_for(spec).io_section()
 
 
 def write_bundle(

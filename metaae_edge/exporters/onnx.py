@@ -64,63 +64,35 @@ import onnx.utils
 import torch
 from torch import nn
 
+from ..contracts import IOContract, contract_for
 from ..errors import ExportError
 from ..runtime.bundle import package_version
 from ..spec import ArchSpec
 from ..tasks.base import Normalizer
-from .graphs import (
-    CONV_DIM_NAMES,
-    CONV_GRAPHS,
-    DEFAULT_TOLERANCES,
-    ERROR_MAP_DEFINITION,
-    GRAPHS,
-    MAX_OPSET,
-    SCORE_DEFINITION,
-    conv_dims,
-    graphs_for,
-)
+from .graphs import CONV_GRAPHS, DEFAULT_TOLERANCES, GRAPHS, MAX_OPSET, graphs_for
 from .parity import check_parity, check_reference, torch_reference
 
 __all__ = ["GRAPHS", "CONV_GRAPHS", "DEFAULT_TOLERANCES", "graphs_for", "export_onnx",
            "check_parity", "torch_reference"]
 
 class _Autoencoder(nn.Module):
-    def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray):
+    """Raw input -> the autoencoder graph's outputs: reconstruction, latent, score (and, for
+    images, the error map), by the contract's reference maths. Normalisation is done here;
+    for images it is global (one mean and std), which broadcasts over any resolution."""
+
+    def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray,
+                 contract: IOContract):
         super().__init__()
         self.model = model
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-        self.inv_d = 1.0 / float(len(mean))
+        self.contract = contract
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         z = (x - self.mean) / self.std
         latent = self.model.encode(z)
         r = self.model.decode(latent)
-        d = r - z
-        # sum * (1/D) rather than mean: see the module docstring (opset 17 conversion).
-        return r * self.std + self.mean, latent, (d * d).sum(dim=1) * self.inv_d
-
-
-class _ConvAutoencoder(nn.Module):
-    """Raw NCHW images -> reconstruction, latent, score, error map (global normalisation)."""
-
-    def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray, channels: int):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-        self.inv_c = 1.0 / float(channels)
-
-    def forward(self, x: torch.Tensor):
-        z = (x - self.mean) / self.std
-        latent = self.model.encode(z)
-        r = self.model.decode(latent)
-        d = r - z
-        error_map = (d * d).sum(dim=1, keepdim=True) * self.inv_c
-        # sum / (H * W) rather than mean (opset 17, see the module docstring); the count
-        # comes from the input's shape, so any resolution divides by its own.
-        score = error_map.sum(dim=(1, 2, 3)) / (x.shape[2] * x.shape[3])
-        return r * self.std + self.mean, latent, score, error_map
+        return self.contract.torch_outputs(x, z, latent, r, self.mean, self.std)
 
 
 @contextlib.contextmanager
@@ -141,18 +113,14 @@ def _quiet() -> Iterator[None]:
 
 
 def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
-                        exporter: str, spec: ArchSpec) -> onnx.ModelProto:
-    _, inputs, outputs = graphs_for(spec)["autoencoder"]
-    conv = spec.backbone == "conv"
-    # Dense-bottleneck specs run at their own H x W only: the batch is their one dynamic axis.
-    spatial = conv and spec.fixed_hw is None
+                        exporter: str, contract: IOContract) -> onnx.ModelProto:
+    _, inputs, outputs = contract.graphs["autoencoder"]
     Dim = torch.export.Dim
     with _quiet(), torch.no_grad():
         if exporter == "dynamo":
             axes: dict[int, Any] = {0: Dim("batch")}
-            if spatial:  # H and W: any multiple of 2**stages, the sizes the network can run at
-                f = 2 ** spec.stages
-                axes.update({2: f * Dim("h_blocks"), 3: f * Dim("w_blocks")})
+            # images: H and W any multiple of 2**stages, the sizes the network can run at
+            axes.update({i: m * Dim(name) for i, (name, m) in contract.export_axes().items()})
             program = torch.onnx.export(
                 module, (example,), dynamo=True, opset_version=opset, input_names=list(inputs),
                 output_names=list(outputs), dynamic_shapes={inputs[0]: axes}, optimize=True,
@@ -160,20 +128,19 @@ def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
             proto = program.model_proto
         else:
             buf = io.BytesIO()
-            dynamic = ({n: {i: d for i, d in enumerate(CONV_DIM_NAMES[n]) if d}
-                        for n in (*inputs, *outputs)} if spatial
-                       else {n: {0: "batch"} for n in (*inputs, *outputs)})
             torch.onnx.export(
                 module, (example,), buf, dynamo=False, opset_version=opset,
                 input_names=list(inputs), output_names=list(outputs),
-                dynamic_axes=dynamic, do_constant_folding=True)
+                dynamic_axes={n: contract.dynamic_axes(n) for n in (*inputs, *outputs)},
+                do_constant_folding=True)
             proto = onnx.load_from_string(buf.getvalue())
-    if conv:
-        _name_conv_dims(proto, spec)
+    dims = contract.graph_dims()
+    if dims:
+        _name_dims(proto, dims)
     return proto
 
 
-def _name_conv_dims(proto: onnx.ModelProto, spec: ArchSpec) -> None:
+def _name_dims(proto: onnx.ModelProto, dims: dict[str, tuple[str | int | None, ...]]) -> None:
     """Rename the exporter's derived dim names on the graph's inputs / outputs.
 
     torch.export names them after the symbolic expressions (``4*h_blocks``, ``s38``);
@@ -182,7 +149,6 @@ def _name_conv_dims(proto: onnx.ModelProto, spec: ArchSpec) -> None:
     TensorRT infer intermediate shapes themselves). Static axes (every one but the batch
     of a fixed-resolution spec) keep their sizes.
     """
-    dims = conv_dims(spec)
     for vi in (*proto.graph.input, *proto.graph.output):
         names = dims.get(vi.name)
         if names is None:
@@ -218,23 +184,14 @@ def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
         raise ExportError(
             f"the {exporter} exporter produced opset {got.get('ai.onnx')} for {role}, not the "
             f"requested {opset}; request opset {got.get('ai.onnx')} or exporter='torchscript'")
-    fixed = spec.fixed_hw
+    contract = contract_for(spec)
     for vi in (*proto.graph.input, *proto.graph.output):
         dims = vi.type.tensor_type.shape.dim
         if not dims or dims[0].dim_param != "batch":
             raise ExportError(f"{role} {vi.name!r} has no dynamic 'batch' axis after export")
-        if fixed is not None:  # every axis but the batch static, at the spec's own size
-            want = conv_dims(spec).get(vi.name)
-            got = [d.dim_param or d.dim_value for d in dims]
-            if want is not None and tuple(got) != want:
-                raise ExportError(f"{role} {vi.name!r} has shape {got} after export, expected "
-                                  f"{list(want)} (dynamic batch, fixed {fixed[0]}x{fixed[1]})")
-        elif spec.backbone == "conv" and len(dims) == 4:
-            want = CONV_DIM_NAMES.get(vi.name, ())[2:]
-            if tuple(d.dim_param for d in dims[2:]) != want:
-                got = [d.dim_param or d.dim_value for d in dims]
-                raise ExportError(f"{role} {vi.name!r} has no dynamic height / width axes "
-                                  f"after export (got {got})")
+        why = contract.graph_shape_error(role, vi.name, dims)  # H / W axes, per kind
+        if why is not None:
+            raise ExportError(why)
     # The lowest IR version the opset allows: older onnxruntime / TensorRT parsers refuse
     # newer IR versions they do not need.
     proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import), True)
@@ -246,14 +203,7 @@ def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
         "torch.version": torch.__version__,
         "onnx.version": onnx.__version__,
     }
-    if role == "autoencoder":
-        meta["metaae_edge.score"] = SCORE_DEFINITION[spec.backbone]
-        if spec.backbone == "conv":
-            meta["metaae_edge.error_map"] = ERROR_MAP_DEFINITION
-    if spec.backbone == "conv":
-        meta["metaae_edge.spatial_multiple"] = str(2 ** spec.stages)
-    if fixed is not None:  # the only size the graph accepts (dense bottleneck)
-        meta["metaae_edge.fixed_hw"] = f"{fixed[0]}x{fixed[1]}"
+    meta.update(contract.graph_metadata(role))
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     proto.doc_string = f"metaae-edge {role}: {spec.describe()}"
@@ -305,29 +255,18 @@ def export_onnx(
         raise ExportError(f"opset must be between 13 and {MAX_OPSET}, got {opset}")
     mean = np.asarray(normalizer.mean, np.float32)
     std = np.asarray(normalizer.std, np.float32)
-    conv = spec.backbone == "conv"
-    if conv:
-        if mean.shape != (1,) or std.shape != (1,):
-            raise ExportError(f"a conv model needs global normalisation (one mean and std, "
-                              f"shape (1,)) so the graph runs at any resolution; got mean "
-                              f"{mean.shape}: fit it with Normalizer.fit(x, 'global')")
-    elif mean.shape != (spec.input_dim,) or std.shape != (spec.input_dim,):
-        raise ExportError(f"normalizer has {mean.shape[0]} features, the model {spec.input_dim}")
+    contract = contract_for(spec)
+    why = contract.normalizer_error(mean, std)
+    if why is not None:
+        raise ExportError(why)
     check_reference(reference, spec)
     m = copy.deepcopy(model).cpu().float().eval()  # never touch the caller's module
     # Batch 3 as the example: torch.export specialises dims whose example size is 0 or 1;
-    # for images also 3 x 2 blocks of 2**stages pixels (distinct, so H and W stay apart),
-    # or the one size a fixed-resolution (dense-bottleneck) spec runs at.
-    if conv:
-        f = 2 ** spec.stages
-        hw = spec.fixed_hw or (3 * f, 2 * f)
-        example = torch.zeros(3, spec.input_shape[0], *hw)
-        module: nn.Module = _ConvAutoencoder(m, mean, std, spec.input_shape[0])
-    else:
-        example = torch.zeros(3, spec.input_dim)
-        module = _Autoencoder(m, mean, std)
+    # images: see the contract's export_example.
+    example = torch.zeros(*contract.export_example())
+    module = _Autoencoder(m, mean, std, contract)
     try:
-        proto = _export_autoencoder(module.eval(), example, opset, exporter, spec)
+        proto = _export_autoencoder(module.eval(), example, opset, exporter, contract)
         graphs = _split(proto, spec)
     except Exception as exc:  # the exporters raise many types; report one line
         raise ExportError(f"exporting with the {exporter} exporter failed: "

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError, ParityError
+from ..contracts import contract_for
+from ..contracts.reference import vector_score
+from ..errors import ParityError
 from ..runtime.backends import require
 from ..spec import ArchSpec
 from ..tasks.base import Normalizer
-from .graphs import DEFAULT_TOLERANCES, graphs_for
+from .graphs import DEFAULT_TOLERANCES
 
 __all__ = ["SECOND_RESOLUTION_MAX_PIXELS", "SECOND_RESOLUTION_SAMPLES", "check_parity",
            "check_reference", "torch_reference"]
@@ -34,41 +36,21 @@ SECOND_RESOLUTION_MAX_PIXELS = 512 * 512
 
 
 def check_reference(reference: Any, spec: ArchSpec) -> np.ndarray:
-    """Validate parity / reference data: float32 (N, D) for MLP specs; for conv specs
-    images (N, C, H, W) with H, W multiples of ``2**stages`` (exactly the spec's H, W for a
-    fixed-resolution spec), or flattened samples (N, C*H*W) at the spec's own resolution
-    (reshaped)."""
-    ref = np.asarray(reference)
-    if ref.size == 0 or ref.dtype.kind not in "biuf":
-        raise DataError(f"parity reference must be a non-empty numeric array, got shape "
-                        f"{ref.shape} dtype {ref.dtype}")
-    if spec.backbone == "conv":
-        c, h, w = spec.input_shape
-        f = 2 ** spec.stages
-        if ref.ndim == 2 and ref.shape[1] == c * h * w:
-            ref = ref.reshape(len(ref), c, h, w)
-        if ref.ndim != 4 or ref.shape[1] != c or ref.shape[2] % f or ref.shape[3] % f:
-            raise DataError(f"parity reference must be images (samples, {c}, H, W) with H and "
-                            f"W multiples of {f}, or flattened samples (samples, {c * h * w}); "
-                            f"got shape {ref.shape}")
-        if spec.fixed_hw is not None and ref.shape[2:] != (h, w):
-            raise DataError(f"parity reference must be images (samples, {c}, {h}, {w}): this "
-                            f"architecture runs at {h}x{w} only (dense code); got shape "
-                            f"{ref.shape}")
-    else:
-        dim = spec.input_dim
-        if ref.ndim != 2 or ref.shape[1] != dim:
-            raise DataError(f"parity reference must be a non-empty numeric (samples, {dim}) "
-                            f"array, got shape {ref.shape} dtype {ref.dtype}")
-    ref = np.ascontiguousarray(ref, dtype=np.float32)
-    if not np.all(np.isfinite(ref)):
-        raise DataError("parity reference contains NaN/Inf")
-    return ref
+    """Validate parity / reference data with the spec's contract: float32 (N, D) for MLP
+    specs; for conv specs images (N, C, H, W) with H, W multiples of ``2**stages`` (exactly
+    the spec's H, W for a fixed-resolution spec), or flattened samples (N, C*H*W) at the
+    spec's own resolution (reshaped).
+
+    Raises:
+        DataError: one line naming the expected and the found shape.
+    """
+    return contract_for(spec).check_reference(reference)
 
 
 def torch_reference(model: nn.Module, normalizer: Normalizer,
                     x: np.ndarray) -> dict[str, np.ndarray]:
-    """The torch fp32 outputs the graphs must reproduce (normalisation done in torch).
+    """The torch fp32 outputs the graphs must reproduce (normalisation done in torch), the
+    score and error map by the contract's reference maths (:mod:`metaae_edge.contracts`).
 
     For conv models ``x`` may be flattened samples at the spec's resolution; the outputs
     are NCHW and include ``error_map``.
@@ -77,20 +59,21 @@ def torch_reference(model: nn.Module, normalizer: Normalizer,
     mean = torch.from_numpy(np.asarray(normalizer.mean, np.float32))
     std = torch.from_numpy(np.asarray(normalizer.std, np.float32))
     spec: ArchSpec | None = getattr(m, "spec", None)
-    conv = spec is not None and spec.backbone == "conv"
-    if conv:
-        x = check_reference(x, spec)
+    contract = None if spec is None else contract_for(spec)
+    if contract is not None:
+        x = contract.check_reference(x)
     with torch.no_grad():
         z = (torch.from_numpy(np.ascontiguousarray(x, np.float32)) - mean) / std
         latent = m.encode(z)
         r = m.decode(latent)
-        sq = (r - z) ** 2
-        out = {"reconstruction": (r * std + mean).numpy(), "latent": latent.numpy()}
-        if conv:
-            out["score"] = sq.mean(dim=(1, 2, 3)).numpy()
-            out["error_map"] = sq.mean(dim=1, keepdim=True).numpy()
+        if contract is None:
+            score, error_map = vector_score(r - z, 1.0 / float(z.shape[1])), None
         else:
-            out["score"] = sq.mean(dim=1).numpy()
+            score, error_map = contract.torch_errors(r, z)
+        out = {"reconstruction": (r * std + mean).numpy(), "latent": latent.numpy(),
+               "score": score.numpy()}
+        if error_map is not None:
+            out["error_map"] = error_map.numpy()
         return out
 
 
@@ -173,8 +156,9 @@ def check_parity(
     ort = require("onnxruntime", "metaae-edge[cpu]")
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     spec: ArchSpec = model.spec
-    graphs = graphs_for(spec)
-    ref = check_reference(reference, spec)
+    contract = contract_for(spec)
+    graphs = contract.graphs
+    ref = contract.check_reference(reference)
     std = np.asarray(normalizer.std, np.float64)
     sessions = {}
     for role, (fname, _, _) in graphs.items():
@@ -187,18 +171,19 @@ def check_parity(
                               "onnxruntime_version": ort.__version__, "graphs": {}}
     failures: list[str] = []
     inputs = [ref]
-    if spec.backbone == "conv" and second_resolution and spec.fixed_hw is None:
+    if second_resolution and contract.dynamic_hw:
         big = _second_resolution(ref)
         if big is not None:
             inputs.append(big)
     for i, x in enumerate(inputs):
-        where = f" at {x.shape[2]}x{x.shape[3]}" if spec.backbone == "conv" else ""
+        label = contract.size_label(x)  # HxW of images; None for vectors
         expected = torch_reference(model, normalizer, x)
-        res = _run_graphs(sessions, graphs, x, expected, tol, std, failures, where)
+        res = _run_graphs(sessions, graphs, x, expected, tol, std, failures,
+                          f" at {label}" if label else "")
         if i == 0:
             report["graphs"] = res
-        if spec.backbone == "conv":
-            report.setdefault("resolutions", {})[f"{x.shape[2]}x{x.shape[3]}"] = {
+        if label:
+            report.setdefault("resolutions", {})[label] = {
                 "n_samples": int(len(x)), "batch_sizes": sorted({len(x), 1}),
                 "max_abs_err": max(r["max_abs_err"] for g in res.values() for r in g.values()),
                 "passed": all(r["passed"] for g in res.values() for r in g.values()),

@@ -26,44 +26,22 @@ from typing import Any
 
 import numpy as np
 
+from ..contracts import IOContract
 from ..errors import BackendUnavailableError, BundleError, InputError
 from ..spec import ArchSpec
 from .backends import (
-    IMAGE_MAX_BATCH,
     OrtRunner,
     SessionConfig,
     available_backends,
     create_runner,
-    image_profile,
-    latent_profile,
 )
 from .bundle import Bundle, load_bundle
-from .io import coerce_images, fixed_size_error, locate_nonfinite, numeric_array
+from .io import locate_nonfinite
 from .runners import Runner, check_load_options, open_fastest
 
 __all__ = ["Runtime"]
 
-_AE_OUTPUTS = ("reconstruction", "latent", "score")
-_F32 = np.dtype(np.float32)  # builtin dtypes are singletons: ``is`` is the cheap test
-_TRT_DEFAULT_MAX_BATCH = 4096
 
-
-def _coerce(x: Any, width: int, what: str, hint: str) -> np.ndarray:
-    """Slow path: turn anything array-like into C-contiguous float32 (batch, width)."""
-    expected = f"expected (batch, {width}) float32 {what}"
-    arr = numeric_array(x, expected, "pass an ndarray or a list of equal-length rows")
-    if arr.size == 0:
-        raise InputError(f"{expected}; got an empty batch (shape {arr.shape}); pass at "
-                         "least one sample")
-    shape = arr.shape
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)  # one sample
-    elif arr.ndim != 2:
-        raise InputError(f"{expected}; got a {arr.ndim}-D array of shape {shape}")
-    if arr.shape[1] != width:
-        one = " (a 1-D input is one sample)" if len(shape) == 1 else ""
-        raise InputError(f"{expected}; got {shape}{one}. {hint}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 class Runtime:
@@ -77,6 +55,8 @@ class Runtime:
         backend: the backend actually used (e.g. ``"ort-cpu"``).
         backend_notes: why faster backends were skipped when ``backend="auto"``.
         spec: the architecture (:class:`~metaae_edge.spec.ArchSpec`).
+        contract: its model kind's :class:`~metaae_edge.contracts.IOContract` (input
+            checks, output names, TensorRT profiles).
         manifest: the bundle's manifest dict.
         bundle: the loaded :class:`~metaae_edge.runtime.bundle.Bundle`.
         precision: the graph precision in use.
@@ -97,9 +77,11 @@ class Runtime:
         self._config = config
         self._lock = threading.Lock()
         self._runners: dict[str, OrtRunner] = {"autoencoder": runner}
-        self._image = bundle.is_image
-        wanted = (*_AE_OUTPUTS, "error_map") if self._image else _AE_OUTPUTS
-        missing = [n for n in wanted if n not in runner.output_names]
+        # What differs between model kinds (vectors, images, fixed-size images) at the
+        # graphs' edges is the contract's: input checks, outputs, profiles.
+        self.contract: IOContract = bundle.contract
+        missing = [n for n in self.contract.graphs["autoencoder"][2]
+                   if n not in runner.output_names]
         if missing:
             raise BundleError(f"bundle {bundle.root}: autoencoder graph lacks output(s) "
                               f"{', '.join(missing)}")
@@ -110,27 +92,10 @@ class Runtime:
         # in each as the finiteness check reads it.
         self._out_recon_score, self._out_score = ["reconstruction", "score"], ["score"]
         self._out_recon = ["reconstruction"]
-        self._out_all = list(_AE_OUTPUTS)
+        self._out_all = list(self.contract.infer_outputs)
         self._out_map = ["error_map", "score"]
-        self._d = bundle.input_dim
-        self._l = bundle.latent_dim
-        self._x_hint = f"This bundle was built for {self._d} features"
-        self._z_hint = f"This bundle's latent size is {self._l}"
-        # (H, W) of a dense-bottleneck image bundle: the only size its graphs accept.
-        self._fixed = bundle.fixed_hw
-        if self._image:
-            self._out_all = ["reconstruction", "latent", "error_map", "score"]
-            self._c, self._mult = bundle.channels, bundle.spatial_multiple
-            c, h, w = self.spec.input_shape
-            self._x_hint = (f"This bundle takes {c}-channel images, height and width "
-                            f"multiples of {self._mult} (adapted at {h}x{w})")
-            self._z_hint = (f"This bundle's latent codes have {self._l} channels at 1/"
-                            f"{self._mult} of the image height and width")
-            if self._fixed is not None:  # codes are (N, dense_latent) vectors, as for an MLP
-                self._l = self.spec.dense_latent
-                self._x_hint = f"This bundle takes {c}-channel {h}x{w} images only (dense code)"
-                self._z_hint = (f"This bundle's latent codes are {self._l} values per image "
-                                "(dense code)")
+        self._coerce_x = self.contract.coerce_input  # bound once: the per-call path
+        self._coerce_z = self.contract.coerce_latent
         thr = bundle.threshold_for(precision)  # scores shift with precision
         self.threshold: float | None = None if thr is None else float(thr["value"])
 
@@ -182,8 +147,7 @@ class Runtime:
                                optimization=optimization, device_id=device_id,
                                max_batch=max_batch,
                                cache_dir=None if cache_dir is None else str(cache_dir))
-        profile: tuple[str, Any] = (
-            ("x", image_profile(bundle.spec)) if bundle.is_image else ("x", bundle.input_dim))
+        profile: tuple[str, Any] = bundle.contract.trt_profile("autoencoder")
         notes: list[str] = []
         if backend != "auto":
             runner = create_runner(backend, graph, config, profile, bundle=bundle)
@@ -193,7 +157,7 @@ class Runtime:
                                                  device_id=device_id)
         if chosen == "ort-trt" and max_batch is None:
             # the engine's profile ends there
-            max_batch = IMAGE_MAX_BATCH if bundle.is_image else _TRT_DEFAULT_MAX_BATCH
+            max_batch = bundle.contract.trt_max_batch
         return cls(bundle, chosen, runner, config, precision, max_batch, notes, check_finite)
 
     def _runner(self, role: str) -> Runner:
@@ -204,16 +168,11 @@ class Runtime:
             runner = self._runners.get(role)
             if runner is None:
                 path = self.bundle.path_for(role, self.precision)
-                width: Any = self._d if role == "encoder" else self._l
-                if self._image:
-                    width = image_profile(self.spec)
-                    if role == "decoder":
-                        width = latent_profile(self.spec, width)
-                name = "latent" if role == "decoder" else "x"
+                profile = self.contract.trt_profile(role)
                 if self.backend == "tensorrt":
-                    runner = self._trt_role_runner(role, path, (name, width))
+                    runner = self._trt_role_runner(role, path, profile)
                 else:
-                    runner = create_runner(self.backend, path, self._config, (name, width))
+                    runner = create_runner(self.backend, path, self._config, profile)
                 self._runners[role] = runner
             return runner
 
@@ -240,44 +199,8 @@ class Runtime:
 
     # -- per-call helpers --------------------------------------------------------------
     def _xin(self, x: Any, check: bool = True) -> np.ndarray:
-        """Samples (MLP) or images (conv) for the autoencoder / encoder graphs."""
-        if self._fixed is not None:
-            # Any size passes coercion (multiple 1), so a wrong one is named as such rather
-            # than as a wrong multiple.
-            arr = self._images(x, self._c, 1, "images", self._x_hint, check)
-            if arr.shape[2:] != self._fixed:
-                raise fixed_size_error(self._fixed, arr.shape[2:])
-            return arr
-        if self._image:
-            return self._images(x, self._c, self._mult, "images", self._x_hint, check)
-        return self._input(x, self._d, "samples", self._x_hint, check)
-
-    def _zin(self, z: Any) -> np.ndarray:
-        """Latent codes for the decoder graph."""
-        if self._image and self._fixed is None:
-            return self._images(z, self._l, 1, "latent codes", self._z_hint)
-        return self._input(z, self._l, "latent codes", self._z_hint)
-
-    def _images(self, x: Any, channels: int, multiple: int, what: str, hint: str,
-                check: bool = True) -> np.ndarray:
-        if (type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 4 and x.shape[0]
-                and x.shape[1] == channels and x.shape[2] and x.shape[3]
-                and not (x.shape[2] % multiple or x.shape[3] % multiple)
-                and x.flags.c_contiguous):
-            arr = x  # fast path: no copy
-        else:
-            arr = coerce_images(x, channels, multiple, what, hint)
-        if check and self._check_finite and not math.isfinite(np.vdot(arr, arr)):
-            self._raise_nonfinite(arr)
-        return arr
-
-    def _input(self, x: Any, width: int, what: str, hint: str,
-               check: bool = True) -> np.ndarray:
-        if (type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2
-                and x.shape[1] == width and x.shape[0] and x.flags.c_contiguous):
-            arr = x  # fast path: no copy
-        else:
-            arr = _coerce(x, width, what, hint)
+        """Samples (vectors) or images for the autoencoder / encoder graphs."""
+        arr = self._coerce_x(x)  # the contract's checks, with its no-copy fast path
         if not (check and self._check_finite):
             return arr
         # One BLAS dot: any NaN / Inf makes it non-finite. Only then pay for the locating
@@ -285,6 +208,13 @@ class Runtime:
         # Measured next to session.run, a dot costs a third of a ufunc reduction (sum,
         # isfinite().all()); vdot rather than dot as it does not warn on overflow.
         if not math.isfinite(np.vdot(arr, arr)):
+            self._raise_nonfinite(arr)
+        return arr
+
+    def _zin(self, z: Any) -> np.ndarray:
+        """Latent codes for the decoder graph."""
+        arr = self._coerce_z(z)
+        if self._check_finite and not math.isfinite(np.vdot(arr, arr)):
             self._raise_nonfinite(arr)
         return arr
 
@@ -303,7 +233,7 @@ class Runtime:
         less next to ``session.run`` than any numpy pass over the input (measured: the
         input check alone was +30% over a bare ``session.run`` at batch 1).
         """
-        arr = self._xin(x, check=False)
+        arr = self._coerce_x(x)  # finiteness: checked on the score below
         mb = self.max_batch
         if mb is None or len(arr) <= mb:  # the common case, without the chunking call
             outs = self._ae_session_run(outputs, {self._ae_in: arr})
@@ -347,7 +277,7 @@ class Runtime:
         Raises:
             InputError: the bundle is not an image (conv) bundle.
         """
-        if not self._image:
+        if not self.contract.has_error_map:
             raise InputError(f"error_map needs an image (conv) bundle; {self.bundle.root} "
                              f"takes feature vectors ({self.spec.describe()}): use score()")
         return self._ae(x, self._out_map)[0]

@@ -20,7 +20,14 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from ..errors import InputError
+from ..contracts import contract_for
+from ..contracts.image import (  # noqa: F401  (re-exported: the TensorRT profile defaults)
+    IMAGE_MAX_BATCH,
+    IMAGE_MAX_SIDE_FACTOR,
+    IMAGE_MIN_MAX_SIDE,
+    IMAGE_OPT_BATCH,
+)
+from ..errors import InputError  # noqa: F401  (re-exported)
 from ..optional import require as _require
 
 __all__ = [
@@ -40,72 +47,27 @@ __all__ = [
     "create_runner",
 ]
 
-# TensorRT optimisation profile of image (conv) graphs, whose height and width are dynamic
-# as well as the batch. Defaults: batch 1..IMAGE_MAX_BATCH, tuned for IMAGE_OPT_BATCH;
-# height / width from one block of 2**stages pixels up to IMAGE_MAX_SIDE_FACTOR times the
-# resolution the architecture was adapted at (at least IMAGE_MIN_MAX_SIDE pixels), tuned
-# for the adapted resolution. TensorRT reserves activation memory for the largest shape
-# (max batch x max pixels x the widest layer's channels), so the box is kept modest: 64
-# images of 64x64 with 32 channels is 32 MiB per activation. Widen it with
-# ``build-engine --max-hw`` / ``--max-batch``. A dense-bottleneck bundle (``spec.fixed_hw``)
-# runs at its adapted H x W only: min = opt = max there, and only the batch varies.
-IMAGE_MAX_BATCH = 64
-IMAGE_OPT_BATCH = 16
-IMAGE_MAX_SIDE_FACTOR = 4
-IMAGE_MIN_MAX_SIDE = 64
+# The TensorRT profile box of image graphs lives with the image contract
+# (metaae_edge.contracts.image); these names are kept for the exporters and users.
 
 
 def image_profile(spec: Any, *, min_hw: tuple[int, int] | None = None,
                   opt_hw: tuple[int, int] | None = None,
                   max_hw: tuple[int, int] | None = None) -> dict[str, tuple[int, int, int]]:
-    """Per-sample (C, H, W) shapes at the min / opt / max points of an image profile.
-
-    Args:
-        spec: the conv :class:`~metaae_edge.spec.ArchSpec`.
-        min_hw, opt_hw, max_hw: (H, W) overrides; each a multiple of ``2**stages``. A
-            fixed-resolution spec (``spec.fixed_hw``) has one point, its own (H, W), which
-            the overrides may only repeat.
+    """Per-sample (C, H, W) shapes at the min / opt / max points of an image profile: the
+    spec's contract's :meth:`~metaae_edge.contracts.IOContract.input_profile`.
 
     Raises:
         InputError: a size is not a multiple of ``2**stages`` or min <= opt <= max fails;
             for a fixed-resolution spec, a size other than its own.
     """
-    c, h, w = spec.input_shape
-    m = 2 ** spec.stages
-    fixed = spec.fixed_hw
-    if fixed is not None:  # static H / W in the graph: a profile over the batch only
-        for name, hw in (("min", min_hw), ("opt", opt_hw), ("max", max_hw)):
-            if hw is not None and tuple(int(v) for v in hw) != tuple(fixed):
-                size = "x".join(map(str, hw))
-                raise InputError(f"this bundle runs at {h}x{w} only (dense code); profile "
-                                 f"{name} size {size} must be {h}x{w} or left out")
-        return {"min": (c, h, w), "opt": (c, h, w), "max": (c, h, w)}
-
-    def up(v: int) -> int:
-        return -(-v // m) * m
-
-    lo = tuple(min_hw or (m, m))
-    opt = tuple(opt_hw or (h, w))
-    hi = tuple(max_hw or (up(max(IMAGE_MAX_SIDE_FACTOR * h, IMAGE_MIN_MAX_SIDE)),
-                          up(max(IMAGE_MAX_SIDE_FACTOR * w, IMAGE_MIN_MAX_SIDE))))
-    for name, hw in (("min", lo), ("opt", opt), ("max", hi)):
-        if len(hw) != 2 or any(int(v) < m or int(v) % m for v in hw):
-            raise InputError(f"profile {name} size {hw} must be two positive multiples of {m} "
-                             f"(this image bundle has {spec.stages} down-sampling stages)")
-    if not all(a <= b <= d for a, b, d in zip(lo, opt, hi)):
-        raise InputError(f"profile sizes must satisfy min <= opt <= max per side, got "
-                         f"{lo} / {opt} / {hi}")
-    return {"min": (c, *map(int, lo)), "opt": (c, *map(int, opt)), "max": (c, *map(int, hi))}
+    return contract_for(spec).input_profile(min_hw=min_hw, opt_hw=opt_hw, max_hw=max_hw)
 
 
 def latent_profile(spec: Any, profile: dict[str, tuple[int, int, int]]
                    ) -> dict[str, tuple[int, ...]]:
-    """The decoder's (L, h, w) profile matching an image profile (sizes / 2**stages); the
-    (dense_latent,) code at every point for a fixed-resolution (dense-bottleneck) spec."""
-    if spec.fixed_hw is not None:
-        return {k: (spec.dense_latent,) for k in profile}
-    m = 2 ** spec.stages
-    return {k: (spec.latent_dim, v[1] // m, v[2] // m) for k, v in profile.items()}
+    """The decoder's profile matching an image profile (the contract's ``latent_profile``)."""
+    return contract_for(spec).latent_profile(profile)
 
 
 def require(module: str, extra: str) -> ModuleType:

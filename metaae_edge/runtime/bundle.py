@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..contracts import IOContract, contract_for
 from ..errors import BundleError
 from ..spec import ArchSpec
 from .manifest import (
@@ -109,26 +110,31 @@ class Bundle:
         return self.spec.input_dim
 
     @property
+    def contract(self) -> IOContract:
+        """The IO contract of the bundle's model kind (input checks, shapes, profiles)."""
+        return contract_for(self.spec)
+
+    @property
     def is_image(self) -> bool:
         """Whether this is a conv (image) bundle: NCHW input (dynamic H and W unless
         :attr:`fixed_hw`)."""
-        return self.spec.backbone == "conv"
+        return self.contract.is_image
 
     @property
     def fixed_hw(self) -> tuple[int, int] | None:
         """The only (H, W) an image bundle with a dense bottleneck accepts (None: any
         multiples of :attr:`spatial_multiple`, or an MLP bundle)."""
-        return self.spec.fixed_hw
+        return self.contract.fixed_hw
 
     @property
     def channels(self) -> int | None:
         """Image channels C (None for an MLP bundle)."""
-        return self.spec.input_shape[0] if self.is_image else None
+        return self.contract.channels
 
     @property
     def spatial_multiple(self) -> int:
         """Heights and widths must be multiples of this (``2**stages``; 1 for MLP)."""
-        return 2 ** self.spec.stages if self.is_image else 1
+        return self.contract.spatial_multiple
 
     @property
     def latent_dim(self) -> int:

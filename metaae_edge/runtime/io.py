@@ -1,5 +1,6 @@
-"""numpy-only readers and an atomic writer for the ``run`` command (torch-free), and the
-image-batch checks the Runtime applies to NCHW inputs of image bundles.
+"""numpy-only readers and an atomic writer for the ``run`` command (torch-free). The array
+checks of the Runtime's inputs (``coerce_images`` ...) live in
+:mod:`metaae_edge.contracts.arrays` and are re-exported here.
 
 Formats: ``.npy`` (never unpickled), ``.npz`` (one array, or the one named ``x``),
 ``.csv`` (comma separated, one optional header row). Every problem is an :class:`InputError`
@@ -15,6 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ..contracts.arrays import (  # noqa: F401  (re-exported: the Runtime's array checks)
+    coerce_images,
+    fixed_size_error,
+    locate_nonfinite,
+    numeric_array,
+)
 from ..errors import InputError
 from ..fsutil import atomic_write
 
@@ -151,92 +158,3 @@ def write_array(path: str | Path, array: np.ndarray) -> Path:
 
     atomic_write(path, write)
     return path
-
-
-def locate_nonfinite(arr: np.ndarray) -> str | None:
-    """Where the first NaN / Inf of ``arr`` is, in words (None: all finite).
-
-    ``row r, column c`` for (batch, features) arrays; ``image n, channel c, pixel (y, x)``
-    for NCHW image batches.
-    """
-    bad = ~np.isfinite(arr)
-    if not bad.any():
-        return None
-    idx = tuple(int(i) for i in np.argwhere(bad)[0])
-    kind = "NaN" if np.isnan(arr[idx]) else "Inf"
-    if arr.ndim == 4:
-        n, c, y, x = idx
-        return f"{kind} at image {n}, channel {c}, pixel (y={y}, x={x})"
-    if arr.ndim == 2:
-        return f"{kind} at row {idx[0]}, column {idx[1]}"
-    return f"{kind} at index {idx}"
-
-
-def numeric_array(x: object, expected: str, how: str) -> np.ndarray:
-    """``x`` as a real-numeric ndarray (not yet float32), or a one-line :class:`InputError`
-    that starts with ``expected`` (``how``: what to pass instead of a non-array)."""
-    if isinstance(x, np.ndarray):
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"{expected}; could not make an array of the input ({exc}); "
-                             f"{how}") from None
-    kind = arr.dtype.kind
-    if kind in "USO":
-        name = "strings" if kind in "US" else "Python objects"
-        raise InputError(f"{expected}; got {name} (dtype {arr.dtype}); convert the values "
-                         "to numbers first")
-    if kind not in "biuf":  # complex, datetime, void...
-        raise InputError(f"{expected}; got dtype {arr.dtype}, which cannot be cast safely")
-    return arr
-
-
-def fixed_size_error(fixed: tuple[int, int], got: tuple[int, ...]) -> InputError:
-    """The one-line error for an image of the wrong size given to a fixed-resolution
-    (dense-bottleneck) bundle, whose graphs accept exactly ``fixed`` = (H, W)."""
-    h, w = fixed
-    return InputError(f"this bundle runs at {h}x{w} only (dense code); got {got[0]}x{got[1]}: "
-                      f"resize or crop the images to {h}x{w}")
-
-
-def coerce_images(x: object, channels: int, multiple: int, what: str = "images",
-                  hint: str = "") -> np.ndarray:
-    """Turn array-like images into a C-contiguous float32 (batch, C, H, W) array.
-
-    Accepts (N, C, H, W); (N, H, W) or a single (H, W) image when ``channels == 1``; a
-    single (C, H, W) image. H and W must be positive multiples of ``multiple`` (use 1 to
-    accept any size, e.g. for latent codes).
-
-    Raises:
-        InputError: one line saying what was expected, what was found and how to fix it.
-    """
-    sizes = "H and W" if multiple == 1 else f"H and W multiples of {multiple}"
-    expected = f"expected {what} (batch, {channels}, H, W) float32 with {sizes}"
-    arr = numeric_array(x, expected, "pass an ndarray")
-    if arr.size == 0:
-        raise InputError(f"{expected}; got an empty input (shape {arr.shape}); pass at least "
-                         "one image")
-    shape = arr.shape
-    if arr.ndim == 2 and channels == 1:
-        arr = arr[None, None]  # one grayscale image (H, W)
-    elif arr.ndim == 3 and channels == 1:
-        arr = arr[:, None]  # (N, H, W) grayscale batch; (1, H, W) is one image either way
-    elif arr.ndim == 3 and shape[0] == channels:
-        arr = arr[None]  # one (C, H, W) image
-    elif arr.ndim != 4:
-        raise InputError(f"{expected}; got a {arr.ndim}-D array of shape {shape}. {hint}")
-    if arr.shape[1] != channels:
-        last = ("; it looks channels-last: use x.transpose(0, 3, 1, 2)"
-                if arr.ndim == 4 and arr.shape[-1] == channels else "")
-        raise InputError(f"{expected}; got shape {shape} with {arr.shape[1]} channel(s){last}. "
-                         f"{hint}")
-    h, w = arr.shape[2], arr.shape[3]
-    if h % multiple or w % multiple:
-        fix_h, fix_w = max(multiple, h // multiple * multiple), max(multiple,
-                                                                   w // multiple * multiple)
-        raise InputError(f"{expected}; got {h}x{w} (shape {shape}): height and width must be "
-                         f"multiples of {multiple}; crop or pad the images, e.g. to "
-                         f"{fix_h}x{fix_w}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
