@@ -28,6 +28,7 @@ from .imagedata import load_image_task
 from .images import DigitsResFamily, ImageFamilyBase, ShapesFamily
 from .manifold import ManifoldFamily
 from .sensors import SensorsFamily
+from .tabular import TabularFamily
 from .userdata import load_array, load_task
 
 __all__ = [
