@@ -56,3 +56,15 @@ def test_bad_requests_raise():
     with pytest.raises(DataError):
         real_task("nope")
     assert {"wine", "breast_cancer", "digits", "iris"} <= set(available_datasets())
+
+
+def test_read_ts_parses_multichannel_variable_length_cases(tmp_path):
+    from metaae_edge.tasks.realdata import read_ts
+
+    path = tmp_path / "X_TRAIN.ts"
+    path.write_text("# comment\n@problemName X\n@dimensions 2\n@data\n"
+                    "1,2,3:4,5,6:a\n7,8:9,10:b\n")
+    cases, labels = read_ts(path)
+    assert labels == ["a", "b"]
+    np.testing.assert_array_equal(cases[0], [[1, 2, 3], [4, 5, 6]])
+    assert cases[1].shape == (2, 2)

@@ -34,6 +34,7 @@ class Detector:
     def fit(self, support: np.ndarray, seed: int = 0) -> Scorer:
         """Fit on normal rows ``support`` (N, D); the scorer standardises like the fit."""
         norm = Normalizer.fit(np.asarray(support, np.float64))
+        seed = int(seed) % 2**32  # task seeds are 63-bit; scikit-learn takes 32
         inner = self.fit_fn(norm.transform(support).astype(np.float64), seed)
         return lambda x: np.asarray(inner(norm.transform(x).astype(np.float64)), np.float64)
 

@@ -26,6 +26,7 @@ from .base import OBJECTIVES, Task, task_seed
 __all__ = ["REAL_DATASETS", "RealDataset", "available_datasets", "real_task"]
 
 MIN_QUERY_NORMAL = 10
+_PIP_NAMES = {"sklearn": "scikit-learn", "aeon": "aeon --no-deps"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class RealDataset:
         if not self.available():
             raise BackendUnavailableError(
                 f"real dataset {self.name!r} needs the files of {self.package!r}: "
-                f"pip install {self.package}")
+                f"pip install {_PIP_NAMES.get(self.package, self.package)}")
         return self.loader()
 
 

@@ -89,8 +89,8 @@ class _Table:
         self.const_values = np.round(rng.normal(0, 1, len(self.constant)) * 10.0, 2)
 
 
-@register_family("tabular", "realistic tables (2-1024 columns): clusters, heavy tails, "
-                 "mixed scales, discrete/constant columns; ADBench anomaly kinds")
+@register_family("tabular", "realistic tables (8-64 columns by default, any width >= 2): clusters, "
+                 "heavy tails, mixed scales, discrete/constant columns; ADBench anomalies")
 class TabularFamily(FamilyBase):
     """Procedural tables whose anomaly kind and contamination vary per task.
 
