@@ -26,7 +26,7 @@ from .base import OBJECTIVES, Task, task_seed
 __all__ = ["REAL_DATASETS", "RealDataset", "available_datasets", "real_task"]
 
 MIN_QUERY_NORMAL = 10
-_PIP_NAMES = {"sklearn": "scikit-learn", "aeon": "aeon --no-deps"}
+_PIP_NAMES = {"sklearn": "scikit-learn", "aeon": "aeon --no-deps", "PIL": "pillow"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,27 @@ def _windows(name: str, width: int, stride: int) -> Callable[[], Loaded]:
     return load
 
 
+def _photo_patches(size: int) -> Callable[[], Loaded]:
+    """Non-overlapping ``size`` x ``size`` RGB patches of scikit-learn's two sample photos
+    (china.jpg, flower.jpg), flattened channel-major (``3 * size * size`` features)."""
+
+    @lru_cache(maxsize=1)
+    def load() -> Loaded:
+        from sklearn.datasets import load_sample_images
+
+        xs, ys = [], []
+        for img, label in zip(load_sample_images().images, ("china", "flower"), strict=True):
+            h, w = (img.shape[0] // size) * size, (img.shape[1] // size) * size
+            p = img[:h, :w].reshape(h // size, size, w // size, size, 3)
+            p = p.transpose(0, 2, 4, 1, 3).reshape(-1, 3 * size * size)
+            xs.append(p.astype(np.float32))
+            ys += [label] * len(p)
+        x = np.concatenate(xs)
+        return Loaded(x, np.array(ys), np.arange(len(x)))
+
+    return load
+
+
 REAL_DATASETS: dict[str, RealDataset] = {d.name: d for d in (
     RealDataset("wine", "UCI wine: 13 chemical measurements, 3 cultivars (178 rows)",
                 "scikit-learn load_wine", "sklearn", 13, ("0", "1", "2"), _sklearn("wine")),
@@ -145,6 +166,10 @@ REAL_DATASETS: dict[str, RealDataset] = {d.name: d for d in (
     RealDataset("italy_power", "UCR ItalyPowerDemand: 24 hourly loads of one day; "
                 "Oct-Mar (1) or Apr-Sep (2) normal", "aeon datasets/data/ItalyPowerDemand/*.ts",
                 "aeon", 24, ("1", "2"), _windows("ItalyPowerDemand", 24, 24)),
+    RealDataset("photo_patches", "16x16 RGB patches (768 features) of scikit-learn's "
+                "two sample photos: one photo's patches normal, the other's anomalies",
+                "scikit-learn load_sample_images (china.jpg, flower.jpg; needs Pillow)",
+                "PIL", 768, ("china", "flower"), _photo_patches(16)),
 )}
 
 
