@@ -30,6 +30,7 @@ from .images import DigitsResFamily, ImageFamilyBase, ShapesFamily
 from .manifold import ManifoldFamily
 from .recipes import RECIPE_FIELDS, Recipe, create_recipe, family_recipe, load_recipe_file
 from .sensors import SensorsFamily
+from .tabular import TabularFamily
 from .userdata import load_array, load_task
 
 __all__ = [
