@@ -48,34 +48,38 @@ def meta_train_cmd(
     meta_batch: int | None = typer.Option(
         None, help="Tasks per meta-step (default 4; 2 for image families)."),
     inner_steps: int = typer.Option(10, help="Inner adaptation steps K per task."),
-    warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter)."),
+    warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter).",
+        hidden=True),
     posttrain_steps: int | None = typer.Option(
         None, help="Joint multi-task post-training steps of the supernet weights on "
         "sub-networks drawn from the meta-learned architecture, after the meta-steps "
         "(default 0; 400 for image families)."),
     posttrain_tau: float = typer.Option(
         0.25, help="Temperature of the post-training draws from the meta-learned "
-        "architecture (low: concentrate on the sub-networks adaptation picks)."),
+        "architecture (low: concentrate on the sub-networks adaptation picks).", hidden=True),
     posttrain_bpp: str | None = typer.Option(
         None, help="Compression budgets (bits per input value, 0 = none) drawn per "
-        "reconstruct task of the post-training (default none; 0,0.5,1,2 for image families)."),
+        "reconstruct task of the post-training (default none; 0,0.5,1,2 for image families).",
+        hidden=True),
     prefilter_choice: str = typer.Option(
         "adapt", help="Conv spaces: adapt (the input filter, none or a 3x3 median, is chosen "
         "per task at adaptation; meta-training runs the unfiltered path) | meta (meta-learn "
-        "it too; measured worse, see docs/images.md)."),
+        "it too; measured worse, see docs/images.md).", hidden=True),
     resource_lambda: float | None = typer.Option(
         None, help="Penalty weight on expected MACs (relative to the largest sub-network; "
-        "for image families half MACs, half latent bytes); default 0.05."),
+        "for image families half MACs, half latent bytes); default 0.05.", hidden=True),
     latent_bpp: str | None = typer.Option(
         None, help="Compression budgets in bits per input value, one drawn per reconstruct "
         "training task (0 = none), e.g. 0,0.25,0.5,1 (experimental: measured worse on "
-        "digits-res, see docs/images.md)."),
+        "digits-res, see docs/images.md).", hidden=True),
     arch_sampling: str = typer.Option(
-        "softmax", help="softmax (annealed relaxation) | gumbel (sampled sub-networks)."),
+        "softmax", help="softmax (annealed relaxation) | gumbel (sampled sub-networks).",
+        hidden=True),
     objective: str | None = typer.Option(
         None, help="reconstruct | denoise | anomaly | mixed (reconstruct and denoise tasks "
         "alternate); default reconstruct, mixed for image families."),
-    val_every: int = typer.Option(50, help="Meta-validate (and checkpoint) every N steps."),
+    val_every: int = typer.Option(50, help="Meta-validate (and checkpoint) every N steps.",
+        hidden=True),
     seed: int = typer.Option(0, help="Seed (same seed, same checkpoint)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
     threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for these nets)."),
@@ -84,15 +88,21 @@ def meta_train_cmd(
         False, "--linear-bypass",
         help="MLP families: add a linear path initialised to each task's support-set PCA; "
         "the MLP learns a non-linear residual on top of it. Image families: the same for "
-        "the dense code (needs --dense-latents)."),
+        "the dense code (needs --dense-latents).", hidden=True),
     dense_latents: str = typer.Option(
         "", "--dense-latents",
         help="Image families: offer a dense code of these sizes (values per image, e.g. "
         "8,16,32,64) beside the spatial latent; trained by budgeted post-training tasks and "
         "searched by budgeted adaptations (--latent-bytes). Off by default: measured worse "
-        "at 1 bit/pixel on digits-res (docs/images.md)."),
+        "at 1 bit/pixel on digits-res (docs/images.md).", hidden=True),
 ) -> None:
-    """Meta-train the searchable autoencoder (weights and architecture) on a task family."""
+    """Meta-train the searchable autoencoder (weights and architecture) on a task family.
+
+    Research options, kept out of this list but accepted as flags and as --recipe keys:
+    --warmup-steps, --val-every, --resource-lambda, --arch-sampling, --posttrain-tau,
+    --posttrain-bpp, --latent-bpp, --prefilter-choice, --dense-latents, --linear-bypass
+    (docs/architecture.md, "Recipes").
+    """
     require_torch(device, threads)
     _meta_train(ctx, recipe, out, resume, device)
 
