@@ -46,6 +46,7 @@ __all__ = [
     "Normalizer",
     "Recipe",
     "SensorsFamily",
+    "TabularFamily",
     "ShapesFamily",
     "Task",
     "TaskFamily",
