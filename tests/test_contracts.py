@@ -275,3 +275,94 @@ def test_reference_maths_equal_a_hand_computation():
 def test_the_base_contract_is_abstract():
     with pytest.raises(NotImplementedError):
         IOContract.matches(MLP)
+
+
+# -- what the CLI, the bundle loader and the exporters ask per kind ---------------------
+# The texts below are those the commands and runtime/bundle.py printed / raised before the
+# contracts owned them (for the specs above).
+_CONV_ARCH = ("conv 1x16x24 -> /2 8c k3 relu -> /2 8c k3 tanh -> [2x4x6] -> x2 8c k3 relu -> "
+              "x2 8c k3 relu -> 1x16x24")
+_DENSE_ARCH = ("conv 1x16x16 -> /2 8c k3 relu -> /2 8c k3 tanh -> 2x4x4 -> [dense 8] -> "
+               "x2 8c k3 relu -> x2 8c k3 relu -> 1x16x16")
+_RE_EXPORT = "; the manifest was edited or is incompatible: re-export the bundle"
+
+
+@pytest.mark.parametrize("spec,rows", [
+    (MLP, [("size", "1,154 params, 1,088 MACs/sample"),
+           ("input", "(batch, 30) float32 raw; latent 4")]),
+    (CONV, [("size", "1,491 params, 283,776 MACs/image at 16x24"),
+            ("input", "images (batch, 1, H, W) float32 raw pixels, NCHW; H and W any "
+                      "multiples of 4 (adapted at 1 x 16 x 24)"),
+            ("latent", "2 x H/4 x W/4 (2 x 4 x 6 at 16x24); 48 bytes per image at int8 "
+                       "latent")]),
+    (DENSE, [("size", "2,043 params, 189,696 MACs/image at 16x16"),
+             ("input", "images (batch, 1, 16, 16) float32 raw pixels, NCHW; fixed size "
+                       "16x16 only (dense code)"),
+             ("latent", "dense code of 8 values (batch, 8); 8 bytes per image at int8 "
+                        "latent")]),
+])
+def test_inspect_rows_per_kind(spec, rows):
+    assert contract_for(spec).inspect_rows() == rows
+
+
+@pytest.mark.parametrize("spec,line", [
+    (MLP, "  params 1,154  MACs/sample 1,088"),
+    (CONV, "  params 1,491  MACs/image at 16x24 283,776  latent 2x4x6 (48 bytes per image "
+           "at int8)"),
+    (DENSE, "  params 2,043  MACs/image at 16x16 189,696  latent dense 8 (runs at 16x16 "
+            "only) (8 bytes per image at int8)"),
+])
+def test_export_size_summary_per_kind(spec, line):
+    assert contract_for(spec).size_summary() == line
+
+
+def test_manifest_input_errors_per_kind():
+    for spec in (MLP, CONV, DENSE):  # what the exporter writes is accepted
+        c = contract_for(spec)
+        assert c.manifest_input_error(c.io_section()[0]) is None
+    vec = contract_for(MLP)
+    assert vec.manifest_input_error({"shape": [None, 7], "layout": "x"}) == (
+        "input.shape is [None, 7], expected [null, 30] for this architecture")
+    img, inp = contract_for(CONV), contract_for(CONV).io_section()[0]
+    assert img.manifest_input_error({**inp, "spatial_multiple": True}) == (
+        f"input.spatial_multiple is true, expected 4 for this conv architecture "
+        f"({_CONV_ARCH}){_RE_EXPORT}")
+    assert img.manifest_input_error({**inp, "fixed_hw": [16, 16]}) == (
+        f"input.fixed_hw is [16, 16], expected null for this conv architecture "
+        f"({_CONV_ARCH}){_RE_EXPORT}")
+    assert img.manifest_input_error({**inp, "fixed_hw": None}) is None
+    fixed, inp = contract_for(DENSE), contract_for(DENSE).io_section()[0]
+    assert fixed.manifest_input_error({**inp, "shape": [None, 1, None, None]}) == (
+        f"input.shape is [null, 1, null, null], expected [null, 1, 16, 16] for this conv "
+        f"architecture ({_DENSE_ARCH}){_RE_EXPORT}")
+    assert fixed.manifest_input_error({**inp, "layout": "NHWC", "fixed_hw": None}) == (
+        f'input.layout is "NHWC", expected "NCHW" for this conv architecture '
+        f"({_DENSE_ARCH}){_RE_EXPORT}")  # the first failing key in order is named
+    assert fixed.manifest_input_error({**inp, "fixed_hw": None}).startswith(
+        "input.fixed_hw is null, expected [16, 16]")
+
+
+def test_normalizer_width_and_profile_hw_options_per_kind():
+    assert [contract_for(s).normalizer_width for s in (MLP, CONV, DENSE)] == [30, 1, 1]
+    vec = contract_for(MLP)
+    assert vec.profile_hw_error(None, None, None) is None
+    assert vec.profile_hw_error(None, "32x32", None) == (
+        "--min-hw / --opt-hw / --max-hw apply to image bundles only; this bundle takes "
+        "feature vectors")
+    assert contract_for(CONV).profile_hw_error("8x8", None, "64x64") is None
+    assert contract_for(DENSE).profile_hw_error(None, "16x16", None) is None
+
+
+def test_cli_runner_and_sample_reader_hooks_per_kind(tmp_path):
+    from metaae_edge.commands.image_run import run_images
+    from metaae_edge.commands.vector_run import run_vectors
+    from metaae_edge.runtime.images import read_image_batch
+    from metaae_edge.runtime.io import read_array
+
+    vec, img, fixed = (contract_for(s) for s in (MLP, CONV, DENSE))
+    assert vec.hook("cli_runner") is run_vectors and vec.hook("sample_reader") is read_array
+    for c in (img, fixed):
+        assert c.hook("cli_runner") is run_images and c.hook("sample_reader") is read_image_batch
+    np.save(tmp_path / "stack.npy", np.full((2, 16, 24), 255, np.uint8))
+    got = img.hook("sample_reader")(tmp_path / "stack.npy")
+    assert got.shape == (2, 1, 16, 24) and got.dtype == np.float32 and got.max() == 1.0

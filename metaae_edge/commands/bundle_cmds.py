@@ -3,8 +3,9 @@
 Both raise :class:`~metaae_edge.errors.MetaAEError` subclasses on user errors; the CLI's
 main wrapper turns them into one line and exit code 2. Nothing here imports torch or
 ``metaae_edge.tasks``, so ``metaae-edge run`` works on a device with only onnxruntime.
-Image (conv) bundles are run by :mod:`~metaae_edge.commands.image_run` (images in, images,
-heat maps or scores out).
+``run`` hands over to the runner the bundle's contract names (``cli_runner``):
+:mod:`~metaae_edge.commands.vector_run` (arrays in and out) or
+:mod:`~metaae_edge.commands.image_run` (images in; images, heat maps or scores out).
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from ..errors import InputError
 from ..runtime import BACKENDS, Runtime, load_bundle
-from ..runtime.io import READ_SUFFIXES, WRITE_SUFFIXES, read_array, write_array
+from ..runtime.io import READ_SUFFIXES
 
 __all__ = ["inspect_command", "register", "run_command"]
 
@@ -28,15 +27,6 @@ Mode = Enum("Mode", {m: m for m in ("reconstruct", "encode", "decode", "denoise"
             type=str)
 Backend = Enum("Backend", {b: b for b in ("auto", *BACKENDS)}, type=str)
 Precision = Enum("Precision", {p: p for p in ("fp32", "fp16", "int8")}, type=str)
-
-_PROGRESS_CHUNK = 65536  # rows per progress step; smaller inputs run in one call
-
-
-def _err_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
 
 def run_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory written by adapt-and-export.")],
@@ -64,41 +54,8 @@ def run_command(
     """Run a bundle on a file of samples (or images) and write the result."""
     rt = Runtime.load(bundle, backend=backend.value, precision=precision.value,
                       threads=threads, verify=verify, max_batch=batch_size)
-    if rt.bundle.is_image:
-        from .image_run import run_images
-
-        run_images(rt, input_path, output, mode.value)
-        return
-    out_suffix = output.suffix.lower()
-    if out_suffix not in WRITE_SUFFIXES:  # fail before any data is read
-        raise InputError(f"output {output}: unknown format {out_suffix or '(none)'!r}; "
-                         f"use one of {', '.join(WRITE_SUFFIXES)}")
-    if not (output.parent if str(output.parent) else Path(".")).is_dir():
-        raise InputError(f"output directory {output.parent} does not exist")
-    if mode.value == "error-map":
-        raise InputError(f"--mode error-map needs an image (conv) bundle; {rt.bundle.root} "
-                         "takes feature vectors: use --mode score")
-    x = read_array(input_path)
-    fn = getattr(rt, mode.value)
-    n = 1 if x.ndim == 1 else len(x)
-    if n <= 2 * _PROGRESS_CHUNK:
-        result = fn(x)
-    else:
-        from rich.progress import Progress
-
-        parts = []
-        with Progress(console=_err_console(), transient=True) as progress:
-            task = progress.add_task(f"{mode.value} ({rt.backend})", total=n)
-            for start in range(0, n, _PROGRESS_CHUNK):
-                parts.append(fn(x[start:start + _PROGRESS_CHUNK]))
-                progress.advance(task, len(parts[-1]))
-        result = np.concatenate(parts)
-    write_array(output, result)
-    for note in rt.backend_notes:  # why `auto` did not pick a faster backend
-        _err_console().print(f"note: {note}", highlight=False)
-    _err_console().print(
-        f"{mode.value}: {n} sample(s) with {rt.backend} -> {output} "
-        f"{tuple(result.shape)} {result.dtype}", highlight=False)
+    # vector bundles read / write arrays (vector_run), image bundles images (image_run)
+    rt.bundle.contract.hook("cli_runner")(rt, input_path, output, mode.value)
 
 
 def _fmt_bytes(n: int) -> str:
@@ -136,28 +93,8 @@ def _head_table(b: Any, verify: bool) -> Any:
                            f"{m.get('metaae_edge_version', '?')}, created {m.get('created', '?')})")
     head.add_row("objective", b.objective)
     head.add_row("arch", escape(b.spec.describe()))  # "[dense 32]" is not rich markup
-    if b.is_image and b.fixed_hw is not None:  # dense bottleneck: one size only
-        c, h, w = b.spec.input_shape
-        head.add_row("size", f"{b.spec.param_count():,} params, {b.spec.macs():,} "
-                             f"MACs/image at {h}x{w}")
-        head.add_row("input", f"images (batch, {c}, {h}, {w}) float32 raw pixels, NCHW; "
-                              f"fixed size {h}x{w} only (dense code)")
-        head.add_row("latent", f"dense code of {b.spec.dense_latent} values (batch, "
-                               f"{b.spec.dense_latent}); {b.spec.latent_size():,} bytes per "
-                               "image at int8 latent")
-    elif b.is_image:
-        c, h, w = b.spec.input_shape
-        lc, lh, lw = b.spec.latent_shape()
-        f = b.spatial_multiple
-        head.add_row("size", f"{b.spec.param_count():,} params, {b.spec.macs():,} "
-                             f"MACs/image at {h}x{w}")
-        head.add_row("input", f"images (batch, {c}, H, W) float32 raw pixels, NCHW; H and W "
-                              f"any multiples of {f} (adapted at {c} x {h} x {w})")
-        head.add_row("latent", f"{lc} x H/{f} x W/{f} ({lc} x {lh} x {lw} at {h}x{w}); "
-                               f"{b.spec.latent_size():,} bytes per image at int8 latent")
-    else:
-        head.add_row("size", f"{b.spec.param_count():,} params, {b.spec.macs():,} MACs/sample")
-        head.add_row("input", f"(batch, {b.input_dim}) float32 raw; latent {b.latent_dim}")
+    for key, text in b.contract.inspect_rows():  # size, input, latent: per model kind
+        head.add_row(key, text)
     thr = b.threshold
     head.add_row("threshold", "none" if thr is None else
                  f"{thr['value']:.6g} ({thr.get('method', '?')}, fpr {thr.get('fpr', '?')})")

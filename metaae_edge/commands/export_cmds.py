@@ -86,16 +86,7 @@ def _print_summary(report, fpr: float) -> None:
 
     spec, rep = report.spec, report.adaptation
     console.print(f"[bold]architecture[/bold]  {escape(report.arch)}")
-    if report.image:
-        _, h, w = spec.input_shape
-        lat = "x".join(map(str, spec.latent_shape()))
-        if spec.fixed_hw is not None:  # a dense code: the bundle runs at H x W only
-            lat = f"dense {lat} (runs at {h}x{w} only)"
-        console.print(f"  params {spec.param_count():,}  MACs/image at {h}x{w} "
-                      f"{spec.macs():,}  latent {lat} ({spec.latent_size():,} "
-                      "bytes per image at int8)")
-    else:
-        console.print(f"  params {spec.param_count():,}  MACs/sample {spec.macs():,}")
+    console.print(spec.contract.size_summary())  # params, MACs (and latent) per kind
     console.print(
         f"  query MSE  start {rep['before']['query_mse']:.4f} -> adapted (relaxed) "
         f"{rep['relaxed']['query_mse']:.4f} -> frozen {rep['discretized_query_mse']:.4f} -> "

@@ -40,13 +40,8 @@ def calibrate_command(
     from ..runtime import load_bundle
     from ..runtime.io import read_array
 
-    if load_bundle(bundle, verify=False).is_image:
-        from ..runtime.images import read_images
-
-        def read(path: Path):
-            return read_images(path)[0]  # NCHW float32 in [0, 1]
-    else:
-        read = read_array
+    # vectors: .npy / .npz / .csv; images: a PNG/JPEG folder, an image or a stack -> NCHW
+    read = load_bundle(bundle, verify=False).contract.hook("sample_reader")
     x = read(data)
     if holdout is None:
         if len(x) < 8:
@@ -95,9 +90,9 @@ def build_engine_command(
         console.print(line, highlight=False)
     if check_only:
         return
-    if not b.is_image and any(v is not None for v in (min_hw, opt_hw, max_hw)):
-        raise DataError("--min-hw / --opt-hw / --max-hw apply to image bundles only; this "
-                        "bundle takes feature vectors")
+    hw_error = b.contract.profile_hw_error(min_hw, opt_hw, max_hw)
+    if hw_error is not None:
+        raise DataError(hw_error)
     if opt_batch is not None and max_batch is not None:
         opt_batch = min(opt_batch, max_batch)
     folder = build_engine(graph, b.root / "engines", precision=precision,

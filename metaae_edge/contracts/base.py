@@ -11,6 +11,8 @@ contract's :meth:`IOContract.torch_errors` calls without importing torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib import import_module
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,6 +50,11 @@ class IOContract:
         graphs: role -> (file name, input names, output names) of the exported graphs.
         score_definition: the manifest / ONNX metadata text of the ``score`` output.
         trt_max_batch: the default largest batch of a TensorRT profile.
+        normalizer_width: the width of the manifest's normalisation mean / std.
+        cli_runner: ``"module:function"`` running ``metaae-edge run`` on this kind's files
+            (``fn(runtime, input_path, output, mode)``), imported when used.
+        sample_reader: ``"module:function"`` reading raw samples (``fn(path) -> array``),
+            e.g. ``calibrate --data``, imported when used.
     """
 
     kind: ClassVar[str] = ""
@@ -58,6 +65,9 @@ class IOContract:
     graphs: ClassVar[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = GRAPHS
     score_definition: ClassVar[str] = ""
     trt_max_batch: ClassVar[int] = 4096
+    # Named, not imported: the contracts sit below the runtime and the commands.
+    cli_runner: ClassVar[str] = "metaae_edge.commands.vector_run:run_vectors"
+    sample_reader: ClassVar[str] = "metaae_edge.runtime.io:read_array"
     fixed_hw: tuple[int, int] | None = None
     channels: int | None = None
     spatial_multiple: int = 1
@@ -66,6 +76,7 @@ class IOContract:
         self.spec = spec
         self.input_dim = spec.input_dim
         self.latent_width = spec.latent_dim
+        self.normalizer_width = spec.input_dim
 
     # -- registry hooks -----------------------------------------------------------------
     @classmethod
@@ -94,6 +105,21 @@ class IOContract:
         """Output names of :meth:`Runtime.infer`, ``score`` last."""
         outs = self.graphs["autoencoder"][2]
         return (*(n for n in outs if n != "score"), "score")
+
+    def hook(self, name: str) -> Callable[..., Any]:
+        """The function a ``"module:function"`` attribute (``cli_runner``, ``sample_reader``)
+        names, imported now."""
+        module, _, fn = getattr(self, name).partition(":")
+        return getattr(import_module(module), fn)
+
+    def manifest_input_error(self, inp: dict[str, Any]) -> str | None:
+        """Why a bundle manifest's ``input`` section does not fit this architecture, or None
+        (the ``dtype`` is checked by the loader for every kind)."""
+        shape = inp.get("shape")
+        if shape != [None, self.input_dim]:
+            return (f"input.shape is {shape}, expected [null, {self.input_dim}] for this "
+                    "architecture")
+        return None
 
     def coerce_input(self, x: Any) -> np.ndarray:
         """User input for the autoencoder / encoder -> C-contiguous float32 (no NaN check).
@@ -219,6 +245,22 @@ class IOContract:
     def describe(self) -> str:
         """One line describing the architecture (``ArchSpec.describe``)."""
         raise NotImplementedError
+
+    def inspect_rows(self) -> list[tuple[str, str]]:
+        """The ``size``, ``input`` (and ``latent``) rows of ``metaae-edge inspect``."""
+        return [("size", f"{self.param_count():,} params, {self.macs():,} MACs/sample"),
+                ("input", f"(batch, {self.input_dim}) float32 raw; latent {self.latent_width}")]
+
+    def size_summary(self) -> str:
+        """The sizes line of the ``adapt-and-export`` summary."""
+        return f"  params {self.param_count():,}  MACs/sample {self.macs():,}"
+
+    def profile_hw_error(self, *hws: Any) -> str | None:
+        """Why ``build-engine`` height / width options (None: not given) do not apply, or None."""
+        if any(v is not None for v in hws):
+            return ("--min-hw / --opt-hw / --max-hw apply to image bundles only; this bundle "
+                    "takes feature vectors")
+        return None
 
     def sample_note(self) -> str:
         """What one benchmark input sample is, appended to the bench report's input line."""

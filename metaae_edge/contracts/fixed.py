@@ -63,6 +63,11 @@ class FixedImageContract(ImageContract):
         # (batch, dense_latent) codes, as for an MLP
         return as_vectors(z, self.latent_width, "latent codes", self.latent_hint)
 
+    def _manifest_input_checks(self) -> tuple[tuple[str, Any], ...]:
+        c, h, w = self.spec.input_shape
+        return (("shape", [None, c, h, w]), *super()._manifest_input_checks()[1:-1],
+                ("fixed_hw", [h, w]))
+
     def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
         return (self.spec.dense_latent,)
 
@@ -141,6 +146,18 @@ class FixedImageContract(ImageContract):
         _, h, w = self.spec.input_shape
         f = self.spatial_multiple
         return f"{self.spec.latent_dim}x{h // f}x{w // f} -> [dense {self.spec.dense_latent}]"
+
+    def _inspect_io_rows(self) -> list[tuple[str, str]]:
+        c, h, w = self.spec.input_shape
+        dense = self.spec.dense_latent
+        return [("input", f"images (batch, {c}, {h}, {w}) float32 raw pixels, NCHW; fixed size "
+                          f"{h}x{w} only (dense code)"),
+                ("latent", f"dense code of {dense} values (batch, {dense}); "
+                           f"{self.latent_size():,} bytes per image at int8 latent")]
+
+    def _summary_latent(self) -> str:
+        _, h, w = self.spec.input_shape  # a dense code: the bundle runs at H x W only
+        return f"dense {super()._summary_latent()} (runs at {h}x{w} only)"
 
     def sample_note(self) -> str:
         return super().sample_note()[:-1] + ", the only one a dense code runs at)"

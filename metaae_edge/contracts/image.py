@@ -11,6 +11,7 @@ padding), activation; a final 3x3 conv back to ``C`` channels, then ``output_act
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -63,11 +64,15 @@ class ImageContract(IOContract):
     graphs = CONV_GRAPHS
     score_definition = IMAGE_SCORE_DEFINITION
     trt_max_batch = IMAGE_MAX_BATCH
+    cli_runner = "metaae_edge.commands.image_run:run_images"  # PNG folders / image stacks
+    sample_reader = "metaae_edge.runtime.images:read_image_batch"
 
     def __init__(self, spec: ArchSpec):
         super().__init__(spec)
         c, h, w = spec.input_shape
         self.channels, self.spatial_multiple = int(c), 2 ** spec.stages
+        # Image graphs normalise globally (one mean / std): it broadcasts over any resolution.
+        self.normalizer_width = 1
         self.input_hint = (f"This bundle takes {c}-channel images, height and width "
                            f"multiples of {self.spatial_multiple} (adapted at {h}x{w})")
         self.latent_hint = (f"This bundle's latent codes have {self.latent_width} channels "
@@ -123,6 +128,22 @@ class ImageContract(IOContract):
 
     def unflatten(self, x: Any) -> Any:
         return x.reshape(len(x), *self.spec.input_shape)
+
+    def _manifest_input_checks(self) -> tuple[tuple[str, Any], ...]:
+        """(key, expected value) of the manifest's ``input`` section, checked in order."""
+        c, h, w = self.spec.input_shape
+        return (("shape", [None, c, None, None]), ("layout", "NCHW"),
+                ("spatial_multiple", self.spatial_multiple), ("resolution", [h, w]),
+                ("fixed_hw", None))
+
+    def manifest_input_error(self, inp: dict[str, Any]) -> str | None:
+        for key, want in self._manifest_input_checks():
+            got = inp.get(key)
+            if got != want or isinstance(got, bool):
+                return (f"input.{key} is {json.dumps(got)}, expected {json.dumps(want)} for "
+                        f"this conv architecture ({self.spec.describe()}); the manifest was "
+                        "edited or is incompatible: re-export the bundle")
+        return None
 
     def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
         h, w = hw or self.spec.input_shape[1:]
@@ -276,6 +297,32 @@ class ImageContract(IOContract):
         return " -> ".join([f"conv {c}x{h}x{w}", *pre, *(stage(x, "/2 ") for x in s.encoder),
                             self._code_text(), *(stage(x, "x2 ") for x in s.decoder), out]) + (
             " (+ linear bypass)" if s.linear_bypass else "")
+
+    def inspect_rows(self) -> list[tuple[str, str]]:
+        c, h, w = self.spec.input_shape
+        size = f"{self.param_count():,} params, {self.macs():,} MACs/image at {h}x{w}"
+        return [("size", size), *self._inspect_io_rows()]
+
+    def _inspect_io_rows(self) -> list[tuple[str, str]]:
+        c, h, w = self.spec.input_shape
+        lc, lh, lw = self.latent_shape()
+        f = self.spatial_multiple
+        return [("input", f"images (batch, {c}, H, W) float32 raw pixels, NCHW; H and W any "
+                          f"multiples of {f} (adapted at {c} x {h} x {w})"),
+                ("latent", f"{lc} x H/{f} x W/{f} ({lc} x {lh} x {lw} at {h}x{w}); "
+                           f"{self.latent_size():,} bytes per image at int8 latent")]
+
+    def size_summary(self) -> str:
+        _, h, w = self.spec.input_shape
+        return (f"  params {self.param_count():,}  MACs/image at {h}x{w} {self.macs():,}  "
+                f"latent {self._summary_latent()} ({self.latent_size():,} bytes per image "
+                "at int8)")
+
+    def _summary_latent(self) -> str:
+        return "x".join(map(str, self.latent_shape()))
+
+    def profile_hw_error(self, *hws: Any) -> str | None:
+        return None  # image profiles take heights and widths (checked by input_profile)
 
     def sample_note(self) -> str:
         shape = "x".join(map(str, self.spec.input_shape))

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..calibration._graph import OrtGraph, linear_nodes
 from ..calibration.gate import compare_outputs, run_gate
-from ..calibration.reader import CalibrationReader, check_images, check_raw
+from ..calibration.reader import CalibrationReader
 from ..calibration.threshold import fit_threshold
 from ..errors import DataError
 from ..runtime.bundle import Bundle, load_bundle
@@ -159,12 +159,8 @@ class _GateData:
     @classmethod
     def read(cls, bundle: Bundle, precision: str, calib_data: Any, holdout_data: Any,
              holdout_target: Any, labels: Any) -> _GateData:
-        def check(data: Any, what: str = "calibration data") -> np.ndarray:
-            if bundle.is_image:  # NCHW images, any multiple of the spatial multiple (or fixed)
-                return check_images(data, bundle.spec.input_shape, bundle.spatial_multiple,
-                                    what, bundle.fixed_hw)
-            return check_raw(data, bundle.input_dim, what)
-
+        # (N, D) vectors, or NCHW images at a multiple of the spatial multiple (or fixed)
+        check = bundle.contract.check_data
         x = check(holdout_data, "held-out data")
         target = x if holdout_target is None else check(holdout_target, "held-out target")
         if target.shape != x.shape:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -214,31 +213,14 @@ def _check_files(root: Path, files: tuple[BundleFile, ...], verify: bool) -> Non
         raise _fail(root, "manifest lists no fp32 autoencoder graph")
 
 
-def _check_image_input(root: Path, inp: dict[str, Any], spec: ArchSpec) -> None:
-    c, h, w = spec.input_shape
-    f = 2 ** spec.stages
-    fixed = spec.fixed_hw
-    shape = [None, c, None, None] if fixed is None else [None, c, h, w]
-    checks = (("shape", shape), ("layout", "NCHW"), ("spatial_multiple", f),
-              ("resolution", [h, w]), ("fixed_hw", None if fixed is None else [h, w]))
-    for key, want in checks:
-        got = inp.get(key)
-        if got != want or isinstance(got, bool):
-            raise _fail(root, f"input.{key} is {json.dumps(got)}, expected {json.dumps(want)} "
-                              f"for this conv architecture ({spec.describe()}); the manifest "
-                              "was edited or is incompatible: re-export the bundle")
-
-
 def _check_input(root: Path, manifest: dict[str, Any], spec: ArchSpec) -> None:
     inp = manifest.get("input")
     if not isinstance(inp, dict):
         raise _fail(root, "manifest has no 'input' section")
-    shape, dtype = inp.get("shape"), inp.get("dtype")
-    if spec.backbone == "conv":
-        _check_image_input(root, inp, spec)
-    elif shape != [None, spec.input_dim]:
-        raise _fail(root, f"input.shape is {shape}, expected [null, {spec.input_dim}] "
-                          "for this architecture")
+    error = contract_for(spec).manifest_input_error(inp)
+    if error is not None:
+        raise _fail(root, error)
+    dtype = inp.get("dtype")
     if dtype != "float32":
         raise _fail(root, f"input.dtype is {dtype!r}, expected 'float32'")
 

@@ -34,6 +34,7 @@ from ..optional import require
 __all__ = [
     "ARRAY_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "read_image_batch",
     "read_images",
     "to_nchw",
     "to_uint8",
@@ -242,6 +243,12 @@ def read_images(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], di
     info = {"source": str(p), "format": fmt, "n_images": n, "channels": c, "height": h,
             "width": w}
     return images, names, info
+
+
+def read_image_batch(path: str | os.PathLike[str]) -> np.ndarray:
+    """Just the float32 ``(N, C, H, W)`` images of :func:`read_images` (raw samples of an
+    image bundle, e.g. ``calibrate --data``)."""
+    return read_images(path)[0]
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..contracts import contract_for
 from ..errors import BundleError, SpecError
 from ..spec import ArchSpec
 
@@ -158,8 +159,7 @@ def _normalization(root: Path, manifest: dict[str, Any], spec: ArchSpec
     norm = manifest.get("normalization")
     if not isinstance(norm, dict):
         raise _fail(root, "manifest has no 'normalization' section")
-    # Image graphs normalise globally (one mean / std): it broadcasts over any resolution.
-    width = 1 if spec.backbone == "conv" else spec.input_dim
+    width = contract_for(spec).normalizer_width  # images: 1, one global mean / std
     mean = _vector(root, norm, "mean", width)
     std = _vector(root, norm, "std", width)
     if np.any(std <= 0):
