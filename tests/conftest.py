@@ -46,3 +46,49 @@ def tiny_conv_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny-conv.safetensors"
     save_checkpoint(path, trainer.checkpoint())
     return path
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: ``cli("inspect", path)`` -> ``(exit code, stdout, stderr)``.
+
+    ``main`` always ends in ``SystemExit`` (typer's standalone mode; user errors exit 2)."""
+    from metaae_edge.cli import main
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        out = capsys.readouterr()
+        return exc.value.code, out.out, out.err
+    return run
+
+
+# Blocked packages look exactly as if they were not installed: ``import torch`` (and any
+# ``torch.*``) raises ImportError and ``importlib.util.find_spec("torch")`` returns None.
+_BLOCKER = """
+import sys
+BLOCKED = set({blocked!r})
+for _name in BLOCKED:
+    sys.modules[_name] = None
+def loaded(name):
+    return sys.modules.get(name) is not None
+"""
+
+
+@pytest.fixture
+def python_without():
+    """Run Python code in a subprocess with packages blocked (default: torch), from the
+    repository root: ``python_without(code, *argv, blocked=("torch",))`` ->
+    ``CompletedProcess``. The code sees the blocked names as ``BLOCKED`` and
+    ``loaded(name)`` says whether a module really was imported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(code: str, *argv: str, blocked: tuple[str, ...] = ("torch",), timeout: int = 120):
+        src = _BLOCKER.format(blocked=tuple(blocked)) + code
+        return subprocess.run([sys.executable, "-c", src, *map(str, argv)],
+                              capture_output=True, text=True, timeout=timeout, cwd=root)
+    return run

@@ -7,7 +7,6 @@ the arithmetic on known arrays are checked.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -336,9 +335,8 @@ def test_command_user_errors(cli, bundle, tmp_path):
     assert isinstance(res.exception, InputError)
 
 
-def test_bench_imports_and_runs_without_torch(bundle):
+def test_bench_imports_and_runs_without_torch(bundle, python_without):
     code = (
-        "import sys; sys.modules['torch'] = None\n"
         "import metaae_edge.bench as b, metaae_edge.commands.bench_cmds\n"
         f"r = b.run_bench({str(bundle)!r}, b.BenchConfig(batches=(1,), iterations=2, "
         "duration_s=None, warmup_s=0.0, roofline=False))\n"
@@ -346,5 +344,5 @@ def test_bench_imports_and_runs_without_torch(bundle):
         "assert 'ort-cpu' in {x['backend'] for x in r['rows']}\n"
         "assert r['roofline'] is None and r['rows'][0]['floor_ms'] is None\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    res = python_without(code)
     assert res.returncode == 0, res.stderr

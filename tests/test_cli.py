@@ -1,19 +1,8 @@
 """CLI behaviour: user errors end with exit code 2 and one line; --help needs no torch."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-from metaae_edge.cli import main
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def assert_one_line_error(code, err, *needles):
@@ -25,27 +14,15 @@ def assert_one_line_error(code, err, *needles):
         assert needle in lines[0], lines[0]
 
 
-def test_help_works_without_torch():
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "from metaae_edge.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    sys.exit(e.code)\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    for command in ("meta-train", "adapt-and-export", "run", "inspect", "tasks"):
-        assert command in res.stdout
-
-
-def test_tasks_lists_families(capsys):
-    code, out, _ = run_cli(capsys, "tasks")
+def test_tasks_lists_families(cli):
+    code, out, _ = cli("tasks")
     assert code == 0
     for family in ("manifold", "sensors", "digits"):
         assert family in out
 
 
-def test_unknown_family(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "meta-train", "--family", "nope", "--out",
+def test_unknown_family(cli, tmp_path):
+    code, _, err = cli("meta-train", "--family", "nope", "--out",
                            str(tmp_path / "c.safetensors"), "--meta-steps", "1")
     assert_one_line_error(code, err, "unknown task family 'nope'", "manifold")
 
@@ -56,43 +33,43 @@ def test_unknown_family(capsys, tmp_path):
     ("--dense-latents", "16,8", "--dense-latents must be increasing positive integers"),
     ("--dense-latents", "8,x", "--dense-latents must be increasing positive integers"),
 ])
-def test_bad_meta_train_option_names_the_flag(capsys, tmp_path, flag, value, match):
-    code, _, err = run_cli(capsys, "meta-train", "--family", "digits-res", "--out",
+def test_bad_meta_train_option_names_the_flag(cli, tmp_path, flag, value, match):
+    code, _, err = cli("meta-train", "--family", "digits-res", "--out",
                            str(tmp_path / "c.safetensors"), flag, value)
     assert_one_line_error(code, err, match)
     assert not (tmp_path / "c.safetensors").exists()
 
 
-def test_dense_latents_are_for_image_families(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "meta-train", "--family", "manifold", "--out",
+def test_dense_latents_are_for_image_families(cli, tmp_path):
+    code, _, err = cli("meta-train", "--family", "manifold", "--out",
                            str(tmp_path / "c.safetensors"), "--dense-latents", "8,16")
     assert_one_line_error(code, err, "--dense-latents is for image families")
-    code, _, err = run_cli(capsys, "meta-train", "--family", "digits-res", "--out",
+    code, _, err = cli("meta-train", "--family", "digits-res", "--out",
                            str(tmp_path / "c.safetensors"), "--linear-bypass")
     assert_one_line_error(code, err, "feeds the dense code: add --dense-latents")
 
 
-def test_csv_with_nan(capsys, tmp_path):
+def test_csv_with_nan(cli, tmp_path):
     path = tmp_path / "x.csv"
     rows = np.random.default_rng(0).normal(size=(20, 5)).astype(str)
     rows[3, 2] = "nan"
     path.write_text("a,b,c,d,e\n" + "\n".join(",".join(r) for r in rows))
-    code, _, err = run_cli(capsys, "adapt-and-export", "builtin:manifold", "--data", str(path),
+    code, _, err = cli("adapt-and-export", "builtin:manifold", "--data", str(path),
                            "--out", str(tmp_path / "b"))
     assert_one_line_error(code, err, "NaN")
     assert not (tmp_path / "b").exists()
 
 
-def test_3d_npy_for_mlp(capsys, tmp_path):
+def test_3d_npy_for_mlp(cli, tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.zeros((10, 8, 8), np.float32))
-    code, _, err = run_cli(capsys, "adapt-and-export", "builtin:manifold", "--data", str(path),
+    code, _, err = cli("adapt-and-export", "builtin:manifold", "--data", str(path),
                            "--out", str(tmp_path / "b"))
     assert_one_line_error(code, err, "2-D", "(10, 8, 8)")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
-def test_corrupt_checkpoint(capsys, tmp_path, damage):
+def test_corrupt_checkpoint(cli, tmp_path, damage):
     from metaae_edge.meta.checkpoint import resolve_checkpoint
 
     ckpt = tmp_path / "c.safetensors"
@@ -101,6 +78,6 @@ def test_corrupt_checkpoint(capsys, tmp_path, damage):
         ckpt.write_bytes(data[: len(data) // 3])
     elif damage == "garbage":
         ckpt.write_bytes(b"\x00" * 64)
-    code, _, err = run_cli(capsys, "adapt-and-export", str(ckpt), "--task", "manifold:0",
+    code, _, err = cli("adapt-and-export", str(ckpt), "--task", "manifold:0",
                            "--out", str(tmp_path / "b"))
     assert_one_line_error(code, err, "checkpoint")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,6 @@ Image = pytest.importorskip("PIL.Image")
 
 from image_helpers import blob_images, torch_reference  # noqa: E402
 
-from metaae_edge.cli import main  # noqa: E402
 from metaae_edge.errors import BundleError, ExportError, InputError  # noqa: E402
 from metaae_edge.exporters.bundle import write_bundle  # noqa: E402
 from metaae_edge.exporters.graphs import CONV_GRAPHS  # noqa: E402
@@ -77,12 +74,6 @@ def copy_of(made, tmp_path):
         return dst
     return _copy
 
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 # -- export ------------------------------------------------------------------------------
@@ -240,18 +231,16 @@ def test_error_map_needs_an_image_bundle(tmp_path):
         Runtime.load(path).error_map(np.zeros((1, 6), np.float32))
 
 
-def test_runtime_runs_image_bundles_withouttorch_reference(made):
+def test_runtime_runs_image_bundles_without_torch(made, python_without):
     code = (
-        "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
         "from metaae_edge.runtime import Runtime\n"
         f"rt = Runtime.load({str(made[0])!r}, threads=1)\n"
         f"m = rt.error_map(np.zeros((2, {C}, {2 * H}, {W}), np.float32))\n"
         "assert m.shape == (2, 1, 32, 16), m.shape\n"
-        "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n"
+        "assert not loaded('torch')\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    res = python_without(code)
     assert res.returncode == 0, res.stderr
 
 
@@ -345,7 +334,7 @@ def tiny_ckpt(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", ckpt)
 
 
-def test_cli_images_end_to_end(capsys, tmp_path, tiny_ckpt):
+def test_cli_images_end_to_end(cli, tmp_path, tiny_ckpt):
     folder = tmp_path / "imgs"
     folder.mkdir()
     pixels = (_images(14, seed=3)[:, 0] * 255).round().astype(np.uint8)
@@ -353,7 +342,7 @@ def test_cli_images_end_to_end(capsys, tmp_path, tiny_ckpt):
     for name, p in zip(names, pixels):
         Image.fromarray(p).save(folder / name)
     bundle = tmp_path / "bundle"
-    code, out, err = cli(capsys, "adapt-and-export", tiny_ckpt, "--data", folder, "--objective",
+    code, out, err = cli("adapt-and-export", tiny_ckpt, "--data", folder, "--objective",
                          "denoise", "--noise", "gaussian:0.1", "--steps", "2",
                          "--finetune-steps", "2", "--out", bundle)
     assert code == 0, err
@@ -361,7 +350,7 @@ def test_cli_images_end_to_end(capsys, tmp_path, tiny_ckpt):
     assert m["arch"]["backbone"] == "conv" and m["input"]["resolution"] == [H, W]
     assert m["task"]["noise"] == "gaussian:0.1" and m["objective"] == "denoise"
 
-    code, out, err = cli(capsys, "run", bundle, "--input", folder, "--mode", "denoise",
+    code, out, err = cli("run", bundle, "--input", folder, "--mode", "denoise",
                          "--out", tmp_path / "clean")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == names
@@ -372,23 +361,23 @@ def test_cli_images_end_to_end(capsys, tmp_path, tiny_ckpt):
     got = np.asarray(Image.open(tmp_path / "clean" / names[0]), np.float32) / 255
     np.testing.assert_allclose(got, np.clip(denoised[0, 0], 0, 1), atol=1 / 255 + 1e-6)
 
-    code, out, err = cli(capsys, "run", bundle, "--input", folder, "--mode", "error-map",
+    code, out, err = cli("run", bundle, "--input", folder, "--mode", "error-map",
                          "--out", tmp_path / "maps")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == names
-    code, out, err = cli(capsys, "run", bundle, "--input", folder, "--mode", "score",
+    code, out, err = cli("run", bundle, "--input", folder, "--mode", "score",
                          "--out", tmp_path / "scores.csv")
     assert code == 0, err
     assert len(out.strip().splitlines()) == len(names) and out.startswith(names[0])
     assert (tmp_path / "scores.csv").read_text().splitlines()[0] == "name,score"
 
     np.save(tmp_path / "stack.npy", pixels)  # (N, H, W) uint8 in, (N, H, W) float32 out
-    code, out, err = cli(capsys, "run", bundle, "--input", tmp_path / "stack.npy", "--mode",
+    code, out, err = cli("run", bundle, "--input", tmp_path / "stack.npy", "--mode",
                          "reconstruct", "--out", tmp_path / "npy_out")
     assert code == 0, err
     assert np.load(tmp_path / "npy_out" / "stack.npy").shape == pixels.shape
 
-    code, out, err = cli(capsys, "inspect", bundle)
+    code, out, err = cli("inspect", bundle)
     assert code == 0, err
     stages = len(m["arch"]["encoder"])
     assert "bytes per image at int8" in out and f"multiples of {2 ** stages}" in out
@@ -401,7 +390,7 @@ def test_cli_images_end_to_end(capsys, tmp_path, tiny_ckpt):
                  ("--input", folder, "--mode", "denoise", "--out", folder),
                  ("--input", tmp_path / "missing", "--mode", "denoise", "--out",
                   tmp_path / "never")):
-        code, out, err = cli(capsys, "run", bundle, *args)
+        code, out, err = cli("run", bundle, *args)
         lines = [line for line in err.strip().splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, err)
     assert not (tmp_path / "never").exists()

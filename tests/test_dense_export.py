@@ -20,7 +20,6 @@ Image = pytest.importorskip("PIL.Image")
 
 from image_helpers import blob_images, torch_reference  # noqa: E402
 
-from metaae_edge.cli import main  # noqa: E402
 from metaae_edge.errors import (  # noqa: E402
     BundleError,
     DataError,
@@ -104,12 +103,6 @@ def copy_of(made, tmp_path):
         return Path(shutil.copytree(made[name][0], tmp_path / dst))
     return _copy
 
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def _dims(vi) -> list:
@@ -356,7 +349,7 @@ def test_tensorrt_engine_at_the_fixed_size(made, copy_of):
 
 
 # -- CLI and bench -----------------------------------------------------------------------
-def test_cli_run_on_pngs_and_npy(made, rt, capsys, tmp_path, monkeypatch):
+def test_cli_run_on_pngs_and_npy(cli, made, rt, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # inspect's table on one line per row
     bundle, _, _, x = made[MAIN]
     folder = tmp_path / "imgs"
@@ -368,7 +361,7 @@ def test_cli_run_on_pngs_and_npy(made, rt, capsys, tmp_path, monkeypatch):
     as_read = pixels.astype(np.float32) / 255
 
     for mode in ("reconstruct", "denoise"):
-        code, _, err = cli(capsys, "run", bundle, "--input", folder, "--mode", mode,
+        code, _, err = cli("run", bundle, "--input", folder, "--mode", mode,
                            "--out", tmp_path / mode)
         assert code == 0, err
         assert sorted(p.name for p in (tmp_path / mode).iterdir()) == names
@@ -376,13 +369,13 @@ def test_cli_run_on_pngs_and_npy(made, rt, capsys, tmp_path, monkeypatch):
         want = np.clip(rt.reconstruct(as_read[:1])[0, 0], 0, 1)
         np.testing.assert_allclose(got, want, atol=1 / 255 + 1e-6)
 
-    code, _, err = cli(capsys, "run", bundle, "--input", folder, "--mode", "encode",
+    code, _, err = cli("run", bundle, "--input", folder, "--mode", "encode",
                        "--out", tmp_path / "codes.npy")
     assert code == 0, err
     codes = np.load(tmp_path / "codes.npy")
     assert codes.shape == (6, 32)
     np.testing.assert_allclose(codes, rt.encode(as_read), atol=1e-5)
-    code, _, err = cli(capsys, "run", bundle, "--input", tmp_path / "codes.npy", "--mode",
+    code, _, err = cli("run", bundle, "--input", tmp_path / "codes.npy", "--mode",
                        "decode", "--out", tmp_path / "decoded.npy")
     assert code == 0, err
     decoded = np.load(tmp_path / "decoded.npy")
@@ -390,16 +383,16 @@ def test_cli_run_on_pngs_and_npy(made, rt, capsys, tmp_path, monkeypatch):
     np.testing.assert_allclose(decoded, rt.reconstruct(as_read)[:, 0], atol=1e-5)
 
     np.save(tmp_path / "stack.npy", pixels)  # (N, H, W) uint8 in, (N, H, W) float32 out
-    code, _, err = cli(capsys, "run", bundle, "--input", tmp_path / "stack.npy", "--mode",
+    code, _, err = cli("run", bundle, "--input", tmp_path / "stack.npy", "--mode",
                        "reconstruct", "--out", tmp_path / "npy_out")
     assert code == 0, err
     assert np.load(tmp_path / "npy_out" / "stack.npy").shape == pixels.shape
-    code, out, err = cli(capsys, "run", bundle, "--input", folder, "--mode", "predict",
+    code, out, err = cli("run", bundle, "--input", folder, "--mode", "predict",
                          "--out", tmp_path / "flags.csv")
     assert code == 0, err
     assert len(out.strip().splitlines()) == 6
 
-    code, out, err = cli(capsys, "inspect", bundle)
+    code, out, err = cli("inspect", bundle)
     assert code == 0, err
     assert "fixed size 16x16 only" in out and "dense code of 32 values" in out
     assert "-> [dense 32] ->" in out  # the architecture, not swallowed as rich markup
@@ -417,7 +410,7 @@ def test_cli_run_on_pngs_and_npy(made, rt, capsys, tmp_path, monkeypatch):
               tmp_path / "never"), "runs at 16x16 only (dense code); got 32x32"),
             (("--input", tmp_path / "maps.npy", "--mode", "decode", "--out",
               tmp_path / "never"), "expected a 2-D array")):
-        code, _, err = cli(capsys, "run", bundle, *args)
+        code, _, err = cli("run", bundle, *args)
         lines = [line for line in err.strip().splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, err)
         assert match in lines[0], lines[0]

@@ -7,17 +7,9 @@ import pytest
 import torch
 
 from metaae_edge.adapt import adapt
-from metaae_edge.cli import main
 from metaae_edge.exporters.bundle import write_bundle
 from metaae_edge.runtime import Runtime
 from metaae_edge.tasks import create_family
-
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -48,27 +40,27 @@ def test_runtime_matches_torch_on_held_out_task(tmp_path):
                                atol=1e-5, rtol=1e-4)
 
 
-def test_cli_user_csv_run_inspect_and_bad_inputs(capsys, tmp_path, user_csv):
+def test_cli_user_csv_run_inspect_and_bad_inputs(cli, tmp_path, user_csv):
     path, x = user_csv
     bundle = tmp_path / "bundle"
-    code, out, err = cli(capsys, "adapt-and-export", "builtin:manifold", "--data", path,
+    code, out, err = cli("adapt-and-export", "builtin:manifold", "--data", path,
                          "--out", bundle, "--steps", "3", "--finetune-steps", "3")
     assert code == 0, err
     assert "architecture" in err and "parity" in err
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["input"]["shape"] == [None, 30]
     # same command again refuses to overwrite
-    code, _, err = cli(capsys, "adapt-and-export", "builtin:manifold", "--data", path,
+    code, _, err = cli("adapt-and-export", "builtin:manifold", "--data", path,
                        "--out", bundle)
     assert code == 2 and "--force" in err
 
     out_npy = tmp_path / "recon.npy"
-    code, _, err = cli(capsys, "run", bundle, "--input", path, "--output", out_npy,
+    code, _, err = cli("run", bundle, "--input", path, "--output", out_npy,
                        "--mode", "reconstruct")
     assert code == 0, err
     np.testing.assert_allclose(np.load(out_npy), Runtime.load(bundle).reconstruct(x),
                                atol=1e-5)
-    code, out, err = cli(capsys, "inspect", bundle, "--verify", "--json")
+    code, out, err = cli("inspect", bundle, "--verify", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["verified"] is True and report["manifest"]["schema_version"] == 1
@@ -83,16 +75,16 @@ def test_cli_user_csv_run_inspect_and_bad_inputs(capsys, tmp_path, user_csv):
     for name, text in bad.items():
         src, dst = tmp_path / name, tmp_path / f"{name}.npy"
         src.write_text(text)
-        code, _, err = cli(capsys, "run", bundle, "--input", src, "--output", dst,
+        code, _, err = cli("run", bundle, "--input", src, "--output", dst,
                            "--mode", "reconstruct")
         lines = [line for line in err.strip().splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, err)
         assert not dst.exists(), name
 
 
-def test_cli_anomaly_threshold_and_fp16(capsys, tmp_path):
+def test_cli_anomaly_threshold_and_fp16(cli, tmp_path):
     bundle = tmp_path / "anomaly"
-    code, _, err = cli(capsys, "adapt-and-export", "builtin:sensors", "--task", "sensors:1",
+    code, _, err = cli("adapt-and-export", "builtin:sensors", "--task", "sensors:1",
                        "--objective", "anomaly", "--fpr", "0.05", "--out", bundle,
                        "--finetune-steps", "10", "--precision", "fp32,fp16")
     assert code == 0, err

@@ -7,7 +7,6 @@ import pytest
 
 pytest.importorskip("torch")
 
-from metaae_edge.cli import main  # noqa: E402
 from metaae_edge.errors import CheckpointError, SpecError  # noqa: E402
 from metaae_edge.pipeline import (  # noqa: E402
     ExportOptions,
@@ -20,12 +19,6 @@ from metaae_edge.tasks import create_family, list_families  # noqa: E402
 GRAPHS = ("autoencoder.onnx", "encoder.onnx", "decoder.onnx")
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
 
 def one_line_error(code, err):
     lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -33,8 +26,8 @@ def one_line_error(code, err):
     return lines[0]
 
 
-def test_adapt_and_export_matches_cli_and_leaves_the_task_alone(capsys, tmp_path):
-    code, out, err = run_cli(capsys, "adapt-and-export", "builtin:sensors", "--task",
+def test_adapt_and_export_matches_cli_and_leaves_the_task_alone(cli, tmp_path):
+    code, out, err = cli("adapt-and-export", "builtin:sensors", "--task",
                              "sensors:2", "--objective", "anomaly", "--out", tmp_path / "cli")
     assert code == 0, err
     task = create_family("sensors", seed=0).sample("test", 2, objective="anomaly")
@@ -62,7 +55,7 @@ def test_export_options_validate_in_one_place(tmp_path):
 
 
 @pytest.mark.parametrize("family", sorted(list_families()))
-def test_create_recipe_is_what_the_cli_runs(capsys, tmp_path, monkeypatch, family):
+def test_create_recipe_is_what_the_cli_runs(cli, tmp_path, monkeypatch, family):
     import metaae_edge.pipeline as pipeline
 
     seen = {}
@@ -72,13 +65,13 @@ def test_create_recipe_is_what_the_cli_runs(capsys, tmp_path, monkeypatch, famil
         raise SystemExit(0)
 
     monkeypatch.setattr(pipeline, "meta_train", fake)
-    code, _, err = run_cli(capsys, "meta-train", "--family", family, "--out", tmp_path / "m")
+    code, _, err = cli("meta-train", "--family", family, "--out", tmp_path / "m")
     assert code == 0, err
     assert seen["recipe"] == create_recipe(family)
     assert seen["given"] == {"family"}
 
 
-def test_recipe_file_and_flags(capsys, tmp_path, monkeypatch):
+def test_recipe_file_and_flags(cli, tmp_path, monkeypatch):
     import metaae_edge.pipeline as pipeline
 
     seen = {}
@@ -91,7 +84,7 @@ def test_recipe_file_and_flags(capsys, tmp_path, monkeypatch):
     toml = tmp_path / "recipe.toml"
     toml.write_text('family = "digits-res"\nmeta_steps = 7\nalgorithm = "fomaml"\n'
                     'posttrain_bpp = [0, 1]\n')
-    code, _, err = run_cli(capsys, "meta-train", "--recipe", toml, "--meta-steps", "5",
+    code, _, err = cli("meta-train", "--recipe", toml, "--meta-steps", "5",
                            "--out", tmp_path / "m")
     assert code == 0, err
     assert seen["r"] == create_recipe("digits-res", meta_steps=5, algorithm="fomaml",
@@ -99,10 +92,10 @@ def test_recipe_file_and_flags(capsys, tmp_path, monkeypatch):
     assert seen["r"].meta_batch == 2  # the family's recipe fills what the file leaves out
 
 
-def test_recipe_file_unknown_key_is_one_line(capsys, tmp_path):
+def test_recipe_file_unknown_key_is_one_line(cli, tmp_path):
     toml = tmp_path / "recipe.toml"
     toml.write_text('family = "manifold"\nmeta_stepz = 3\nbogus = true\n')
-    line = one_line_error(*run_cli(capsys, "meta-train", "--recipe", toml, "--out",
+    line = one_line_error(*cli("meta-train", "--recipe", toml, "--out",
                                    tmp_path / "m")[::2])
     assert "unknown key(s) bogus, meta_stepz" in line and str(toml) in line
 
@@ -125,9 +118,9 @@ def short_run(tmp_path_factory):
     return out
 
 
-def test_resume_with_conflicting_flags_names_each(capsys, short_run):
-    line = one_line_error(*run_cli(
-        capsys, "meta-train", "--family", "manifold", "--out", short_run, "--resume",
+def test_resume_with_conflicting_flags_names_each(cli, short_run):
+    line = one_line_error(*cli(
+        "meta-train", "--family", "manifold", "--out", short_run, "--resume",
         "--algorithm", "fomaml", "--inner-steps", "3", "--meta-batch", "1")[::2])
     assert "--algorithm fomaml (checkpoint: reptile)" in line
     assert "--inner-steps 3 (checkpoint: 2)" in line
@@ -140,10 +133,10 @@ def test_resume_from_python_checks_what_differs_from_the_family_recipe(short_run
                    resume=True)
 
 
-def test_resume_with_agreeing_flags_continues(capsys, tmp_path, short_run):
+def test_resume_with_agreeing_flags_continues(cli, tmp_path, short_run):
     out = tmp_path / "m.safetensors"
     out.write_bytes(Path(short_run).read_bytes())
-    code, stdout, err = run_cli(capsys, "meta-train", "--family", "manifold", "--out", out,
+    code, stdout, err = cli("meta-train", "--family", "manifold", "--out", out,
                                 "--resume", "--meta-steps", "3", "--inner-steps", "2",
                                 "--meta-batch", "1", "--algorithm", "reptile")
     assert code == 0, err
@@ -153,8 +146,8 @@ def test_resume_with_agreeing_flags_continues(capsys, tmp_path, short_run):
 @pytest.mark.parametrize("family, flag", [("digits-res", "--search-archs"),
                                           ("digits-res", "--latency-tasks"),
                                           ("manifold", "--bpp")])
-def test_evaluate_refuses_flags_the_protocol_ignores(capsys, family, flag):
-    line = one_line_error(*run_cli(capsys, "evaluate", "--family", family, flag, "1")[::2])
+def test_evaluate_refuses_flags_the_protocol_ignores(cli, family, flag):
+    line = one_line_error(*cli("evaluate", "--family", family, flag, "1")[::2])
     assert flag in line and family in line
 
 

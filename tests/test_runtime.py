@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -88,20 +85,17 @@ def _edit_manifest(root: Path, fn) -> None:
 
 
 # -- torch-free --------------------------------------------------------------------------
-def test_runtime_imports_and_runs_without_torch(made):
+def test_runtime_imports_and_runs_without_torch(made, python_without):
     code = (
-        "import sys; sys.modules['torch'] = None\n"
         "import metaae_edge.runtime, metaae_edge.commands.bundle_cmds\n"
         "import numpy as np\n"
         "rt = metaae_edge.runtime.Runtime.load(sys.argv[1])\n"
         f"print(rt.score(np.zeros((3, {D}), np.float32)).shape)\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'sklearn')"
-        " and sys.modules[m] is not None]\n"
+        " and loaded(m)]\n"
         "assert not bad, bad\n"
     )
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-c", code, str(made[0])], capture_output=True,
-                          text=True, env=env, timeout=60)
+    proc = python_without(code, made[0])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(3,)"
 
