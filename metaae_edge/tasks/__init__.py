@@ -27,7 +27,14 @@ from .digits import DigitsFamily, digits_pool
 from .families import FamilyBase
 from .imagedata import load_image_task
 from .images import DigitsResFamily, ImageFamilyBase, ShapesFamily
-from .kinds import SAMPLE_KINDS, ImageSamples, SampleKind, VectorSamples, sample_kind_of
+from .kinds import (
+    SAMPLE_KINDS,
+    ImageSamples,
+    SampleKind,
+    VectorSamples,
+    register_sample_kind,
+    sample_kind_of,
+)
 from .manifold import ManifoldFamily
 from .recipes import RECIPE_FIELDS, Recipe, create_recipe, family_recipe, load_recipe_file
 from .sensors import SensorsFamily
@@ -65,6 +72,7 @@ __all__ = [
     "load_recipe_file",
     "load_task",
     "register_family",
+    "register_sample_kind",
     "sample_kind_of",
     "task_seed",
 ]
