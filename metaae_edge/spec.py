@@ -8,13 +8,17 @@ the exporters and the bundle manifest serialise it, and the torch-free runtime r
 from __future__ import annotations
 
 import json
+import operator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .backbones import BACKBONES, KERNELS, check_layer_kernel, rules_for
 from .errors import SpecError
 
-__all__ = ["ACTIVATIONS", "OUTPUT_ACTIVATIONS", "PREFILTERS", "DENSE_GRID", "LayerSpec",
-           "ArchSpec", "SupernetConfig", "positive_int"]
+__all__ = ["ACTIVATIONS", "BACKBONES", "KERNELS", "OUTPUT_ACTIVATIONS", "PREFILTERS",
+           "DENSE_GRID", "LayerSpec", "ArchSpec", "SupernetConfig", "nonnegative_int",
+           "positive_int"]
 
 #: Activations the search may choose per layer: all export to plain ONNX ops and quantise
 #: well (hardswish rather than silu/gelu: piecewise linear, cheap in INT8).
@@ -22,9 +26,8 @@ ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "hardswish", "tanh")
 #: Activation of the reconstruction head: identity for standardised data, sigmoid for
 #: data in [0, 1] trained with binary cross-entropy.
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid")
-BACKBONES: tuple[str, ...] = ("mlp", "conv")
-#: Kernel sizes a conv stage may use (odd, so "same" padding keeps sizes exact).
-KERNELS: tuple[int, ...] = (1, 3, 5, 7)
+# BACKBONES and KERNELS (re-exported here) live in the per-backbone table of
+# :mod:`metaae_edge.backbones`, with each backbone's layer and search-option rules.
 #: Kernel of the conv decoder's output layer (latent projection is 1x1).
 CONV_OUTPUT_KERNEL = 3
 #: Parameter-free input filters a conv architecture may start with: ``none`` or
@@ -43,6 +46,19 @@ def positive_int(name: str, value: Any) -> int:
         raise SpecError(f"{name} must be a positive integer, got {value!r}")
     return value
 
+
+def nonnegative_int(name: str, value: Any) -> int:
+    """``value`` if it is an int >= 0 (not a bool), else a :class:`SpecError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpecError(f"{name} must be an integer >= 0, got {value!r}")
+    return value
+
+
+#: ArchSpec fields left out of its JSON when at their default (the test says so): old
+#: readers (and old manifests) never see them.
+_OMITTED_AT_DEFAULT: dict[str, Callable[[Any], bool]] = {"linear_bypass": operator.not_,
+                                       "prefilter": lambda v: v == "none",
+                                       "dense_latent": operator.not_}
 
 
 @dataclass(frozen=True)
@@ -63,11 +79,7 @@ class LayerSpec:
                 f"{where}.activation must be one of {', '.join(ACTIVATIONS)}, "
                 f"got {self.activation!r}"
             )
-        if backbone == "conv" and self.kernel not in KERNELS:
-            raise SpecError(f"{where}.kernel must be one of {KERNELS} for a conv stage, "
-                            f"got {self.kernel!r}")
-        if backbone == "mlp" and self.kernel is not None:
-            raise SpecError(f"{where}.kernel must be unset for an mlp layer, got {self.kernel}")
+        check_layer_kernel(backbone, self.kernel, where)  # per backbone: see backbones.py
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"width": self.width, "activation": self.activation}
@@ -162,9 +174,7 @@ class ArchSpec:
         if self.prefilter not in PREFILTERS:
             raise SpecError(f"prefilter must be one of {', '.join(PREFILTERS)}, "
                             f"got {self.prefilter!r}")
-        if not isinstance(self.dense_latent, int) or isinstance(self.dense_latent, bool) \
-                or self.dense_latent < 0:
-            raise SpecError(f"dense_latent must be an integer >= 0, got {self.dense_latent!r}")
+        nonnegative_int("dense_latent", self.dense_latent)
         kind.validate_options(self)  # prefilter / dense code / bypass: defined per kind
         return self
 
@@ -221,12 +231,9 @@ class ArchSpec:
         d["input_shape"] = list(self.input_shape)
         d["encoder"] = [layer.to_dict() for layer in self.encoder]
         d["decoder"] = [layer.to_dict() for layer in self.decoder]
-        if not self.linear_bypass:  # old readers (and old manifests) never see the field
-            del d["linear_bypass"]
-        if self.prefilter == "none":  # likewise
-            del d["prefilter"]
-        if not self.dense_latent:  # likewise
-            del d["dense_latent"]
+        for name, at_default in _OMITTED_AT_DEFAULT.items():
+            if at_default(d[name]):
+                del d[name]
         return d
 
     @classmethod
@@ -337,9 +344,7 @@ class SupernetConfig:
         return max(self.latent_choices)
 
     def validate(self) -> SupernetConfig:
-        if self.backbone not in BACKBONES:
-            raise SpecError(
-                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        rules = rules_for(self.backbone)  # or "backbone must be one of ..."
         positive_int("max_input_dim", self.max_input_dim)
         positive_int("max_depth", self.max_depth)
         for name in ("width_choices", "latent_choices", "kernel_choices"):
@@ -355,11 +360,7 @@ class SupernetConfig:
                 raise SpecError(f"kernel_choices must be among {KERNELS}, got {k}")
         if not isinstance(self.linear_bypass, bool):
             raise SpecError(f"linear_bypass must be true or false, got {self.linear_bypass!r}")
-        if self.linear_bypass and self.backbone == "conv" and not self.dense_latents:
-            raise SpecError("a conv linear_bypass needs dense_latents (it feeds the dense code)")
-        for name in ("prefilters", "dense_latents"):  # search choices of the conv backbone
-            if getattr(self, name) and self.backbone != "conv":
-                raise SpecError(f"{name} are only defined for the conv backbone")
+        rules.check_supernet(self)  # the bypass's needs, options the backbone lacks
         for f in self.prefilters:
             if f not in PREFILTERS:
                 raise SpecError(f"unknown prefilter {f!r}; choose from {', '.join(PREFILTERS)}")

@@ -102,3 +102,64 @@ def test_supernet_config_linear_bypass_round_trip():
     assert SupernetConfig.from_dict(cfg.to_dict()).linear_bypass is False
     with pytest.raises(SpecError, match="a conv linear_bypass needs dense_latents"):
         SupernetConfig.conv(linear_bypass=True)
+
+
+# ------------------------------------------- the per-backbone table (metaae_edge.backbones)
+
+
+def test_backbone_table_refuses_conv_only_options_with_the_old_messages():
+    from metaae_edge.backbones import BACKBONES, rules_for
+
+    assert BACKBONES == ("mlp", "conv")
+    with pytest.raises(SpecError, match=r"^prefilters are only defined for the conv backbone$"):
+        SupernetConfig(prefilters=("median3",)).validate()
+    with pytest.raises(SpecError, match=r"^dense_latents are only defined for the conv backbone$"):
+        SupernetConfig(dense_latents=(8,)).validate()
+    # an MLP bypass needs nothing; the option error comes first only on the conv side
+    assert SupernetConfig(linear_bypass=True).validate().linear_bypass
+    with pytest.raises(SpecError, match=r"^a conv linear_bypass needs dense_latents \("):
+        SupernetConfig.conv(linear_bypass=True, prefilters=())
+    assert SupernetConfig.conv(linear_bypass=True, dense_latents=(8,)).dense_latents == (8,)
+    for bad in ("rnn", ["mlp"]):
+        with pytest.raises(SpecError, match=r"^backbone must be one of mlp, conv, got "):
+            SupernetConfig(backbone=bad).validate()
+        with pytest.raises(SpecError, match=r"^backbone must be one of mlp, conv, got "):
+            rules_for(bad)
+
+
+def test_layer_kernel_rule_per_backbone():
+    with pytest.raises(SpecError, match=r"^enc\.kernel must be unset for an mlp layer, got 3$"):
+        LayerSpec(8, "relu", 3).validate("enc")
+    with pytest.raises(SpecError,
+                       match=r"^enc\.kernel must be one of \(1, 3, 5, 7\) for a conv stage"):
+        LayerSpec(8, "relu", None).validate("enc", "conv")
+    LayerSpec(8, "relu", 5).validate("enc", "conv")
+    LayerSpec(8, "relu", 4).validate("enc", "unknown")  # the spec refuses the backbone itself
+
+
+def test_a_new_backbone_is_one_table_entry(monkeypatch):
+    from metaae_edge import backbones
+
+    toy = backbones.BackboneRules(lambda kernel, where: None, frozenset({"dense_latents"}))
+    monkeypatch.setitem(backbones.BACKBONE_RULES, "toy", toy)
+    assert SupernetConfig(backbone="toy", dense_latents=(4,)).validate().dense_latents == (4,)
+    with pytest.raises(SpecError, match=r"^prefilters are only defined for the conv backbone$"):
+        SupernetConfig(backbone="toy", prefilters=("none",)).validate()
+    with pytest.raises(SpecError, match=r"^dense_latents are only defined for the conv / toy "):
+        SupernetConfig(dense_latents=(4,)).validate()
+    with pytest.raises(SpecError, match=r"one of mlp, conv, toy, got 'x'"):
+        SupernetConfig(backbone="x").validate()
+
+
+def test_optional_arch_fields_are_omitted_at_their_defaults_only():
+    conv = dict(input_shape=(1, 8, 8), encoder=(LayerSpec(8, "relu", 3),), latent_dim=2,
+                decoder=(LayerSpec(8, "relu", 3),), backbone="conv")
+    plain = ArchSpec(**conv).validate().to_dict()
+    assert not {"linear_bypass", "prefilter", "dense_latent"} & set(plain)
+    full = ArchSpec(**conv, prefilter="median3", dense_latent=8, linear_bypass=True).validate()
+    d = full.to_dict()
+    assert (d["prefilter"], d["dense_latent"], d["linear_bypass"]) == ("median3", 8, True)
+    assert list(d)[-3:] == ["linear_bypass", "prefilter", "dense_latent"]  # field order
+    assert ArchSpec.from_json(full.to_json()) == full
+    with pytest.raises(SpecError, match=r"^dense_latent must be an integer >= 0, got True$"):
+        ArchSpec(**conv, dense_latent=True).validate()

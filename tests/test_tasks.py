@@ -420,3 +420,70 @@ def test_loader_errors_are_clear(tmp_path) -> None:
     np.save(tmp_path / "ok.npy", np.zeros((20, 2)))
     assert "query_fraction" in _err(tmp_path / "ok.npy", query_fraction=1.5)
     assert "objective" in _err(tmp_path / "ok.npy", objective="cluster")
+
+
+# ---------------------------------------------------------------- sample kinds
+
+
+def _kind_task(image_shape=None, **kw) -> Task:
+    rng = np.random.default_rng(0)
+    return Task("t", "x", rng.random((12, 16), dtype=np.float32),
+                rng.random((6, 16), dtype=np.float32), image_shape=image_shape, **kw)
+
+
+def test_sample_kind_per_task_kind() -> None:
+    from metaae_edge.spec import SupernetConfig
+    from metaae_edge.tasks import ImageSamples, VectorSamples
+
+    vec, img = _kind_task(), _kind_task([1, 4, 4])
+    assert isinstance(vec.sample_kind, VectorSamples) and vec.sample_shape == (16,)
+    assert isinstance(img.sample_kind, ImageSamples) and img.sample_shape == (1, 4, 4)
+    assert img.image_shape == (1, 4, 4)  # the kind normalised the list to a tuple
+    assert vec.sample_kind.default_space() == SupernetConfig()
+    assert img.sample_kind.default_space() == SupernetConfig.conv()
+    assert vec.sample_kind.basis_always and not img.sample_kind.basis_always
+    assert "image_shape" not in vec.summary() and img.summary()["image_shape"] == [1, 4, 4]
+    assert create_family("digits-res").sample("val", 0).sample_shape[0] == 1
+    with pytest.raises(DataError, match=r"image_shape must be \(C, H, W\) with C\*H\*W = 16 "):
+        _kind_task((1, 4, 5))
+
+
+def test_sample_kinds_corrupt_in_their_own_units() -> None:
+    from metaae_edge.tasks import Noise
+
+    noise = Noise("salt-pepper", 1.0)  # every value becomes salt or pepper
+    for task in (_kind_task(), _kind_task((1, 4, 4))):
+        norm = task.normalizer()
+        z = norm.transform(task.support)
+        out = task.sample_kind.corrupt(noise, norm, task.support, z,
+                                       np.random.default_rng(1))
+        bounds = task.sample_kind.noise_bounds
+        if bounds is None:  # vectors: the normalised set's own min and max
+            lo, hi = np.full_like(z, z.min()), np.full_like(z, z.max())
+        else:  # images: raw pixels 0 / 1, then normalised
+            lo, hi = (norm.transform(np.full_like(z, v)) for v in bounds)
+        assert out.shape == z.shape and np.all((out == lo) | (out == hi))
+        assert (out == lo).any() and (out == hi).any()
+
+
+def test_a_registered_sample_kind_is_asked_first() -> None:
+    from metaae_edge.tasks import SAMPLE_KINDS, VectorSamples, kinds
+
+    class Sequences(VectorSamples):
+        name = "sequence"
+
+        def matches(self, task: Task) -> bool:
+            return task.info.get("layout") == "sequence"
+
+        def sample_shape(self, task: Task) -> tuple[int, ...]:
+            return (4, task.input_dim // 4)
+
+    seq = kinds.register_sample_kind(Sequences(), first=True)
+    try:
+        kinds.register_sample_kind(Sequences())  # once per kind
+        assert sum(isinstance(k, Sequences) for k in SAMPLE_KINDS) == 1
+        assert _kind_task(info={"layout": "sequence"}).sample_shape == (4, 4)
+        assert _kind_task().sample_shape == (16,)
+    finally:
+        SAMPLE_KINDS.remove(seq)
+    assert _kind_task(info={"layout": "sequence"}).sample_shape == (16,)

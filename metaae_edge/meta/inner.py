@@ -115,7 +115,7 @@ class TaskBatch:
 
 def task_input_shape(task: Task) -> tuple[int, ...]:
     """One sample's shape as the supernet sees it: ``(D,)`` or ``(C, H, W)``."""
-    return tuple(task.image_shape) if task.image_shape is not None else (task.input_dim,)
+    return task.sample_shape
 
 
 def pca_basis(x: np.ndarray) -> np.ndarray:
@@ -137,13 +137,16 @@ def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0,
                image_basis: bool = False) -> TaskBatch:
     """Normalise a task with its support statistics and apply denoising corruption.
 
-    ``basis`` (the support inputs' principal directions) is computed for vector tasks, and
-    for image tasks when ``image_basis`` (a conv supernet with a linear bypass needs it).
+    ``basis`` (the support inputs' principal directions) is computed when the task's
+    sample kind always wants it (vector tasks) or when ``image_basis`` (a conv supernet
+    with a linear bypass needs it).
 
-    Image tasks come out as (N, C, H, W); their noise is applied to the raw pixels (level
-    in pixel units, salt = 1 and pepper = 0) before normalising. Real noisy/clean pairs
-    (``support_noisy``) are used as they are.
+    Samples come out shaped ``(N, *task.sample_shape)``; the task's
+    :class:`~metaae_edge.tasks.kinds.SampleKind` applies the noise (vectors: in model
+    space; images: to the raw pixels, level in pixel units, salt = 1 and pepper = 0,
+    before normalising). Real noisy/clean pairs (``support_noisy``) are used as they are.
     """
+    kind, shape = task.sample_kind, task.sample_shape
     norm = task.normalizer()
     s, q = norm.transform(task.support), norm.transform(task.query)
     s_in, q_in = s, q
@@ -151,24 +154,20 @@ def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0,
         s_in = norm.transform(task.support_noisy)
         q_in = norm.transform(task.query_noisy) if task.query_noisy is not None else q
     elif task.objective == "denoise" and task.noise is not None:
-        rng = np.random.default_rng(seed)
-        if task.image_shape is not None:  # pixel units: corrupt raw images, then normalise
-            s_in, q_in = (norm.transform(task.noise.apply(a, rng, bounds=(0.0, 1.0)))
-                          for a in (task.support, task.query))
-        else:
-            s_in, q_in = task.noise.apply(s, rng), task.noise.apply(q, rng)
+        rng = np.random.default_rng(seed)  # one stream: the support set draws first
+        s_in, q_in = (kind.corrupt(task.noise, norm, raw, z, rng)
+                      for raw, z in ((task.support, s), (task.query, q)))
     if task.objective == "anomaly" and task.query_labels is not None:
         # The query loss of an anomaly task is judged on its normal samples only.
         keep = np.asarray(task.query_labels) == 0
         q, q_in = q[keep], q_in[keep]
 
     def t(a: np.ndarray) -> torch.Tensor:
-        if task.image_shape is not None:
-            a = a.reshape(len(a), *task.image_shape)
+        a = a.reshape(len(a), *shape)  # vectors: (N, D) already, a view of the same array
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
 
     basis = None
-    if task.image_shape is None or image_basis:
+    if kind.basis_always or image_basis:
         basis = torch.as_tensor(pca_basis(s_in), device=device)
     return TaskBatch(t(s_in), t(s), t(q_in), t(q), task.loss, task.input_dim, basis)
 

@@ -100,9 +100,9 @@ class MetaTrainer:
         self.family_options = dict(family_options or {})
         if resume is not None:
             supernet = resume.supernet
-        if supernet is None:  # image families get the conv space, vector families the MLP
+        if supernet is None:  # the space of the family's sample kind (images: conv)
             probe = family.sample("val", 0, objective=task_objective(cfg.objective, 0))
-            supernet = SupernetConfig.conv() if probe.image_shape is not None else SupernetConfig()
+            supernet = probe.sample_kind.default_space()
         self.supernet_cfg = supernet
         torch.manual_seed(cfg.seed)
         self.model = create_supernet(self.supernet_cfg).to(cfg.device)

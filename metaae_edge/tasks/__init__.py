@@ -27,6 +27,14 @@ from .digits import DigitsFamily, digits_pool
 from .families import FamilyBase
 from .imagedata import load_image_task
 from .images import DigitsResFamily, ImageFamilyBase, ShapesFamily
+from .kinds import (
+    SAMPLE_KINDS,
+    ImageSamples,
+    SampleKind,
+    VectorSamples,
+    register_sample_kind,
+    sample_kind_of,
+)
 from .manifold import ManifoldFamily
 from .recipes import RECIPE_FIELDS, Recipe, create_recipe, family_recipe, load_recipe_file
 from .sensors import SensorsFamily
@@ -36,20 +44,25 @@ from .userdata import load_array, load_task
 __all__ = [
     "OBJECTIVES",
     "RECIPE_FIELDS",
+    "SAMPLE_KINDS",
     "SPLITS",
     "DigitsFamily",
     "DigitsResFamily",
     "FamilyBase",
     "ImageFamilyBase",
+    "ImageSamples",
     "ManifoldFamily",
     "Noise",
     "Normalizer",
     "Recipe",
+    "SampleKind",
     "SensorsFamily",
     "TabularFamily",
     "ShapesFamily",
+    "TabularFamily",
     "Task",
     "TaskFamily",
+    "VectorSamples",
     "create_family",
     "create_recipe",
     "digits_pool",
@@ -60,5 +73,7 @@ __all__ = [
     "load_recipe_file",
     "load_task",
     "register_family",
+    "register_sample_kind",
+    "sample_kind_of",
     "task_seed",
 ]

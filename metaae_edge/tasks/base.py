@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import DataError
+from .kinds import SampleKind, sample_kind_of
 
 __all__ = [
     "OBJECTIVES",
@@ -128,7 +129,8 @@ class Task:
 
     Image tasks set ``image_shape = (C, H, W)``; their samples are stored flattened
     (``D = C * H * W``, C-order) and the conv backbone reshapes them. Their ``noise``
-    level is in raw (pixel) units. A ``denoise`` task with real noisy/clean pairs sets
+    level is in raw (pixel) units. :attr:`sample_kind` (:mod:`metaae_edge.tasks.kinds`) is
+    the one place that tells the kinds apart. A ``denoise`` task with real noisy/clean pairs sets
     ``support_noisy`` / ``query_noisy`` (same shapes as ``support`` / ``query``, which then
     hold the clean targets) and no synthetic noise is applied.
     """
@@ -165,12 +167,7 @@ class Task:
             raise DataError(
                 f"support has {self.support.shape[1]} features, query {self.query.shape[1]}"
             )
-        if self.image_shape is not None:
-            shape = tuple(int(v) for v in self.image_shape)
-            if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != self.input_dim:
-                raise DataError(f"image_shape must be (C, H, W) with C*H*W = "
-                                f"{self.input_dim} features, got {self.image_shape}")
-            self.image_shape = shape  # type: ignore[assignment]
+        self.image_shape = self.sample_kind.checked_shape(self)  # type: ignore[assignment]
         for name in ("support_noisy", "query_noisy"):
             arr = getattr(self, name)
             clean = getattr(self, name.split("_")[0])
@@ -186,6 +183,16 @@ class Task:
     @property
     def input_dim(self) -> int:
         return int(self.support.shape[1])
+
+    @property
+    def sample_kind(self) -> SampleKind:
+        """What the samples are (vectors, images): see :mod:`metaae_edge.tasks.kinds`."""
+        return sample_kind_of(self)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape as the supernet sees it: ``(D,)`` or ``(C, H, W)``."""
+        return self.sample_kind.sample_shape(self)
 
     def normalizer(self) -> Normalizer:
         """The normaliser fitted on the support set (the only data adaptation may see)."""
@@ -206,8 +213,7 @@ class Task:
         }
         if self.noise is not None:
             out["noise"] = str(self.noise)
-        if self.image_shape is not None:
-            out["image_shape"] = list(self.image_shape)
+        out.update(self.sample_kind.summary_fields(self))
         if self.query_labels is not None:
             out["n_query_anomalies"] = int(np.sum(self.query_labels))
         out.update({k: v for k, v in self.info.items() if isinstance(v, (int, float, str))})
