@@ -57,7 +57,6 @@ __all__ = [
     "Recipe",
     "SampleKind",
     "SensorsFamily",
-    "TabularFamily",
     "ShapesFamily",
     "TabularFamily",
     "Task",
