@@ -6,6 +6,7 @@ the client example builds its request without a server."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -103,7 +104,7 @@ def test_configs_parse_and_name_exactly_the_graphs_tensors(bundles, schema, kind
             "1", "1/model.onnx", "config.pbtxt"]  # Triton's documented layout
         cfg = schema((folder / "config.pbtxt").read_text())
         assert cfg.name == f"ae{suffix}" and cfg.platform == "onnxruntime_onnx"
-        assert cfg.max_batch_size == (1024 if kind == "vec" else 64)
+        assert cfg.max_batch_size == 1024  # tiny samples: the cap
         assert cfg.HasField("dynamic_batching")
         assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, 2)]  # KIND_CPU
         assert _config_io(cfg) == _onnx_io(folder / "1" / "model.onnx")
@@ -120,6 +121,16 @@ def test_configs_parse_and_name_exactly_the_graphs_tensors(bundles, schema, kind
     assert "inside the graph" in params["metaae_edge.normalization"]
     manifest = json.loads((bundles[kind] / "manifest.json").read_text())
     assert params["metaae_edge.score_definition"] == manifest["outputs"]["score"]["definition"]
+
+
+def test_default_max_batch_fits_the_batch_budget():
+    from metaae_edge.contracts import contract_for
+    from metaae_edge.exporters.triton import BATCH_BYTES, default_max_batch
+
+    big = contract_for(dataclasses.replace(SPECS["img"], input_shape=(3, 128, 128)).validate())
+    n = default_max_batch(big)
+    assert n * big.io_bytes() <= BATCH_BYTES < (n + 1) * big.io_bytes()
+    assert 10 < n < 64
 
 
 def test_options_reach_the_config_and_gpu_kind(bundles, schema, tmp_path, cli):
@@ -217,3 +228,25 @@ def test_client_example_builds_its_request_offline(bundles):
     assert [(i.name(), i.shape(), i.datatype()) for i in inputs] == [("x", [2, 6], "FP32")]
     assert inputs[0]._get_binary_data() == rows.astype(np.float32).tobytes()
     assert [o.name() for o in outputs] == ["score"]
+
+
+def test_reduced_precision_serves_its_own_graphs_and_threshold(bundles, schema, tmp_path):
+    from metaae_edge.exporters.precision import add_precision
+
+    bundle = Path(shutil.copytree(bundles["vec"], tmp_path / "b"))
+    x = np.random.default_rng(1).normal(size=(64, 6)).astype(np.float32)
+    add_precision(bundle, "fp16", x[:32], x[32:], max_quality_drop=0.5)
+    export_triton(bundle, tmp_path / "repo", name="ae", precision="fp16")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    files = {(f["role"], f["precision"]): f["path"] for f in manifest["files"]}
+    for suffix, role in ROLES.items():
+        folder = tmp_path / "repo" / f"ae{suffix}"
+        assert (folder / "1" / "model.onnx").read_bytes() == (
+            bundle / files[role, "fp16"]).read_bytes()
+        cfg = schema((folder / "config.pbtxt").read_text())
+        assert _config_io(cfg) == _onnx_io(folder / "1" / "model.onnx")  # float32 IO kept
+    cfg = schema((tmp_path / "repo" / "ae" / "config.pbtxt").read_text())
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    want = manifest.get("thresholds", {}).get("fp16", manifest["threshold"])["value"]
+    assert float(params["metaae_edge.threshold"]) == pytest.approx(want, rel=1e-6)
+    assert params["metaae_edge.precision"] == "fp16"

@@ -25,7 +25,8 @@ def export_triton_command(
         help="Main model name (default: the bundle folder's name); NAME_encoder, "
         "NAME_decoder and NAME_trt are the others.")] = None,
     max_batch: Annotated[int | None, typer.Option(
-        min=1, help="max_batch_size (default 1024; 64 for image bundles).")] = None,
+        min=1, help="max_batch_size (default: the largest batch whose float32 inputs and "
+        "outputs fit in 8 MiB, at most 1024).")] = None,
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 graphs to serve.")] = "fp32",
     instances: Annotated[int, typer.Option(min=1, help="Instances per model.")] = 1,
     kind: Annotated[str, typer.Option(

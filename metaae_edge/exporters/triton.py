@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..contracts import IOContract
 from ..errors import BundleError, DataError
 from ..fsutil import atomic_dir
 from ..optional import require
@@ -50,8 +51,10 @@ _DEFAULT_IO = {"autoencoder": (["x"], None), "encoder": (["x"], ["latent"]),
                "decoder": (["latent"], ["reconstruction"])}
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
-#: Default ``max_batch_size``: the TensorRT exporter's default profiles (vectors / images).
-VECTOR_MAX_BATCH, IMAGE_MAX_BATCH = 1024, 64
+#: Default ``max_batch_size``: the largest batch whose float32 inputs and outputs (at the
+#: adapted size) fit in BATCH_BYTES, at most MAX_BATCH (1024 for small vectors, ~18 for
+#: 3x128x128 images).
+BATCH_BYTES, MAX_BATCH = 8 << 20, 1024
 
 
 @dataclass(frozen=True)
@@ -257,7 +260,7 @@ def plan_repository(bundle: Bundle, *, name: str, max_batch: int | None = None,
     if kind not in _KINDS:
         raise DataError(f"--kind must be cpu or gpu, got {kind!r}")
     if max_batch is None:
-        max_batch = IMAGE_MAX_BATCH if bundle.is_image else VECTOR_MAX_BATCH
+        max_batch = default_max_batch(bundle.contract)
     if max_batch < 1 or instances < 1:
         raise DataError(f"--max-batch and --instances must be >= 1, got {max_batch} and "
                         f"{instances}")
@@ -268,6 +271,11 @@ def plan_repository(bundle: Bundle, *, name: str, max_batch: int | None = None,
     if trt is not None:
         models.append(trt)
     return models, skipped
+
+
+def default_max_batch(contract: IOContract) -> int:
+    """``max_batch_size`` when none is given: see :data:`BATCH_BYTES`."""
+    return max(1, min(MAX_BATCH, BATCH_BYTES // max(1, contract.io_bytes())))
 
 
 def default_name(bundle: Path) -> str:
@@ -303,7 +311,7 @@ def export_triton(bundle: str | Path, repo: str | Path, *, name: str | None = No
         bundle: the bundle directory.
         repo: the repository folder to create (or, with ``force``, replace).
         name: the main model's name (default: the bundle folder's name).
-        max_batch: ``max_batch_size`` (default 1024 for vectors, 64 for images).
+        max_batch: ``max_batch_size`` (default :func:`default_max_batch`).
         precision: which of the bundle's graphs (fp32 | fp16 | int8).
         instances: ``instance_group`` count.
         kind: ``cpu`` or ``gpu`` instances of the ONNX models (engines are always GPU).
