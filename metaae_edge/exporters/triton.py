@@ -225,7 +225,7 @@ def _trt_model(bundle: Bundle, name: str, precision: str, max_batch: int,
     for f, info in zip(engines, infos):
         cc = str(info.get("compute_capability", ""))
         fname = "model.plan" if len(engines) == 1 or not cc else f"model_sm{cc}.plan"
-        files[fname] = bundle.root / f.path
+        files[fname] = bundle.root / f.path  # two plans for one GPU: the later listed wins
         if len(engines) > 1 and len(cc) >= 2 and cc.isdigit():
             cc_files[f"{cc[:-1]}.{cc[-1]}"] = fname  # Triton keys read "8.9"
     inputs, outputs = _graph_io(bundle, "autoencoder")
