@@ -32,9 +32,11 @@ def _register() -> None:
         export_cmds,
         precision_cmds,
         train_cmds,
+        triton_cmds,
     )
 
-    for module in (train_cmds, export_cmds, precision_cmds, bundle_cmds, bench_cmds, eval_cmds):
+    for module in (train_cmds, export_cmds, precision_cmds, bundle_cmds, bench_cmds, eval_cmds,
+                   triton_cmds):
         module.register(app)
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_path", "default_mode"]
+__all__ = ["atomic_write", "atomic_path", "atomic_dir", "default_mode"]
 
 
 def default_mode(base: int = 0o666) -> int:
@@ -76,3 +77,49 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[Any]], Any],
         else:
             data(f)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary sibling folder to fill; on success it becomes ``path``.
+
+    For outputs that are a whole tree (a model repository): readers see the old tree or
+    the new one, never a half-written one. On any exception the temporary folder is
+    removed and ``path`` is left as it was. The caller decides beforehand whether an
+    existing ``path`` may be replaced; ``replace`` only allows the swap.
+
+    Args:
+        path: the final folder.
+        replace: move an existing ``path`` aside and delete it after the swap (otherwise
+            an existing ``path`` raises ``FileExistsError`` and nothing is written).
+    """
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not replace:
+        raise FileExistsError(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    try:
+        os.chmod(tmp, default_mode(0o777))  # mkdtemp makes it private (0700)
+        yield tmp
+        _swap_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_dir(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path``; an existing ``path`` is moved aside first, put back if
+    the second rename fails, and deleted after it succeeds."""
+    if not (path.exists() or path.is_symlink()):
+        os.rename(tmp, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=tmp.parent))
+    try:
+        os.rename(path, old / path.name)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            os.rename(old / path.name, path)
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
