@@ -9,6 +9,11 @@ only, score the query, report ROC-AUC as mean and 95% Student-t interval over th
 oracle: no detector is chosen with query labels). ``ours`` is
 ``metaae_edge.adapt.adapt`` from a checkpoint (default ``builtin:manifold``) with the
 task's anomaly objective, scored by ``query_scores``; skipped above 128 features.
+``ours-meta`` is what ``adapt-and-export --candidates meta`` exports ("ours" adapted on
+the support minus the 20% threshold hold-out) and ``ours+cand`` what ``--candidates auto``
+(the default) exports: closed-form candidates (PCA at several latent sizes, a Gaussian)
+fitted on the same rows compete with it, the winner chosen on the hold-out by
+:mod:`metaae_edge.pipeline.candidates` (no labels, no query).
 
 Example::
 
@@ -68,6 +73,25 @@ def ours_auc(ckpt, task, finetune_steps: int) -> float:
     return float(roc_auc_score(task.query_labels, query_scores(res, task.query)))
 
 
+def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2
+                  ) -> dict[str, float]:
+    """ROC-AUC of the model ``adapt-and-export --candidates auto`` would export
+    (``ours+cand``) and of the one ``--candidates meta`` would (``ours-meta``: adapted on
+    the support minus the threshold hold-out, the same fit rows)."""
+    from sklearn.metrics import roc_auc_score
+
+    from metaae_edge.adapt import adapt, query_scores
+    from metaae_edge.pipeline.candidates import compete
+    from metaae_edge.pipeline.export import split_holdout
+
+    fit, hold = split_holdout(task, holdout, 0)
+    comp = compete(lambda t: adapt(ckpt, t, finetune_steps=finetune_steps), fit, hold,
+                   "anomaly", holdout, 0)
+    print(f"  selected {comp.selection['selected']['name']}", file=sys.stderr)
+    return {name: float(roc_auc_score(task.query_labels, query_scores(res, task.query)))
+            for name, res in (("ours-meta", comp.ours), ("ours+cand", comp.winner))}
+
+
 def run_unit(task, detectors: list[str], ckpt, finetune_steps: int) -> dict[str, float]:
     """Every method's AUC on one task."""
     from sklearn.metrics import roc_auc_score
@@ -79,6 +103,7 @@ def run_unit(task, detectors: list[str], ckpt, finetune_steps: int) -> dict[str,
         out[name] = float(roc_auc_score(task.query_labels, scores))
     if ckpt is not None and task.input_dim <= OURS_MAX_FEATURES:
         out["ours"] = ours_auc(ckpt, task, finetune_steps)
+        out.update(ours_cand_auc(ckpt, task, finetune_steps))
     return out
 
 
@@ -139,14 +164,15 @@ def table(results: dict, methods: list[str]) -> str:
     head = ["dataset", "S", "units", *methods, "best classical"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     best_means: list[float] = []
-    paired: list[tuple[float, float]] = []  # (ours, best classical) where ours ran
+    paired: list[tuple[float, ...]] = []  # (ours, ours-meta, ours+cand, best classical)
     for (name, shots), res in results.items():
         stats = {m: mean_ci(res[m]) for m in methods if res.get(m)}
-        classical = {m: s for m, s in stats.items() if m != "ours"}
+        classical = {m: s for m, s in stats.items() if not m.startswith("ours")}
         best = max(classical, key=lambda m: classical[m][0])
         best_means.append(classical[best][0])
-        if "ours" in stats:
-            paired.append((stats["ours"][0], classical[best][0]))
+        if "ours+cand" in stats:
+            paired.append((stats["ours"][0], stats["ours-meta"][0], stats["ours+cand"][0],
+                           classical[best][0]))
         cells = []
         for m in methods:
             if m not in stats:
@@ -161,9 +187,10 @@ def table(results: dict, methods: list[str]) -> str:
     lines.append(f"\nMean of the per-row best classical: {np.mean(best_means):.4f}"
                  f" over {len(best_means)} rows.")
     if paired:
-        o, b = np.mean(paired, axis=0)
-        lines.append(f"Rows where ours ran ({len(paired)}): ours {o:.4f} vs best classical "
-                     f"{b:.4f} (difference {o - b:+.4f}).")
+        o, m, c, b = np.mean(paired, axis=0)
+        lines.append(f"Rows where ours ran ({len(paired)}): ours {o:.4f}, ours-meta {m:.4f}, "
+                     f"ours+cand {c:.4f} vs best classical {b:.4f} (differences "
+                     f"{o - b:+.4f}, {m - b:+.4f}, {c - b:+.4f}).")
     return "\n".join(lines)
 
 
@@ -173,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     results, notes = collect(args)
     methods = args.detectors.split(",")
     if any("ours" in r for r in results.values()):
-        methods.append("ours")
+        methods += ["ours", "ours-meta", "ours+cand"]
     print(table(results, methods))
     for note in dict.fromkeys(notes):
         print(f"- {note}")

@@ -38,6 +38,11 @@ def adapt_and_export_cmd(
     calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile."),
     max_quality_drop: float = typer.Option(0.02, help="Allowed relative quality drop vs fp32."),
     tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build TensorRT engines."),
+    candidates: str = typer.Option(
+        "auto", help="auto: closed-form candidates (PCA at several latent sizes; for "
+        "anomaly also a Gaussian) compete with the meta-learned model on held-out normal "
+        "rows and the winner is exported (vector reconstruct / anomaly tasks; image and "
+        "denoise tasks behave as meta) | meta: the meta-learned model only."),
     seed: int = typer.Option(0, help="Seed (same seed, same bundle)."),
     device: str = typer.Option("cpu", help="cpu | cuda for adaptation."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
@@ -52,7 +57,7 @@ def adapt_and_export_cmd(
         arch_lr=arch_lr, latent_bytes=latent_bytes, fpr=fpr, holdout=holdout,
         precisions=precision, calib_samples=calib_samples, calib_method=calib_method,
         max_quality_drop=max_quality_drop, tensorrt=tensorrt, seed=seed, device=device,
-        force=force).validate()
+        force=force, candidates=candidates).validate()
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
     t = load_export_task(ckpt, data=data, task=task, objective=objective, noise=noise,
@@ -93,6 +98,7 @@ def _print_summary(report, fpr: float) -> None:
         f"fine-tuned {rep['after']['query_mse']:.4f}  (discretisation gap "
         f"{100 * rep['discretization_gap']:+.1f}%)"
     )
+    _print_selection(report.selection)
     parity = report.manifest.get("parity", {})
     if parity:
         console.print(f"  ONNX parity vs torch: passed={parity.get('passed')} "
@@ -101,6 +107,17 @@ def _print_summary(report, fpr: float) -> None:
     if threshold is not None:
         console.print(f"  anomaly threshold {threshold['value']:.5f} (target FPR {fpr:g}, "
                       f"{threshold['n_holdout']} held-out normals)")
+
+
+def _print_selection(selection) -> None:
+    if not selection:
+        return
+    sel = selection["selected"]
+    margin = "" if sel["margin"] is None else f", margin {sel['margin']:+.4f} over " \
+        f"{sel['runner_up']}"
+    console.print(f"  selected [bold]{sel['name']}[/bold] of {len(selection['candidates'])}"
+                  f" candidates (held-out score {sel['score']:.4f}{margin}; "
+                  f"{sel['n_holdout']} held-out normal rows)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import AccuracyGateError, BundleError, DataError
 from .kinds import is_image_checkpoint
 from .progress import NullProgress, Progress
@@ -49,6 +51,10 @@ class ExportOptions:
     seed: int = 0
     device: str = "cpu"
     force: bool = False
+    #: ``auto``: closed-form candidates compete on held-out normal rows (vector
+    #: reconstruct / anomaly tasks; see :mod:`metaae_edge.pipeline.candidates`);
+    #: ``meta``: the meta-learned model only
+    candidates: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -61,9 +67,14 @@ class ExportOptions:
         """Check what can fail before any work (the CLI's order and messages).
 
         Raises:
-            DataError: an unsupported precision.
+            DataError: an unsupported precision or ``candidates`` mode.
             BundleError: ``out`` exists and ``force`` is not set.
         """
+        from .candidates import CANDIDATE_MODES
+
+        if self.candidates not in CANDIDATE_MODES:
+            raise DataError(f"--candidates must be one of {', '.join(CANDIDATE_MODES)}, "
+                            f"got {self.candidates!r}")
         bad = [p for p in self.precisions if p not in SUPPORTED_PRECISIONS]
         if bad:
             raise DataError(
@@ -103,6 +114,9 @@ class ExportReport:
     precisions: list[PrecisionResult] = field(default_factory=list)
     engines: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: ``{"candidates": [...], "selected": {...}}`` when closed-form candidates competed
+    #: (also the manifest's ``reports``), else None
+    selection: dict[str, Any] | None = None
 
     @property
     def refused(self) -> list[str]:
@@ -191,6 +205,112 @@ def _engines(bundle: Path, options: ExportOptions, precisions: list[PrecisionRes
                          precision=p) for p in options.precisions if p not in refused]
 
 
+def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
+    """The model to export: "ours" adapted on ``t``, or (``--candidates auto`` on a vector
+    reconstruct / anomaly task) the winner of :func:`~metaae_edge.pipeline.candidates.compete`.
+
+    Returns ``(result, selection, ours)``: ``result.report`` is always "ours"' adaptation
+    report (a closed-form winner is carried as ``result.model`` / ``result.spec``);
+    ``selection`` is the manifest's ``candidates`` / ``selected`` reports, or None; ``ours``
+    is None, or (a closed-form winner) a thunk giving "ours" adapted on ``t``.
+    """
+    from ..adapt import adapt
+    from .candidates import compete, uses_candidates
+
+    k = options.steps if options.steps is not None else int(ckpt.inner_config.get("steps", 10))
+
+    def run_adapt(task):
+        progress.start(f"adapt {task.name}", k)
+        try:
+            res = adapt(ckpt, task, steps=k, finetune_steps=options.finetune_steps,
+                        arch_lr=options.arch_lr, latent_bytes=options.latent_bytes,
+                        seed=options.seed, device=options.device,
+                        on_step=lambda i, loss: progress.update(i + 1,
+                                                                f"support loss {loss:.4f}"))
+        finally:
+            progress.stop()
+        res.model.cpu()
+        return res
+
+    if not uses_candidates(options.candidates, options.objective, is_image_checkpoint(ckpt)):
+        return run_adapt(t), None, None
+    comp = compete(run_adapt, t, hold, options.objective, options.holdout, options.seed)
+    winner = dataclasses.replace(comp.winner, report=comp.ours.report)
+    if comp.winner is comp.ours:
+        return winner, comp.selection, None
+    return winner, comp.selection, (lambda: comp.ours) if comp.ours_on_task \
+        else (lambda: run_adapt(t))
+
+
+def _write(result, selection, t, hold, options: ExportOptions, log, on_precision):
+    """Threshold, bundle and precision gates of one model: ``(bundle, threshold,
+    precisions, seconds of (bundle, precisions))``."""
+    from ..adapt import query_scores
+    from ..calibration import fit_threshold
+    from ..exporters.bundle import write_bundle
+
+    t0 = time.perf_counter()
+    threshold = fit_threshold(query_scores(result, hold), options.fpr) if hold is not None \
+        else None
+    bundle = write_bundle(
+        options.out, model=result.model, spec=result.spec, normalizer=result.normalizer,
+        task_summary=t.summary(), objective=options.objective, reference=t.query,
+        threshold=threshold, reports={"adaptation": result.report, **(selection or {})},
+        force=options.force, seed=options.seed,
+    )
+    t1 = time.perf_counter()
+    precisions = _precisions(bundle, t, options, hold, log, on_precision)
+    return bundle, threshold, precisions, np.array([t1 - t0, time.perf_counter() - t1])
+
+
+def _fallback(selection, precisions, ours, log) -> bool:
+    """Whether to export "ours" instead: the gate refused a requested precision of a
+    closed-form winner, and what passes every requested gate is what should ship.
+    Recorded in ``selection["selected"]["fallback"]``."""
+    refused = [p.precision for p in precisions if not p.passed]
+    if not refused or ours is None:
+        return False
+    sel = selection["selected"]
+    sel["fallback"] = {"from": sel["name"], "to": "ours", "refused": refused}
+    log(f"  {sel['name']} was refused {', '.join(refused)} by the accuracy gate; exporting "
+        "the meta-learned model (ours) instead")
+    _rename(sel, selection["candidates"], "ours")
+    return True
+
+
+def _export(result, selection, ours, t, hold, options: ExportOptions, log, on_precision):
+    """Write the selected model; on a refused precision of a closed-form winner, "ours"
+    (and back to the winner if "ours" is refused too). ``(result, bundle, threshold,
+    precisions, seconds of (bundle, precisions))``."""
+    bundle, threshold, precisions, spent = _write(result, selection, t, hold, options, log,
+                                                  on_precision)
+    if not _fallback(selection, precisions, ours, log):
+        return result, bundle, threshold, precisions, spent
+    forced = dataclasses.replace(options, force=True)
+    winner, result = result, ours()
+    bundle, threshold, precisions, again = _write(result, selection, t, hold, forced, log,
+                                                  on_precision)
+    spent = spent + again
+    if any(not p.passed for p in precisions):  # refused too: ship the better fp32 model
+        sel = selection["selected"]
+        sel["fallback"]["to"] = sel["fallback"]["from"]
+        _rename(sel, selection["candidates"], sel["fallback"]["from"])
+        log(f"  ours was refused too; exporting {sel['name']}")
+        result = winner
+        bundle, threshold, precisions, again = _write(result, selection, t, hold, forced,
+                                                      log, on_precision)
+        spent = spent + again
+    return result, bundle, threshold, precisions, spent
+
+
+def _rename(sel: dict[str, Any], candidates: list[dict[str, Any]], name: str) -> None:
+    """Make ``name`` the selected candidate: its score, its margin over the best other."""
+    scores = {c["name"]: c["score"] for c in candidates}
+    others = [v for k, v in scores.items() if k != name]
+    sel.update(name=name, score=scores[name],
+               margin=scores[name] - max(others) if others else None)
+
+
 def adapt_and_export(checkpoint: Any, task, options: ExportOptions, *,
                      progress: Progress | None = None,
                      log: Callable[[str], None] | None = None,
@@ -212,9 +332,6 @@ def adapt_and_export(checkpoint: Any, task, options: ExportOptions, *,
     """
     import torch
 
-    from ..adapt import adapt, query_scores
-    from ..calibration import fit_threshold
-    from ..exporters.bundle import write_bundle
     from ..meta import load_checkpoint
     from ..runtime import load_bundle
 
@@ -227,35 +344,18 @@ def adapt_and_export(checkpoint: Any, task, options: ExportOptions, *,
     t, hold = task, None
     if options.objective == "anomaly":
         t, hold = split_holdout(task, options.holdout, options.seed)
-    k = options.steps if options.steps is not None else int(ckpt.inner_config.get("steps", 10))
-    progress.start(f"adapt {t.name}", k)
-    try:
-        result = adapt(ckpt, t, steps=k, finetune_steps=options.finetune_steps,
-                       arch_lr=options.arch_lr, latent_bytes=options.latent_bytes,
-                       seed=options.seed, device=options.device,
-                       on_step=lambda i, loss: progress.update(i + 1, f"support loss {loss:.4f}"))
-    finally:
-        progress.stop()
-    result.model.cpu()
+    result, selection, ours = _adapt_select(ckpt, t, hold, options, progress)
     t1 = time.perf_counter()
-    threshold = fit_threshold(query_scores(result, hold), options.fpr) if hold is not None \
-        else None
-    bundle = write_bundle(
-        options.out, model=result.model, spec=result.spec, normalizer=result.normalizer,
-        task_summary=t.summary(), objective=options.objective, reference=t.query,
-        threshold=threshold, reports={"adaptation": result.report}, force=options.force,
-        seed=options.seed,
-    )
-    t2 = time.perf_counter()
-    precisions = _precisions(bundle, t, options, hold, log or (lambda line: None),
-                             on_precision or (lambda r: None))
-    t3 = time.perf_counter()
+    log, on_precision = log or (lambda line: None), on_precision or (lambda r: None)
+    result, bundle, threshold, precisions, spent = _export(
+        result, selection, ours, t, hold, options, log, on_precision)
+    t2, t3 = t1 + spent[0], t1 + spent.sum()
     engines = _engines(bundle, options, precisions) if options.tensorrt else []
     t4 = time.perf_counter()
     return ExportReport(
         bundle=bundle, arch=result.spec.describe(), spec=result.spec,
         objective=options.objective, image=is_image_checkpoint(ckpt),
-        adaptation=result.report, threshold=threshold,
+        adaptation=result.report, threshold=threshold, selection=selection,
         manifest=load_bundle(bundle).manifest, precisions=precisions, engines=engines,
         timings={"adapt_s": t1 - t0, "bundle_s": t2 - t1, "precision_s": t3 - t2,
                  "tensorrt_s": t4 - t3, "total_s": time.perf_counter() - t0})

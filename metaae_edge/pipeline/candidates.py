@@ -1,0 +1,336 @@
+"""Closed-form candidates beside the meta-learned model, selected on held-out normal rows.
+
+For a vector (MLP) task with the ``reconstruct`` or ``anomaly`` objective,
+``adapt-and-export --candidates auto`` (the default) fits closed-form detectors that the
+existing pipeline exports unchanged, scores every candidate (the meta-learned one, "ours",
+included) on normal support rows that none of them was fitted on, and exports the winner.
+``--candidates meta`` (and every image / denoising task) keeps the meta-learned model only.
+
+The candidates are plain :class:`~metaae_edge.space.CompactAE` networks with no hidden
+layers (``encoder=()``, ``decoder=()``: one linear map to the latent, one back, identity
+output; the "no hidden layers" edge architecture), so they have the vector IO contract
+(reconstruction, latent, score = mean squared model-space error), the same ONNX exporter,
+parity gate, INT8 gate and runtime. No new model kind, no new activation: a layer without
+a hidden activation is what ``encoder=()`` already means.
+
+- ``pca-Q``: PCA of the standardised fit rows at latent size Q. Encoder weight = the top Q
+  components ``V`` (bias ``-V mean``), decoder weight ``V^T`` (bias ``mean``): the score is
+  PCA's squared reconstruction error / D, the detector ``pca`` of
+  :mod:`metaae_edge.evaluate.detectors` at that Q.
+- ``gaussian`` (anomaly only): one Gaussian, Ledoit-Wolf covariance, written as a
+  full-rank linear "autoencoder" whose residual is the whitened deviation: encoder
+  ``W = Sigma^-1/2`` (latent = whitened coordinates), decoder ``W^-1 - I`` with bias
+  ``mean``, so ``reconstruction - z = -W (z - mean)`` and the exported score is the squared
+  Mahalanobis distance / D. Its ``reconstruction`` output is therefore not a reconstruction
+  (it is ``x`` minus the whitened deviation, in data units): it is offered for the anomaly
+  objective only, where the product is the score.
+
+Selection criteria (higher is better), then a one-standard-error rule: the best
+closed-form candidate replaces "ours" only if it beats "ours" by more than one standard
+error of their paired per-row difference on the held-out rows (few held-out rows and
+several candidates make the top held-out score partly luck):
+
+- ``reconstruct``: minus the held-out model-space MSE. PCA latent sizes are capped at the
+  meta-learned model's latent size (and by ``--latent-bytes``): held-out reconstruction
+  error only falls as the latent grows, so an uncapped PCA would always win by compressing
+  less; the comparison is at equal or smaller latent, the bar the issue sets.
+- ``anomaly``: ROC-AUC of the held-out normal rows against label-free pseudo-anomalies
+  made from those same rows, averaged over three kinds (the kinds
+  :mod:`metaae_edge.tasks.tabular` generates): ``dependency`` (each column from an
+  independently drawn held-out row: every marginal exact, every dependency broken),
+  ``local`` (deviation from the fit mean scaled by sqrt(a), a in [3, 6]) and ``global``
+  (uniform over the fit rows' bounding box enlarged 10-50%). Why: the user has no anomaly
+  labels, held-out normal error alone cannot rank detectors (a detector that scores
+  everything low wins it), and these perturbations are the standard synthetic anomaly
+  types of the benchmark literature (ADBench): a detector that separates them from unseen
+  normal rows is one that modelled the normal rows' dependencies and range. The query is
+  never read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CANDIDATE_MODES", "Candidate", "Competition", "closed_form_candidates",
+           "compete", "pseudo_anomalies", "row_scores", "select", "selection_score",
+           "uses_candidates"]
+
+#: ``--candidates`` values: ``auto`` lets closed-form candidates compete, ``meta`` keeps
+#: the meta-learned model only (the behaviour before candidates).
+CANDIDATE_MODES = ("auto", "meta")
+_OBJECTIVES = ("reconstruct", "anomaly")
+
+
+@dataclass
+class Candidate:
+    """One model that competes: the meta-learned adaptation or a closed-form fit."""
+
+    name: str
+    result: Any  # an AdaptResult (model, spec, normalizer, report)
+    score: float | None = None
+
+    def row(self) -> dict[str, Any]:
+        """The manifest's ``candidates`` entry: name, architecture, selection score."""
+        return {"name": self.name, "arch": self.result.spec.describe(),
+                "latent_dim": self.result.spec.latent_dim, "score": self.score}
+
+
+def uses_candidates(mode: str, objective: str, image: bool) -> bool:
+    """Whether closed-form candidates compete: ``auto`` on a vector reconstruct / anomaly
+    task (image and denoising tasks keep the meta-learned model)."""
+    return mode == "auto" and not image and objective in _OBJECTIVES
+
+
+def _linear_result(name: str, normalizer, enc_w: np.ndarray, enc_b: np.ndarray,
+                   dec_w: np.ndarray, dec_b: np.ndarray):
+    """An AdaptResult holding a no-hidden-layer CompactAE with the given linear maps."""
+    import torch
+
+    from ..adapt import AdaptResult, _arch_report
+    from ..space import CompactAE
+    from ..spec import ArchSpec
+
+    d, q = dec_w.shape
+    spec = ArchSpec(input_shape=(d,), encoder=(), latent_dim=q, decoder=())
+    model = CompactAE(spec)
+    with torch.no_grad():
+        for layer, w, b in ((model.encoder.layers[0], enc_w, enc_b),
+                            (model.decoder.layers[0], dec_w, dec_b)):
+            layer.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
+            layer.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
+    model.eval()
+    report = {"candidate": name, **_arch_report(spec)}
+    return AdaptResult(model, spec, normalizer, report, {})
+
+
+def pca_result(z: np.ndarray, q: int, normalizer, name: str | None = None):
+    """PCA of model-space rows ``z`` at latent size ``q`` as a linear CompactAE."""
+    mean = z.mean(axis=0)
+    basis = np.linalg.svd(z - mean, full_matrices=False)[2][:q]  # (q, D)
+    return _linear_result(name or f"pca-{q}", normalizer, basis, -basis @ mean, basis.T,
+                          mean)
+
+
+def gaussian_result(z: np.ndarray, normalizer):
+    """One Gaussian (Ledoit-Wolf) whose exported score is Mahalanobis^2 / D."""
+    from sklearn.covariance import LedoitWolf
+
+    lw = LedoitWolf().fit(z.astype(np.float64))
+    eig, vec = np.linalg.eigh(lw.covariance_)
+    eig = np.maximum(eig, 1e-12 * max(float(eig.max()), 1e-12))
+    w = (vec / np.sqrt(eig)) @ vec.T  # Sigma^-1/2, symmetric
+    w_inv = (vec * np.sqrt(eig)) @ vec.T
+    mean = lw.location_
+    return _linear_result("gaussian", normalizer, w, -w @ mean, w_inv - np.eye(len(mean)),
+                          mean)
+
+
+def _pca_sizes(z: np.ndarray, cap: int, seed: int) -> list[int]:
+    """PCA latent sizes to try: the PPCA-likelihood size, its neighbours, powers of two;
+    all in [1, min(cap, D - 1, n - 1)]."""
+    from ..evaluate.detectors import pca_latent_size
+
+    n, d = z.shape
+    top = min(cap, d - 1, n - 1)
+    if top < 1:
+        return []
+    q = pca_latent_size(z, seed) if n >= 8 else 1
+    sizes = {q - 1, q, q + 1, top} | {2**k for k in range(12)}
+    return sorted(s for s in sizes if 1 <= s <= top)
+
+
+def closed_form_candidates(fit_raw: np.ndarray, normalizer, objective: str, cap: int,
+                           seed: int = 0) -> list[Candidate]:
+    """Closed-form candidates fitted on raw rows ``fit_raw`` (standardised by
+    ``normalizer``); ``cap`` bounds the PCA latent size (see the module docstring)."""
+    z = normalizer.transform(np.asarray(fit_raw)).astype(np.float64)
+    out = [Candidate(f"pca-{q}", pca_result(z, q, normalizer))
+           for q in _pca_sizes(z, cap, seed)]
+    if objective == "anomaly" and z.shape[1] >= 2 and len(z) >= 3:
+        out.append(Candidate("gaussian", gaussian_result(z, normalizer)))
+    return out
+
+
+def pseudo_anomalies(hold: np.ndarray, fit: np.ndarray, seed: int = 0
+                     ) -> dict[str, np.ndarray]:
+    """Label-free pseudo-anomalies in model space from held-out rows ``hold`` (the fit
+    rows ``fit`` give the mean and the range): ``dependency``, ``local``, ``global``."""
+    rng = np.random.default_rng(seed)
+    n, d = hold.shape
+    m = max(4 * n, 64)
+    dep = hold[rng.integers(0, n, (m, d)), np.arange(d)]
+    mean = fit.mean(axis=0)
+    rows = hold[rng.integers(0, n, m)]
+    local = mean + np.sqrt(rng.uniform(3.0, 6.0, (m, 1))) * (rows - mean)
+    lo, hi = fit.min(axis=0), fit.max(axis=0)
+    pad = rng.uniform(0.1, 0.5) * (hi - lo)
+    glob = rng.uniform(lo - pad, hi + pad, (m, d))
+    return {"dependency": dep, "local": local, "global": glob}
+
+
+def _model_scores(result, z: np.ndarray) -> np.ndarray:
+    """The exported score (model-space MSE) of model-space rows ``z``."""
+    import torch
+
+    contract = result.spec.contract
+    zt = contract.unflatten(torch.as_tensor(z, dtype=torch.float32))
+    with torch.no_grad():
+        recon, _ = result.model(zt)
+        return contract.torch_errors(recon, zt)[0].numpy().astype(np.float64)
+
+
+def _exceed(normal: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
+    """Per held-out normal row: the share of ``anomalous`` scored above it (ties: half).
+    Its mean is the ROC-AUC; per row, it lets paired differences carry a standard error."""
+    normal = np.nan_to_num(normal, nan=np.inf, posinf=1e300, neginf=-1e300)
+    a = np.sort(np.nan_to_num(anomalous, nan=np.inf, posinf=1e300, neginf=-1e300))
+    below = np.searchsorted(a, normal, side="left")
+    above = len(a) - np.searchsorted(a, normal, side="right")
+    return (above + 0.5 * (len(a) - above - below)) / len(a)
+
+
+def row_scores(result, objective: str, hold_z: np.ndarray,
+               pseudo: dict[str, np.ndarray]) -> np.ndarray:
+    """Per held-out row, higher is better; their mean is the selection score: minus the
+    row's model-space MSE (reconstruct), or the row's pseudo-anomaly AUC share averaged
+    over the kinds (anomaly; the mean over rows is the mean ROC-AUC)."""
+    normal = _model_scores(result, hold_z)
+    if objective == "reconstruct":
+        return -normal
+    return np.mean([_exceed(normal, _model_scores(result, x)) for x in pseudo.values()],
+                   axis=0)
+
+
+def selection_score(result, objective: str, hold_z: np.ndarray,
+                    pseudo: dict[str, np.ndarray]) -> float:
+    """Higher is better: minus held-out MSE (reconstruct) or the mean pseudo-anomaly AUC."""
+    return float(row_scores(result, objective, hold_z, pseudo).mean())
+
+
+CRITERIA = {
+    "reconstruct": "minus held-out model-space MSE on normal support rows no candidate was "
+                   "fitted on (PCA latent <= the meta-learned model's)",
+    "anomaly": "mean ROC-AUC of held-out normal support rows vs label-free pseudo-anomalies "
+               "made from them (dependency: per-column independent draws; local: deviation "
+               "from the fit mean x sqrt(3..6); global: uniform over the fit range +10-50%)",
+}
+RULE = ("the best closed-form candidate replaces ours only if it beats ours by more than one "
+        "standard error of their paired per-row difference on the held-out rows")
+
+
+def select(candidates: list[Candidate], objective: str, hold_raw: np.ndarray,
+           fit_raw: np.ndarray, seed: int = 0) -> tuple[Candidate, dict[str, Any]]:
+    """Score every candidate on the held-out rows; the chosen one and the ``selected`` record.
+
+    ``candidates[0]`` is "ours"; every candidate shares one normaliser (fitted on
+    ``fit_raw``). One-standard-error rule (:data:`RULE`): with a few held-out rows and
+    many candidates the highest held-out score is partly luck (the winner's curse), so a
+    closed-form candidate must beat "ours" by more than the noise of the comparison.
+    """
+    norm = candidates[0].result.normalizer
+    hold_z = norm.transform(np.asarray(hold_raw)).astype(np.float64)
+    fit_z = norm.transform(np.asarray(fit_raw)).astype(np.float64)
+    pseudo = pseudo_anomalies(hold_z, fit_z, seed) if objective == "anomaly" else {}
+    rows = [row_scores(c.result, objective, hold_z, pseudo) for c in candidates]
+    for c, r in zip(candidates, rows):
+        c.score = float(r.mean())
+    best = max(range(1, len(candidates)), key=lambda i: (candidates[i].score, -i),
+               default=0)
+    diff = rows[best] - rows[0]
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    chosen = best if float(diff.mean()) > se else 0
+    others = [c.score for i, c in enumerate(candidates) if i != chosen]
+    runner = max((i for i in range(len(candidates)) if i != chosen),
+                 key=lambda i: candidates[i].score, default=None)
+    selected = {
+        "name": candidates[chosen].name,
+        "runner_up": candidates[runner].name if runner is not None else None,
+        "margin": candidates[chosen].score - max(others) if others else None,
+        "best_closed_form": candidates[best].name if best else None,
+        "vs_ours": {"difference": float(diff.mean()), "se": se},
+        "criterion": CRITERIA[objective],
+        "rule": RULE,
+        "n_holdout": int(len(hold_z)),
+        "n_fit": int(len(fit_z)),
+    }
+    return candidates[chosen], selected
+
+
+def with_support(task, rows: np.ndarray):
+    """A copy of ``task`` whose support is ``rows`` (the caller's task is not modified)."""
+    return dataclasses.replace(task, support=rows, info=dict(task.info))
+
+
+def _split(task, fraction: float, seed: int):
+    """``(fit rows, held-out rows)`` of the support for reconstruct selection (the rule of
+    :func:`~metaae_edge.pipeline.export.split_holdout`), or None below 12 rows."""
+    n = len(task.support)
+    n_hold = max(int(round(n * fraction)), 4)
+    if n - n_hold < 8:
+        return None
+    perm = np.random.default_rng(seed).permutation(n)
+    return task.support[perm[n_hold:]], task.support[perm[:n_hold]]
+
+
+@dataclass
+class Competition:
+    """What :func:`compete` returns."""
+
+    #: the model to export (an AdaptResult)
+    winner: Any
+    #: "ours" (the meta-learned adaptation; its report is the bundle's adaptation report)
+    ours: Any
+    #: the manifest's ``{"candidates": [...], "selected": {...}}``, or None (no split)
+    selection: dict[str, Any] | None
+    #: whether ``ours`` was adapted on every row of the task (else on the fit split)
+    ours_on_task: bool = True
+
+
+def compete(run_adapt, task, hold, objective: str, holdout: float, seed: int
+            ) -> Competition:
+    """Adapt "ours", fit the closed-form candidates, select on held-out normal rows.
+
+    Args:
+        run_adapt: ``task -> AdaptResult`` (the meta-learned adaptation).
+        task: the rows to fit on (anomaly: the support without the threshold hold-out).
+        hold: anomaly: the threshold hold-out rows, reused as the selection split (no
+            model is fitted on them); reconstruct: None (a split is made here and the
+            winner refitted on the whole support).
+        objective: ``reconstruct`` or ``anomaly``.
+        holdout: the selection split's fraction (reconstruct).
+        seed: the split's and the pseudo-anomalies' seed.
+
+    Returns:
+        A :class:`Competition`; below 12 support rows (reconstruct) nothing is split and
+        "ours" is exported, as with ``--candidates meta``.
+    """
+    if hold is None:
+        split = _split(task, holdout, seed)
+        if split is None:
+            ours = run_adapt(task)
+            return Competition(ours, ours, None)
+        fit_rows, hold = split
+        fit_task = with_support(task, fit_rows)
+    else:
+        fit_task = task
+    ours = run_adapt(fit_task)
+    norm = fit_task.normalizer()
+    cap = ours.spec.latent_dim if objective == "reconstruct" else 1 << 30
+    cands = [Candidate("ours", ours), *closed_form_candidates(fit_task.support, norm,
+                                                                objective, cap, seed)]
+    best, selected = select(cands, objective, hold, fit_task.support, seed)
+    selected["score"] = best.score
+    selection = {"candidates": [c.row() for c in cands], "selected": selected}
+    if fit_task is task:
+        return Competition(best.result, ours, selection)
+    if best.name == "ours":  # reconstruct: the winner is refitted on every support row
+        ours = run_adapt(task)
+        return Competition(ours, ours, selection)
+    full = task.normalizer()
+    z = full.transform(task.support).astype(np.float64)
+    winner = pca_result(z, best.result.spec.latent_dim, full, best.name)
+    return Competition(winner, ours, selection, ours_on_task=False)
