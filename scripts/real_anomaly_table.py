@@ -10,7 +10,7 @@ oracle: no detector is chosen with query labels). ``ours`` is
 ``metaae_edge.adapt.adapt`` from a checkpoint (default ``builtin:manifold``) with the
 task's anomaly objective, scored by ``query_scores``; skipped above 128 features.
 ``ours-meta`` is what ``adapt-and-export --candidates meta`` exports ("ours" adapted on
-the support minus the 20% threshold hold-out) and ``ours+cand`` what ``--candidates auto``
+the support minus the 20% threshold hold-out) and ``ours+cand`` what ``--candidates all``
 (the default) exports: closed-form candidates (PCA at several latent sizes, a Gaussian)
 fitted on the same rows compete with it, the winner chosen on the hold-out by
 :mod:`metaae_edge.pipeline.candidates` (no labels, no query).
@@ -75,7 +75,7 @@ def ours_auc(ckpt, task, finetune_steps: int) -> float:
 
 def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2
                   ) -> dict[str, float]:
-    """ROC-AUC of the model ``adapt-and-export --candidates auto`` would export
+    """ROC-AUC of the model ``adapt-and-export --candidates all`` would export
     (``ours+cand``) and of the one ``--candidates meta`` would (``ours-meta``: adapted on
     the support minus the threshold hold-out, the same fit rows)."""
     from sklearn.metrics import roc_auc_score

@@ -66,7 +66,8 @@ def test_selects_pca_on_linear_data_and_the_bundle_is_that_pca(ckpt, tmp_path):
 
 
 def test_report_and_manifest_name_the_winner_and_margin(ckpt, tmp_path):
-    rep = adapt_and_export(ckpt, _task("anomaly"), ExportOptions(out=tmp_path / "b"))
+    rep = adapt_and_export(ckpt, _task("anomaly"),
+                           ExportOptions(out=tmp_path / "b", candidates="all"))
     manifest = json.loads((rep.bundle / "manifest.json").read_text())
     reports = manifest["reports"]
     assert reports["selected"] == rep.selection["selected"]
@@ -136,13 +137,15 @@ def test_candidate_sizes_and_caps():
 
 
 def test_auto_is_meta_for_images_and_denoising(cli, tmp_path):
-    assert uses_candidates("auto", "anomaly", image=False)
-    assert not uses_candidates("auto", "anomaly", image=True)
+    assert uses_candidates("all", "anomaly", image=False)
+    assert not uses_candidates("auto", "anomaly", image=False)  # measured no gain
+    assert uses_candidates("auto", "reconstruct", image=False)
+    assert not uses_candidates("all", "anomaly", image=True)
     assert not uses_candidates("auto", "denoise", image=False)
     assert not uses_candidates("meta", "reconstruct", image=False)
     code, _, err = cli("adapt-and-export", "builtin:manifold", "--task", "manifold:0",
                        "--out", tmp_path / "b", "--candidates", "best")
-    assert code == 2 and "--candidates must be one of auto, meta" in err
+    assert code == 2 and "--candidates must be one of auto, all, meta" in err
 
 
 @pytest.mark.parametrize("refuse", ["closed_form", "all"])
