@@ -207,7 +207,8 @@ def _engines(bundle: Path, options: ExportOptions, precisions: list[PrecisionRes
 
 def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
     """The model to export: "ours" adapted on ``t``, or (``--candidates auto`` on a vector
-    reconstruct task, ``all`` also on anomaly tasks) the winner of :func:`~metaae_edge.pipeline.candidates.compete`.
+    reconstruct task, ``all`` also on anomaly tasks) the winner of
+    :func:`~metaae_edge.pipeline.candidates.compete`.
 
     Returns ``(result, selection, ours)``: ``result.report`` is always "ours"' adaptation
     report (a closed-form winner is carried as ``result.model`` / ``result.spec``);
