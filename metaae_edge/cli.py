@@ -31,12 +31,13 @@ def _register() -> None:
         eval_cmds,
         export_cmds,
         precision_cmds,
+        sign_cmds,
         train_cmds,
         triton_cmds,
     )
 
     for module in (train_cmds, export_cmds, precision_cmds, bundle_cmds, bench_cmds, eval_cmds,
-                   triton_cmds):
+                   triton_cmds, sign_cmds):
         module.register(app)
 
 

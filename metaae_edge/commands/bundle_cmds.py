@@ -79,7 +79,17 @@ def _parity_rows(parity: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _head_table(b: Any, verify: bool) -> Any:
+def _signature(b: Any, public_key: Path | None) -> str | None:
+    """inspect's signature line (None: an unsigned bundle and no key, shown as before)."""
+    from ..runtime.signing import fingerprint as key_fingerprint
+    from ..runtime.signing import has_signature, load_public_key
+
+    if public_key is not None:  # load_bundle refused the bundle unless it verified
+        return f"verified (ed25519, key {key_fingerprint(load_public_key(public_key))[:16]})"
+    return "present, not verified (no --public-key)" if has_signature(b.root) else None
+
+
+def _head_table(b: Any, verify: bool, signature: str | None = None) -> Any:
     """The bundle's summary grid: schema, objective, architecture, input, latent, threshold."""
     from rich.markup import escape
     from rich.table import Table
@@ -100,6 +110,8 @@ def _head_table(b: Any, verify: bool) -> Any:
                  f"{thr['value']:.6g} ({thr.get('method', '?')}, fpr {thr.get('fpr', '?')})")
     head.add_row("integrity", "sha256 verified" if verify else
                  "paths and sizes checked (add --verify for sha256)")
+    if signature is not None:
+        head.add_row("signature", signature)
     return head
 
 
@@ -109,19 +121,25 @@ def inspect_command(
         "--verify", help="Also check every file's sha256 (sizes and paths are always "
         "checked).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    public_key: Annotated[Path | None, typer.Option(
+        help="Ed25519 public key (KEY.pub): refuse the bundle unless manifest.sig signs its "
+        "manifest with this key (implies --verify).")] = None,
 ) -> None:
     """Describe a bundle: architecture, files, threshold, parity, task."""
-    b = load_bundle(bundle, verify=verify)
+    verify = verify or public_key is not None
+    b = load_bundle(bundle, verify=verify, public_key=public_key)
     m = b.manifest
+    signature = _signature(b, public_key)
     if as_json:
-        typer.echo(json.dumps({"path": str(b.root), "verified": verify, "manifest": m},
+        out = {"path": str(b.root), "verified": verify, "manifest": m}
+        typer.echo(json.dumps(out if signature is None else {**out, "signature": signature},
                               indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(_head_table(b, verify))
+    console.print(_head_table(b, verify, signature))
 
     files = Table(title="files", title_justify="left")
     for col in ("path", "role", "precision", "size", "sha256"):

@@ -48,6 +48,8 @@ def adapt_and_export_cmd(
     seed: int = typer.Option(0, help="Seed (same seed, same bundle)."),
     device: str = typer.Option("cpu", help="cpu | cuda for adaptation."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
+    sign_key: Path | None = typer.Option(
+        None, help="Ed25519 private key (metaae-edge keygen): sign the bundle (manifest.sig)."),
 ) -> None:
     """Adapt weights and architecture to a new task, freeze, export ONNX, write a bundle."""
     require_torch(device)
@@ -59,7 +61,7 @@ def adapt_and_export_cmd(
         arch_lr=arch_lr, latent_bytes=latent_bytes, fpr=fpr, holdout=holdout,
         precisions=precision, calib_samples=calib_samples, calib_method=calib_method,
         max_quality_drop=max_quality_drop, tensorrt=tensorrt, seed=seed, device=device,
-        force=force, candidates=candidates).validate()
+        force=force, candidates=candidates, sign_key=sign_key).validate()
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
     t = load_export_task(ckpt, data=data, task=task, objective=objective, noise=noise,

@@ -15,6 +15,9 @@ from ._common import console
 
 __all__ = ["calibrate_command", "build_engine_command", "register"]
 
+_SIGN_HELP = ("Ed25519 private key: re-sign the changed manifest. Without it a signed "
+              "bundle's manifest.sig is removed (it no longer matches), with a note.")
+
 
 def calibrate_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory to add a precision to.")],
@@ -32,6 +35,7 @@ def calibrate_command(
     max_quality_drop: Annotated[float, typer.Option(
         help="Allowed relative drop of the task metric vs fp32.")] = 0.02,
     seed: Annotated[int, typer.Option(help="Seed of the calibration draw / split.")] = 0,
+    sign_key: Annotated[Path | None, typer.Option(help=_SIGN_HELP)] = None,
 ) -> None:
     """Add a gated FP16 or INT8 graph (and its anomaly threshold) to a bundle."""
     import numpy as np
@@ -41,6 +45,7 @@ def calibrate_command(
     from ..runtime.io import read_array
 
     # vectors: .npy / .npz / .csv; images: a PNG/JPEG folder, an image or a stack -> NCHW
+    _check_key(sign_key)
     read = load_bundle(bundle, verify=False).contract.hook("sample_reader")
     x = read(data)
     if holdout is None:
@@ -54,7 +59,8 @@ def calibrate_command(
     y = None if labels is None else read_array(labels).ravel()
     rep = add_precision(bundle, precision, calib, hold, labels=y, method=calib_method,
                         calib_samples=calib_samples, max_quality_drop=max_quality_drop,
-                        seed=seed, log=lambda s: console.print(s, highlight=False, markup=False))
+                        seed=seed, log=lambda s: console.print(s, highlight=False, markup=False),
+                        sign_key=sign_key)
     console.print(f"{precision}: query MSE {rep['metric_fp32']['query_mse']:.5f} -> "
                   f"{rep['metric_reduced']['query_mse']:.5f} (drop "
                   f"{100 * rep['relative_drop']:.2f}%), float layers: "
@@ -79,11 +85,13 @@ def build_engine_command(
     optimization_level: Annotated[int, typer.Option(min=0, max=5)] = 3,
     check_only: Annotated[bool, typer.Option(
         "--check-only", help="Only run the static TensorRT compatibility check.")] = False,
+    sign_key: Annotated[Path | None, typer.Option(help=_SIGN_HELP)] = None,
 ) -> None:
     """Build a TensorRT engine for this GPU into BUNDLE/engines/ (static check first)."""
     from ..exporters.tensorrt import build_engine, check_tensorrt_compat
     from ..runtime import load_bundle
 
+    _check_key(sign_key)
     b = load_bundle(bundle, verify=True)
     graph = b.path_for("autoencoder", precision)
     for line in check_tensorrt_compat(graph):
@@ -100,8 +108,16 @@ def build_engine_command(
                           min_hw=_hw(min_hw, "--min-hw"), opt_hw=_hw(opt_hw, "--opt-hw"),
                           max_hw=_hw(max_hw, "--max-hw"),
                           workspace=workspace_mib << 20, optimization_level=optimization_level,
-                          timing_cache=b.root / "engines" / "timing.cache")
+                          timing_cache=b.root / "engines" / "timing.cache", sign_key=sign_key)
     typer.echo(str(folder))
+
+
+def _check_key(sign_key: Path | None) -> None:
+    """A missing or wrong --sign-key fails before any calibration or engine build."""
+    if sign_key is not None:
+        from ..runtime.signing import load_private_key
+
+        load_private_key(sign_key)
 
 
 def _hw(text: str | None, option: str) -> tuple[int, int] | None:

@@ -103,6 +103,7 @@ def write_bundle(
     opset: int = 17,
     tolerances: dict[str, tuple[float, float]] | None = None,
     exporter: str = "dynamo",
+    sign_key: Any = None,
 ) -> Path:
     """Export ``model`` and write a verified bundle directory at ``out``.
 
@@ -121,6 +122,7 @@ def write_bundle(
         force: replace an existing bundle at ``out``.
         seed: the seed the bundle was produced with (recorded).
         opset, tolerances, exporter: passed to :func:`~metaae_edge.exporters.onnx.export_onnx`.
+        sign_key: Ed25519 private key (or PEM path): ``manifest.sig`` is staged with it.
 
     Returns:
         ``out``.
@@ -137,7 +139,7 @@ def write_bundle(
     if objective not in OBJECTIVES:
         raise ExportError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     threshold = _threshold(threshold)
-    with BundleWriter.create(out, force=force) as writer:
+    with BundleWriter.create(out, force=force, sign_key=sign_key) as writer:
         parity = export_onnx(model, normalizer, writer.stage, reference=reference, opset=opset,
                              tolerances=tolerances, exporter=exporter)
         scores = torch_reference(model, normalizer,

@@ -77,6 +77,7 @@ def add_precision(
     holdout_target: Any = None,
     threshold_data: Any = None,
     log: Callable[[str], None] | None = None,
+    sign_key: Any = None,
 ) -> dict[str, Any]:
     """Write ``autoencoder.<precision>.onnx`` (+ encoder / decoder) into a bundle, gated.
 
@@ -101,7 +102,8 @@ def add_precision(
             ``holdout_data`` itself.
         threshold_data: held-out *normal* raw samples for the anomaly threshold of this
             precision; default: the normal samples of ``holdout_data``.
-        log: called with one line per gate attempt.
+        log: called with one line per gate attempt (and the note of a removed signature).
+        sign_key: re-sign with this Ed25519 key (or PEM path); None drops a signature.
 
     Returns:
         The gate report stored in ``manifest["precision_reports"][precision]``.
@@ -111,11 +113,7 @@ def add_precision(
         DataError: bad data or precision.
         AccuracyGateError: the budget cannot be met; the bundle is left unchanged.
     """
-    if precision not in REDUCED_PRECISIONS:
-        raise DataError(f"precision must be one of {', '.join(REDUCED_PRECISIONS)}, "
-                        f"got {precision!r} (fp32 graphs are written by adapt-and-export)")
-    if not 0 < max_quality_drop < 1:
-        raise DataError(f"max_quality_drop must be in (0, 1), got {max_quality_drop}")
+    _check_args(precision, max_quality_drop)
     import onnx
 
     bundle = load_bundle(bundle_dir, verify=True)
@@ -123,7 +121,7 @@ def add_precision(
     fp32 = bundle.path_for("autoencoder", "fp32")
     layers = linear_nodes(onnx.load(str(fp32)).graph)
     build = _build_fn(precision, fp32, data.calib, method, calib_samples, seed)
-    with BundleWriter.update(bundle) as writer:
+    with BundleWriter.update(bundle, sign_key=sign_key, log=log) as writer:
         ae = graph_name("autoencoder", precision)
         report = run_gate(build, fp32, writer.path(ae), x=data.x, target=data.target,
                           std=data.std, labels=data.y, layers=layers,
@@ -143,6 +141,14 @@ def add_precision(
         report = _slim(report)
         writer.commit(**_manifest_keys(bundle.manifest, precision, report, threshold))
     return report
+
+
+def _check_args(precision: str, max_quality_drop: float) -> None:
+    if precision not in REDUCED_PRECISIONS:
+        raise DataError(f"precision must be one of {', '.join(REDUCED_PRECISIONS)}, "
+                        f"got {precision!r} (fp32 graphs are written by adapt-and-export)")
+    if not 0 < max_quality_drop < 1:
+        raise DataError(f"max_quality_drop must be in (0, 1), got {max_quality_drop}")
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ def build_engine(
     min_hw: tuple[int, int] | None = None,
     opt_hw: tuple[int, int] | None = None,
     max_hw: tuple[int, int] | None = None,
+    sign_key: Any = None,
 ) -> Path:
     """Build a strongly typed TensorRT engine from a (fp32 / fp16 / Q/DQ int8) ONNX graph.
 
@@ -118,6 +119,7 @@ def build_engine(
         min_hw, opt_hw, max_hw: (H, W) of the resolution profile of image graphs (default:
             see the module docstring); multiples of ``2**stages``; a fixed-resolution
             graph accepts only its own H x W (or None).
+        sign_key: re-sign with this Ed25519 key (or PEM path); None drops a signature.
 
     Returns:
         The folder holding ``<stem>.engine`` and ``engine.json``.
@@ -153,12 +155,17 @@ def build_engine(
     if cache is not None:
         atomic_write(timing_cache, bytes(memoryview(cache.serialize())))
     meta = {"tensorrt_version": trt.__version__, "gpu": gpu, "compute_capability": cc,
-            "precision": precision, "profile": shapes, "source_onnx": onnx_path.name,
-            "source_sha256": sha256_file(onnx_path),
-            "engine": f"{onnx_path.name.removesuffix('.onnx')}.engine",
+            "precision": precision, "profile": shapes, **_source(onnx_path),
             "hardware_compatibility": hardware_compatibility,
             "optimization_level": optimization_level, "strongly_typed": True}
-    return write_engine(Path(out_dir), engine_dir_name(gpu, cc, trt.__version__), plan, meta)
+    return write_engine(Path(out_dir), engine_dir_name(gpu, cc, trt.__version__), plan, meta,
+                        sign_key=sign_key)
+
+
+def _source(onnx_path: Path) -> dict[str, str]:
+    """engine.json's ``source_onnx`` / ``source_sha256`` / ``engine`` keys."""
+    return {"source_onnx": onnx_path.name, "source_sha256": sha256_file(onnx_path),
+            "engine": f"{onnx_path.name.removesuffix('.onnx')}.engine"}
 
 
 def _profile_box(spec: ArchSpec | None, min_batch: int, opt_batch: int | None,
@@ -244,7 +251,8 @@ def _add_profile(builder: Any, config: Any, network: Any, batches: tuple[int, in
     return shapes
 
 
-def write_engine(engines_dir: Path, folder_name: str, plan: Any, meta: dict[str, Any]) -> Path:
+def write_engine(engines_dir: Path, folder_name: str, plan: Any, meta: dict[str, Any], *,
+                 sign_key: Any = None) -> Path:
     """Put a serialized plan and its engine.json under ``engines_dir/folder_name``.
 
     In a bundle (``engines_dir`` is ``BUNDLE/engines``) both go through the staged
@@ -263,7 +271,7 @@ def write_engine(engines_dir: Path, folder_name: str, plan: Any, meta: dict[str,
         atomic_write(engines_dir / rel, bytes(memoryview(plan)), mkdir=True)
         atomic_write(engines_dir / folder_name / "engine.json", info)
         return engines_dir / folder_name
-    with BundleWriter.update(root) as writer:
+    with BundleWriter.update(root, sign_key=sign_key) as writer:
         writer.path(f"engines/{rel}").write_bytes(memoryview(plan))
         writer.path(f"engines/{folder_name}/engine.json").write_text(info, encoding="utf-8")
         writer.add(f"engines/{rel}", ENGINE_ROLE, str(meta["precision"]),

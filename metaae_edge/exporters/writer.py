@@ -13,6 +13,15 @@ Torch-free (it only moves, hashes and lists files). Two ways in:
   every step: the old manifest never lists a file that is not there yet.
 
 Either way a file is listed in the manifest exactly when the writer hashed it.
+
+Signing (``sign_key``, an Ed25519 private key or its PEM path): ``create`` writes
+``manifest.sig`` into the stage next to the manifest it signs, so the one rename publishes
+both or neither. ``update`` re-signs with the key (after checking that the existing
+signature, if any, verifies with it: a tampered manifest is never re-signed). Without a key
+``update`` removes the now-invalid ``manifest.sig`` and says so in one line. The old
+signature is removed before the new manifest replaces the old one and the new signature
+is written after it: a crash in between leaves an unsigned bundle (refused by a keyed
+load), never a signature of another manifest that looks valid.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,6 +39,7 @@ from ..errors import BundleError, ExportError
 from ..fsutil import atomic_write, default_mode
 from ..runtime.bundle import Bundle, load_bundle, sha256_file
 from ..runtime.manifest import MANIFEST_NAME, ROLES, BundleFile, Manifest, manifest_json
+from ..runtime.signing import SIG_NAME, load_private_key, signature_text, verify_manifest
 
 __all__ = ["BundleWriter", "prepare_target"]
 
@@ -91,9 +102,12 @@ class BundleWriter:
         manifest: the bundle's current manifest (None while creating a new bundle).
     """
 
-    def __init__(self, root: Path, stage: Path, manifest: Manifest | None, force: bool):
+    def __init__(self, root: Path, stage: Path, manifest: Manifest | None, force: bool,
+                 sign_key: Any = None, log: Callable[[str], None] | None = None):
         self.root, self.stage, self.manifest = root, stage, manifest
         self._force = force
+        self._key = None if sign_key is None else load_private_key(sign_key)
+        self._log = log or (lambda line: print(line, file=sys.stderr))
         self._files: list[BundleFile] = list(manifest.files) if manifest else []
         self._staged: list[str] = []
         self.committed = False
@@ -101,33 +115,52 @@ class BundleWriter:
     # -- entry points ---------------------------------------------------------------------
     @classmethod
     @contextlib.contextmanager
-    def create(cls, out: str | Path, *, force: bool = False) -> Iterator[BundleWriter]:
-        """Write a new bundle at ``out`` (replacing one only with ``force``).
+    def create(cls, out: str | Path, *, force: bool = False,
+               sign_key: Any = None) -> Iterator[BundleWriter]:
+        """Write a new bundle at ``out`` (replacing one only with ``force``), signed with
+        ``sign_key`` (an Ed25519 private key or its PEM path) when given.
 
         Raises:
             BundleError: ``out`` exists (without ``force``) or is not a bundle.
+            DataError: ``sign_key`` is not a readable Ed25519 private key.
         """
         out = Path(out).expanduser()
         prepare_target(out, force)
+        sign_key = None if sign_key is None else load_private_key(sign_key)
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         stage.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-        with cls._cleanup(cls(out, stage, None, force)) as writer:
+        with cls._cleanup(cls(out, stage, None, force, sign_key)) as writer:
             yield writer
 
     @classmethod
     @contextlib.contextmanager
-    def update(cls, bundle: str | Path | Bundle) -> Iterator[BundleWriter]:
+    def update(cls, bundle: str | Path | Bundle, *, sign_key: Any = None,
+               log: Callable[[str], None] | None = None) -> Iterator[BundleWriter]:
         """Add (or replace) files of an existing, verified bundle.
 
+        Args:
+            bundle: the bundle (directory or loaded).
+            sign_key: re-sign the new manifest with this Ed25519 private key (or PEM
+                path); None: an existing signature is removed (it no longer matches).
+            log: where the one line about a removed signature goes (default stderr).
+
         Raises:
-            BundleError: the bundle is missing, invalid or tampered with.
+            BundleError: the bundle is missing, invalid or tampered with, or its signature
+                does not verify with ``sign_key``.
         """
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, verify=True)
+        sign_key = None if sign_key is None else load_private_key(sign_key)
+        if sign_key is not None and (bundle.root / SIG_NAME).exists():
+            try:  # never re-sign a manifest someone else changed
+                verify_manifest(bundle.root, (bundle.root / MANIFEST_NAME).read_bytes(),
+                                sign_key.public_key())
+            except BundleError as exc:
+                raise BundleError(f"{exc}; refusing to re-sign it with --sign-key") from None
         parsed = bundle.parsed or Manifest.from_dict(bundle.manifest, root=bundle.root)
         stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=bundle.root))
-        with cls._cleanup(cls(bundle.root, stage, parsed, True)) as writer:
+        with cls._cleanup(cls(bundle.root, stage, parsed, True, sign_key, log)) as writer:
             yield writer
 
     @staticmethod
@@ -199,16 +232,35 @@ class BundleWriter:
             text = manifest_json(data)
         except (TypeError, ValueError) as exc:
             raise ExportError(f"manifest is not JSON serialisable: {exc}") from None
+        sig = None if self._key is None else signature_text(text.encode("utf-8"), self._key)
+        pub = None if self._key is None else self._key.public_key()
         if self.manifest is None:
             (self.stage / MANIFEST_NAME).write_text(text, encoding="utf-8")
-            load_bundle(self.stage, verify=True)  # read back exactly what a device will read
+            if sig is not None:  # staged with its manifest: one rename publishes both
+                (self.stage / SIG_NAME).write_text(sig, encoding="utf-8")
+            # read back exactly what a device will read
+            load_bundle(self.stage, verify=True, public_key=pub)
             _swap_into_place(self.stage, self.root, self._force)
         else:
             self._move_staged()
-            atomic_write(self.root / MANIFEST_NAME, text)
-            load_bundle(self.root, verify=True)  # what a device will read
+            self._replace_manifest(text, sig)
+            load_bundle(self.root, verify=True, public_key=pub)  # what a device will read
         self.committed = True
         return self.root
+
+    def _replace_manifest(self, text: str, sig: str | None) -> None:
+        """Old signature out, new manifest in, new signature in: a crash in between leaves
+        an unsigned bundle, never a stale signature beside a new manifest."""
+        sig_path = self.root / SIG_NAME
+        had_sig = sig_path.exists() or sig_path.is_symlink()
+        if had_sig:
+            sig_path.unlink()
+        atomic_write(self.root / MANIFEST_NAME, text)
+        if sig is not None:
+            atomic_write(sig_path, sig)
+        elif had_sig:
+            self._log(f"note: removed {sig_path}: the manifest changed and no --sign-key was "
+                      "given, so the bundle is now unsigned (pass --sign-key to re-sign)")
 
     def _move_staged(self) -> None:
         mode = default_mode()

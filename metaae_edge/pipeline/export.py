@@ -55,6 +55,9 @@ class ExportOptions:
     #: reconstruct / anomaly tasks; see :mod:`metaae_edge.pipeline.candidates`);
     #: ``meta``: the meta-learned model only
     candidates: str = "auto"
+    #: Ed25519 private key (PEM path): the bundle is signed (``manifest.sig``), and
+    #: re-signed after each precision / engine added
+    sign_key: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -84,6 +87,10 @@ class ExportOptions:
         if self.out.exists() and not self.force:
             raise BundleError(f"{self.out} exists; pass --force to replace it or choose "
                               "another --out")
+        if self.sign_key is not None:  # a missing or wrong key fails before any work
+            from ..runtime.signing import load_private_key
+
+            load_private_key(self.sign_key)
         return self
 
 
@@ -185,7 +192,7 @@ def _precisions(bundle: Path, t, options: ExportOptions, hold,
                                 method=options.calib_method,
                                 calib_samples=options.calib_samples,
                                 max_quality_drop=options.max_quality_drop, seed=options.seed,
-                                threshold_data=hold, log=log)
+                                threshold_data=hold, log=log, sign_key=options.sign_key)
             result = PrecisionResult(p, True, rep["relative_drop"], rep)
         except AccuracyGateError as exc:
             result = PrecisionResult(p, False, error=str(exc))
@@ -202,7 +209,8 @@ def _engines(bundle: Path, options: ExportOptions, precisions: list[PrecisionRes
 
     refused = {r.precision for r in precisions if not r.passed}
     return [build_engine(load_bundle(bundle).path_for("autoencoder", p), bundle / "engines",
-                         precision=p) for p in options.precisions if p not in refused]
+                         precision=p, sign_key=options.sign_key)
+            for p in options.precisions if p not in refused]
 
 
 def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
@@ -257,7 +265,7 @@ def _write(result, selection, t, hold, options: ExportOptions, log, on_precision
         options.out, model=result.model, spec=result.spec, normalizer=result.normalizer,
         task_summary=t.summary(), objective=options.objective, reference=t.query,
         threshold=threshold, reports={"adaptation": result.report, **(selection or {})},
-        force=options.force, seed=options.seed,
+        force=options.force, seed=options.seed, sign_key=options.sign_key,
     )
     t1 = time.perf_counter()
     precisions = _precisions(bundle, t, options, hold, log, on_precision)

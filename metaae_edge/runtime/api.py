@@ -115,6 +115,7 @@ class Runtime:
         device_id: int = 0,
         cache_dir: str | Path | None = None,
         check_finite: bool = True,
+        public_key: Any = None,
     ) -> Runtime:
         """Load and verify a bundle and open its autoencoder graph on a backend.
 
@@ -133,6 +134,7 @@ class Runtime:
             check_finite: reject NaN/Inf inputs (naming the first one). Turning it off
                 saves one pass over the input for callers that guarantee finite data;
                 non-finite values then silently give non-finite or meaningless outputs.
+            public_key: Ed25519 public key (PEM path / bytes): manifest.sig must verify.
 
         Raises:
             BundleError: the bundle is missing, corrupt, tampered or lacks the precision.
@@ -141,7 +143,7 @@ class Runtime:
         """
         check_load_options(precision, optimization, backend, threads=threads,
                            inter_threads=inter_threads, max_batch=max_batch)
-        bundle = load_bundle(path, verify=verify)
+        bundle = load_bundle(path, verify=verify, public_key=public_key)
         graph = bundle.path_for("autoencoder", precision)
         config = SessionConfig(threads=threads, inter_threads=inter_threads,
                                optimization=optimization, device_id=device_id,

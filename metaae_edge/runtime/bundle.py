@@ -39,6 +39,7 @@ from .manifest import (
     _fail,
 )
 from .manifest import check_threshold as _threshold
+from .signing import verify_manifest
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -225,12 +226,16 @@ def _check_input(root: Path, manifest: dict[str, Any], spec: ArchSpec) -> None:
         raise _fail(root, f"input.dtype is {dtype!r}, expected 'float32'")
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+def load_bundle(path: str | Path, verify: bool = True, public_key: Any = None) -> Bundle:
     """Load a bundle directory and check it is complete and untampered.
 
     Args:
         path: the bundle directory.
         verify: also check every file's sha256 (sizes and paths are always checked).
+        public_key: an Ed25519 public key (PEM file path, PEM bytes or key object): then
+            ``manifest.sig`` must sign the exact bytes of manifest.json with it (checked
+            before the manifest is even parsed) and every sha256 is checked, whatever
+            ``verify`` says. None: a signature, if any, is not checked.
 
     Returns:
         The loaded :class:`Bundle`.
@@ -251,7 +256,11 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if not mpath.resolve().is_relative_to(root):
         raise _fail(root, f"{MANIFEST_NAME} is a link to outside the bundle")
     try:
-        text = mpath.read_text(encoding="utf-8")
+        raw = mpath.read_bytes()  # read once: the bytes verified are the bytes parsed
+        if public_key is not None:
+            verify_manifest(root, raw, public_key)
+            verify = True  # the signature covers the files through their sha256
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(root, f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
     parsed = Manifest.from_json(text, root=root, check_input=_check_input)
