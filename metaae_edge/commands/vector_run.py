@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import InputError
 from ..runtime import Runtime
 from ..runtime.io import WRITE_SUFFIXES, read_array, write_array
+from .run_paths import check_output
 
 __all__ = ["run_vectors"]
 
@@ -24,11 +25,13 @@ def _err_console():
     return Console(stderr=True)
 
 
-def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str) -> None:
+def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str, *,
+                force: bool = False) -> None:
     """Run ``rt`` in ``mode`` on the samples of ``input_path`` and write ``output``.
 
     Raises:
-        InputError: unknown output format, missing output folder, or an image-only mode.
+        InputError: unknown output format, missing output folder, an image-only mode, an
+            output that would replace the input, or an existing one without ``force``.
     """
     out_suffix = output.suffix.lower()
     if out_suffix not in WRITE_SUFFIXES:  # fail before any data is read
@@ -39,6 +42,7 @@ def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str) -> None:
     if mode == "error-map":
         raise InputError(f"--mode error-map needs an image (conv) bundle; {rt.bundle.root} "
                          "takes feature vectors: use --mode score")
+    check_output(output, Path(input_path), force=force)
     x = read_array(input_path)
     fn = getattr(rt, mode)
     n = 1 if x.ndim == 1 else len(x)

@@ -1,0 +1,166 @@
+"""Hostile but realistic use of ``run`` and the data readers (issue 17): outputs never
+replace inputs, special files are refused up front, overflow is never written as inf."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from metaae_edge.exporters.bundle import write_bundle  # noqa: E402
+from metaae_edge.space.compact import CompactAE  # noqa: E402
+from metaae_edge.space.conv import CompactConvAE  # noqa: E402
+from metaae_edge.spec import ArchSpec, LayerSpec  # noqa: E402
+from metaae_edge.tasks.base import Normalizer  # noqa: E402
+
+D = 6
+ROOT = Path(__file__).resolve().parents[1]
+VEC = ArchSpec(input_shape=(D,), encoder=(LayerSpec(8, "relu"),), latent_dim=2,
+               decoder=(LayerSpec(8, "tanh"),))
+IMG = ArchSpec(input_shape=(1, 8, 8), encoder=(LayerSpec(2, "relu", 3),), latent_dim=2,
+               decoder=(LayerSpec(2, "tanh", 3),), backbone="conv")
+
+
+@pytest.fixture(scope="module")
+def vec_bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    norm = Normalizer(np.zeros(D, np.float32), np.ones(D, np.float32))
+    ref = rng.normal(size=(40, D)).astype(np.float32)
+    return write_bundle(tmp_path_factory.mktemp("vec") / "bundle", model=CompactAE(VEC).eval(),
+                        spec=VEC, normalizer=norm, task_summary={"name": "t"},
+                        objective="reconstruct", reference=ref, threshold=None, reports={},
+                        seed=0)
+
+
+@pytest.fixture(scope="module")
+def img_bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).uniform(size=(8, 1, 8, 8)).astype(np.float32)
+    norm = Normalizer.fit(x.reshape(len(x), -1), "global")
+    return write_bundle(tmp_path_factory.mktemp("img") / "bundle",
+                        model=CompactConvAE(IMG).eval(), spec=IMG, normalizer=norm,
+                        task_summary={"name": "t"}, objective="reconstruct",
+                        reference=x.reshape(8, -1), threshold=None, reports={}, seed=0)
+
+
+@pytest.fixture
+def pngs(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _one_line(code: int, err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    return lines[0]
+
+
+def _x(tmp_path: Path, name: str = "x.npy", value: float | None = None) -> Path:
+    x = np.random.default_rng(2).normal(size=(5, D)).astype(np.float32)
+    if value is not None:
+        x[:] = value
+    np.save(tmp_path / name, x)
+    return tmp_path / name
+
+
+# -- 1. data loss ------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["same", "link", "hardlink", "dotted"])
+def test_run_never_replaces_its_input(cli, vec_bundle, tmp_path, how):
+    src = _x(tmp_path)
+    before = src.read_bytes()
+    out = {"same": src, "dotted": tmp_path / "." / "x.npy"}.get(how, tmp_path / "alias.npy")
+    if how == "link":
+        out.symlink_to(src)
+    elif how == "hardlink":
+        os.link(src, out)
+    for extra in ((), ("--force",)):
+        code, _, err = cli("run", vec_bundle, "--input", src, "--output", out, *extra)
+        assert "would replace the input" in _one_line(code, err)
+    assert src.read_bytes() == before
+
+
+def test_run_existing_output_needs_force(cli, vec_bundle, tmp_path):
+    src, out = _x(tmp_path), tmp_path / "y.csv"
+    out.write_text("keep me\n")
+    code, _, err = cli("run", vec_bundle, "--input", src, "--output", out)
+    assert "exists; pass --force to replace it" in _one_line(code, err)
+    assert out.read_text() == "keep me\n"
+    code, _, err = cli("run", vec_bundle, "--input", src, "--output", out, "--force")
+    assert code == 0, err and np.loadtxt(out, delimiter=",").shape == (5, D)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_run_outputs_keep_the_umask(cli, vec_bundle, img_bundle, pngs, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        src = _x(tmp_path)
+        for suffix in (".npy", ".csv"):
+            code, _, err = cli("run", vec_bundle, "--input", src, "--output",
+                               tmp_path / f"o{suffix}")
+            assert code == 0, err
+            assert stat.S_IMODE((tmp_path / f"o{suffix}").stat().st_mode) == 0o666 & ~umask
+        code, _, err = cli("run", img_bundle, "--input", pngs, "--out", tmp_path / "rec")
+        assert code == 0, err
+        assert stat.S_IMODE((tmp_path / "rec").stat().st_mode) == 0o777 & ~umask
+        for p in (tmp_path / "rec").iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+    finally:
+        os.umask(old)
+
+
+def test_image_run_folder_rules(cli, img_bundle, pngs, tmp_path):
+    names = sorted(p.name for p in pngs.iterdir())
+    for out in (pngs, pngs / "..", pngs / "sub" / ".."):  # the input folder, its parent
+        code, _, err = cli("run", img_bundle, "--input", pngs, "--out", out, "--force")
+        _one_line(code, err)
+    code, _, err = cli("run", img_bundle, "--input", pngs / "0.png", "--out", pngs, "--force")
+    _one_line(code, err)
+    assert sorted(p.name for p in pngs.iterdir()) == names
+    out = tmp_path / "rec"
+    out.mkdir()  # an empty folder holds nothing to lose
+    code, _, err = cli("run", img_bundle, "--input", pngs, "--out", out)
+    assert code == 0, err and sorted(p.name for p in out.iterdir()) == names
+    (out / "mine.txt").write_text("x")
+    code, _, err = cli("run", img_bundle, "--input", pngs, "--out", out)
+    assert "pass --force" in _one_line(code, err)
+    code, _, err = cli("run", img_bundle, "--input", pngs, "--out", out, "--force")
+    assert code == 0, err and sorted(p.name for p in out.iterdir()) == names
+    np.save(tmp_path / "s.npy", np.zeros((2, 8, 8), np.uint8))
+    code, _, err = cli("run", img_bundle, "--input", tmp_path / "s.npy", "--out", tmp_path)
+    assert "would replace the input" in _one_line(code, err)  # tmp_path/s.npy
+
+
+def test_image_run_failure_leaves_no_folder(cli, img_bundle, pngs, tmp_path, monkeypatch):
+    import metaae_edge.commands.image_run as image_run
+
+    def boom(images, out_dir, names):
+        (Path(out_dir) / "0.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(image_run, "write_images", boom)
+    code, _, err = cli("run", img_bundle, "--input", pngs, "--out", tmp_path / "rec")
+    assert code == 130 and not (tmp_path / "rec").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rec")]
+
+
+def test_adapt_and_export_out_below_a_file_fails_first(tmp_path):
+    (tmp_path / "f").write_text("x")
+    res = subprocess.run([sys.executable, "-m", "metaae_edge", "adapt-and-export",
+                          "builtin:manifold", "--task", "manifold:1", "--out",
+                          str(tmp_path / "f" / "b")], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "is a file, not a folder" in _one_line(res.returncode, res.stderr)
