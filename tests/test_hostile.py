@@ -164,3 +164,55 @@ def test_adapt_and_export_out_below_a_file_fails_first(tmp_path):
                           str(tmp_path / "f" / "b")], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "is a file, not a folder" in _one_line(res.returncode, res.stderr)
+
+
+# -- 2. regular files only ---------------------------------------------------------------
+def _mae(*args: object, timeout: int = 90) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess: a reader that opened a FIFO would block, not the tests."""
+    return subprocess.run([sys.executable, "-m", "metaae_edge", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_fifo_inputs_are_refused_without_blocking(vec_bundle, img_bundle, tmp_path):
+    for name in ("x.csv", "x.npy", "x.png"):
+        os.mkfifo(tmp_path / name)
+    cases = [("run", vec_bundle, "--input", tmp_path / "x.csv", "--output", tmp_path / "o.npy"),
+             ("run", vec_bundle, "--input", tmp_path / "x.npy", "--output", tmp_path / "o.npy"),
+             ("run", img_bundle, "--input", tmp_path / "x.png", "--out", tmp_path / "o"),
+             ("calibrate", vec_bundle, "--data", tmp_path / "x.csv"),
+             ("adapt-and-export", "builtin:manifold", "--data", tmp_path / "x.csv",
+              "--out", tmp_path / "b")]
+    for args in cases:
+        res = _mae(*args)
+        assert "is a FIFO, not a regular file" in _one_line(res.returncode, res.stderr), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "x.npy", "x.png"]
+
+
+def test_links_to_devices_and_sockets_are_refused(cli, vec_bundle, img_bundle, tmp_path):
+    import socket
+
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "s.npy"))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.png").symlink_to("/dev/urandom")
+    try:
+        for bundle, src, want in ((vec_bundle, tmp_path / "zero.csv", "a link to /dev/zero"),
+                                  (vec_bundle, tmp_path / "s.npy", "is a socket"),
+                                  (img_bundle, folder, "a.png is a character device")):
+            code, _, err = cli("run", bundle, "--input", src, "--output", tmp_path / "o.npy")
+            line = _one_line(code, err)
+            assert want in line and "not a regular file" in line, line
+    finally:
+        sock.close()
+    from metaae_edge.errors import DataError
+    from metaae_edge.tasks import load_task
+    from metaae_edge.tasks.imagedata import load_image_task
+
+    with pytest.raises(DataError, match="character device"):
+        load_task(tmp_path / "zero.csv")
+    with pytest.raises(DataError, match="character device"):
+        load_image_task(folder)
+    assert not (tmp_path / "o.npy").exists()

@@ -23,7 +23,7 @@ from ..contracts.arrays import (  # noqa: F401  (re-exported: the Runtime's arra
     numeric_array,
 )
 from ..errors import InputError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, refuse_special
 
 __all__ = ["READ_SUFFIXES", "WRITE_SUFFIXES", "coerce_images", "fixed_size_error",
            "locate_nonfinite", "read_array", "write_array"]
@@ -106,6 +106,7 @@ def read_array(path: str | Path, ndims: tuple[int, ...] = (1, 2)) -> np.ndarray:
         InputError: missing file, unknown suffix, non-numeric, NaN/Inf or empty data.
     """
     path = Path(path)
+    refuse_special(path)  # before anything opens it: a FIFO would block
     if not path.is_file():
         raise InputError(f"input file {path} does not exist")
     suffix = path.suffix.lower()

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fsutil import refuse_special
 from .base import OBJECTIVES, Noise, Task
 
 __all__ = ["MIN_SAMPLES", "SUFFIXES", "load_array", "load_task"]
@@ -168,6 +169,7 @@ def load_array(path: str | os.PathLike[str], *, max_input_dim: int | None = None
 def _load(
     path: Path, max_input_dim: int | None
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    refuse_special(path, DataError)  # before anything opens it: a FIFO would block
     if not path.exists():
         raise DataError(
             f"data file not found: {path}; expected a {', '.join(SUFFIXES)} file, check the path"
