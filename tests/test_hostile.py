@@ -37,8 +37,8 @@ def vec_bundle(tmp_path_factory):
     ref = rng.normal(size=(40, D)).astype(np.float32)
     return write_bundle(tmp_path_factory.mktemp("vec") / "bundle", model=CompactAE(VEC).eval(),
                         spec=VEC, normalizer=norm, task_summary={"name": "t"},
-                        objective="reconstruct", reference=ref, threshold=None, reports={},
-                        seed=0)
+                        objective="anomaly", reference=ref, reports={}, seed=0,
+                        threshold={"value": 1.0, "fpr": 0.5, "method": "quantile"})
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,71 @@ def test_links_to_devices_and_sockets_are_refused(cli, vec_bundle, img_bundle, t
     with pytest.raises(DataError, match="character device"):
         load_image_task(folder)
     assert not (tmp_path / "o.npy").exists()
+
+
+# -- 3. silent wrong answers --------------------------------------------------------------
+def _huge(n: int = 6, row: int = 3) -> np.ndarray:
+    x = np.random.default_rng(3).normal(size=(n, D)).astype(np.float32)
+    x[row] = 1e38  # finite in float32; its square is not
+    return x
+
+
+@pytest.mark.parametrize("mode", ["score", "reconstruct", "denoise", "predict"])
+def test_run_never_writes_inf(cli, vec_bundle, tmp_path, mode, monkeypatch):
+    """The Runtime API returns what the graph computes (an overflowed score is inf);
+    ``run`` checks every output before it writes it."""
+    import metaae_edge.commands.vector_run as vector_run
+
+    np.save(tmp_path / "x.npy", _huge(9, 7))
+    monkeypatch.setattr(vector_run, "_PROGRESS_CHUNK", 2)  # chunked: the row is global
+    code, _, err = cli("run", vec_bundle, "--input", tmp_path / "x.npy", "--output",
+                       tmp_path / "o.npy", "--mode", mode)
+    line = _one_line(code, err)
+    assert "not finite for row 7 (0-based)" in line and "overflow" in line, line
+    assert not (tmp_path / "o.npy").exists()
+    np.save(tmp_path / "u.npy", np.full((3, D), 2**63, np.uint64))  # the issue's example
+    code, _, err = cli("run", vec_bundle, "--input", tmp_path / "u.npy", "--output",
+                       tmp_path / "o.csv", "--mode", "score")
+    assert "not finite for row 0" in _one_line(code, err) and not (tmp_path / "o.csv").exists()
+
+
+def test_image_run_never_writes_inf(cli, img_bundle, tmp_path):
+    x = np.random.default_rng(4).uniform(size=(3, 8, 8)).astype(np.float32)
+    x[1] = 1e38
+    np.save(tmp_path / "s.npy", x)
+    for mode, out in (("score", "o.csv"), ("reconstruct", "o.npy"), ("error-map", "maps"),
+                      ("encode", "z.npy")):
+        code, _, err = cli("run", img_bundle, "--input", tmp_path / "s.npy", "--mode", mode,
+                           "--out", tmp_path / out)
+        assert "not finite for row 1" in _one_line(code, err), (mode, err)
+        assert not (tmp_path / out).exists()
+
+
+NAMED = "a,b,c\n1,2,3\n4,5,6\n7,8,9\n"
+NUMERIC = "0,1,2\n1,2,3\n4,5,6\n7,8,9\n"
+
+
+@pytest.mark.parametrize("text, rows", [(NAMED, 3), (NUMERIC, 4), ("x,1,2\n1,2,3\n", 1)])
+def test_one_csv_header_rule_for_every_reader(tmp_path, text, rows):
+    from metaae_edge.runtime.io import read_array
+    from metaae_edge.tasks.userdata import _read_csv
+
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    got = read_array(path)
+    assert got.shape == (rows, 3)
+    np.testing.assert_array_equal(_read_csv(path)[0], got)
+    assert got[-1].tolist() == [7, 8, 9] or rows == 1
+
+
+def test_an_empty_cell_in_the_first_line_is_not_a_header(tmp_path):
+    from metaae_edge.errors import DataError, InputError
+    from metaae_edge.runtime.io import read_array
+    from metaae_edge.tasks.userdata import _read_csv
+
+    path = tmp_path / "d.csv"
+    path.write_text("1,,3\n4,5,6\n")
+    with pytest.raises(InputError, match="line 1, column 2"):
+        read_array(path)
+    with pytest.raises(DataError, match="line 1, column 2"):
+        _read_csv(path)

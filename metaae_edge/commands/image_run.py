@@ -39,16 +39,19 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from ..errors import InputError
+from ..errors import InputError, OutputOverflowError
 from ..fsutil import atomic_dir, atomic_write
 from ..runtime import Runtime
 from ..runtime.images import ARRAY_SUFFIXES, read_images, write_images
-from ..runtime.io import fixed_size_error, read_array, write_array
+from ..runtime.io import check_finite_output, fixed_size_error, read_array, write_array
 from .run_paths import check_output
+from .vector_run import graph_fn
 
 __all__ = ["run_images"]
 
 _CHUNK = 256  # images per progress step when a run is large
+_OUTPUT_NAMES = {"encode": "latent", "score": "score", "predict": "score",
+                 "error-map": "error map"}
 
 
 def _err_console():
@@ -58,17 +61,25 @@ def _err_console():
 
 
 def _apply(rt: Runtime, fn, x: np.ndarray, label: str) -> np.ndarray:
+    """``fn(x)`` in progress steps, its output checked for NaN / Inf (never written)."""
+    output = _OUTPUT_NAMES.get(label, "reconstruction")
     if len(x) <= 2 * _CHUNK:
-        return fn(x)
-    from rich.progress import Progress
+        result = fn(x)
+    else:
+        from rich.progress import Progress
 
-    parts = []
-    with Progress(console=_err_console(), transient=True) as progress:
-        task = progress.add_task(f"{label} ({rt.backend})", total=len(x))
-        for start in range(0, len(x), _CHUNK):
-            parts.append(fn(x[start:start + _CHUNK]))
-            progress.advance(task, len(parts[-1]))
-    return np.concatenate(parts)
+        parts = []
+        with Progress(console=_err_console(), transient=True) as progress:
+            task = progress.add_task(f"{label} ({rt.backend})", total=len(x))
+            for start in range(0, len(x), _CHUNK):
+                try:
+                    parts.append(fn(x[start:start + _CHUNK]))
+                except OutputOverflowError as exc:  # name the image of the whole input
+                    raise exc.shifted(start) from None
+                progress.advance(task, len(parts[-1]))
+        result = np.concatenate(parts)
+    check_finite_output(result, output)
+    return result
 
 
 def _channels_last(images: np.ndarray) -> np.ndarray:
@@ -169,7 +180,7 @@ def _pictures(rt: Runtime, images: np.ndarray, names: list[str], target: Path, m
     elif mode == "decode":
         result = images
     else:
-        result = _apply(rt, getattr(rt, mode), images, mode)
+        result = _apply(rt, graph_fn(rt, mode), images, mode)
     if not png:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_array(target, result[:, 0] if mode == "error-map" else _channels_last(result))
