@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "MetaAEError",
+    "OutputOverflowError",
     "SpecError",
     "DataError",
     "CheckpointError",
@@ -67,3 +68,22 @@ class AccuracyGateError(ExportError):
 
 class InputError(MetaAEError, ValueError):
     """Input given to the runtime has the wrong shape, dtype or values."""
+
+
+class OutputOverflowError(InputError):
+    """A finite input whose graph output is NaN / Inf: it overflowed inside the model.
+
+    Attributes:
+        row: the first such sample (0-based).
+        output: the graph output that is not finite (``score``, ``latent`` ...).
+    """
+
+    def __init__(self, row: int, output: str):
+        super().__init__(f"the model's {output} is not finite for row {row} (0-based) "
+                         "although the input is finite: its values overflow inside the "
+                         "graph; rescale the input to the units the bundle was adapted on")
+        self.row, self.output = row, output
+
+    def shifted(self, offset: int) -> OutputOverflowError:
+        """The same error for a chunk that starts at row ``offset`` of the whole input."""
+        return OutputOverflowError(self.row + offset, self.output)

@@ -11,12 +11,43 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_path", "atomic_dir", "default_mode"]
+from .errors import InputError, MetaAEError
+
+__all__ = ["atomic_write", "atomic_path", "atomic_dir", "default_mode", "refuse_special"]
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def refuse_special(path: str | Path, error: type[MetaAEError] = InputError) -> None:
+    """Refuse a user data path that is (or links to) a FIFO, a device or a socket.
+
+    Called by every reader of user data before it opens anything: ``stat`` never opens
+    the file, so a FIFO cannot block and an endless device is never read. Regular files
+    and folders pass; a missing path passes too (each reader says so in its own words).
+
+    Args:
+        path: the path the user gave (links are followed).
+        error: the error class to raise (each reader keeps its own).
+
+    Raises:
+        error: one line naming the path and what it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = next((name for test, name in _SPECIAL if test(mode)), "a special file")
+    via = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+    raise error(f"{path} is {kind}{via}, not a regular file; pass a regular data file")
 
 
 def default_mode(base: int = 0o666) -> int:

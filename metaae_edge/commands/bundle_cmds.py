@@ -19,6 +19,7 @@ import typer
 
 from ..runtime import BACKENDS, Runtime, load_bundle
 from ..runtime.io import READ_SUFFIXES
+from .run_paths import check_not_input
 
 __all__ = ["inspect_command", "register", "run_command"]
 
@@ -50,12 +51,17 @@ def run_command(
         min=1, help="Largest batch sent to the backend at once.")] = None,
     verify: Annotated[bool, typer.Option(
         help="Check every bundle file's sha256 before running.")] = True,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an existing output (a PNG folder as a whole). An output "
+        "that would replace the input is always refused.")] = False,
 ) -> None:
     """Run a bundle on a file of samples (or images) and write the result."""
+    check_not_input(output, input_path)  # before the bundle is even loaded
     rt = Runtime.load(bundle, backend=backend.value, precision=precision.value,
                       threads=threads, verify=verify, max_batch=batch_size)
     # vector bundles read / write arrays (vector_run), image bundles images (image_run)
-    rt.bundle.contract.hook("cli_runner")(rt, input_path, output, mode.value)
+    rt.bundle.contract.hook("cli_runner")(rt, input_path, output, mode.value,
+                                              force=force)
 
 
 def _fmt_bytes(n: int) -> str:

@@ -24,7 +24,10 @@ latent codes are ``(N, L)`` (encode writes, decode reads them), and images of an
 size are refused up front with one line naming the input and the size required (they are
 not tiled: the code describes a whole image, not a patch).
 
-Everything is computed before anything is written, so a failure writes nothing.
+Everything is computed before anything is written, so a failure writes nothing. An output
+that would replace the input is refused, and an existing one needs ``--force``
+(:func:`~metaae_edge.commands.run_paths.check_output`, before any image is read); a PNG
+folder is filled as a hidden sibling and renamed at the end (``fsutil.atomic_dir``).
 """
 
 from __future__ import annotations
@@ -36,15 +39,19 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from ..errors import InputError
-from ..fsutil import atomic_write
+from ..errors import InputError, OutputOverflowError
+from ..fsutil import atomic_dir, atomic_write
 from ..runtime import Runtime
 from ..runtime.images import ARRAY_SUFFIXES, read_images, write_images
-from ..runtime.io import fixed_size_error, read_array, write_array
+from ..runtime.io import check_finite_output, fixed_size_error, read_array, write_array
+from .run_paths import check_output
+from .vector_run import graph_fn
 
 __all__ = ["run_images"]
 
 _CHUNK = 256  # images per progress step when a run is large
+_OUTPUT_NAMES = {"encode": "latent", "score": "score", "predict": "score",
+                 "error-map": "error map"}
 
 
 def _err_console():
@@ -54,17 +61,25 @@ def _err_console():
 
 
 def _apply(rt: Runtime, fn, x: np.ndarray, label: str) -> np.ndarray:
+    """``fn(x)`` in progress steps, its output checked for NaN / Inf (never written)."""
+    output = _OUTPUT_NAMES.get(label, "reconstruction")
     if len(x) <= 2 * _CHUNK:
-        return fn(x)
-    from rich.progress import Progress
+        result = fn(x)
+    else:
+        from rich.progress import Progress
 
-    parts = []
-    with Progress(console=_err_console(), transient=True) as progress:
-        task = progress.add_task(f"{label} ({rt.backend})", total=len(x))
-        for start in range(0, len(x), _CHUNK):
-            parts.append(fn(x[start:start + _CHUNK]))
-            progress.advance(task, len(parts[-1]))
-    return np.concatenate(parts)
+        parts = []
+        with Progress(console=_err_console(), transient=True) as progress:
+            task = progress.add_task(f"{label} ({rt.backend})", total=len(x))
+            for start in range(0, len(x), _CHUNK):
+                try:
+                    parts.append(fn(x[start:start + _CHUNK]))
+                except OutputOverflowError as exc:  # name the image of the whole input
+                    raise exc.shifted(start) from None
+                progress.advance(task, len(parts[-1]))
+        result = np.concatenate(parts)
+    check_finite_output(result, output)
+    return result
 
 
 def _channels_last(images: np.ndarray) -> np.ndarray:
@@ -72,7 +87,9 @@ def _channels_last(images: np.ndarray) -> np.ndarray:
     return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
 
 
-def _file_or_dir(out: Path, suffix: str, default_name: str) -> Path:
+def _target(out: Path, suffix: str, default_name: str) -> Path:
+    """The file an output goes to: ``out`` when it ends in ``suffix``, else
+    ``out/default_name`` (the folder is created only when the file is written)."""
     if out.suffix.lower() == suffix:
         parent = out.parent if str(out.parent) else Path(".")
         if not parent.is_dir():
@@ -81,8 +98,21 @@ def _file_or_dir(out: Path, suffix: str, default_name: str) -> Path:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder; pass a folder or a "
                          f"{suffix} file")
-    out.mkdir(parents=True, exist_ok=True)
     return out / default_name
+
+
+def _plan(out: Path, src: Path, mode: str, as_array: bool) -> tuple[Path, bool]:
+    """``(target, png_folder)``: the file ``mode`` writes, or the PNG folder it replaces."""
+    if mode in ("score", "predict"):
+        if out.suffix.lower() == ".npy":
+            return _target(out, ".npy", "scores.npy"), False
+        return _target(out, ".csv", "scores.csv"), False
+    if mode == "encode":
+        return _target(out, ".npy", "latent.npy"), False
+    if as_array or mode == "decode":
+        return _target(out, ".npy", f"{src.stem}.npy"), False
+    _check_out_dir(out, src)
+    return out, True
 
 
 def _write_csv(path: Path, names: list[str], scores: np.ndarray, flags: np.ndarray | None):
@@ -107,14 +137,8 @@ def _check_out_dir(out: Path, src: Path) -> None:
                          "into a folder (or pass a path ending in .npy)")
 
 
-def run_images(rt: Runtime, input_path: Path, out: Path, mode: str) -> None:
-    """Run an image bundle on images / arrays at ``input_path`` and write to ``out``."""
-    src = Path(input_path)
-    as_array = src.suffix.lower() in ARRAY_SUFFIXES or out.suffix.lower() == ".npy"
-    if out.suffix.lower() not in ("", ".npy", ".csv") or (
-            out.suffix.lower() == ".csv" and mode not in ("score", "predict")):
-        raise InputError(f"--out {out}: for image bundles pass a folder, a .npy file, or (with "
-                         "--mode score / predict) a .csv file")
+def _read_input(rt: Runtime, src: Path, mode: str) -> tuple[np.ndarray, list[str]]:
+    """Images (or, for decode, decoded images) and their names."""
     fixed = rt.bundle.fixed_hw
     if mode == "decode":
         codes = (f"(N, {rt.spec.latent_dim}, h, w)" if fixed is None
@@ -124,56 +148,81 @@ def run_images(rt: Runtime, input_path: Path, out: Path, mode: str) -> None:
                              f"from an .npy / .npz file, got {src}")
         z = read_array(src, ndims=(3, 4) if fixed is None else (2,))
         images = _apply(rt, rt.decode, z, mode)
-        names = [f"{src.stem}_{i:05d}" for i in range(len(images))]
+        return images, [f"{src.stem}_{i:05d}" for i in range(len(images))]
+    images, names, _ = read_images(src)
+    if fixed is not None and images.shape[2:] != fixed:  # before any work or output
+        raise InputError(f"{src}: {fixed_size_error(fixed, images.shape[2:])}")
+    return images, names
+
+
+def _scores(rt: Runtime, images: np.ndarray, names: list[str], target: Path,
+            mode: str) -> str:
+    if mode == "predict" and rt.threshold is None:
+        rt.predict(images[:1])  # raises the runtime's "no threshold" error
+    scores = _apply(rt, rt.score, images, mode)
+    flags = None if rt.threshold is None else scores > rt.threshold
+    for i, (name, s) in enumerate(zip(names, scores)):
+        flag = "" if flags is None else ("  anomaly" if flags[i] else "  normal")
+        typer.echo(f"{name}\t{float(s):.6g}{flag}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix.lower() == ".npy":
+        write_array(target, flags if mode == "predict" else scores)
     else:
-        images, names, _ = read_images(src)
-        if fixed is not None and images.shape[2:] != fixed:  # before any work or output
-            raise InputError(f"{src}: {fixed_size_error(fixed, images.shape[2:])}")
-    n = len(images)
-    written: str
+        _write_csv(target, names, scores, flags)
+    return str(target)
+
+
+def _pictures(rt: Runtime, images: np.ndarray, names: list[str], target: Path, mode: str,
+              png: bool) -> str:
+    """Reconstruct / denoise / error-map / decode: an .npy stack or a PNG folder."""
+    if mode == "error-map":
+        result = _apply(rt, rt.error_map, images, mode)
+    elif mode == "decode":
+        result = images
+    else:
+        result = _apply(rt, graph_fn(rt, mode), images, mode)
+    if not png:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_array(target, result[:, 0] if mode == "error-map" else _channels_last(result))
+        return f"{target} {tuple(result.shape)}"
+    if mode == "error-map":
+        vmax = float(result.max())
+        result = result / vmax if vmax > 0 else result
+        _err_console().print(f"error-map: 255 = squared error {vmax:.4g} (normalised "
+                             "units, the largest in this run)", highlight=False)
+    # The whole folder in a hidden sibling, renamed at the end: a killed run leaves the
+    # complete folder or none (check_output has already decided it may be replaced).
+    with atomic_dir(target, replace=True) as tmp:
+        files = write_images(result, tmp, names)
+    return f"{target}/ ({len(files)} PNG files)"
+
+
+def run_images(rt: Runtime, input_path: Path, out: Path, mode: str, *,
+               force: bool = False) -> None:
+    """Run an image bundle on images / arrays at ``input_path`` and write to ``out``.
+
+    Every output path is checked before any image is read: never the input, an existing
+    output only with ``force``.
+    """
+    src = Path(input_path)
+    as_array = src.suffix.lower() in ARRAY_SUFFIXES or out.suffix.lower() == ".npy"
+    if out.suffix.lower() not in ("", ".npy", ".csv") or (
+            out.suffix.lower() == ".csv" and mode not in ("score", "predict")):
+        raise InputError(f"--out {out}: for image bundles pass a folder, a .npy file, or (with "
+                         "--mode score / predict) a .csv file")
+    target, png = _plan(out, src, mode, as_array)
+    check_output(target, src, force=force, folder=png)
+    images, names = _read_input(rt, src, mode)
     if mode in ("score", "predict"):
-        if mode == "predict" and rt.threshold is None:
-            rt.predict(images[:1])  # raises the runtime's "no threshold" error
-        scores = _apply(rt, rt.score, images, mode)
-        flags = None if rt.threshold is None else scores > rt.threshold
-        for i, (name, s) in enumerate(zip(names, scores)):
-            flag = "" if flags is None else ("  anomaly" if flags[i] else "  normal")
-            typer.echo(f"{name}\t{float(s):.6g}{flag}")
-        if out.suffix.lower() == ".npy":
-            path = _file_or_dir(out, ".npy", "scores.npy")
-            write_array(path, flags if mode == "predict" else scores)
-        else:
-            path = _file_or_dir(out, ".csv", "scores.csv")
-            _write_csv(path, names, scores, flags)
-        written = str(path)
+        written = _scores(rt, images, names, target, mode)
     elif mode == "encode":
         latent = _apply(rt, rt.encode, images, mode)
-        path = _file_or_dir(out, ".npy", "latent.npy")
-        write_array(path, latent)
-        written = f"{path} {tuple(latent.shape)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_array(target, latent)
+        written = f"{target} {tuple(latent.shape)}"
     else:
-        if mode == "error-map":
-            result = _apply(rt, rt.error_map, images, mode)
-        elif mode == "decode":
-            result = images
-        else:
-            result = _apply(rt, getattr(rt, mode), images, mode)
-        if as_array or mode == "decode":
-            path = _file_or_dir(out, ".npy", f"{src.stem}.npy")
-            write_array(path, result[:, 0] if mode == "error-map" else _channels_last(result))
-            written = f"{path} {tuple(result.shape)}"
-        else:
-            _check_out_dir(out, src)
-            if mode == "error-map":
-                vmax = float(result.max())
-                scaled = result / vmax if vmax > 0 else result
-                _err_console().print(f"error-map: 255 = squared error {vmax:.4g} (normalised "
-                                     "units, the largest in this run)", highlight=False)
-                files = write_images(scaled, out, names)
-            else:
-                files = write_images(result, out, names)
-            written = f"{out}/ ({len(files)} PNG files)"
+        written = _pictures(rt, images, names, target, mode, png)
     for note in rt.backend_notes:
         _err_console().print(f"note: {note}", highlight=False)
-    _err_console().print(f"{mode}: {n} image(s) with {rt.backend} -> {written}",
+    _err_console().print(f"{mode}: {len(images)} image(s) with {rt.backend} -> {written}",
                          highlight=False)

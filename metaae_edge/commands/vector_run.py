@@ -5,17 +5,20 @@ result out as .npy / .csv. Torch-free; the runner a vector contract names
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OutputOverflowError
 from ..runtime import Runtime
-from ..runtime.io import WRITE_SUFFIXES, read_array, write_array
+from ..runtime.io import WRITE_SUFFIXES, check_finite_output, read_array, write_array
+from .run_paths import check_output
 
-__all__ = ["run_vectors"]
+__all__ = ["graph_fn", "run_vectors"]
 
 _PROGRESS_CHUNK = 65536  # rows per progress step; smaller inputs run in one call
+_OUTPUT_NAMES = {"encode": "latent", "score": "score", "predict": "score"}
 
 
 def _err_console():
@@ -24,11 +27,30 @@ def _err_console():
     return Console(stderr=True)
 
 
-def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str) -> None:
+def graph_fn(rt: Runtime, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    """What ``run`` calls for ``mode``: the Runtime method, except that reconstruct /
+    denoise also fetch the score and refuse it when a finite input overflowed inside the
+    graph (a saturated reconstruction can look valid), and predict returns the scores
+    (the caller checks them, then compares: an inf score would be a valid-looking flag)."""
+    if mode == "predict":
+        return rt.score
+    if mode not in ("reconstruct", "denoise"):
+        return getattr(rt, mode)
+
+    def reconstruct(x: np.ndarray) -> np.ndarray:
+        out = rt.infer(x)  # the same single pass, with every output
+        check_finite_output(out["score"], "score")
+        return out["reconstruction"]
+    return reconstruct
+
+
+def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str, *,
+                force: bool = False) -> None:
     """Run ``rt`` in ``mode`` on the samples of ``input_path`` and write ``output``.
 
     Raises:
-        InputError: unknown output format, missing output folder, or an image-only mode.
+        InputError: unknown output format, missing output folder, an image-only mode, an
+            output that would replace the input, or an existing one without ``force``.
     """
     out_suffix = output.suffix.lower()
     if out_suffix not in WRITE_SUFFIXES:  # fail before any data is read
@@ -39,8 +61,11 @@ def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str) -> None:
     if mode == "error-map":
         raise InputError(f"--mode error-map needs an image (conv) bundle; {rt.bundle.root} "
                          "takes feature vectors: use --mode score")
+    check_output(output, Path(input_path), force=force)
     x = read_array(input_path)
-    fn = getattr(rt, mode)
+    if mode == "predict" and rt.threshold is None:
+        rt.predict(x[:1])  # raises the runtime's "no threshold" error
+    fn = graph_fn(rt, mode)
     n = 1 if x.ndim == 1 else len(x)
     if n <= 2 * _PROGRESS_CHUNK:
         result = fn(x)
@@ -51,9 +76,15 @@ def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str) -> None:
         with Progress(console=_err_console(), transient=True) as progress:
             task = progress.add_task(f"{mode} ({rt.backend})", total=n)
             for start in range(0, n, _PROGRESS_CHUNK):
-                parts.append(fn(x[start:start + _PROGRESS_CHUNK]))
+                try:
+                    parts.append(fn(x[start:start + _PROGRESS_CHUNK]))
+                except OutputOverflowError as exc:  # name the row of the whole input
+                    raise exc.shifted(start) from None
                 progress.advance(task, len(parts[-1]))
         result = np.concatenate(parts)
+    check_finite_output(result, _OUTPUT_NAMES.get(mode, "reconstruction"))  # never write inf
+    if mode == "predict":
+        result = result > rt.threshold
     _write_result(rt, output, result, mode, n)
 
 

@@ -52,7 +52,7 @@ class IOContract:
         trt_max_batch: the default largest batch of a TensorRT profile.
         normalizer_width: the width of the manifest's normalisation mean / std.
         cli_runner: ``"module:function"`` running ``metaae-edge run`` on this kind's files
-            (``fn(runtime, input_path, output, mode)``), imported when used.
+            (``fn(runtime, input_path, output, mode, *, force)``), imported when used.
         sample_reader: ``"module:function"`` reading raw samples (``fn(path) -> array``),
             e.g. ``calibrate --data``, imported when used.
     """

@@ -71,7 +71,7 @@ class ExportOptions:
 
         Raises:
             DataError: an unsupported precision or ``candidates`` mode.
-            BundleError: ``out`` exists and ``force`` is not set.
+            BundleError: ``out`` exists and ``force`` is not set, or lies below a file.
         """
         from .candidates import CANDIDATE_MODES
 
@@ -84,6 +84,12 @@ class ExportOptions:
                 f"precision {', '.join(bad)} is not supported yet; supported: "
                 f"{', '.join(SUPPORTED_PRECISIONS)}"
             )
+        for parent in self.out.absolute().parents:  # the nearest existing one must be a folder
+            if parent.exists():
+                if not parent.is_dir():
+                    raise BundleError(f"--out {self.out}: {parent} is a file, not a folder; "
+                                      "choose another --out")
+                break
         if self.out.exists() and not self.force:
             raise BundleError(f"{self.out} exists; pass --force to replace it or choose "
                               "another --out")

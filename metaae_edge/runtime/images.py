@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, refuse_special
 from ..optional import require
 
 __all__ = [
@@ -96,10 +96,11 @@ def _describe(shape: tuple[int, ...]) -> str:
 
 
 def _read_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
-    files = sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    named = [p for p in folder.iterdir()
+             if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+    for p in named:  # an image-named FIFO or device would block or never end
+        refuse_special(p, DataError)
+    files = sorted(p for p in named if p.is_file())
     if not files:
         raise DataError(
             f"{folder} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images; expected a "
@@ -220,6 +221,7 @@ def read_images(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], di
         BackendUnavailableError: Pillow is needed (image files) but not installed.
     """
     p = Path(path)
+    refuse_special(p, DataError)  # before anything opens it: a FIFO would block
     if not p.exists():
         raise DataError(
             f"image path not found: {p}; expected a folder of PNG/JPEG files, an image file "

@@ -3,8 +3,8 @@ checks of the Runtime's inputs (``coerce_images`` ...) live in
 :mod:`metaae_edge.contracts.arrays` and are re-exported here.
 
 Formats: ``.npy`` (never unpickled), ``.npz`` (one array, or the one named ``x``),
-``.csv`` (comma separated, one optional header row). Every problem is an :class:`InputError`
-naming the file, and the row / column where it makes sense.
+``.csv`` (comma separated, one optional header row: :func:`is_header_row`). Every problem
+is an :class:`InputError` naming the file, and the row / column where it makes sense.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from ..contracts.arrays import (  # noqa: F401  (re-exported: the Runtime's arra
     locate_nonfinite,
     numeric_array,
 )
-from ..errors import InputError
-from ..fsutil import atomic_write
+from ..errors import InputError, OutputOverflowError
+from ..fsutil import atomic_write, refuse_special
 
-__all__ = ["READ_SUFFIXES", "WRITE_SUFFIXES", "coerce_images", "fixed_size_error",
-           "locate_nonfinite", "read_array", "write_array"]
+__all__ = ["READ_SUFFIXES", "WRITE_SUFFIXES", "check_finite_output", "coerce_images",
+           "fixed_size_error", "is_header_row", "locate_nonfinite", "read_array",
+           "write_array"]
 
 READ_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv")
 WRITE_SUFFIXES: tuple[str, ...] = (".npy", ".csv")
@@ -67,14 +68,22 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def is_header_row(cells: list[str]) -> bool:
+    """The CSV header rule of every reader (``run``, ``calibrate``, ``adapt-and-export``):
+    the first line is a header when one of its non-empty cells is not a number. A first
+    line of numbers only (``0,1,2``) is data, never dropped; an empty cell does not make
+    a header (it is reported as a missing value)."""
+    return any(c.strip() and not _is_number(c) for c in cells)
+
+
 def _read_csv(path: Path) -> np.ndarray:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read CSV ({exc})") from None
-    if rows and not any(_is_number(c) for c in rows[0]):
-        rows = rows[1:]  # a header row: names only, no numbers
+    if rows and is_header_row(rows[0]):
+        rows = rows[1:]
         first_line = 2
     else:
         first_line = 1
@@ -106,6 +115,7 @@ def read_array(path: str | Path, ndims: tuple[int, ...] = (1, 2)) -> np.ndarray:
         InputError: missing file, unknown suffix, non-numeric, NaN/Inf or empty data.
     """
     path = Path(path)
+    refuse_special(path)  # before anything opens it: a FIFO would block
     if not path.is_file():
         raise InputError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
@@ -131,6 +141,21 @@ def read_array(path: str | Path, ndims: tuple[int, ...] = (1, 2)) -> np.ndarray:
             raise InputError(f"{path}: NaN/Inf at {where} (0-based); remove or impute "
                              "missing values first")
     return arr
+
+
+def check_finite_output(out: np.ndarray, output: str) -> None:
+    """Refuse a graph output holding NaN / Inf (a finite input that overflowed inside the
+    graph), naming the first bad row; integer and bool outputs pass.
+
+    Raises:
+        OutputOverflowError: one line naming ``output`` and the row (0-based).
+    """
+    if out.dtype.kind not in "fc":
+        return
+    flat = out.reshape(len(out), -1) if out.ndim else out.reshape(1, 1)
+    bad = ~np.isfinite(flat).all(axis=1)
+    if bad.any():
+        raise OutputOverflowError(int(np.argmax(bad)), output)
 
 
 def write_array(path: str | Path, array: np.ndarray) -> Path:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fsutil import refuse_special
 from ..runtime.images import read_images, to_nchw
 from .base import OBJECTIVES, Noise, Task
 
@@ -108,6 +109,7 @@ def _check_args(objective: str | None, max_side: int, patch: int | None,
 
 def _read_source(p: Path, objective: str | None, noise: Noise | str | None):
     """(images, noisy or None, names, info, objective): paired data or plain images."""
+    refuse_special(p, DataError)  # the pairs' .npz is opened before read_images runs
     paired = _read_pairs(p) if p.exists() else None
     if paired is None:
         images, names, info = read_images(p)

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fsutil import refuse_special
+from ..runtime.io import is_header_row
 from .base import OBJECTIVES, Noise, Task
 
 __all__ = ["MIN_SAMPLES", "SUFFIXES", "load_array", "load_task"]
@@ -31,9 +33,10 @@ def _parse_float(text: str) -> float | None:
 def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[int]]:
     """Numeric CSV -> (array, header or None, file line number of each row).
 
-    One header row is allowed: the first row counts as a header when any of its cells is
-    not a number. Delimiter (comma, semicolon or tab) is sniffed; blank lines and lines
-    starting with ``#`` are skipped.
+    One header row is allowed: the first row counts as a header when any of its non-empty
+    cells is not a number (:func:`~metaae_edge.runtime.io.is_header_row`). Delimiter
+    (comma, semicolon or tab) is sniffed; blank lines and lines starting with ``#`` are
+    skipped.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -63,7 +66,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[int]]:
             "write at least one sample per line"
         )
     header: list[str] | None = None
-    if any(_parse_float(c) is None for c in rows[0][1]):
+    if is_header_row(rows[0][1]):  # the rule every reader shares
         header = rows[0][1]
         rows = rows[1:]
         if not rows:
@@ -99,6 +102,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[int]]:
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Raw array, labels stored alongside it (npz only) and where they came from."""
+    refuse_special(path, DataError)  # before anything opens it: a FIFO would block
     suffix = path.suffix.lower()
     meta: dict[str, Any] = {"format": suffix[1:]}
     if suffix == ".csv":
