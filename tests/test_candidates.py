@@ -172,3 +172,20 @@ def test_a_refused_precision_falls_back_to_ours(ckpt, tmp_path, monkeypatch, ref
         assert rep.spec.encoder == () and rep.refused == ["int8"]
     manifest = load_bundle(rep.bundle).manifest
     assert manifest["reports"]["selected"] == sel
+
+
+def test_cli_says_whose_query_mse_it_prints(cli, tmp_path):
+    """When a closed-form candidate is exported, the adaptation line is labelled as the
+    meta-learned model's, so a user does not read ours' query MSE as the bundle's."""
+    data = tmp_path / "linear.npy"
+    np.save(data, _linear(140))
+    code, out, err = cli("adapt-and-export", "builtin:manifold", "--data", data,
+                         "--out", tmp_path / "b")
+    log = " ".join((out + err).split())  # the progress console wraps long lines
+    assert code == 0
+    assert "selected pca-" in log and "meta-learned model (not exported): query MSE" in log
+    code, out, err = cli("adapt-and-export", "builtin:manifold", "--data", data,
+                         "--out", tmp_path / "m", "--candidates", "meta")
+    log = " ".join((out + err).split())
+    assert code == 0 and "query MSE" in log
+    assert "selected" not in log and "not exported" not in log
