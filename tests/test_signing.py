@@ -247,3 +247,21 @@ def test_unsigned_bundles_need_no_cryptography(made, python_without):
     res = python_without(code, str(u), str(s), blocked=("cryptography", "torch"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ERR" in res.stdout and "metaae-edge[sign]" in res.stdout
+
+
+def test_cli_run_checks_the_signature_before_it_writes(cli, signed, keys, tmp_path):
+    (_, pub), (_, other_pub) = keys
+    x = tmp_path / "x.npy"
+    np.save(x, X[:4])
+    code, _, err = cli("run", signed, "--input", x, "--output", tmp_path / "s.npy",
+                       "--mode", "score", "--public-key", pub)
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npy").shape == (4,)
+    code, _, err = cli("run", signed, "--input", x, "--output", tmp_path / "o.npy",
+                       "--mode", "score", "--public-key", other_pub)
+    assert code == 2 and "another key" in err and not (tmp_path / "o.npy").exists()
+    _edit_threshold(signed, 0.0)
+    code, _, err = cli("run", signed, "--input", x, "--output", tmp_path / "t.npy",
+                       "--mode", "predict", "--public-key", pub)
+    assert code == 2 and "does not match its signature" in err
+    assert not (tmp_path / "t.npy").exists()

@@ -54,11 +54,15 @@ def run_command(
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an existing output (a PNG folder as a whole). An output "
         "that would replace the input is always refused.")] = False,
+    public_key: Annotated[Path | None, typer.Option(
+        help="Ed25519 public key (KEY.pub): refuse to run the bundle unless manifest.sig "
+        "signs its manifest with this key.")] = None,
 ) -> None:
     """Run a bundle on a file of samples (or images) and write the result."""
     check_not_input(output, input_path)  # before the bundle is even loaded
     rt = Runtime.load(bundle, backend=backend.value, precision=precision.value,
-                      threads=threads, verify=verify, max_batch=batch_size)
+                      threads=threads, verify=verify, max_batch=batch_size,
+                      public_key=public_key)
     # vector bundles read / write arrays (vector_run), image bundles images (image_run)
     rt.bundle.contract.hook("cli_runner")(rt, input_path, output, mode.value,
                                               force=force)
