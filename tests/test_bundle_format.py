@@ -14,34 +14,23 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from vector_helpers import SPEC, D, write_tiny_bundle  # noqa: E402
+
 from metaae_edge.errors import BackendUnavailableError, BundleError, ExportError  # noqa: E402
 from metaae_edge.exporters import bundle as bundle_mod  # noqa: E402
-from metaae_edge.exporters.bundle import write_bundle  # noqa: E402
 from metaae_edge.exporters.precision import add_precision  # noqa: E402
 from metaae_edge.exporters.tensorrt import write_engine  # noqa: E402
 from metaae_edge.exporters.writer import BundleWriter  # noqa: E402
 from metaae_edge.runtime import Runtime, load_bundle  # noqa: E402
 from metaae_edge.runtime.manifest import ENGINE_ROLE, Manifest  # noqa: E402
 from metaae_edge.runtime.trt import find_engines, select_engine  # noqa: E402
-from metaae_edge.space.compact import CompactAE  # noqa: E402
-from metaae_edge.spec import ArchSpec, LayerSpec  # noqa: E402
-from metaae_edge.tasks.base import Normalizer  # noqa: E402
 
-D = 10
-SPEC = ArchSpec(input_shape=(D,), encoder=(LayerSpec(8, "relu"),), latent_dim=3,
-                decoder=(LayerSpec(8, "tanh"),))
 H100 = ("10.13.0.35", "NVIDIA H100 80GB HBM3", "90")
 FOLDER = "nvidia-h100-80gb-hbm3-sm90-trt10.13.0.35"
 
 
 def _write(out: Path, **kw) -> Path:
-    torch.manual_seed(0)
-    norm = Normalizer(np.zeros(D, np.float32), np.ones(D, np.float32))
-    ref = np.random.default_rng(0).normal(size=(64, D)).astype(np.float32)
-    return write_bundle(out, model=CompactAE(SPEC).eval(), spec=SPEC, normalizer=norm,
-                        task_summary={"name": "t"}, objective="anomaly", reference=ref,
-                        threshold={"value": 1.0, "fpr": 0.05, "method": "quantile"},
-                        reports={"note": np.float32(0.5)}, seed=0, **kw)
+    return write_tiny_bundle(out, reports={"note": np.float32(0.5)}, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("cryptography")
 
+from vector_helpers import D, write_tiny_bundle  # noqa: E402
+
 from metaae_edge.errors import BundleError, DataError  # noqa: E402
 from metaae_edge.exporters import writer as writer_mod  # noqa: E402
-from metaae_edge.exporters.bundle import write_bundle  # noqa: E402
 from metaae_edge.exporters.precision import add_precision  # noqa: E402
 from metaae_edge.runtime import Runtime, load_bundle  # noqa: E402
 from metaae_edge.runtime.signing import (  # noqa: E402
@@ -28,24 +29,12 @@ from metaae_edge.runtime.signing import (  # noqa: E402
     generate_key,
     load_public_key,
 )
-from metaae_edge.space.compact import CompactAE  # noqa: E402
-from metaae_edge.spec import ArchSpec, LayerSpec  # noqa: E402
-from metaae_edge.tasks.base import Normalizer  # noqa: E402
 
-D = 10
-SPEC = ArchSpec(input_shape=(D,), encoder=(LayerSpec(8, "relu"),), latent_dim=3,
-                decoder=(LayerSpec(8, "tanh"),))
 X = np.random.default_rng(1).normal(size=(32, D)).astype(np.float32)
 
 
 def _write(out: Path, **kw) -> Path:
-    torch.manual_seed(0)
-    norm = Normalizer(np.zeros(D, np.float32), np.ones(D, np.float32))
-    ref = np.random.default_rng(0).normal(size=(64, D)).astype(np.float32)
-    return write_bundle(out, model=CompactAE(SPEC).eval(), spec=SPEC, normalizer=norm,
-                        task_summary={"name": "t"}, objective="anomaly", reference=ref,
-                        threshold={"value": 1.0, "fpr": 0.05, "method": "quantile"},
-                        reports={}, seed=0, **kw)
+    return write_tiny_bundle(out, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from ..errors import InputError, OutputOverflowError
+from ..errors import InputError
 from ..fsutil import atomic_dir, atomic_write
 from ..runtime import Runtime
 from ..runtime.images import ARRAY_SUFFIXES, read_images, write_images
-from ..runtime.io import check_finite_output, fixed_size_error, read_array, write_array
+from ..runtime.io import fixed_size_error, read_array, write_array
 from .run_paths import check_output
-from .vector_run import graph_fn
+from .vector_run import apply_checked, graph_fn
 
 __all__ = ["run_images"]
 
@@ -62,24 +62,7 @@ def _err_console():
 
 def _apply(rt: Runtime, fn, x: np.ndarray, label: str) -> np.ndarray:
     """``fn(x)`` in progress steps, its output checked for NaN / Inf (never written)."""
-    output = _OUTPUT_NAMES.get(label, "reconstruction")
-    if len(x) <= 2 * _CHUNK:
-        result = fn(x)
-    else:
-        from rich.progress import Progress
-
-        parts = []
-        with Progress(console=_err_console(), transient=True) as progress:
-            task = progress.add_task(f"{label} ({rt.backend})", total=len(x))
-            for start in range(0, len(x), _CHUNK):
-                try:
-                    parts.append(fn(x[start:start + _CHUNK]))
-                except OutputOverflowError as exc:  # name the image of the whole input
-                    raise exc.shifted(start) from None
-                progress.advance(task, len(parts[-1]))
-        result = np.concatenate(parts)
-    check_finite_output(result, output)
-    return result
+    return apply_checked(rt, fn, x, label, _OUTPUT_NAMES.get(label, "reconstruction"), _CHUNK)
 
 
 def _channels_last(images: np.ndarray) -> np.ndarray:

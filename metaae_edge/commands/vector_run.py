@@ -65,27 +65,38 @@ def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str, *,
     x = read_array(input_path)
     if mode == "predict" and rt.threshold is None:
         rt.predict(x[:1])  # raises the runtime's "no threshold" error
-    fn = graph_fn(rt, mode)
     n = 1 if x.ndim == 1 else len(x)
-    if n <= 2 * _PROGRESS_CHUNK:
+    result = apply_checked(rt, graph_fn(rt, mode), x, mode,
+                           _OUTPUT_NAMES.get(mode, "reconstruction"), _PROGRESS_CHUNK)
+    if mode == "predict":
+        result = result > rt.threshold
+    _write_result(rt, output, result, mode, n)
+
+
+
+def apply_checked(rt: Runtime, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                  label: str, output: str, chunk: int) -> np.ndarray:
+    """``fn(x)``, in progress steps of ``chunk`` samples when ``x`` is large, its result
+    checked for NaN / Inf (a finite input that overflows is refused naming the sample of
+    the whole input, never written). Shared by the vector and image ``run`` paths."""
+    n = 1 if x.ndim == 1 else len(x)
+    if n <= 2 * chunk:
         result = fn(x)
     else:
         from rich.progress import Progress
 
         parts = []
         with Progress(console=_err_console(), transient=True) as progress:
-            task = progress.add_task(f"{mode} ({rt.backend})", total=n)
-            for start in range(0, n, _PROGRESS_CHUNK):
+            task = progress.add_task(f"{label} ({rt.backend})", total=n)
+            for start in range(0, n, chunk):
                 try:
-                    parts.append(fn(x[start:start + _PROGRESS_CHUNK]))
-                except OutputOverflowError as exc:  # name the row of the whole input
+                    parts.append(fn(x[start:start + chunk]))
+                except OutputOverflowError as exc:  # name the sample of the whole input
                     raise exc.shifted(start) from None
                 progress.advance(task, len(parts[-1]))
         result = np.concatenate(parts)
-    check_finite_output(result, _OUTPUT_NAMES.get(mode, "reconstruction"))  # never write inf
-    if mode == "predict":
-        result = result > rt.threshold
-    _write_result(rt, output, result, mode, n)
+    check_finite_output(result, output)
+    return result
 
 
 def _write_result(rt: Runtime, output: Path, result: np.ndarray, mode: str, n: int) -> None:

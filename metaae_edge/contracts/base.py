@@ -11,6 +11,7 @@ contract's :meth:`IOContract.torch_errors` calls without importing torch.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from importlib import import_module
 from typing import Any, ClassVar
@@ -35,7 +36,7 @@ ProfileBox = int | dict[str, tuple[int, ...]]
 _F32 = np.dtype(np.float32)  # builtin dtypes are singletons: ``is`` is the cheap test
 
 
-class IOContract:
+class IOContract(ABC):
     """Base of the contracts: one subclass per model kind, registered with
     :func:`metaae_edge.contracts.register_contract`.
 
@@ -80,6 +81,7 @@ class IOContract:
 
     # -- registry hooks -----------------------------------------------------------------
     @classmethod
+    @abstractmethod
     def matches(cls, spec: ArchSpec) -> bool:
         """Whether ``spec`` is of this kind (the registry asks each contract in turn)."""
         raise NotImplementedError
@@ -92,7 +94,9 @@ class IOContract:
 
     @classmethod
     def validate_options(cls, spec: ArchSpec) -> None:
-        """Check the options only some kinds define (prefilter, dense code, bypass)."""
+        """Check the options only some kinds define (prefilter, dense code, bypass); an
+        optional hook, a kind without such options checks nothing."""
+        return None
 
     # -- IO -------------------------------------------------------------------------------
     @property
@@ -121,6 +125,7 @@ class IOContract:
                     "architecture")
         return None
 
+    @abstractmethod
     def coerce_input(self, x: Any) -> np.ndarray:
         """User input for the autoencoder / encoder -> C-contiguous float32 (no NaN check).
 
@@ -129,14 +134,17 @@ class IOContract:
         """
         raise NotImplementedError
 
+    @abstractmethod
     def coerce_latent(self, z: Any) -> np.ndarray:
         """User latent codes for the decoder -> C-contiguous float32 (no NaN check)."""
         raise NotImplementedError
 
+    @abstractmethod
     def check_data(self, data: Any, what: str = "calibration data") -> np.ndarray:
         """Batch data for the exporters / calibration -> finite float32 (DataError)."""
         raise NotImplementedError
 
+    @abstractmethod
     def check_reference(self, reference: Any) -> np.ndarray:
         """The exporter's parity / reference data -> finite float32 (DataError)."""
         raise NotImplementedError
@@ -156,10 +164,12 @@ class IOContract:
             n *= v
         return n
 
+    @abstractmethod
     def io_bytes(self) -> int:
         """float32 bytes in and out of one autoencoder call per sample."""
         raise NotImplementedError
 
+    @abstractmethod
     def io_section(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The manifest's ``input`` and ``outputs`` sections."""
         raise NotImplementedError
@@ -234,14 +244,17 @@ class IOContract:
         """The dense bottleneck's two linear maps as ``(in, out)`` (empty without one)."""
         return []
 
+    @abstractmethod
     def param_count(self) -> int:
         """Number of weights and biases of the compact network."""
         raise NotImplementedError
 
+    @abstractmethod
     def macs(self, hw: tuple[int, int] | None = None) -> int:
         """Multiply-accumulates per sample at ``hw`` (images; default: own resolution)."""
         raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> str:
         """One line describing the architecture (``ArchSpec.describe``)."""
         raise NotImplementedError

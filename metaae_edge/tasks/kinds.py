@@ -13,6 +13,7 @@ and :func:`register_sample_kind` it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -27,7 +28,7 @@ __all__ = ["SAMPLE_KINDS", "ImageSamples", "SampleKind", "VectorSamples",
            "register_sample_kind", "sample_kind_of"]
 
 
-class SampleKind:
+class SampleKind(ABC):
     """Base of the sample kinds (stateless: one shared instance per kind).
 
     Attributes:
@@ -44,6 +45,7 @@ class SampleKind:
     basis_always: ClassVar[bool] = False
     noise_bounds: ClassVar[tuple[float, float] | None] = None
 
+    @abstractmethod
     def matches(self, task: Task) -> bool:
         """Whether ``task`` holds samples of this kind (asked in registry order)."""
         raise NotImplementedError
@@ -56,10 +58,12 @@ class SampleKind:
         """
         return task.image_shape
 
+    @abstractmethod
     def sample_shape(self, task: Task) -> tuple[int, ...]:
         """One sample's shape as the supernet sees it: ``(D,)`` or ``(C, H, W)``."""
         raise NotImplementedError
 
+    @abstractmethod
     def corrupt(self, noise: Noise, norm: Normalizer, raw: np.ndarray, z: np.ndarray,
                 rng: np.random.Generator) -> np.ndarray:
         """The ``denoise`` input of one set: ``raw`` samples, ``z`` the same normalised."""
@@ -69,6 +73,7 @@ class SampleKind:
         """The kind's entries of :meth:`Task.summary` (JSON-able)."""
         return {}
 
+    @abstractmethod
     def default_space(self) -> SupernetConfig:
         """The search space meta-training uses when none is given."""
         raise NotImplementedError
