@@ -183,6 +183,17 @@ def _files(root: Path, manifest: dict[str, Any]) -> tuple[BundleFile, ...]:
     return tuple(BundleFile.from_dict(e, root=root, index=i) for i, e in enumerate(entries))
 
 
+def _density(root: Path, manifest: dict[str, Any], files: tuple[BundleFile, ...]) -> None:
+    """The optional ``density`` section (generation): names a listed ``density`` file."""
+    section = manifest.get("density")
+    if section is None:
+        return
+    if not isinstance(section, dict) or not any(
+            f.path == section.get("path") and f.role == "density" for f in files):
+        raise _fail(root, "density must be an object whose 'path' is a listed file with "
+                          "role 'density'")
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A parsed, validated ``manifest.json``.
@@ -237,6 +248,7 @@ class Manifest:
         threshold = check_threshold(root, data.get("threshold"))
         thresholds = _thresholds(root, data)
         files = _files(root, data)
+        _density(root, data, files)
         return cls(data=data, schema_version=version, spec=spec,
                    normalization=normalization, threshold=threshold,
                    thresholds=thresholds, files=files)
@@ -263,6 +275,11 @@ class Manifest:
     @property
     def objective(self) -> str:
         return str(self.data.get("objective", "reconstruct"))
+
+    @property
+    def density(self) -> dict[str, Any] | None:
+        """The latent density section (generation), or None (bundles without one)."""
+        return self.data.get("density")
 
     def file(self, role: str, precision: str = "fp32") -> BundleFile | None:
         """The listed file with ``role`` and ``precision`` (None if absent)."""

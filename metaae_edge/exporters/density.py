@@ -1,0 +1,48 @@
+"""Add the latent density to a bundle: encode the support set with the bundle's own
+encoder graph, fit :func:`~metaae_edge.runtime.density.fit_density`, and store it as the
+listed, hashed file ``density.npz`` (role ``density``) with a ``density`` manifest section,
+through :meth:`~metaae_edge.exporters.writer.BundleWriter.update`.
+
+Torch-free: the codes come from ``encoder.onnx`` through the runtime, so the density sits
+in exactly the space ``decoder.onnx`` decodes, whichever model (meta-learned or a
+closed-form candidate) the bundle holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density
+from .writer import BundleWriter
+
+__all__ = ["GENERATIVE_OBJECTIVES", "add_density"]
+
+#: objectives whose decoder maps codes of clean data back to data (a denoise bundle's
+#: codes are of corrupted inputs: no density, and generate refuses it)
+GENERATIVE_OBJECTIVES = ("reconstruct", "anomaly")
+
+
+def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
+                max_components: int = 5, sign_key: Any = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fit the latent density of ``support`` (raw samples or images) and add it to
+    ``bundle``; returns the manifest's ``density`` section."""
+    from ..runtime import Runtime
+
+    rt = Runtime.load(bundle, backend="ort-cpu")
+    support = np.asarray(support, np.float32)
+    if rt.contract.is_image and support.ndim == 2:  # tasks hold images flattened
+        support = rt.contract.unflatten(support)
+    codes = rt.encode(support)
+    density = fit_density(codes, seed=seed, max_components=max_components)
+    section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
+               **density.info}
+    with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
+        writer.path(DENSITY_FILE).write_bytes(density.to_bytes())
+        writer.add(DENSITY_FILE, DENSITY_ROLE)
+        writer.commit(density=section)
+    return section
