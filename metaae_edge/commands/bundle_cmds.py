@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import InputError
 from ..runtime import BACKENDS, Runtime, load_bundle
 from ..runtime.io import READ_SUFFIXES
 from .run_paths import check_not_input
@@ -24,24 +25,28 @@ from .run_paths import check_not_input
 __all__ = ["inspect_command", "register", "run_command"]
 
 Mode = Enum("Mode", {m: m for m in ("reconstruct", "encode", "decode", "denoise", "score",
-                                    "predict", "error-map")},
+                                    "predict", "error-map", "generate")},
             type=str)
 Backend = Enum("Backend", {b: b for b in ("auto", *BACKENDS)}, type=str)
 Precision = Enum("Precision", {p: p for p in ("fp32", "fp16", "int8")}, type=str)
 
 def run_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory written by adapt-and-export.")],
-    input_path: Annotated[Path, typer.Option(
-        "--input", "-i", help="Input samples: .npy, .npz (array 'x') or .csv (header allowed); "
-        "raw latent codes for --mode decode. Image bundles: a folder of PNG/JPEG, an image "
-        "file or an .npy stack (N, H, W[, C]).")],
     output: Annotated[Path, typer.Option(
         "--output", "-o", "--out", help="Where to write the result (.npy or .csv); written "
         "only on success. Image bundles: a folder (PNGs with the input names, or "
         "<stem>.npy for array input) or a .npy / .csv file.")],
+    input_path: Annotated[Path | None, typer.Option(
+        "--input", "-i", help="Input samples: .npy, .npz (array 'x') or .csv (header allowed); "
+        "raw latent codes for --mode decode. Image bundles: a folder of PNG/JPEG, an image "
+        "file or an .npy stack (N, H, W[, C]). Not used by --mode generate.")] = None,
     mode: Annotated[Mode, typer.Option(
         help="What to compute; error-map (per-pixel heat maps) needs an image bundle.")
     ] = Mode.reconstruct,
+    n: Annotated[int | None, typer.Option(
+        "--n", help="--mode generate: how many samples to draw.")] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="--mode generate: random seed (same seed, same samples).")] = None,
     backend: Annotated[Backend, typer.Option(
         help="Inference backend; auto picks the fastest available.")] = Backend.auto,
     precision: Annotated[Precision, typer.Option(help="Graph precision.")] = Precision.fp32,
@@ -59,10 +64,17 @@ def run_command(
         "signs its manifest with this key.")] = None,
 ) -> None:
     """Run a bundle on a file of samples (or images) and write the result."""
-    check_not_input(output, input_path)  # before the bundle is even loaded
+    if mode.value != "generate" and input_path is None:
+        raise InputError("--input is required (every mode but generate reads samples)")
+    if input_path is not None:
+        check_not_input(output, input_path)  # before the bundle is even loaded
     rt = Runtime.load(bundle, backend=backend.value, precision=precision.value,
                       threads=threads, verify=verify, max_batch=batch_size,
                       public_key=public_key)
+    if mode.value == "generate":
+        from .generate_run import run_generate
+
+        return run_generate(rt, output, n, seed, force=force)
     # vector bundles read / write arrays (vector_run), image bundles images (image_run)
     rt.bundle.contract.hook("cli_runner")(rt, input_path, output, mode.value,
                                               force=force)
@@ -118,6 +130,10 @@ def _head_table(b: Any, verify: bool, signature: str | None = None) -> Any:
     thr = b.threshold
     head.add_row("threshold", "none" if thr is None else
                  f"{thr['value']:.6g} ({thr.get('method', '?')}, fpr {thr.get('fpr', '?')})")
+    if isinstance(m.get("density"), dict):  # generation (run --mode generate)
+        d = m["density"]
+        head.add_row("density", f"{d.get('kind', '?')} of {d.get('components', '?')} over "
+                                f"latent {d.get('latent_shape')} ({d.get('n_codes', '?')} codes)")
     head.add_row("integrity", "sha256 verified" if verify else
                  "paths and sizes checked (add --verify for sha256)")
     if signature is not None:
