@@ -89,7 +89,10 @@ def _pca_q(x: np.ndarray, seed: int) -> int:
     top = min(x.shape[1] - 1, len(x) - len(folds[0]) - 2)
     best, best_q = -np.inf, 1
     for q in range(1, max(top, 1) + 1):
-        ll = np.mean([PCA(q).fit(x[np.setdiff1d(idx, f)]).score(x[f]) for f in folds])
+        fits = [PCA(q).fit(x[np.setdiff1d(idx, f)]) for f in folds]
+        if min(p.noise_variance_ for p in fits) <= 1e-10 * x.var(0).sum():
+            break  # the residual vanished (constant columns): no density beyond this q
+        ll = np.mean([p.score(x[f]) for p, f in zip(fits, folds)])
         if ll > best:
             best, best_q = ll, q
     return best_q

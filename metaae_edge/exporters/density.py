@@ -10,6 +10,7 @@ closed-form candidate) the bundle holds.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,12 @@ def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
         support = rt.contract.unflatten(support)
     codes = rt.encode(support)
     density = fit_density(codes, seed=seed, max_components=max_components)
+    resid = support - rt.reconstruct(support)  # raw units: the decoder's noise model
+    density = dataclasses.replace(
+        density, residual_std=np.sqrt((resid.astype(np.float64) ** 2).mean(0)).astype(
+            np.float32))
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
-               **density.info}
+               "residual_noise": True, **density.info}
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
         writer.path(DENSITY_FILE).write_bytes(density.to_bytes())
         writer.add(DENSITY_FILE, DENSITY_ROLE)

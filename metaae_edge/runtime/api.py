@@ -312,13 +312,14 @@ class Runtime:
         runner = self._runner("decoder")
         return self._run(runner, ["reconstruction"], runner.input_names[0], arr)[0]
 
-    def generate(self, n: int, seed: int | None = None, temperature: float = 1.0
-                 ) -> np.ndarray:
+    def generate(self, n: int, seed: int | None = None, temperature: float = 1.0,
+                 residual: bool = True) -> np.ndarray:
         """``n`` new samples (raw units; (n, C, H, W) for image bundles) decoded from the
-        bundle's latent density; reproducible by ``seed`` (see :mod:`.generate`)."""
+        bundle's latent density (plus its residual noise model unless ``residual`` is
+        False); reproducible by ``seed`` (see :mod:`.generate`)."""
         from .generate import generate
 
-        return generate(self, n, seed=seed, temperature=temperature)
+        return generate(self, n, seed=seed, temperature=temperature, residual=residual)
 
     def infer(self, x: Any) -> dict[str, np.ndarray]:
         """Reconstruction, latent and score (and error_map for images) of ``x`` in one pass."""

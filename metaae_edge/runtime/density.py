@@ -43,6 +43,9 @@ class Density:
     chols: np.ndarray
     latent_shape: tuple[int, ...]
     info: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: per-value std of the support's reconstruction residual (raw units, one sample's
+    #: shape), the decoder's noise model p(x | z) = N(decode(z), diag(residual_std^2))
+    residual_std: np.ndarray | None = field(default=None, compare=False)
 
     @property
     def dim(self) -> int:
@@ -69,8 +72,9 @@ class Density:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
+        extra = {} if self.residual_std is None else {"residual_std": self.residual_std}
         np.savez(buf, weights=self.weights, means=self.means, chols=self.chols,
-                 latent_shape=np.asarray(self.latent_shape, np.int64))
+                 latent_shape=np.asarray(self.latent_shape, np.int64), **extra)
         return buf.getvalue()
 
     @classmethod
@@ -86,13 +90,18 @@ class Density:
                 w, m, c, shape = (np.asarray(f[k], np.float64) if k != "latent_shape"
                                   else np.asarray(f[k]) for k in
                                   ("weights", "means", "chols", "latent_shape"))
+                resid = np.asarray(f["residual_std"], np.float32) if "residual_std" in \
+                    f.files else None
         except (OSError, KeyError, ValueError) as exc:
             raise BundleError(f"{path}: not a readable latent density ({exc})") from None
         shape = tuple(int(v) for v in shape.reshape(-1))
         why = _invalid(w, m, c, shape, latent_shape)
+        if why is None and resid is not None and not (
+                np.all(np.isfinite(resid)) and np.all(resid >= 0)):
+            why = "residual_std must be finite and >= 0"
         if why:
             raise BundleError(f"{path}: invalid latent density: {why}")
-        return cls(w, m, c, shape)
+        return cls(w, m, c, shape, residual_std=resid)
 
 
 def _invalid(w, m, c, shape, expected) -> str | None:

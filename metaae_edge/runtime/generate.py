@@ -49,11 +49,13 @@ def load_density(bundle: Bundle, precision: str = "fp32") -> Density:
     return Density.load(bundle.root / entry.path, tuple(section.get("latent_shape", ())))
 
 
-def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0
-             ) -> np.ndarray:
+def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
+             residual: bool = True) -> np.ndarray:
     """``n`` new samples from ``rt``'s bundle (a :class:`~metaae_edge.runtime.Runtime`),
     raw units, (n, D) or, for image bundles, (n, C, H, W); the same ``seed`` gives the
-    same samples.
+    same samples. ``residual``: add the decoder's noise model (Gaussian with the support's
+    per-value reconstruction residual std, as probabilistic PCA does), when the bundle
+    stores one; False gives the decoded means.
 
     Raises:
         InputError: a bad ``n`` or ``temperature``.
@@ -64,5 +66,9 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0
             not 0 < temperature <= 10:
         raise InputError(f"temperature must be a number in (0, 10], got {temperature!r}")
     density = load_density(rt.bundle, rt.precision)
-    z = density.sample(n, seed=seed, temperature=float(temperature))
-    return rt.decode(z)
+    rng = np.random.default_rng(seed)
+    z = density.sample(n, seed=int(rng.integers(2**63)), temperature=float(temperature))
+    x = rt.decode(z)
+    if residual and density.residual_std is not None:
+        x = x + (rng.standard_normal(x.shape) * density.residual_std).astype(np.float32)
+    return x
