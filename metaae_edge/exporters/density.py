@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density
+from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density, fit_residual
 from .writer import BundleWriter
 
 __all__ = ["GENERATIVE_OBJECTIVES", "add_density"]
@@ -41,11 +41,10 @@ def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
     codes = rt.encode(support)
     density = fit_density(codes, seed=seed, max_components=max_components)
     resid = support - rt.reconstruct(support)  # raw units: the decoder's noise model
-    density = dataclasses.replace(
-        density, residual_std=np.sqrt((resid.astype(np.float64) ** 2).mean(0)).astype(
-            np.float32))
+    r_mean, r_chol = fit_residual(resid, seed=seed)
+    density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol)
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
-               "residual_noise": True, **density.info}
+               "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info}
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
         writer.path(DENSITY_FILE).write_bytes(density.to_bytes())
         writer.add(DENSITY_FILE, DENSITY_ROLE)

@@ -29,6 +29,7 @@ from ..errors import BundleError, DataError
 __all__ = ["DENSITY_FILE", "DENSITY_ROLE", "Density", "fit_density"]
 
 DENSITY_FILE = "density.npz"
+MAX_FULL_RESIDUAL = 1024
 DENSITY_ROLE = "density"
 SHRINKAGE = (0.01, 0.1, 0.3, 0.6, 0.9)
 _LOG2PI = math.log(2 * math.pi)
@@ -43,9 +44,20 @@ class Density:
     chols: np.ndarray
     latent_shape: tuple[int, ...]
     info: dict[str, Any] = field(default_factory=dict, compare=False)
-    #: per-value std of the support's reconstruction residual (raw units, one sample's
-    #: shape), the decoder's noise model p(x | z) = N(decode(z), diag(residual_std^2))
-    residual_std: np.ndarray | None = field(default=None, compare=False)
+    #: the decoder's noise model p(x | z) = N(decode(z) + residual_mean, R): the support's
+    #: reconstruction residual (raw units, flattened), R = residual_chol residual_chol^T
+    #: (a Gaussian fitted like the latent's, shrinkage by held-out likelihood; diagonal
+    #: beyond MAX_FULL_RESIDUAL values, where residual_chol holds the stds (d,))
+    residual_mean: np.ndarray | None = field(default=None, compare=False)
+    residual_chol: np.ndarray | None = field(default=None, compare=False)
+
+    def residual_noise(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
+        """``n`` flattened draws of the residual noise model (None: the bundle has none)."""
+        if self.residual_chol is None:
+            return None
+        eps = rng.standard_normal((n, len(self.residual_mean)))
+        c = self.residual_chol
+        return self.residual_mean + (eps * c if c.ndim == 1 else eps @ c.T)
 
     @property
     def dim(self) -> int:
@@ -72,7 +84,8 @@ class Density:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        extra = {} if self.residual_std is None else {"residual_std": self.residual_std}
+        extra = {} if self.residual_chol is None else {
+            "residual_mean": self.residual_mean, "residual_chol": self.residual_chol}
         np.savez(buf, weights=self.weights, means=self.means, chols=self.chols,
                  latent_shape=np.asarray(self.latent_shape, np.int64), **extra)
         return buf.getvalue()
@@ -90,18 +103,19 @@ class Density:
                 w, m, c, shape = (np.asarray(f[k], np.float64) if k != "latent_shape"
                                   else np.asarray(f[k]) for k in
                                   ("weights", "means", "chols", "latent_shape"))
-                resid = np.asarray(f["residual_std"], np.float32) if "residual_std" in \
-                    f.files else None
+                rm, rc = (np.asarray(f[k], np.float32) if k in f.files else None
+                          for k in ("residual_mean", "residual_chol"))
         except (OSError, KeyError, ValueError) as exc:
             raise BundleError(f"{path}: not a readable latent density ({exc})") from None
         shape = tuple(int(v) for v in shape.reshape(-1))
         why = _invalid(w, m, c, shape, latent_shape)
-        if why is None and resid is not None and not (
-                np.all(np.isfinite(resid)) and np.all(resid >= 0)):
-            why = "residual_std must be finite and >= 0"
+        if why is None and ((rm is None) != (rc is None) or rm is not None and not (
+                rm.ndim == 1 and rc.shape in ((len(rm),), (len(rm), len(rm)))
+                and np.all(np.isfinite(rm)) and np.all(np.isfinite(rc)))):
+            why = "residual_mean / residual_chol do not match"
         if why:
             raise BundleError(f"{path}: invalid latent density: {why}")
-        return cls(w, m, c, shape, residual_std=resid)
+        return cls(w, m, c, shape, residual_mean=rm, residual_chol=rc)
 
 
 def _invalid(w, m, c, shape, expected) -> str | None:
@@ -210,3 +224,14 @@ def fit_density(codes: np.ndarray, *, seed: int = 0, max_components: int = 5,
             "selection": f"{folds}-fold held-out log-likelihood per code",
             "cv_loglik": {f"k{kk}-s{aa}": round(v, 4) for (kk, aa), v in grid.items()}}
     return Density(w, m, c, shape, info)
+
+
+def fit_residual(resid: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, chol)`` of the residual noise model of flattened residuals (n, d): one
+    shrunk Gaussian as :func:`fit_density` chooses it, or (d > MAX_FULL_RESIDUAL) the
+    per-value means and stds."""
+    x = np.asarray(resid, np.float64).reshape(len(resid), -1)
+    if x.shape[1] > MAX_FULL_RESIDUAL:
+        return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
+    g = fit_density(x, seed=seed, max_components=1)
+    return g.means[0].astype(np.float32), g.chols[0].astype(np.float32)

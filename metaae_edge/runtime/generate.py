@@ -53,9 +53,9 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
              residual: bool = True) -> np.ndarray:
     """``n`` new samples from ``rt``'s bundle (a :class:`~metaae_edge.runtime.Runtime`),
     raw units, (n, D) or, for image bundles, (n, C, H, W); the same ``seed`` gives the
-    same samples. ``residual``: add the decoder's noise model (Gaussian with the support's
-    per-value reconstruction residual std, as probabilistic PCA does), when the bundle
-    stores one; False gives the decoded means.
+    same samples. ``residual``: add the decoder's noise model (a Gaussian fitted to the
+    support's reconstruction residual; probabilistic PCA's isotropic noise, generalised),
+    when the bundle stores one; False gives the decoded means.
 
     Raises:
         InputError: a bad ``n`` or ``temperature``.
@@ -69,6 +69,7 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
     rng = np.random.default_rng(seed)
     z = density.sample(n, seed=int(rng.integers(2**63)), temperature=float(temperature))
     x = rt.decode(z)
-    if residual and density.residual_std is not None:
-        x = x + (rng.standard_normal(x.shape) * density.residual_std).astype(np.float32)
+    noise = density.residual_noise(n, rng) if residual else None
+    if noise is not None:
+        x = x + noise.reshape(x.shape).astype(np.float32)
     return x
