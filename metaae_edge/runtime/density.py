@@ -5,7 +5,8 @@ on a device. :func:`fit_density` fits mixtures of 1..``max_components`` full-cov
 Gaussians, each covariance shrunk towards its diagonal (``(1 - a) S + a diag(S)``, needed
 when a few dozen support rows meet a latent of tens or hundreds of values), and keeps the
 (components, shrinkage) pair with the best held-out log-likelihood over a K-fold split of
-the codes it is given; the winner is refitted on all of them. One component with
+the codes it is given; the winner is refitted on all of them (latents of more than
+``MAX_MIXTURE_DIM`` values: one component, only the shrinkage is chosen). One component with
 shrinkage is the Gaussian; spatial (conv) latents are flattened, so the Gaussian over the
 flattened latent with shrinkage is one of the candidates.
 
@@ -29,7 +30,8 @@ from ..errors import BundleError, DataError
 __all__ = ["DENSITY_FILE", "DENSITY_ROLE", "Density", "fit_density"]
 
 DENSITY_FILE = "density.npz"
-MAX_FULL_RESIDUAL = 1024
+MAX_FULL_RESIDUAL = 256
+MAX_MIXTURE_DIM = 256
 DENSITY_ROLE = "density"
 SHRINKAGE = (0.01, 0.1, 0.3, 0.6, 0.9)
 _LOG2PI = math.log(2 * math.pi)
@@ -217,6 +219,8 @@ def fit_density(codes: np.ndarray, *, seed: int = 0, max_components: int = 5,
     folds = max(2, min(folds, len(x) // 4))
     per_fold = len(x) - len(x) // folds
     ks = [k for k in range(1, max_components + 1) if k == 1 or per_fold >= 8 * k]
+    if x.shape[1] > MAX_MIXTURE_DIM:  # large (spatial) latents: the shrunk Gaussian only
+        ks = [1]
     grid = {(k, a): _cv_score(x, k, a, folds, seed) for k in ks for a in shrinkage}
     k, a = max(grid, key=grid.get)
     w, m, c = _fit_gmm(x, k, a, seed)
