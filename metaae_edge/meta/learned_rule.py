@@ -7,8 +7,10 @@ and adaptation. Meta-training is first order in the supernet parameters (their i
 gradients are constants, as in FOMAML) and exact in the rule's own tensors: the adapted
 parameters keep the graph the rule built over the K inner steps, and the query-loss
 gradient at the adapted parameters is pulled back through it (a vector-Jacobian product).
-The supernet itself gets the FOMAML direction (the query-loss gradient at the adapted
-parameters).
+The supernet itself gets the gradient learner's Reptile direction (``theta -
+theta_adapted``, from the learned rule's adaptation): with the FOMAML direction instead, 120
+meta-steps left the one-step query loss on held-out manifold tasks at 1.18 against
+Reptile's 0.86 (docs/learners.md).
 
 At adaptation the learned rule runs for the first ``horizon`` steps (the meta-training
 inner steps K); any further steps are the inner loop's own optimiser (Adam).
@@ -90,7 +92,8 @@ class LearnedRule(MetaAlgorithm):
             learner_grad = {k: torch.zeros_like(v) if r is None else r
                             for (k, v), r in zip(own.items(), pulled)}
         detached = {k: v.detach() for k, v in adapted.items()}
-        return TaskUpdate(g, detached, self._report_loss(detached, batch, inner, mode),
+        reptile = {k: params[k] - detached[k] for k in params}
+        return TaskUpdate(reptile, detached, self._report_loss(detached, batch, inner, mode),
                           learner_grad)
 
     def adapt(self, params: Params, batch: TaskBatch, inner: InnerConfig, *,
