@@ -50,7 +50,8 @@ def train(family: str, label: str, seed: int, args, out: Path) -> tuple[Path, fl
     if path.exists() and side.exists():
         return path, json.loads(side.read_text())["seconds"]
     recipe = create_recipe(family, **LEARNERS[label], meta_steps=args.meta_steps,
-                           meta_batch=args.meta_batch, seed=seed)
+                           meta_batch=args.meta_batch, inner_steps=args.inner_steps,
+                           seed=seed)
     cfg = MetaConfig(algorithm=recipe.meta_algorithm, meta_steps=recipe.meta_steps,
                      meta_batch=recipe.meta_batch, warmup_steps=recipe.warmup,
                      val_every=recipe.meta_steps, val_tasks=4, seed=seed,
@@ -145,6 +146,7 @@ def main() -> None:
     ap.add_argument("--learners", default=",".join(LEARNERS))
     ap.add_argument("--meta-steps", type=int, default=150)
     ap.add_argument("--meta-batch", type=int, default=2)
+    ap.add_argument("--inner-steps", type=int, default=10, help="K_train of every learner")
     ap.add_argument("--tasks", type=int, default=16)
     ap.add_argument("--shots", type=int, default=32)
     ap.add_argument("--ks", default="0,1,5,20")
