@@ -69,11 +69,15 @@ class AdaptResult:
 
 
 def load_supernet(ckpt: Checkpoint | str, device: str = "cpu") -> tuple[Supernet, Checkpoint]:
-    """Build the supernet of a checkpoint (or ``builtin:NAME``) with its meta-weights."""
+    """Build the supernet of a checkpoint (or ``builtin:NAME``) with its meta-weights
+    and its meta-learner (``model.meta_learner``: what :func:`adapt_supernet` adapts with)."""
+    from .meta.algorithms import learner_from_checkpoint
+
     if not isinstance(ckpt, Checkpoint):
         ckpt = load_checkpoint(ckpt)
     model = create_supernet(ckpt.supernet).to(device)
     model.load_state_dict({k: v.to(device) for k, v in ckpt.state.items()})
+    model.meta_learner = learner_from_checkpoint(model, ckpt)
     return model, ckpt
 
 
@@ -181,7 +185,9 @@ def adapt_supernet(
     with prefilter_search(model, task.objective == "denoise"), \
             bottleneck_search(model, compress):
         before = _mse_pair(model, params, batch, inner.tau_end)
-        adapted = inner_loop(model, params, batch, inner, on_step=on_step)
+        learner = getattr(model, "meta_learner", None)  # the checkpoint's (load_supernet)
+        adapted = (learner.adapt(params, batch, inner, on_step=on_step) if learner is not None
+                   else inner_loop(model, params, batch, inner, on_step=on_step))
         relaxed = _mse_pair(model, adapted, batch, inner.tau_end)
         spec, compact, choices = _freeze(model, adapted, task, batch, inner, compress)
     frozen_q = _mse(compact, batch.query_in, batch.query_target)
@@ -209,6 +215,7 @@ def adapt_supernet(
         "after": after,
         **_arch_report(spec),
         "adapt_seconds": time.perf_counter() - t0,
+        **({"learner": learner.name, **learner.describe_adaptation()} if learner else {}),
     }
     return AdaptResult(compact, spec, task.normalizer(), report,
                        {k: v.detach() for k, v in adapted.items()})

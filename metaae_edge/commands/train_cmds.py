@@ -42,7 +42,14 @@ def meta_train_cmd(
     recipe: Path | None = typer.Option(
         None, "--recipe", help="TOML file of recipe fields (the flags below, underscored: "
         "meta_steps = 300); flags given on the command line override it."),
-    algorithm: str = typer.Option("reptile", help="reptile | fomaml | maml (second order)."),
+    learner: str = typer.Option(
+        "gradient", help="gradient | model (a learned update rule) | metric (task embedding "
+        "-> architecture prototype); docs/learners.md."),
+    algorithm: str = typer.Option("reptile", help="Gradient learner: reptile | fomaml | maml "
+        "(second order)."),
+    update_rule: str = typer.Option(
+        "metasgd", help="Model learner: metasgd (learned per-parameter step sizes) | lstm "
+        "(coordinate-wise LSTM optimiser)."),
     meta_steps: int | None = typer.Option(
         None, help="Outer (meta) steps (default 400; 300 for image families)."),
     meta_batch: int | None = typer.Option(

@@ -23,6 +23,7 @@ steps them with the meta-parameters' group settings). Register a new one with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
@@ -36,8 +37,9 @@ from .inner import InnerConfig, Params, TaskBatch, inner_loop, task_loss
 if TYPE_CHECKING:
     from .config import MetaConfig
 
-__all__ = ["FOMAML", "MAML", "MAML_MAX_INNER_STEPS", "MetaAlgorithm", "Reptile", "TaskUpdate",
-           "algorithm_names", "create_algorithm", "register_algorithm"]
+__all__ = ["FOMAML", "LEARNERS", "MAML", "MAML_MAX_INNER_STEPS", "MetaAlgorithm", "Reptile",
+           "TaskUpdate", "algorithm_names", "create_algorithm", "learner_from_checkpoint",
+           "learner_of", "register_algorithm", "resolve_learner"]
 
 MAML_MAX_INNER_STEPS = 10
 
@@ -80,6 +82,21 @@ class MetaAlgorithm(ABC):
     def inner_config(self, inner: InnerConfig) -> InnerConfig:
         """The inner-loop settings this learner adapts with (default: as given)."""
         return inner
+
+    def outer_lr(self, cfg: MetaConfig) -> float:
+        """The outer step size of the learner's own tensors (default: the weights')."""
+        return cfg.outer_lr_w
+
+    def adapt(self, params: Params, batch: TaskBatch, inner: InnerConfig, *,
+              on_step: Callable[[int, float], None] | None = None) -> Params:
+        """Adapt ``params`` to a new task at adaptation time (no meta-gradient): the
+        plain inner loop by default; a model-based learner runs its learned rule, a
+        metric-based one retrieves a prototype first. Detached results."""
+        return inner_loop(self.model, params, batch, inner, on_step=on_step)
+
+    def describe_adaptation(self) -> dict:
+        """What the last :meth:`adapt` did beyond the inner loop (for the report)."""
+        return {}
 
     @abstractmethod
     def task_update(self, params: Params, batch: TaskBatch, inner: InnerConfig, mode: str,
@@ -214,3 +231,49 @@ def algorithm_class(name: str) -> type[MetaAlgorithm]:
 def create_algorithm(name: str, model: Supernet, **options) -> MetaAlgorithm:
     """Instantiate the algorithm registered as ``name`` for ``model``."""
     return algorithm_class(name)(model, **options)
+
+
+#: the learner families (``meta-train --learner``) -> their variants (registered algorithm
+#: names; the first is the default). ``gradient`` picks its variant with ``--algorithm``,
+#: ``model`` with ``--update-rule``; ``metric`` has one.
+LEARNERS: dict[str, tuple[str, ...]] = {
+    "gradient": ("reptile", "fomaml", "maml"),
+    "model": ("metasgd", "lstm"),
+    "metric": ("metric",),
+}
+
+
+def resolve_learner(learner: str, variant: str | None = None) -> str:
+    """The registered algorithm of learner family ``learner`` and its ``variant``
+    (``None``: the family's default); one-line :class:`SpecError` otherwise."""
+    if learner not in LEARNERS:
+        raise SpecError(f"--learner must be one of {', '.join(LEARNERS)}, got {learner!r}")
+    choices = LEARNERS[learner]
+    name = choices[0] if variant is None else variant
+    if name not in choices:
+        raise SpecError(f"the {learner} learner has variants {', '.join(choices)}, "
+                        f"got {name!r}")
+    return name
+
+
+def learner_of(algorithm: str) -> str:
+    """The learner family of a registered algorithm (``gradient`` for unlisted ones)."""
+    return next((fam for fam, names in LEARNERS.items() if algorithm in names), "gradient")
+
+
+def learner_from_checkpoint(model: Supernet, ckpt) -> MetaAlgorithm:
+    """The checkpoint's meta-learner for ``model``, its ``learner.*`` state restored
+    (checkpoints from before the learner families: the gradient learner they trained)."""
+    meta = dict(ckpt.meta_config or {})
+    algo = create_algorithm(meta.get("algorithm", "reptile"), model)
+    algo.horizon = int((meta.get("inner") or {}).get("steps", 10))
+    algo.load_state_dict({k: v.to(next(model.parameters()).device)
+                          for k, v in ckpt.learner.items()})
+    return algo
+
+
+# the model- and metric-based learners register themselves (they import this module)
+from . import learned_rule as _learned_rule  # noqa: E402,F401
+from . import lstm_rule as _lstm_rule  # noqa: E402,F401
+from . import metasgd as _metasgd  # noqa: E402,F401
+from . import metric as _metric  # noqa: E402,F401

@@ -234,6 +234,7 @@ def inner_loop(
     first_order: bool = True,
     generator: torch.Generator | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    update: Callable[[Params, Params, int], Params | None] | None = None,
 ) -> Params:
     """Adapt ``params`` to the task's support set for ``cfg.steps`` steps.
 
@@ -247,6 +248,9 @@ def inner_loop(
             graph for second-order MAML (memory grows linearly with steps).
         generator: RNG for Gumbel noise.
         on_step: called with (step, support loss) after each step.
+        update: a learned update rule ``(params, grads, step) -> new params`` (or
+            ``None``: this step is the optimiser's); first order, ``params`` keep the
+            graph the rule builds (to its own tensors) while the gradients are constants.
     """
     lrs = {
         k: (cfg.lr_a if k.startswith(ARCH_PREFIX) else cfg.lr_w) for k in params
@@ -277,7 +281,8 @@ def inner_loop(
         if on_step is not None:
             with torch.no_grad():
                 on_step(step, float(loss_fn(p)))
-        p = _step(p, grads, cfg, lrs, trainable, state, step, first_order)
+        new = update(p, grads, step) if update is not None else None
+        p = _step(p, grads, cfg, lrs, trainable, state, step, first_order) if new is None else new
     return p
 
 

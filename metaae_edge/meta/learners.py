@@ -64,12 +64,15 @@ def _query_loss(model: Supernet, params, batch: TaskBatch, tau: float, mode: str
 
 
 def evaluate_adaptation(
-    model: Supernet, params, batches: list[TaskBatch], inner: InnerConfig
+    model: Supernet, params, batches: list[TaskBatch], inner: InnerConfig,
+    learner: MetaAlgorithm | None = None,
 ) -> dict[str, float]:
-    """Adapt to each task and report the mean query loss, relaxed and discretised."""
+    """Adapt to each task (``learner``'s adaptation, default the plain inner loop) and
+    report the mean query loss, relaxed and discretised."""
     relaxed, hard = [], []
     for b in batches:
-        adapted = inner_loop(model, params, b, inner)
+        adapted = (learner.adapt(params, b, inner) if learner is not None
+                   else inner_loop(model, params, b, inner))
         relaxed.append(_query_loss(model, adapted, b, inner.tau_end, "softmax"))
         hard.append(_query_loss(model, adapted, b, inner.tau_end, "hard"))
     return {"query_loss": float(np.mean(relaxed)), "query_loss_hard": float(np.mean(hard))}
@@ -113,7 +116,8 @@ class MetaTrainer:
         groups = [{"params": w_params, "lr": cfg.outer_lr_w},
                   {"params": a_params, "lr": cfg.outer_lr_a}]
         if self.algorithm.parameters():  # a learner's own tensors (e.g. step sizes)
-            groups.append({"params": self.algorithm.parameters(), "lr": cfg.outer_lr_w})
+            groups.append({"params": self.algorithm.parameters(),
+                           "lr": self.algorithm.outer_lr(cfg)})
         self.opt = torch.optim.Adam(groups)
         #: post-training shares the outer optimiser's weight group (the same tensors)
         self.posttrainer = PostTrainer(self.model, self.cfg, self.opt.param_groups[0]["params"])
@@ -258,7 +262,8 @@ class MetaTrainer:
 
     def validate(self) -> dict[str, float]:
         """Mean query loss after adaptation on the meta-validation tasks."""
-        return evaluate_adaptation(self.model, _params(self.model), self._val, self.cfg.inner)
+        return evaluate_adaptation(self.model, _params(self.model), self._val, self.cfg.inner,
+                                   self.algorithm)
 
     def train(self, on_step: Callable[[dict[str, float]], None] | None = None,
               on_checkpoint: Callable[[MetaTrainer], None] | None = None,

@@ -34,9 +34,14 @@ class MetaTrainReport:
 def _checkpoint_values(ckpt) -> dict[str, Any]:
     """The checkpoint's value of every recipe field a resume cannot change."""
     from ..meta import MetaConfig
+    from ..meta.algorithms import learner_of
 
     cfg = MetaConfig.from_dict(ckpt.meta_config)
-    return {"algorithm": cfg.algorithm, "meta_batch": cfg.meta_batch,
+    learner = learner_of(cfg.algorithm)
+    return {"learner": learner,
+            "algorithm": cfg.algorithm if learner == "gradient" else "reptile",
+            "update_rule": cfg.algorithm if learner == "model" else "metasgd",
+            "meta_batch": cfg.meta_batch,
             "inner_steps": cfg.inner.steps, "warmup_steps": cfg.warmup_steps,
             "prefilter_choice": cfg.prefilter_choice,
             "resource_lambda": cfg.inner.resource_lambda, "latent_bpp": tuple(cfg.latent_bpp),
@@ -110,7 +115,8 @@ def _configs(recipe: Recipe, fam, ckpt, device: str):
             "posttrain_tau": recipe.posttrain_tau, "device": device})
         return cfg, None
     cfg = MetaConfig(
-        algorithm=recipe.algorithm, meta_steps=recipe.meta_steps, meta_batch=recipe.meta_batch,
+        algorithm=recipe.meta_algorithm, meta_steps=recipe.meta_steps,
+        meta_batch=recipe.meta_batch,
         warmup_steps=recipe.warmup, posttrain_steps=recipe.posttrain_steps,
         posttrain_tau=recipe.posttrain_tau, posttrain_bpp=recipe.posttrain_bpp,
         val_every=recipe.val_every, objective=recipe.objective, latent_bpp=recipe.latent_bpp,

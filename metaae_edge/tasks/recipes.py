@@ -23,6 +23,10 @@ __all__ = ["RECIPE_FIELDS", "Recipe", "create_recipe", "family_recipe", "load_re
            "register_recipe"]
 
 _TUPLE_FLOAT = ("latent_bpp", "posttrain_bpp")
+#: the learner families and the model-based update rules (``meta/algorithms.py``
+#: ``LEARNERS``, kept here torch-free)
+_LEARNERS = ("gradient", "model", "metric")
+_UPDATE_RULES = ("metasgd", "lstm")
 
 
 def _budgets(name: str, value: Any) -> tuple[float, ...]:
@@ -59,7 +63,11 @@ class Recipe:
     """
 
     family: str
+    #: the learner family (``gradient`` | ``model`` | ``metric``); ``algorithm`` is the
+    #: gradient learner's variant, ``update_rule`` the model-based one's
+    learner: str = "gradient"
     algorithm: str = "reptile"
+    update_rule: str = "metasgd"
     meta_steps: int = 400
     meta_batch: int = 4
     inner_steps: int = 10
@@ -89,6 +97,12 @@ class Recipe:
             if kind in (str, bool) and not isinstance(value, kind):
                 raise SpecError(f"recipe field {name} must be a {kind.__name__}, got {value!r}")
         # the CLI's order of checks (and messages)
+        if self.learner not in _LEARNERS:
+            raise SpecError(f"--learner must be one of {', '.join(_LEARNERS)}, got "
+                            f"{self.learner!r}")
+        if self.update_rule not in _UPDATE_RULES:
+            raise SpecError(f"--update-rule must be one of {', '.join(_UPDATE_RULES)}, got "
+                            f"{self.update_rule!r}")
         if self.prefilter_choice not in ("adapt", "meta"):
             raise SpecError(f"--prefilter-choice must be adapt or meta, got "
                             f"{self.prefilter_choice!r}")
@@ -97,6 +111,13 @@ class Recipe:
         for name in _TUPLE_FLOAT:
             object.__setattr__(self, name, _budgets(name, getattr(self, name)))
         object.__setattr__(self, "dense_latents", _sizes(self.dense_latents))
+
+    @property
+    def meta_algorithm(self) -> str:
+        """The registered meta-algorithm this recipe trains (``MetaConfig.algorithm``):
+        ``algorithm`` (gradient), ``update_rule`` (model) or ``metric``."""
+        return {"gradient": self.algorithm, "model": self.update_rule,
+                "metric": "metric"}[self.learner]
 
     @property
     def warmup(self) -> int:

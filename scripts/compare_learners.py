@@ -1,0 +1,173 @@
+"""Side-by-side comparison of the learner families on the same held-out tasks.
+
+Meta-trains each learner (gradient = Reptile, model = Meta-SGD and the LSTM rule, metric)
+on each family with the SAME budget (meta-steps x meta-batch, inner steps K), once per
+seed, then adapts every learner to the same held-out ``test`` tasks of the family and
+reports the query MSE of the discretised architecture (supernet weights, as meta-val's
+``query_loss_hard``) after K = 0, 1, 5, 20 adaptation steps, the architecture-choice time,
+the adaptation time and the parameter counts; means over seeds with 95% t-intervals.
+
+    nice -n 10 python scripts/compare_learners.py --families manifold,sensors \\
+        --seeds 0,1,2 --meta-steps 150 --meta-batch 2 --tasks 16 --out runs/learners
+
+Checkpoints are cached in ``--out`` (delete them to re-train); results go to
+``--out/results.json`` and the Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LEARNERS = {  # label -> recipe overrides
+    "gradient (reptile)": {"learner": "gradient", "algorithm": "reptile"},
+    "model (metasgd)": {"learner": "model", "update_rule": "metasgd"},
+    "model (lstm)": {"learner": "model", "update_rule": "lstm"},
+    "metric": {"learner": "metric"},
+}
+
+
+#: the comparison's search space: the default MLP space with depth <= 2 and widths
+#: 16/32/64 (27k parameters instead of 103k) so the LSTM rule, which runs over every
+#: coordinate, fits the time budget of this 2-core machine; the same for every learner
+SPACE = {"max_input_dim": 128, "max_depth": 2, "width_choices": (16, 32, 64)}
+
+
+def train(family: str, label: str, seed: int, args, out: Path) -> tuple[Path, float]:
+    from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, save_checkpoint
+    from metaae_edge.spec import SupernetConfig
+    from metaae_edge.tasks import create_family, create_recipe
+
+    path = out / f"{family}-{LEARNERS[label].get('update_rule', LEARNERS[label]['learner'])}" \
+                 f"-{LEARNERS[label].get('algorithm', '')}-s{seed}.safetensors"
+    side = path.with_suffix(".json")
+    if path.exists() and side.exists():
+        return path, json.loads(side.read_text())["seconds"]
+    recipe = create_recipe(family, **LEARNERS[label], meta_steps=args.meta_steps,
+                           meta_batch=args.meta_batch, inner_steps=args.inner_steps,
+                           seed=seed)
+    cfg = MetaConfig(algorithm=recipe.meta_algorithm, meta_steps=recipe.meta_steps,
+                     meta_batch=recipe.meta_batch, warmup_steps=recipe.warmup,
+                     val_every=recipe.meta_steps, val_tasks=4, seed=seed,
+                     inner=InnerConfig(steps=recipe.inner_steps,
+                                       resource_lambda=recipe.resource_lambda))
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    trainer = MetaTrainer(create_family(family, seed=seed), cfg,
+                          supernet=SupernetConfig(**SPACE), family_options={"seed": seed})
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    save_checkpoint(path, trainer.checkpoint())
+    side.write_text(json.dumps({"seconds": seconds}))
+    return path, seconds
+
+
+def evaluate(path: Path, family: str, seed: int, args) -> dict:
+    """Per K: mean hard query MSE over the held-out tasks; times; parameter counts."""
+    from metaae_edge.adapt import load_supernet
+    from metaae_edge.meta.inner import InnerConfig, LossConfig, make_batch, task_loss
+    from metaae_edge.space import alpha_of, discretize
+    from metaae_edge.tasks import create_family
+
+    model, ckpt = load_supernet(str(path))
+    learner = model.meta_learner
+    inner = InnerConfig(**ckpt.inner_config)
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    fam = create_family(family, seed=seed)
+    out = {"query": {k: [] for k in args.ks}, "adapt_s": {k: [] for k in args.ks},
+           "choice_ms": [], "params": [],
+           "learner_params": sum(v.numel() for v in learner.named_parameters().values())}
+    for i in range(args.tasks):
+        task = fam.sample("test", i, n_support=args.shots)
+        batch = make_batch(task, seed=i)
+        for k in args.ks:
+            t0 = time.perf_counter()
+            adapted = learner.adapt(params, batch, replace(inner, steps=k))
+            sec = time.perf_counter() - t0
+            with torch.no_grad():
+                q = float(task_loss(model, adapted, batch.query(),
+                                    LossConfig(inner.tau_end, "hard")))
+            out["query"][k].append(q)
+            out["adapt_s"][k].append(sec)
+            if k == 0:  # architecture choice with no gradient step (metric: retrieval)
+                t0 = time.perf_counter()
+                learner.adapt(params, batch, replace(inner, steps=0))
+                discretize(model, task.sample_shape, alpha_of(adapted))
+                out["choice_ms"].append(1e3 * (time.perf_counter() - t0))
+            if k == max(args.ks):
+                out["params"].append(discretize(model, task.sample_shape,
+                                                alpha_of(adapted)).param_count())
+    return {"query": {k: float(np.mean(v)) for k, v in out["query"].items()},
+            "adapt_s": {k: float(np.mean(v)) for k, v in out["adapt_s"].items()},
+            "choice_ms": float(np.median(out["choice_ms"])),
+            "params": float(np.mean(out["params"])), "learner_params": out["learner_params"]}
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% t-interval half-width over seeds."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1)
+                                  / np.sqrt(len(v)))
+
+
+def table(results: dict, ks: list[int]) -> str:
+    head = ["family", "learner", *[f"query MSE K={k}" for k in ks], "arch choice ms",
+            f"adapt s (K={max(ks)})", "AE params", "learner params", "meta-train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for family, by in results.items():
+        for label, runs in by.items():
+            cells = [family, label]
+            for k in ks:
+                m, h = interval([r["query"][str(k)] for r in runs])
+                cells.append(f"{m:.4f} ± {h:.4f}")
+            cells += [f"{np.mean([r['choice_ms'] for r in runs]):.1f}",
+                      f"{np.mean([r['adapt_s'][str(max(ks))] for r in runs]):.3f}",
+                      f"{np.mean([r['params'] for r in runs]):.0f}",
+                      f"{runs[0]['learner_params']}",
+                      f"{np.mean([r['train_s'] for r in runs]):.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default="manifold,sensors")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--learners", default=",".join(LEARNERS))
+    ap.add_argument("--meta-steps", type=int, default=150)
+    ap.add_argument("--meta-batch", type=int, default=2)
+    ap.add_argument("--inner-steps", type=int, default=10, help="K_train of every learner")
+    ap.add_argument("--tasks", type=int, default=16)
+    ap.add_argument("--shots", type=int, default=32)
+    ap.add_argument("--ks", default="0,1,5,20")
+    ap.add_argument("--out", type=Path, default=Path("runs/learners"))
+    args = ap.parse_args()
+    args.ks = [int(k) for k in args.ks.split(",")]
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    for family in args.families.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for label in args.learners.split(","):
+                path, secs = train(family, label, seed, args, args.out)
+                r = json.loads(json.dumps(evaluate(path, family, seed, args)))
+                r.update(train_s=secs, seed=seed)
+                results.setdefault(family, {}).setdefault(label, []).append(r)
+                print(f"{family} seed {seed} {label}: K={args.ks[-1]} "
+                      f"{r['query'][str(args.ks[-1])]:.4f} (train {secs:.0f}s)", flush=True)
+                (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    print(table(results, args.ks))
+
+
+if __name__ == "__main__":
+    main()
