@@ -38,3 +38,19 @@ python3 -m metaae_edge.cli adapt-and-export builtin:digits-res --task digits-res
 python3 -m metaae_edge.cli bench /tmp/gpu-img-bundle -b ort-cpu -b torch-eager \
   -b torch-cudagraph --batch 1,64,1024 --duration-s 2 --json "$OUT/bench_img_gpu.json" \
   --markdown "$OUT/bench_img_gpu.md" 2>&1 | tail -20
+# Distributed meta-training (docs/distributed.md): one rank on the GPU over NCCL through
+# torchrun, then the same run on one CPU rank over gloo; the two checkpoints must agree
+# to GPU float tolerance (NCCL all-reduce of a single rank is a copy).
+rm -f /tmp/ck-nccl.safetensors /tmp/ck-gloo.safetensors
+/usr/bin/time -f "torchrun 1 rank nccl meta-train 40 steps: wall %e s" python3 -m torch.distributed.run \
+  --standalone --nproc-per-node 1 -m metaae_edge meta-train --family manifold \
+  --out /tmp/ck-nccl.safetensors --meta-steps 40 --val-every 20 --device cuda \
+  2>&1 | tail -3 | tee "$OUT/nccl_meta_train.txt"
+python3 -m metaae_edge meta-train --family manifold --out /tmp/ck-gloo.safetensors \
+  --meta-steps 40 --val-every 20 --nproc 1 2>&1 | tail -1 | tee -a "$OUT/nccl_meta_train.txt"
+python3 - <<'PY' 2>&1 | tee -a "$OUT/nccl_meta_train.txt"
+from metaae_edge.meta import load_checkpoint
+a, b = load_checkpoint("/tmp/ck-nccl.safetensors"), load_checkpoint("/tmp/ck-gloo.safetensors")
+d = max(float((a.state[k] - b.state[k]).abs().max()) for k in a.state)
+print(f"nccl (cuda) vs gloo (cpu), 1 rank, step {a.step}/{b.step}: max |weight diff| {d:.2e}")
+PY

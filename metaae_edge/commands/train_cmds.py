@@ -91,6 +91,10 @@ def meta_train_cmd(
     device: str = typer.Option("cpu", help="cpu | cuda."),
     threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for these nets)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out if it exists."),
+    nproc: int | None = typer.Option(
+        None, "--nproc", help="Meta-train on N local processes (torch.distributed: gloo on "
+        "cpu, NCCL on cuda; each runs its share of every meta-batch); several machines: "
+        "torchrun, docs/distributed.md."),
     linear_bypass: bool = typer.Option(
         False, "--linear-bypass",
         help="MLP families: add a linear path initialised to each task's support-set PCA; "
@@ -111,6 +115,11 @@ def meta_train_cmd(
     (docs/architecture.md, "Recipes").
     """
     require_torch(device, threads)
+    if nproc is not None:  # the same command on N workers (commands/distributed_launch.py)
+        from .distributed_launch import check_nproc, launch
+
+        check_nproc(nproc, device)
+        return launch(ctx, nproc)
     _meta_train(ctx, recipe, out, resume, device)
 
 
@@ -119,6 +128,7 @@ def _meta_train(ctx: typer.Context, recipe: Path | None, out: Path, resume: bool
     """The recipe from --recipe and the flags given, meta-trained with a progress bar."""
     from ..pipeline import meta_train
     from ..tasks import create_recipe, load_recipe_file
+    from .distributed_launch import is_rank_zero
 
     values = load_recipe_file(recipe) if recipe is not None else {}
     values.update(_given_flags(ctx))
@@ -129,17 +139,17 @@ def _meta_train(ctx: typer.Context, recipe: Path | None, out: Path, resume: bool
     run = create_recipe(name, **values)
 
     def on_step(m: dict, total: int, seconds: float) -> None:
-        if "val_query_loss_hard" in m and not console.is_terminal:
+        if "val_query_loss_hard" in m and not console.is_terminal and is_rank_zero():
             # logs get a line per validation instead of a bar
             console.print(f"step {m['step']}/{total} train {m['train_query_loss']:.4f} val "
                           f"{m['val_query_loss_hard']:.4f} ({seconds:.0f}s)")
 
     report = meta_train(run, out, resume=resume, given={"family", *values}, device=device,
-                        progress=RichProgress(), on_step=on_step)
-    typer.echo(
-        f"wrote {out} after {report.steps} meta-steps in {report.seconds:.1f}s; "
-        f"meta-val query loss (discretised) {report.val_query_loss_hard:.4f}"
-    )
+                        progress=RichProgress() if is_rank_zero() else None, on_step=on_step)
+    if is_rank_zero():
+        typer.echo(
+            f"wrote {out} after {report.steps} meta-steps in {report.seconds:.1f}s; "
+            f"meta-val query loss (discretised) {report.val_query_loss_hard:.4f}")
 
 
 def _given_flags(ctx: typer.Context) -> dict[str, object]:

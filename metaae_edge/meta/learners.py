@@ -34,6 +34,7 @@ from ..tasks.base import TaskFamily
 from .algorithms import MAML_MAX_INNER_STEPS, MetaAlgorithm, algorithm_names, create_algorithm
 from .checkpoint import Checkpoint
 from .config import MetaConfig, task_objective
+from .distributed import TaskPlan
 from .inner import (
     InnerConfig,
     LossConfig,
@@ -89,6 +90,8 @@ class MetaTrainer:
         resume: a checkpoint to continue from (same family and configs), written by
             meta-train (a shipped builtin carries no training state).
         family_options: recorded in the checkpoint (how the family was created).
+        plan: this process's share of each meta-batch (default all of it;
+            :mod:`~metaae_edge.meta.distributed`).
     """
 
     def __init__(
@@ -98,8 +101,10 @@ class MetaTrainer:
         supernet: SupernetConfig | None = None,
         resume: Checkpoint | None = None,
         family_options: dict[str, Any] | None = None,
+        plan: TaskPlan | None = None,
     ):
         self.family, self.cfg = family, cfg.validate()
+        self.plan = plan or TaskPlan()
         self.family_options = dict(family_options or {})
         if resume is not None:
             supernet = resume.supernet
@@ -120,7 +125,8 @@ class MetaTrainer:
                            "lr": self.algorithm.outer_lr(cfg)})
         self.opt = torch.optim.Adam(groups)
         #: post-training shares the outer optimiser's weight group (the same tensors)
-        self.posttrainer = PostTrainer(self.model, self.cfg, self.opt.param_groups[0]["params"])
+        self.posttrainer = PostTrainer(self.model, self.cfg, self.opt.param_groups[0]["params"],
+                                       self.plan)
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
         if resume is not None:
@@ -128,7 +134,7 @@ class MetaTrainer:
         self._val = [
             make_batch(family.sample("val", i, objective=task_objective(cfg.objective, i)),
                        cfg.device, seed=i, image_basis=uses_basis(self.model))
-            for i in range(cfg.val_tasks)
+            for i in self.plan.shard(cfg.val_tasks)
         ]
 
     # -- state ------------------------------------------------------------------------
@@ -211,7 +217,8 @@ class MetaTrainer:
         self.step += 1
         out = {"step": self.step, "train_query_loss": train_loss}
         if self.step % self.cfg.val_every == 0 or self.step == self.total_steps:
-            out.update({f"val_{k}": v for k, v in self.validate().items()})
+            val = self.plan.mean(self.validate(), len(self._val))  # sharded: all ranks'
+            out.update({f"val_{k}": v for k, v in val.items()})
             self.metrics.append(out)
         return out
 
@@ -229,17 +236,18 @@ class MetaTrainer:
             return self.posttrain_step()
         warm = self.step < cfg.warmup_steps
         mode = "gumbel" if warm else cfg.sampling
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        slots = self.plan.slots(cfg.meta_batch)  # all of them, or this rank's share
+        gens = self.plan.generators(cfg.seed * 1_000_003 + self.step, slots)
         params = _params(self.model)
         total = {k: torch.zeros_like(v) for k, v in params.items()}
         losses, learner_grads = [], []
-        for b in range(cfg.meta_batch):
+        for b in slots:
             index = self.step * cfg.meta_batch + b
             task, batch = self._train_task(index)
             budget = self.latent_budget(task, index)
             with bottleneck_search(self.model, budget > 0):
                 upd = self.algorithm.task_update(params, batch, self._task_inner(warm, budget),
-                                                 mode, gen)
+                                                 mode, gens[b])
             if upd.query_loss is not None:
                 losses.append(upd.query_loss)
             learner_grads.append(upd.learner_grad)
@@ -250,15 +258,18 @@ class MetaTrainer:
                     # drifts to tiny latents: meta-val loss 0.10 -> 0.97 in our run)
                     continue
                 total[k] += upd.grad[k].detach() / cfg.meta_batch
+        learner = {name: sum(u[name] for u in learner_grads) / cfg.meta_batch
+                   for name in self.algorithm.named_parameters()}
+        loss = self.plan.all_reduce(total, learner, losses)  # sum over ranks (serial: as is)
         self.opt.zero_grad(set_to_none=True)
         for name, p in self.model.named_parameters():
             if warm and name.startswith(ARCH_PREFIX):
                 continue  # alpha frozen during warm-up
             p.grad = total[name]
         for name, p in self.algorithm.named_parameters().items():
-            p.grad = sum(u[name] for u in learner_grads) / cfg.meta_batch
+            p.grad = learner[name]
         self.opt.step()
-        return self._finish_step(float(np.mean(losses)) if losses else float("nan"))
+        return self._finish_step(loss)
 
     def validate(self) -> dict[str, float]:
         """Mean query loss after adaptation on the meta-validation tasks."""

@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from ..space import ARCH_PREFIX, Supernet, alpha_of, arch_probs, bottleneck_search
 from ..tasks.base import Task
 from .config import MetaConfig
+from .distributed import TaskPlan
 from .inner import LossConfig, TaskBatch, task_loss
 
 __all__ = ["PostTrainer", "draw_subnetwork"]
@@ -56,17 +56,20 @@ class PostTrainer:
         model: the supernet.
         cfg: the run's settings (``posttrain_*``, ``meta_batch``, ``seed``, ``inner``).
         weights: the weight tensors (the outer optimiser's group 0; never ``arch.*``).
+        plan: this process's share of each step's tasks (default all of them).
     """
 
-    def __init__(self, model: Supernet, cfg: MetaConfig, weights: list[torch.nn.Parameter]):
-        self.model, self.cfg = model, cfg
+    def __init__(self, model: Supernet, cfg: MetaConfig, weights: list[torch.nn.Parameter],
+                 plan: TaskPlan | None = None):
+        self.model, self.cfg, self.plan, self.weights = model, cfg, plan or TaskPlan(), weights
         self.opt = torch.optim.Adam(weights, lr=cfg.posttrain_lr)
 
     def step(self, step: int, sample: TaskSampler, budget: BudgetFn) -> float:
         """Post-training step ``step`` (counted from the run's start) over ``meta_batch``
         tasks; returns the mean training loss. ``alpha`` is left untouched."""
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        slots = self.plan.slots(cfg.meta_batch)
+        gens = self.plan.generators(cfg.seed * 1_000_003 + step, slots)
         frac = (step - cfg.meta_steps) / max(cfg.posttrain_steps, 1)
         for group in self.opt.param_groups:  # cosine decay: settled final weights
             group["lr"] = cfg.posttrain_lr * 0.5 * (1 + math.cos(math.pi * frac))
@@ -74,17 +77,18 @@ class PostTrainer:
         params = dict(self.model.named_parameters())
         alpha = {k: v.detach() for k, v in alpha_of(params).items()}
         losses = []
-        for b in range(cfg.meta_batch):
+        for b in slots:
             index = step * cfg.meta_batch + b
             task, batch = sample(index)
-            loss = self._task_loss(params, alpha, batch, budget(task, index), gen)
+            loss = self._task_loss(params, alpha, batch, budget(task, index), gens[b])
             (loss / cfg.meta_batch).backward()
             losses.append(float(loss.detach()))
         for name, p in self.model.named_parameters():
             if name.startswith(ARCH_PREFIX):
                 p.grad = None
+        loss = self.plan.sum_grads(self.weights, losses)  # over ranks (serial: as is)
         self.opt.step()
-        return float(np.mean(losses))
+        return loss
 
     def _task_loss(self, params, alpha, batch: TaskBatch, budget: float,
                    gen: torch.Generator) -> torch.Tensor:

@@ -167,16 +167,21 @@ def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
     """
     import torch
 
-    from ..meta import MetaTrainer, save_checkpoint
+    from ..meta import MetaTrainer
+    from ..meta.distributed import check_world, plan_from_env
     from ..tasks import create_family
 
     out = Path(out)
     torch.manual_seed(recipe.seed)
-    ckpt = _start(recipe, out, resume, given)
+    plan = plan_from_env(device)  # one process; under torchrun, this rank's share
+    # under torchrun --resume also starts a fresh run, so an elastic restart continues it
+    ckpt = _start(recipe, out, resume and (out.exists() or not plan.distributed), given)
     fam = create_family(recipe.family, seed=recipe.seed)
     cfg, supernet = _configs(recipe, fam, ckpt, device)
+    check_world(plan.world, cfg.meta_batch)
     trainer = MetaTrainer(fam, cfg, supernet=supernet, resume=ckpt,
-                          family_options={"seed": recipe.seed})
+                          family_options={"seed": recipe.seed}, plan=plan)
+    plan.check_in_sync(trainer)
     progress = progress or NullProgress()
     t0, last_val = time.perf_counter(), ""
 
@@ -191,11 +196,12 @@ def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
     progress.start(f"meta-train {recipe.family} ({cfg.algorithm})", trainer.total_steps,
                    trainer.step)
     try:
-        trainer.train(on_step=step, on_checkpoint=lambda t: save_checkpoint(out, t.checkpoint()),
+        trainer.train(on_step=step, on_checkpoint=lambda t: plan.save(out, t),
                       checkpoint_every=recipe.val_every)
     finally:
         progress.stop()
-    save_checkpoint(out, trainer.checkpoint())
+    plan.save(out, trainer)  # rank 0 writes, the others wait
+    plan.close()
     final = trainer.metrics[-1] if trainer.metrics else {}
     return MetaTrainReport(out, trainer.step, time.perf_counter() - t0,
                            final.get("val_query_loss_hard", float("nan")), cfg.to_dict())
