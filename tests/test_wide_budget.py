@@ -47,7 +47,7 @@ def test_fold_computes_the_projected_network_exactly(bypass):
     torch.testing.assert_close(r_wide, (r_small @ u.T) / proj.scale, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("d", [576, 1024])
+@pytest.mark.parametrize("d", [576, pytest.param(1024, marks=pytest.mark.slow)])
 def test_wide_csv_adapts_exports_and_runs(cli, tmp_path, d):
     path = tmp_path / f"wide{d}.csv"
     x = _wide_csv(path, d)
@@ -91,6 +91,15 @@ def _graphs(bundle):
     return {f["path"]: f["sha256"] for f in manifest["files"] if f["path"].endswith(".onnx")}
 
 
+def test_few_shot_default_adapts_as_the_fixed_path():
+    task = create_family("tabular").sample("test", 0, n_support=FEW_SHOT_ROWS)
+    a, b = (adapt("builtin:tabular", task, early_stop=m) for m in ("auto", "off"))
+    assert "finetune" not in a.report and a.report["finetune_steps"] == 30
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert a.spec == b.spec and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.slow
 def test_few_shot_default_is_the_fixed_path_bit_for_bit(tmp_path):
     task = create_family("tabular").sample("test", 0, n_support=FEW_SHOT_ROWS)
     runs = {}
@@ -100,9 +109,6 @@ def test_few_shot_default_is_the_fixed_path_bit_for_bit(tmp_path):
         runs[mode] = rep
         assert "finetune" not in rep.adaptation and rep.adaptation["finetune_steps"] == 30
     assert _graphs(runs["auto"].bundle) == _graphs(runs["off"].bundle)
-    a, b = (adapt("builtin:tabular", task, early_stop=m).model.state_dict()
-            for m in ("auto", "off"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_early_stopping_above_the_few_shot_rows_and_budget():
