@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .budget import finetune_early_stop, inner_sample, max_finetune_steps, uses_early_stop
 from .errors import DataError
 from .meta.checkpoint import Checkpoint, load_checkpoint
 from .meta.inner import (
@@ -29,6 +30,7 @@ from .meta.inner import (
     task_loss,
     uses_basis,
 )
+from .projection import adapt_wide, is_wide
 from .space import (
     CompactAE,
     CompactConvAE,
@@ -171,12 +173,21 @@ def adapt_supernet(
     seed: int = 0,
     device: str = "cpu",
     on_step: Callable[[int, float], None] | None = None,
+    early_stop: str = "auto",
+    budget_s: float | None = None,
+    on_finetune: Callable[[int, int, float], None] | None = None,
 ) -> AdaptResult:
-    """Adapt from given supernet parameters (meta-learned or random) to ``task``."""
+    """Adapt from given supernet parameters (meta-learned or random) to ``task``.
+
+    ``early_stop`` / ``budget_s`` / ``on_finetune``: the data-scaled fine-tune of
+    :mod:`metaae_edge.budget` (``auto``: above ``FEW_SHOT_ROWS`` support rows).
+    """
     torch.manual_seed(seed)
     model.check_input_shape(task_input_shape(task))
     batch = make_batch(task, device, seed=seed, image_basis=uses_basis(model))
+    scaled = uses_early_stop(early_stop, len(task.support))
     t0 = time.perf_counter()
+    deadline = None if budget_s is None else t0 + float(budget_s)
     # Input filters (conv) are searched for denoising only: a reconstruct or anomaly
     # target is the input itself, which a filter in front can only lose. The bottleneck
     # (conv: spatial latent or dense code) is searched where a latent budget asks for
@@ -186,15 +197,24 @@ def adapt_supernet(
             bottleneck_search(model, compress):
         before = _mse_pair(model, params, batch, inner.tau_end)
         learner = getattr(model, "meta_learner", None)  # the checkpoint's (load_supernet)
-        adapted = (learner.adapt(params, batch, inner, on_step=on_step) if learner is not None
-                   else inner_loop(model, params, batch, inner, on_step=on_step))
+        inner_batch = inner_sample(batch, seed) if scaled else batch
+        adapted = (learner.adapt(params, inner_batch, inner, on_step=on_step)
+                   if learner is not None
+                   else inner_loop(model, params, inner_batch, inner, on_step=on_step))
         relaxed = _mse_pair(model, adapted, batch, inner.tau_end)
         spec, compact, choices = _freeze(model, adapted, task, batch, inner, compress)
     frozen_q = _mse(compact, batch.query_in, batch.query_target)
     # a conv dense code with the bypass keeps its best support iterate (see finetune); the
     # MLP bypass fine-tunes as it was measured (docs/evaluate.md)
-    finetune(compact, batch, finetune_steps, finetune_lr,
-             keep_best=spec.linear_bypass and spec.backbone == "conv")
+    budget: dict[str, Any] = {}
+    if scaled:
+        budget = finetune_early_stop(
+            compact, batch, lambda m, x, y: compact_loss(m, x, y, batch.loss),
+            max_steps=max_finetune_steps(finetune_steps, len(task.support)), lr=finetune_lr,
+            seed=seed, deadline=deadline, on_step=on_finetune)
+    else:
+        finetune(compact, batch, finetune_steps, finetune_lr,
+                 keep_best=spec.linear_bypass and spec.backbone == "conv")
     compact.eval()
     after = {
         "support_mse": _mse(compact, batch.support_in, batch.support_target),
@@ -212,6 +232,7 @@ def adapt_supernet(
         # budgeted compression: each kind of code that fit -> its support MSE before the
         # fine-tune (the lowest was kept); empty otherwise
         "code_candidates": choices,
+        **({"finetune": budget} if scaled else {}),
         "after": after,
         **_arch_report(spec),
         "adapt_seconds": time.perf_counter() - t0,
@@ -240,6 +261,9 @@ def adapt(
     seed: int = 0,
     device: str = "cpu",
     on_step: Callable[[int, float], None] | None = None,
+    early_stop: str = "auto",
+    budget_s: float | None = None,
+    on_finetune: Callable[[int, int, float], None] | None = None,
 ) -> AdaptResult:
     """Adapt a meta-checkpoint to ``task`` and freeze its architecture.
 
@@ -261,6 +285,15 @@ def adapt(
         seed: seeds the random start and the denoising corruption.
         device: ``cpu`` or ``cuda``.
         on_step: progress callback ``(step, support_loss)``.
+        early_stop: ``auto`` (above 64 support rows), ``on`` or ``off``: the data-scaled
+            fine-tune (:mod:`metaae_edge.budget`); ``off`` and ``auto`` at <= 64 rows are
+            the fixed ``finetune_steps`` full-batch steps.
+        budget_s: wall-time cap (seconds from the start of adaptation) of the data-scaled
+            fine-tune.
+        on_finetune: its progress callback ``(step, max_steps, held_out_loss)``.
+
+    An MLP checkpoint adapts wider data (more than its ``max_input_dim`` features) through
+    the PCA front-end of :mod:`metaae_edge.projection`, folded into the compact network.
     """
     model, ckpt = load_supernet(checkpoint, device)
     inner = InnerConfig(**ckpt.inner_config) if ckpt.inner_config else InnerConfig()
@@ -278,8 +311,12 @@ def adapt(
     elif init != "meta":
         raise ValueError(f"init must be 'meta' or 'random', got {init!r}")
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    result = adapt_supernet(model, params, task, inner, finetune_steps=finetune_steps,
-                            seed=seed, device=device, on_step=on_step)
+    kw = dict(finetune_steps=finetune_steps, seed=seed, device=device, on_step=on_step,
+              early_stop=early_stop, budget_s=budget_s, on_finetune=on_finetune)
+    if is_wide(model, task):
+        result = adapt_wide(model, params, task, inner, **kw)
+    else:
+        result = adapt_supernet(model, params, task, inner, **kw)
     result.report["init"] = init
     result.report["checkpoint"] = ckpt.source
     return result

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=metaae_edge/checkpoints
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(manifold sensors digits digits-res digits-res-codec)
+[ ${#families[@]} -gt 0 ] || families=(manifold sensors digits digits-res digits-res-codec tabular)
 for fam in "${families[@]}"; do
   tmp=$(mktemp -d)
   args=(--family "$fam")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaae_edge.adapt import adapt
+from metaae_edge.adapt import adapt, load_supernet
 from metaae_edge.errors import DataError
 from metaae_edge.meta import load_checkpoint
 from metaae_edge.tasks import Task, create_family
@@ -52,11 +52,14 @@ def test_adapt_is_deterministic(manifold_ckpt):
         assert torch.equal(pa, pb)
 
 
-def test_too_many_features_names_the_limit(manifold_ckpt):
+def test_too_many_features_names_the_limit_and_adapt_projects_them(manifold_ckpt):
     x = np.random.default_rng(0).normal(size=(40, 200)).astype(np.float32)
     task = Task("wide", "user", x[:30], x[30:])
-    with pytest.raises(DataError, match="at most 128"):
-        adapt(manifold_ckpt, task, steps=1)
+    model, ckpt = load_supernet(manifold_ckpt)
+    with pytest.raises(DataError, match="at most 128"):  # the supernet itself
+        model.check_input_dim(200)
+    res = adapt(manifold_ckpt, task, steps=1)  # adapt: the PCA front-end (projection.py)
+    assert res.spec.input_dim == 200 and res.report["input_projection"]["components"] == 29
 
 
 def test_larger_arch_lr_commits_to_an_architecture(manifold_ckpt):

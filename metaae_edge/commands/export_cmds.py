@@ -24,7 +24,16 @@ def adapt_and_export_cmd(
         None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P, in standardised "
         "units for feature data and in pixel units (images in [0, 1]) for image data."),
     steps: int | None = typer.Option(None, help="Adaptation steps K (default: the checkpoint's)."),
-    finetune_steps: int = typer.Option(30, help="Fine-tuning steps of the frozen compact network."),
+    finetune_steps: int = typer.Option(
+        30, help="Fine-tuning steps of the frozen compact network (the few-shot default; "
+        "above 64 rows see --early-stop)."),
+    early_stop: str = typer.Option(
+        "auto", help="auto: above 64 support rows, fine-tune with mini-batches until the "
+        "loss on a held-out 10% of them stops improving (the best iterate is kept) | on | "
+        "off: always the fixed --finetune-steps full-batch steps."),
+    budget_s: float | None = typer.Option(
+        None, "--budget-s", help="Wall-time cap (seconds) of the adaptation's early-stopped "
+        "fine-tune: it ends at the best iterate so far."),
     arch_lr: float | None = typer.Option(
         None, help="Inner step size of the architecture logits (default: the checkpoint's)."),
     latent_bytes: float | None = typer.Option(
@@ -61,7 +70,8 @@ def adapt_and_export_cmd(
         arch_lr=arch_lr, latent_bytes=latent_bytes, fpr=fpr, holdout=holdout,
         precisions=precision, calib_samples=calib_samples, calib_method=calib_method,
         max_quality_drop=max_quality_drop, tensorrt=tensorrt, seed=seed, device=device,
-        force=force, candidates=candidates, sign_key=sign_key).validate()
+        force=force, candidates=candidates, sign_key=sign_key, early_stop=early_stop,
+        budget_s=budget_s).validate()
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
     t = load_export_task(ckpt, data=data, task=task, objective=objective, noise=noise,
@@ -105,6 +115,7 @@ def _print_summary(report, fpr: float) -> None:
         f"fine-tuned {rep['after']['query_mse']:.4f}  (discretisation gap "
         f"{100 * rep['discretization_gap']:+.1f}%)"
     )
+    _print_finetune(rep)
     _print_selection(report.selection)
     parity = report.manifest.get("parity", {})
     if parity:
@@ -114,6 +125,19 @@ def _print_summary(report, fpr: float) -> None:
     if threshold is not None:
         console.print(f"  anomaly threshold {threshold['value']:.5f} (target FPR {fpr:g}, "
                       f"{threshold['n_holdout']} held-out normals)")
+
+
+def _print_finetune(rep) -> None:
+    ft, proj = rep.get("finetune"), rep.get("input_projection")
+    if proj:
+        console.print(f"  wide input: {proj['input_dim']} features through a PCA front-end of "
+                      f"{proj['components']} components ({100 * proj['explained_variance']:.1f}% "
+                      "of the support's variance), folded into the first and last layers")
+    if ft:
+        console.print(f"  fine-tune: {ft['steps_run']} mini-batch steps ({ft['epochs']:.1f} "
+                      f"epochs), best at step {ft['best_step']}, stopped by {ft['stopped_by']};"
+                      f" held-out MSE {ft['held_out_mse_start']:.4f} -> "
+                      f"{ft['held_out_mse_best']:.4f} ({ft['held_out_rows']} rows)")
 
 
 def _print_selection(selection) -> None:

@@ -58,6 +58,10 @@ class ExportOptions:
     #: Ed25519 private key (PEM path): the bundle is signed (``manifest.sig``), and
     #: re-signed after each precision / engine added
     sign_key: Path | None = None
+    #: the data-scaled fine-tune (``auto``: above 64 support rows; :mod:`metaae_edge.budget`)
+    early_stop: str = "auto"
+    #: wall-time cap in seconds of the data-scaled fine-tune (None: none)
+    budget_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -73,8 +77,12 @@ class ExportOptions:
             DataError: an unsupported precision or ``candidates`` mode.
             BundleError: ``out`` exists and ``force`` is not set, or lies below a file.
         """
+        from ..budget import uses_early_stop
         from .candidates import CANDIDATE_MODES
 
+        uses_early_stop(self.early_stop, 0)  # a bad mode fails before any work
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise DataError(f"--budget-s must be > 0 seconds, got {self.budget_s:g}")
         if self.candidates not in CANDIDATE_MODES:
             raise DataError(f"--candidates must be one of {', '.join(CANDIDATE_MODES)}, "
                             f"got {self.candidates!r}")
@@ -159,7 +167,7 @@ def load_export_task(checkpoint: Any, *, data: Path | None = None, task: str | N
                             "vector) checkpoint; adapt images with a conv checkpoint, e.g. "
                             "builtin:digits-res, or pass samples x features (.npy/.npz/.csv)")
         return load_task(data, objective=objective, seed=seed, noise=parsed_noise,
-                         max_input_dim=checkpoint.supernet.max_input_dim)
+                         max_input_dim=None)  # wider than the supernet: adapt's PCA front-end
     name, _, index = task.partition(":")
     if not index.isdigit():
         raise DataError(f"--task must look like FAMILY:INDEX (e.g. manifold:3), got {task!r}")
@@ -219,6 +227,16 @@ def _engines(bundle: Path, options: ExportOptions, precisions: list[PrecisionRes
             for p in options.precisions if p not in refused]
 
 
+def _finetune_bar(progress: Progress):
+    """``on_finetune`` of ``adapt``: a second bar for the data-scaled fine-tune."""
+    def update(step: int, total: int, loss: float) -> None:
+        if step <= 10:
+            progress.stop()
+            progress.start("fine-tune (early stopping on held-out rows)", total)
+        progress.update(step, f"held-out loss {loss:.4f}")
+    return update
+
+
 def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
     """The model to export: "ours" adapted on ``t``, or (``--candidates auto`` on a vector
     reconstruct task, ``all`` also on anomaly tasks) the winner of
@@ -241,7 +259,9 @@ def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
                         arch_lr=options.arch_lr, latent_bytes=options.latent_bytes,
                         seed=options.seed, device=options.device,
                         on_step=lambda i, loss: progress.update(i + 1,
-                                                                f"support loss {loss:.4f}"))
+                                                                f"support loss {loss:.4f}"),
+                        early_stop=options.early_stop, budget_s=options.budget_s,
+                        on_finetune=_finetune_bar(progress))
         finally:
             progress.stop()
         res.model.cpu()
