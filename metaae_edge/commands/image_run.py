@@ -218,8 +218,9 @@ def _pictures(rt: Runtime, images: np.ndarray, names: list[str], target: Path, m
     # The whole folder in a hidden sibling, renamed at the end: a killed run leaves the
     # complete folder or none (check_output has already decided it may be replaced).
     with atomic_dir(target, replace=True) as tmp:
-        files = write_images(result, tmp, names,
-                             bit_depths=None if mode == "error-map" else depths)
+        deep = mode != "error-map" and depths is not None and 16 in depths
+        files = (write_images(result, tmp, names, bit_depths=depths) if deep
+                 else write_images(result, tmp, names))  # 8-bit: heat maps, 8-bit inputs
     return f"{target}/ ({len(files)} PNG files)"
 
 
