@@ -385,7 +385,7 @@ def test_cli_images_end_to_end(cli, tmp_path, tiny_ckpt):
     # user errors: one line, exit 2, nothing written
     odd = tmp_path / "odd"
     odd.mkdir()
-    Image.fromarray(np.zeros((H - 1, W), np.uint8)).save(odd / "a.png")
+    Image.fromarray(np.zeros((H - 1, W, 3), np.uint8)).save(odd / "a.png")  # RGB (odd sizes run)
     for args in (("--input", odd, "--mode", "denoise", "--out", tmp_path / "never"),
                  ("--input", folder, "--mode", "denoise", "--out", folder),
                  ("--input", tmp_path / "missing", "--mode", "denoise", "--out",

@@ -404,7 +404,7 @@ def test_cli_run_on_pngs_and_npy(cli, made, rt, capsys, tmp_path, monkeypatch):
     np.save(tmp_path / "big.npy", np.zeros((2, 32, 32), np.uint8))
     np.save(tmp_path / "maps.npy", np.zeros((2, 4, 4, 4), np.float32))
     for args, match in (
-            (("--input", odd, "--mode", "reconstruct", "--out", tmp_path / "never"),
+            (("--input", odd, "--mode", "score", "--out", tmp_path / "never.csv"),  # tiles px
              "runs at 16x16 only (dense code); got 24x24"),
             (("--input", tmp_path / "big.npy", "--mode", "encode", "--out",
               tmp_path / "never"), "runs at 16x16 only (dense code); got 32x32"),

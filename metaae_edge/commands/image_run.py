@@ -19,10 +19,20 @@ Outputs (``--out``):
 * ``encode``: latent codes ``(N, L, h, w)`` as ``.npy`` (``--out`` or ``--out/latent.npy``).
 * ``decode``: images from latent codes, written like ``reconstruct`` for an array input.
 
-A bundle with a dense bottleneck (``bundle.fixed_hw``) runs at its adapted H x W only: its
-latent codes are ``(N, L)`` (encode writes, decode reads them), and images of any other
-size are refused up front with one line naming the input and the size required (they are
-not tiled: the code describes a whole image, not a patch).
+Full-size images (``reconstruct`` / ``denoise`` / ``error-map``): an image of any H x W
+runs through the bundle (:mod:`~metaae_edge.runtime.tiling`). A dynamic-shape bundle runs
+the whole image, reflect-padded to the next multiple of ``2**stages`` and cropped back
+(exactly the graph's output on the padded image); a bundle with a dense bottleneck
+(``bundle.fixed_hw``) runs overlapping tiles of its fixed size, blended. 16-bit grayscale
+PNGs are written back as 16-bit PNGs, 8-bit ones as 8-bit. Input whose channels the bundle
+does not take (RGB into a grayscale bundle and the reverse), or that would lose an alpha
+channel or a palette, is refused in one line (:class:`~metaae_edge.errors.DataError`,
+exit 2) naming the conversion to run first; nothing converts silently.
+
+``encode`` / ``score`` / ``predict`` describe the graph's input itself, so they take the
+sizes the graph does: multiples of ``2**stages``, or exactly the fixed size of a dense-code
+bundle (whose latent codes are ``(N, L)``; other sizes are refused up front with one line
+naming the input and the size required).
 
 Everything is computed before anything is written, so a failure writes nothing. An output
 that would replace the input is refused, and an existing one needs ``--force``
@@ -39,11 +49,12 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from ..errors import InputError
+from ..errors import DataError, InputError
 from ..fsutil import atomic_dir, atomic_write
 from ..runtime import Runtime
 from ..runtime.images import ARRAY_SUFFIXES, read_images, write_images
 from ..runtime.io import fixed_size_error, read_array, write_array
+from ..runtime.tiling import full_size
 from .run_paths import check_output
 from .vector_run import apply_checked, graph_fn
 
@@ -52,6 +63,10 @@ __all__ = ["run_images"]
 _CHUNK = 256  # images per progress step when a run is large
 _OUTPUT_NAMES = {"encode": "latent", "score": "score", "predict": "score",
                  "error-map": "error map"}
+_PIXEL_MODES = ("reconstruct", "denoise", "error-map")  # any H x W (padding / tiles)
+# Pillow modes run refuses rather than convert: what the conversion would lose
+_LOSSY_MODES = {"RGBA": "an alpha channel", "LA": "an alpha channel", "PA": "an alpha channel",
+                "P": "a palette", "La": "an alpha channel", "RGBa": "an alpha channel"}
 
 
 def _err_console():
@@ -120,8 +135,27 @@ def _check_out_dir(out: Path, src: Path) -> None:
                          "into a folder (or pass a path ending in .npy)")
 
 
-def _read_input(rt: Runtime, src: Path, mode: str) -> tuple[np.ndarray, list[str]]:
-    """Images (or, for decode, decoded images) and their names."""
+def _check_channels(rt: Runtime, src: Path, names: list[str], info: dict) -> None:
+    """Refuse input the bundle would have to convert (DataError, one line)."""
+    want = rt.contract.channels
+    kind = {1: "grayscale", 3: "RGB"}
+    target = "L" if want == 1 else "RGB"
+    fix = (f"convert it first, e.g. Image.open(p).convert('{target}').save(q)"
+           if info.get("modes") is not None else "convert the array first")
+    for name, m in zip(names, info.get("modes") or []):
+        if m in _LOSSY_MODES:
+            where = src / name if src.is_dir() else src
+            raise DataError(f"{where}: a {m} image has {_LOSSY_MODES[m]}, which this "
+                            f"{kind.get(want, want)} bundle would drop; {fix}")
+    got = info["channels"]
+    if got != want:
+        raise DataError(f"{src}: {kind.get(got, f'{got}-channel')} images, but this bundle "
+                        f"takes {kind.get(want, f'{want}-channel')} ({want}-channel) images; "
+                        f"{fix}")
+
+
+def _read_input(rt: Runtime, src: Path, mode: str) -> tuple[np.ndarray, list[str], dict]:
+    """Images (or, for decode, decoded images), their names and the reader's info."""
     fixed = rt.bundle.fixed_hw
     if mode == "decode":
         codes = (f"(N, {rt.spec.latent_dim}, h, w)" if fixed is None
@@ -131,11 +165,24 @@ def _read_input(rt: Runtime, src: Path, mode: str) -> tuple[np.ndarray, list[str
                              f"from an .npy / .npz file, got {src}")
         z = read_array(src, ndims=(3, 4) if fixed is None else (2,))
         images = _apply(rt, rt.decode, z, mode)
-        return images, [f"{src.stem}_{i:05d}" for i in range(len(images))]
-    images, names, _ = read_images(src)
-    if fixed is not None and images.shape[2:] != fixed:  # before any work or output
+        return images, [f"{src.stem}_{i:05d}" for i in range(len(images))], {}
+    images, names, info = read_images(src)
+    _check_channels(rt, src, names, info)
+    if (fixed is not None and mode not in _PIXEL_MODES
+            and images.shape[2:] != fixed):  # before any work or output
         raise InputError(f"{src}: {fixed_size_error(fixed, images.shape[2:])}")
-    return images, names
+    return images, names, info
+
+
+def _full_size_fn(rt: Runtime, mode: str):
+    """The per-pixel graph call on images of any size: padded whole, or tiled when the
+    bundle runs at one fixed size (:func:`~metaae_edge.runtime.tiling.full_size`)."""
+    inner = rt.error_map if mode == "error-map" else graph_fn(rt, mode)
+    c = rt.contract
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        return full_size(inner, x, c.spatial_multiple, fixed_hw=c.fixed_hw)
+    return fn
 
 
 def _scores(rt: Runtime, images: np.ndarray, names: list[str], target: Path,
@@ -156,14 +203,9 @@ def _scores(rt: Runtime, images: np.ndarray, names: list[str], target: Path,
 
 
 def _pictures(rt: Runtime, images: np.ndarray, names: list[str], target: Path, mode: str,
-              png: bool) -> str:
+              png: bool, depths: list[int] | None = None) -> str:
     """Reconstruct / denoise / error-map / decode: an .npy stack or a PNG folder."""
-    if mode == "error-map":
-        result = _apply(rt, rt.error_map, images, mode)
-    elif mode == "decode":
-        result = images
-    else:
-        result = _apply(rt, graph_fn(rt, mode), images, mode)
+    result = images if mode == "decode" else _apply(rt, _full_size_fn(rt, mode), images, mode)
     if not png:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_array(target, result[:, 0] if mode == "error-map" else _channels_last(result))
@@ -176,7 +218,9 @@ def _pictures(rt: Runtime, images: np.ndarray, names: list[str], target: Path, m
     # The whole folder in a hidden sibling, renamed at the end: a killed run leaves the
     # complete folder or none (check_output has already decided it may be replaced).
     with atomic_dir(target, replace=True) as tmp:
-        files = write_images(result, tmp, names)
+        deep = mode != "error-map" and depths is not None and 16 in depths
+        files = (write_images(result, tmp, names, bit_depths=depths) if deep
+                 else write_images(result, tmp, names))  # 8-bit: heat maps, 8-bit inputs
     return f"{target}/ ({len(files)} PNG files)"
 
 
@@ -195,7 +239,7 @@ def run_images(rt: Runtime, input_path: Path, out: Path, mode: str, *,
                          "--mode score / predict) a .csv file")
     target, png = _plan(out, src, mode, as_array)
     check_output(target, src, force=force, folder=png)
-    images, names = _read_input(rt, src, mode)
+    images, names, info = _read_input(rt, src, mode)
     if mode in ("score", "predict"):
         written = _scores(rt, images, names, target, mode)
     elif mode == "encode":
@@ -204,7 +248,7 @@ def run_images(rt: Runtime, input_path: Path, out: Path, mode: str, *,
         write_array(target, latent)
         written = f"{target} {tuple(latent.shape)}"
     else:
-        written = _pictures(rt, images, names, target, mode, png)
+        written = _pictures(rt, images, names, target, mode, png, info.get("bit_depths"))
     for note in rt.backend_notes:
         _err_console().print(f"note: {note}", highlight=False)
     _err_console().print(f"{mode}: {len(images)} image(s) with {rt.backend} -> {written}",

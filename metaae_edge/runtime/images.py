@@ -10,10 +10,13 @@ Inputs :func:`read_images` accepts:
   (or several, one under the key ``images`` or ``x``).
 
 Scaling to [0, 1]: 8-bit data (``uint8`` arrays, 8-bit image files) are divided by 255,
-16-bit ones (``uint16``, 16-bit PNG) by 65535; float arrays are taken as they are (NaN /
-Inf refused); other integer arrays are accepted when every value lies in 0..255. Image
-modes: grayscale (``L``, ``1``, ``LA``, 16-bit) gives C = 1, colour (``RGB``, ``RGBA``,
-``P``, ``CMYK``, ``YCbCr``) C = 3; an alpha channel is dropped. Every problem is a
+16-bit ones (``uint16``, 16-bit grayscale PNG) by 65535 (``info["bit_depths"]`` records 8 or
+16 per file, and :func:`write_images` writes each output back at its input's depth); a
+16-bit colour PNG is refused (Pillow would read it at 8 bits); float arrays are taken as
+they are (NaN / Inf refused); other integer arrays are accepted when every value lies in
+0..255. Image modes: grayscale (``L``, ``1``, ``LA``, 16-bit) gives C = 1, colour (``RGB``,
+``RGBA``, ``P``, ``CMYK``, ``YCbCr``) C = 3; an alpha channel is dropped (``info["modes"]`` keeps
+each file's Pillow mode, so ``run`` can refuse what it would lose). Every problem is a
 :class:`~metaae_edge.errors.DataError` with one line saying what was expected, what was
 found and how to fix it.
 """
@@ -37,6 +40,7 @@ __all__ = [
     "read_image_batch",
     "read_images",
     "to_nchw",
+    "to_uint16",
     "to_uint8",
     "write_images",
 ]
@@ -54,10 +58,35 @@ def _pil() -> Any:
                    needed_for="reading and writing image files")
 
 
-def _decode(path: Path) -> np.ndarray:
-    """One image file -> float32 (C, H, W) in [0, 1]."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, or None for other files."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _check_png_depth(path: Path) -> int:
+    """8 or 16: the file's bits per sample; a 16-bit colour PNG is refused."""
+    header = _png_header(path)
+    if header is None or header[0] != 16:
+        return 8
+    if header[1] != 0:  # 2 RGB, 4 gray + alpha, 6 RGBA
+        raise DataError(
+            f"{path}: a 16-bit {'grayscale + alpha' if header[1] == 4 else 'colour'} PNG, "
+            "which Pillow reads at 8 bits; save it as 16-bit grayscale or 8-bit RGB")
+    return 16
+
+
+def _decode_file(path: Path) -> tuple[np.ndarray, str, int]:
+    """One image file -> (float32 (C, H, W) in [0, 1], Pillow mode, bits per sample)."""
     image_mod = _pil()
     try:
+        depth = _check_png_depth(path)
         with image_mod.open(path) as img:
             img.load()
             mode = img.mode
@@ -73,10 +102,10 @@ def _decode(path: Path) -> np.ndarray:
                         f"{path}: 32-bit integer pixels outside 0..65535 (found "
                         f"{int(arr.min())}..{int(arr.max())}); save it as 8- or 16-bit PNG"
                     )
-                return (arr.astype(np.float32) / scale)[None]
+                return (arr.astype(np.float32) / scale)[None], mode, depth
             if mode in _COLOR_MODES:
                 arr = np.asarray(img.convert("RGB"))
-                return (arr.astype(np.float32) / 255.0).transpose(2, 0, 1)
+                return (arr.astype(np.float32) / 255.0).transpose(2, 0, 1), mode, 8
     except DataError:
         raise
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's "cannot identify image"
@@ -95,7 +124,7 @@ def _describe(shape: tuple[int, ...]) -> str:
     return f"{w}x{h} {'grayscale' if c == 1 else 'RGB'}"
 
 
-def _read_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
+def _read_folder(folder: Path) -> tuple[np.ndarray, list[str], list[str], list[int]]:
     named = [p for p in folder.iterdir()
              if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
     for p in named:  # an image-named FIFO or device would block or never end
@@ -106,11 +135,14 @@ def _read_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
             f"{folder} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images; expected a "
             "folder of image files (or pass an .npy array of shape (N, H, W[, C]))"
         )
-    first = _decode(files[0])
+    first, mode, depth = _decode_file(files[0])
     out = np.empty((len(files), *first.shape), np.float32)
     out[0] = first
+    modes, depths = [mode], [depth]
     for i, f in enumerate(files[1:], start=1):
-        arr = _decode(f)
+        arr, mode, depth = _decode_file(f)
+        modes.append(mode)
+        depths.append(depth)
         if arr.shape != first.shape:
             raise DataError(
                 f"{f} is {_describe(arr.shape)} but {files[0].name} is {_describe(first.shape)}; "
@@ -118,7 +150,7 @@ def _read_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
                 "or split the folder"
             )
         out[i] = arr
-    return out, [f.name for f in files]
+    return out, [f.name for f in files], modes, depths
 
 
 def _scale_array(raw: np.ndarray, path: Path) -> np.ndarray:
@@ -213,7 +245,8 @@ def read_images(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], di
     Returns:
         ``(images, names, info)``: names are file names (folder / file) or
         ``<stem>_<index>`` (arrays); info records ``source``, ``format``, ``n_images``,
-        ``channels``, ``height`` and ``width``.
+        ``channels``, ``height`` and ``width``, and for image files ``modes`` (each
+        file's Pillow mode) and ``bit_depths`` (8 or 16 per file).
 
     Raises:
         DataError: Missing path, no or unreadable images, mixed sizes or modes, a wrong
@@ -227,11 +260,14 @@ def read_images(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], di
             f"image path not found: {p}; expected a folder of PNG/JPEG files, an image file "
             "or an .npy array: check the path"
         )
+    modes: list[str] | None = None
+    depths: list[int] | None = None
     if p.is_dir():
-        images, names = _read_folder(p)
+        images, names, modes, depths = _read_folder(p)
         fmt = "folder"
     elif p.suffix.lower() in IMAGE_SUFFIXES:
-        images, names, fmt = _decode(p)[None], [p.name], "image"
+        arr, mode, depth = _decode_file(p)
+        images, names, fmt, modes, depths = arr[None], [p.name], "image", [mode], [depth]
     elif p.suffix.lower() in ARRAY_SUFFIXES:
         images = _read_array(p)
         names = [f"{p.stem}_{i:05d}" for i in range(len(images))]
@@ -242,8 +278,10 @@ def read_images(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], di
             f"a {'/'.join(IMAGE_SUFFIXES)} file or an .npy array of shape (N, H, W[, C])"
         )
     n, c, h, w = images.shape
-    info = {"source": str(p), "format": fmt, "n_images": n, "channels": c, "height": h,
-            "width": w}
+    info: dict[str, Any] = {"source": str(p), "format": fmt, "n_images": n, "channels": c,
+                            "height": h, "width": w}
+    if modes is not None:
+        info["modes"], info["bit_depths"] = modes, depths
     return images, names, info
 
 
@@ -258,13 +296,21 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def to_uint16(images: np.ndarray) -> np.ndarray:
+    """Float pixels -> uint16, clipped to [0, 1] and rounded (the inverse of / 65535)."""
+    return np.round(np.clip(np.asarray(images, np.float64), 0.0, 1.0) * 65535.0).astype(
+        np.uint16)
+
+
 def write_images(
     images: np.ndarray,
     out_dir: str | os.PathLike[str],
     names: Sequence[str] | None = None,
     fmt: str = "png",
+    bit_depths: Sequence[int] | None = None,
 ) -> list[Path]:
-    """Write float images as 8-bit files (grayscale for C = 1, RGB for C = 3).
+    """Write float images as 8-bit files (grayscale for C = 1, RGB for C = 3), or 16-bit
+    grayscale PNG where ``bit_depths`` says 16.
 
     Args:
         images: ``(N, C, H, W)`` (or ``(N, H, W)``, C = 1) pixel values; clipped to [0, 1].
@@ -272,6 +318,8 @@ def write_images(
         names: One name per image (default ``000000`` ...); a name's suffix is replaced by
             the format's, so names from :func:`read_images` map input to output files.
         fmt: ``png`` (lossless, default) or ``jpeg``.
+        bit_depths: 8 or 16 per image (default all 8), e.g. ``info["bit_depths"]`` of
+            :func:`read_images`; 16 needs PNG and one channel.
 
     Returns:
         The written paths, in order.
@@ -311,12 +359,17 @@ def write_images(
     dup = next((f for i, f in enumerate(files) if f in files[:i]), None)
     if dup is not None:
         raise DataError(f"two images would both be written as {dup}; pass unique names")
+    depths = [8] * n if bit_depths is None else [int(d) for d in bit_depths]
+    if len(depths) != n or any(d not in (8, 16) for d in depths) or (
+            16 in depths and (suffix != ".png" or x.shape[1] != 1)):
+        raise DataError(f"bit_depths must be 8 or 16 per image (16: grayscale PNG only), got "
+                        f"{sorted(set(depths))} for {n} {x.shape[1]}-channel {fmt} images")
     image_mod = _pil()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pixels = to_uint8(x.astype(np.float32))
     written = []
-    for arr, fname in zip(pixels, files):
+    for img_px, depth, fname in zip(x, depths, files):
+        arr = to_uint8(img_px.astype(np.float32)) if depth == 8 else to_uint16(img_px)
         img = (image_mod.fromarray(arr[0]) if arr.shape[0] == 1
                else image_mod.fromarray(arr.transpose(1, 2, 0)))
         target = out / fname
