@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, load_checkpoint, \
-    save_checkpoint
+from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, load_checkpoint, save_checkpoint
 from metaae_edge.spec import SupernetConfig
 from metaae_edge.tasks import create_family
 
@@ -59,7 +58,7 @@ def ship(ckpt_path: Path, out: Path) -> None:
 
     with safe_open(str(ckpt_path), "pt") as f:
         meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("opt.")}  # noqa: SIM118
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata=meta)
     print(f"shipped {out} ({out.stat().st_size:,} bytes)")

@@ -35,6 +35,18 @@ def denoiser_options(cfg: SupernetConfig) -> tuple[int, tuple[int, ...]]:
     return int(extra.get("low_depth", LOW_DEPTH)), tuple(extra.get("low_widths", LOW_WIDTHS))
 
 
+def _upsample_like(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Nearest x2 up-sampling of ``g`` cropped to ``u``'s H x W, as two Gathers whose
+    indices (``floor(i / 2)``) come from ``u``'s data (a cumulative sum of ones), not its
+    shape: the exported decoder graph (``latent -> reconstruction``) then needs no Shape
+    of the autoencoder's input ``x``."""
+    ones = u[:1, :1] * 0 + 1
+    rows = torch.cumsum(ones[0, 0, :, 0], 0) - 1
+    cols = torch.cumsum(ones[0, 0, 0, :], 0) - 1
+    g = g.index_select(-2, torch.div(rows, 2, rounding_mode="floor").long())
+    return g.index_select(-1, torch.div(cols, 2, rounding_mode="floor").long())
+
+
 class CompactDenoiser(nn.Module):
     """``forward(x) -> (x_f - f(x_f), x_f)``; ``encode`` is the input filter, ``decode``
     the residual network (so the exported decoder graph is the denoiser itself)."""
@@ -82,8 +94,7 @@ class CompactDenoiser(nn.Module):
                 g = activation_fn(layer.activation)(
                     F.conv2d(g, conv.weight, conv.bias, stride=2 if j == 0 else 1,
                              padding=layer.kernel // 2))
-            up = F.interpolate(g, scale_factor=2, mode="nearest")
-            h = h + self.merge(up[..., :u.shape[-2], :u.shape[-1]])
+            h = h + self.merge(_upsample_like(g, u))
         return u - self.tail(h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
