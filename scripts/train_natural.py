@@ -12,6 +12,7 @@ writes the model + metadata only (no optimiser state), the package's checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -20,6 +21,10 @@ import torch
 from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, load_checkpoint, save_checkpoint
 from metaae_edge.spec import SupernetConfig
 from metaae_edge.tasks import create_family
+
+
+class _Stop(Exception):
+    pass
 
 
 class SmallTasks:
@@ -78,6 +83,8 @@ def main() -> None:
     ap.add_argument("--query", type=int, default=16)
     ap.add_argument("--resolutions", default="16,24,32")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="stop after this meta-step (the schedule stays --meta-steps')")
     ap.add_argument("--ship", type=Path)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -97,9 +104,12 @@ def main() -> None:
         val = f" val {m['val_query_loss_hard']:.4f}" if "val_query_loss_hard" in m else ""
         print(f"step {m['step']} {time.perf_counter() - t0:.0f}s train "
               f"{m['train_query_loss']:.4f}{val}", flush=True)
+        if args.stop_after and m["step"] >= args.stop_after:
+            raise _Stop
 
-    trainer.train(on_step=on_step, checkpoint_every=args.val_every,
-                  on_checkpoint=lambda t: save_checkpoint(args.out, t.checkpoint()))
+    with contextlib.suppress(_Stop):
+        trainer.train(on_step=on_step, checkpoint_every=args.val_every,
+                      on_checkpoint=lambda t: save_checkpoint(args.out, t.checkpoint()))
     save_checkpoint(args.out, trainer.checkpoint())
     print(f"done: {trainer.step} steps, {time.perf_counter() - t0:.0f} s")
     if args.ship:

@@ -148,3 +148,25 @@ def test_codec_objective_is_refused_in_one_line():
         with pytest.raises(DataError) as exc:
             denoiser_select(lambda t: None, _smooth_task(), opts)
         assert str(exc.value) == CODEC_REFUSAL and "\n" not in CODEC_REFUSAL
+
+
+def test_meta_learned_start_beats_a_random_start_on_a_held_out_natural_task():
+    import dataclasses
+
+    from metaae_edge.adapt import adapt
+    from metaae_edge.meta import builtin_checkpoints, load_checkpoint
+    from metaae_edge.tasks import create_family
+
+    if "natural" not in builtin_checkpoints():
+        pytest.skip("builtin:natural is not built")
+    ckpt = load_checkpoint("builtin:natural")
+    torch.manual_seed(1)
+    rand = dataclasses.replace(ckpt, state=create_supernet(ckpt.supernet).state_dict())
+    fam = create_family("natural", seed=0)
+    wins = 0
+    for i in range(2):
+        task = fam.sample("test", i, objective="denoise", n_support=32, n_query=16)
+        mse = [adapt(c, task, steps=10, finetune_steps=0, seed=0).report["after"]["query_mse"]
+               for c in (ckpt, rand)]
+        wins += mse[0] < mse[1]
+    assert wins == 2
