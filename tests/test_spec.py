@@ -111,7 +111,8 @@ def test_backbone_table_refuses_conv_only_options_with_the_old_messages():
     from metaae_edge.backbones import BACKBONES, rules_for
 
     assert BACKBONES == ("mlp", "conv", "denoiser")
-    with pytest.raises(SpecError, match=r"^prefilters are only defined for the conv / denoiser backbone$"):
+    with pytest.raises(SpecError,
+                       match=r"^prefilters are only defined for the conv / denoiser backbone$"):
         SupernetConfig(prefilters=("median3",)).validate()
     with pytest.raises(SpecError, match=r"^dense_latents are only defined for the conv backbone$"):
         SupernetConfig(dense_latents=(8,)).validate()
@@ -143,7 +144,8 @@ def test_a_new_backbone_is_one_table_entry(monkeypatch):
     toy = backbones.BackboneRules(lambda kernel, where: None, frozenset({"dense_latents"}))
     monkeypatch.setitem(backbones.BACKBONE_RULES, "toy", toy)
     assert SupernetConfig(backbone="toy", dense_latents=(4,)).validate().dense_latents == (4,)
-    with pytest.raises(SpecError, match=r"^prefilters are only defined for the conv / denoiser backbone$"):
+    with pytest.raises(SpecError,
+                       match=r"^prefilters are only defined for the conv / denoiser backbone$"):
         SupernetConfig(backbone="toy", prefilters=("none",)).validate()
     with pytest.raises(SpecError, match=r"^dense_latents are only defined for the conv / toy "):
         SupernetConfig(dense_latents=(4,)).validate()
