@@ -72,6 +72,7 @@ BACKBONE_RULES: dict[str, BackboneRules] = {
     "conv": BackboneRules(
         _conv_kernel, frozenset(OPTIONAL_SEARCH_OPTIONS),
         ("dense_latents", "a conv linear_bypass needs dense_latents (it feeds the dense code)")),
+    "denoiser": BackboneRules(_conv_kernel, frozenset({"prefilters"})),
 }
 BACKBONES: tuple[str, ...] = tuple(BACKBONE_RULES)
 

@@ -58,7 +58,8 @@ def nonnegative_int(name: str, value: Any) -> int:
 #: readers (and old manifests) never see them.
 _OMITTED_AT_DEFAULT: dict[str, Callable[[Any], bool]] = {"linear_bypass": operator.not_,
                                        "prefilter": lambda v: v == "none",
-                                       "dense_latent": operator.not_}
+                                       "dense_latent": operator.not_,
+                                       "smoothing": operator.not_}
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ class ArchSpec:
     prefilter: str = "none"
     #: conv only: values of the global dense code (0 = the spatial latent is the code).
     dense_latent: int = 0
+    #: denoiser only: side of a per-channel linear filter after the input filter (0 = none)
+    smoothing: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the spec stays hashable.
@@ -175,6 +178,8 @@ class ArchSpec:
             raise SpecError(f"prefilter must be one of {', '.join(PREFILTERS)}, "
                             f"got {self.prefilter!r}")
         nonnegative_int("dense_latent", self.dense_latent)
+        if nonnegative_int("smoothing", self.smoothing) and self.backbone != "denoiser":
+            raise SpecError("smoothing is only defined for the denoiser backbone")
         kind.validate_options(self)  # prefilter / dense code / bypass: defined per kind
         return self
 
@@ -241,7 +246,8 @@ class ArchSpec:
         if not isinstance(d, dict):
             raise SpecError(f"an ArchSpec must be a JSON object, got {type(d).__name__}")
         known = {"input_shape", "encoder", "latent_dim", "decoder", "backbone",
-                 "output_activation", "linear_bypass", "prefilter", "dense_latent"}
+                 "output_activation", "linear_bypass", "prefilter", "dense_latent",
+                 "smoothing"}
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"unknown ArchSpec field(s): {', '.join(sorted(unknown))}")
@@ -265,6 +271,7 @@ class ArchSpec:
             linear_bypass=d.get("linear_bypass", False),
             prefilter=d.get("prefilter", "none"),
             dense_latent=d.get("dense_latent", 0),
+            smoothing=d.get("smoothing", 0),
         )
         return spec.validate()
 
@@ -332,6 +339,19 @@ class SupernetConfig:
             "backbone": "conv", "max_input_dim": 3, "max_depth": 3,
             "width_choices": (8, 16, 24, 32), "latent_choices": (1, 2, 4, 8),
             "kernel_choices": (3, 5), "prefilters": PREFILTERS,
+        }
+        return cls(**{**base, **overrides}).validate()
+
+    @classmethod
+    def denoiser(cls, **overrides: Any) -> SupernetConfig:
+        """The residual denoiser space (:mod:`metaae_edge.space.denoise`): 1-4 full-resolution
+        3x3 layers of 8-24 channels, 0-2 half-resolution layers of 16 or 32, relu or
+        leaky_relu, no input filter or a 3x3 median, up to 3 image channels."""
+        base: dict[str, Any] = {
+            "backbone": "denoiser", "max_input_dim": 3, "max_depth": 4,
+            "width_choices": (8, 16, 24), "latent_choices": (1,), "kernel_choices": (3,),
+            "activations": ("relu", "leaky_relu"), "prefilters": PREFILTERS,
+            "extra": {"low_depth": 2, "low_widths": [16, 32]},
         }
         return cls(**{**base, **overrides}).validate()
 

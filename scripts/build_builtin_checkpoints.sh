@@ -12,6 +12,7 @@ dest=metaae_edge/checkpoints
 families=("$@")
 [ ${#families[@]} -gt 0 ] || families=(manifold sensors digits digits-res digits-res-codec tabular)
 for fam in "${families[@]}"; do
+  [ "$fam" = natural ] && { python scripts/train_natural.py "$(mktemp -d)/n.safetensors" --meta-steps 800 --stop-after 500 --val-every 25 --ship "$dest/natural.safetensors"; continue; }
   tmp=$(mktemp -d)
   args=(--family "$fam")
   [ "$fam" = digits-res-codec ] && args=(--family digits-res --dense-latents 8,16,32,64 --linear-bypass)

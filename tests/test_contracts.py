@@ -106,7 +106,7 @@ def test_the_registry_picks_one_contract_per_kind():
     assert contract_for(MLP) is contract_for(ArchSpec.from_json(MLP.to_json()))  # cached
     assert MLP.contract is contract_for(MLP)
     bad = ArchSpec((30,), (), 4, (), backbone="rnn")
-    with pytest.raises(SpecError, match="backbone must be one of mlp, conv, got 'rnn'"):
+    with pytest.raises(SpecError, match="backbone must be one of mlp, conv, denoiser, got 'rnn'"):
         contract_class(bad)
 
 

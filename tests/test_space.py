@@ -155,8 +155,9 @@ _SPACE_CFGS = {
     "mlp": SupernetConfig(max_input_dim=16, max_depth=2, width_choices=(8, 16),
                           latent_choices=(2, 4)),
     "conv": SupernetConfig.conv(max_depth=2, width_choices=(4, 8), latent_choices=(2, 4)),
+    "denoiser": SupernetConfig.denoiser(max_depth=2, width_choices=(4, 8)),
 }
-_SAMPLE_SHAPES = {"mlp": (12,), "conv": (1, 8, 8)}
+_SAMPLE_SHAPES = {"mlp": (12,), "conv": (1, 8, 8), "denoiser": (1, 8, 8)}
 
 
 def test_every_registered_space_round_trips_create_discretize_extract():
@@ -169,7 +170,7 @@ def test_every_registered_space_round_trips_create_discretize_extract():
         net = create_supernet(_SPACE_CFGS[name])
         assert isinstance(net, space.supernet) and isinstance(net, Supernet)
         shape = _SAMPLE_SHAPES[name]
-        spec = discretize(net, shape if name == "conv" else shape[0])
+        spec = discretize(net, shape if len(shape) == 3 else shape[0])
         assert spec.backbone == name and tuple(spec.input_shape) == shape
         compact = extract(net, spec)
         assert type(compact) is space.compact is type(create_compact(spec))

@@ -110,8 +110,9 @@ def test_supernet_config_linear_bypass_round_trip():
 def test_backbone_table_refuses_conv_only_options_with_the_old_messages():
     from metaae_edge.backbones import BACKBONES, rules_for
 
-    assert BACKBONES == ("mlp", "conv")
-    with pytest.raises(SpecError, match=r"^prefilters are only defined for the conv backbone$"):
+    assert BACKBONES == ("mlp", "conv", "denoiser")
+    with pytest.raises(SpecError,
+                       match=r"^prefilters are only defined for the conv / denoiser backbone$"):
         SupernetConfig(prefilters=("median3",)).validate()
     with pytest.raises(SpecError, match=r"^dense_latents are only defined for the conv backbone$"):
         SupernetConfig(dense_latents=(8,)).validate()
@@ -121,9 +122,9 @@ def test_backbone_table_refuses_conv_only_options_with_the_old_messages():
         SupernetConfig.conv(linear_bypass=True, prefilters=())
     assert SupernetConfig.conv(linear_bypass=True, dense_latents=(8,)).dense_latents == (8,)
     for bad in ("rnn", ["mlp"]):
-        with pytest.raises(SpecError, match=r"^backbone must be one of mlp, conv, got "):
+        with pytest.raises(SpecError, match=r"^backbone must be one of mlp, conv, denoiser, got "):
             SupernetConfig(backbone=bad).validate()
-        with pytest.raises(SpecError, match=r"^backbone must be one of mlp, conv, got "):
+        with pytest.raises(SpecError, match=r"^backbone must be one of mlp, conv, denoiser, got "):
             rules_for(bad)
 
 
@@ -143,11 +144,12 @@ def test_a_new_backbone_is_one_table_entry(monkeypatch):
     toy = backbones.BackboneRules(lambda kernel, where: None, frozenset({"dense_latents"}))
     monkeypatch.setitem(backbones.BACKBONE_RULES, "toy", toy)
     assert SupernetConfig(backbone="toy", dense_latents=(4,)).validate().dense_latents == (4,)
-    with pytest.raises(SpecError, match=r"^prefilters are only defined for the conv backbone$"):
+    with pytest.raises(SpecError,
+                       match=r"^prefilters are only defined for the conv / denoiser backbone$"):
         SupernetConfig(backbone="toy", prefilters=("none",)).validate()
     with pytest.raises(SpecError, match=r"^dense_latents are only defined for the conv / toy "):
         SupernetConfig(dense_latents=(4,)).validate()
-    with pytest.raises(SpecError, match=r"one of mlp, conv, toy, got 'x'"):
+    with pytest.raises(SpecError, match=r"one of mlp, conv, denoiser, toy, got 'x'"):
         SupernetConfig(backbone="x").validate()
 
 

@@ -16,6 +16,7 @@ from functools import lru_cache
 from ..errors import SpecError
 from ..spec import BACKBONES, ArchSpec
 from .base import ERROR_MAP_DEFINITION, GRAPHS, IOContract, ProfileBox
+from .denoise import DenoiserContract
 from .fixed import FixedImageContract
 from .image import CONV_DIM_NAMES, CONV_GRAPHS, IMAGE_SCORE_DEFINITION, ImageContract
 from .vector import VECTOR_SCORE_DEFINITION, VectorContract
@@ -66,3 +67,4 @@ def contract_for(spec: ArchSpec) -> IOContract:
 
 for _cls in (FixedImageContract, ImageContract, VectorContract):
     register_contract(_cls)
+register_contract(DenoiserContract)

@@ -267,6 +267,10 @@ def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
         res.model.cpu()
         return res
 
+    if ckpt.supernet.backbone == "denoiser":  # classical filters compete (denoise)
+        from .image_candidates import denoiser_select
+
+        return denoiser_select(run_adapt, t, options)
     if not uses_candidates(options.candidates, options.objective, is_image_checkpoint(ckpt)):
         return run_adapt(t), None, None
     comp = compete(run_adapt, t, hold, options.objective, options.holdout, options.seed)

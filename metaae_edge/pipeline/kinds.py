@@ -9,7 +9,7 @@ __all__ = ["is_image_checkpoint", "is_image_family"]
 
 def is_image_checkpoint(checkpoint: Any) -> bool:
     """Whether a loaded :class:`~metaae_edge.meta.Checkpoint` holds a conv (image) supernet."""
-    return checkpoint.supernet.backbone == "conv"
+    return checkpoint.supernet.backbone in ("conv", "denoiser")
 
 
 def is_image_family(family: Any) -> bool:

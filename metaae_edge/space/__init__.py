@@ -19,6 +19,7 @@ from ..spec import ArchSpec, SupernetConfig
 from .base import ARCH_PREFIX, Supernet, alpha_of, arch_probs
 from .compact import CompactAE
 from .conv import CompactConvAE, ConvSupernet
+from .denoise import CompactDenoiser, DenoiserSupernet
 from .mlp import MLPSupernet
 from .search import bottleneck_search, prefilter_search
 
@@ -81,6 +82,7 @@ def _space(name: str) -> SearchSpace:
 
 register_space("mlp", MLPSupernet, CompactAE)
 register_space("conv", ConvSupernet, CompactConvAE)
+register_space("denoiser", DenoiserSupernet, CompactDenoiser)
 
 
 def create_supernet(cfg: SupernetConfig | None = None) -> Supernet:

@@ -36,6 +36,7 @@ from .kinds import (
     sample_kind_of,
 )
 from .manifold import ManifoldFamily
+from .natural import NaturalFamily, PoissonGaussianNoise  # noqa: F401 (registers "natural")
 from .recipes import RECIPE_FIELDS, Recipe, create_recipe, family_recipe, load_recipe_file
 from .sensors import SensorsFamily
 from .tabular import TabularFamily

@@ -1,0 +1,159 @@
+"""The residual-denoiser contract: NCHW images of any H x W in, the denoised image out.
+
+A ``denoiser`` :class:`~metaae_edge.spec.ArchSpec` (:mod:`metaae_edge.space.denoise`):
+``encoder`` = the full-resolution conv layers, ``decoder`` = the half-resolution stage
+(first layer stride 2, up-sampled nearest x2 and cropped, added back through a 1x1 conv;
+may be empty), ``latent_dim`` = C, then a 3x3 conv to C channels, the predicted noise:
+``out = u - f(u)``, ``u`` the input after ``prefilter`` and ``smoothing`` (a k x k linear
+per-channel filter). No layers: a classical filter (``u`` itself).
+
+A denoiser has no code. Its graphs keep the image contract's names: ``latent`` is ``u``
+(the filtered, normalised input, C x H x W), so ``encoder.onnx`` is the input filter and
+``decoder.onnx`` the residual network; ``score`` / ``error_map`` are the energy of the
+removed residual (anomaly by residual). The ``reconstruct`` objective with a latent
+budget, and any codec use, are refused (:data:`CODEC_REFUSAL`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import SpecError
+from ..spec import CONV_OUTPUT_KERNEL, ArchSpec
+from .image import ImageContract
+
+__all__ = ["CODEC_REFUSAL", "DENOISER_SCORE_DEFINITION", "DenoiserContract"]
+
+DENOISER_SCORE_DEFINITION = ("mean((u - f(u) - z)^2, axis=(1, 2, 3)): the energy of the "
+                             "removed residual, z = (x - mean) / std")
+CODEC_REFUSAL = ("a denoiser checkpoint has no latent code (its 'latent' is the filtered "
+                 "image): use a conv checkpoint such as builtin:digits-res-codec to compress")
+
+
+class DenoiserContract(ImageContract):
+    """Residual denoisers: NCHW float32 of any H, W (spatial multiple 1)."""
+
+    kind = "denoiser"
+    backbone = "denoiser"
+    score_definition = DENOISER_SCORE_DEFINITION
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__(spec)
+        c, h, w = spec.input_shape
+        self.spatial_multiple = 1
+        self.input_hint = (f"This bundle takes {c}-channel images of any height and width "
+                           f"(adapted at {h}x{w})")
+        self.latent_hint = (f"This bundle's 'latent' is the filtered {c}-channel image at "
+                            "the input's height and width")
+
+    @classmethod
+    def matches(cls, spec: ArchSpec) -> bool:
+        return spec.backbone == "denoiser"
+
+    @classmethod
+    def validate_shape(cls, spec: ArchSpec) -> None:
+        if len(spec.input_shape) != 3:
+            raise SpecError(f"a denoiser ArchSpec needs input_shape (C, H, W), "
+                            f"got {spec.input_shape}")
+        if spec.decoder and not spec.encoder:
+            raise SpecError("a denoiser's half-resolution stage (decoder) needs at least one "
+                            "full-resolution layer (encoder)")
+        if spec.latent_dim != spec.input_shape[0]:
+            raise SpecError(f"a denoiser's latent_dim is its channel count "
+                            f"{spec.input_shape[0]}, got {spec.latent_dim}")
+        if min(spec.input_shape) < 1:
+            raise SpecError(f"input_shape must be positive, got {spec.input_shape}")
+
+    @classmethod
+    def validate_options(cls, spec: ArchSpec) -> None:
+        if spec.linear_bypass or spec.dense_latent:
+            raise SpecError("a denoiser has no code: linear_bypass and dense_latent must be "
+                            "unset")
+        if spec.smoothing and spec.smoothing % 2 == 0:
+            raise SpecError(f"smoothing must be an odd kernel side, got {spec.smoothing}")
+
+    # -- IO -------------------------------------------------------------------------
+    def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
+        h, w = hw or self.spec.input_shape[1:]
+        return (self.channels, h, w)
+
+    def io_section(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        inp, outputs = super().io_section()
+        inp["note"] = (f"height and width may be any sizes; the architecture was adapted at "
+                       f"{self.spec.input_shape[1]}x{self.spec.input_shape[2]}")
+        outputs["reconstruction"]["definition"] = "the denoised image, u - f(u)"
+        outputs["latent"] = {"shape": [None, self.channels, None, None],
+                             "dims": ["batch", self.channels, "latent_height", "latent_width"],
+                             "dtype": "float32", "spatial_divisor": 1,
+                             "definition": "u: the filtered, normalised input (no code)"}
+        return inp, outputs
+
+    def export_example(self, batch: int = 3) -> tuple[int, ...]:
+        return (batch, self.channels, 13, 10)  # odd and even, distinct: H, W kept apart
+
+    # -- sizes and text -------------------------------------------------------------
+    def conv_layers(self, hw: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+        s = self.spec
+        c = s.input_shape[0]
+        h, w = hw or s.input_shape[1:]
+        full, half = h * w, (-(-h // 2)) * (-(-w // 2))
+        out, cin = [], c
+        for layer in s.encoder:
+            out.append((cin, layer.width, layer.kernel, full))
+            cin = layer.width
+        lin = cin
+        for layer in s.decoder:
+            out.append((lin, layer.width, layer.kernel, half))
+            lin = layer.width
+        if s.decoder:
+            out.append((lin, cin, 1, full))
+        if s.encoder:
+            out.append((cin, c, CONV_OUTPUT_KERNEL, full))
+        return out
+
+    def _smoothing(self, px: int) -> tuple[int, int]:
+        k = self.spec.smoothing
+        return (self.channels * k * k, self.channels * k * k * px) if k else (0, 0)
+
+    def param_count(self) -> int:
+        return (sum(ci * co * k * k + co for ci, co, k, _ in self.conv_layers())
+                + self._smoothing(1)[0])
+
+    def macs(self, hw: tuple[int, int] | None = None) -> int:
+        h, w = hw or self.spec.input_shape[1:]
+        return (sum(ci * co * k * k * px for ci, co, k, px in self.conv_layers(hw))
+                + self._smoothing(h * w)[1])
+
+    def describe(self) -> str:
+        s = self.spec
+        c, h, w = s.input_shape
+        parts = [f"denoiser {c}x{h}x{w}"]
+        if s.prefilter != "none":
+            parts.append(s.prefilter)
+        if s.smoothing:
+            parts.append(f"smooth k{s.smoothing}")
+        if not s.encoder:
+            return " -> ".join(parts) + " (classical filter)"
+        parts += [f"{x.width}c k{x.kernel} {x.activation}" for x in s.encoder]
+        if s.decoder:
+            low = " ".join(f"{x.width}c k{x.kernel} {x.activation}" for x in s.decoder)
+            parts.append(f"[/2 {low} x2 +skip]")
+        return " -> ".join(parts) + f" -> residual {c}"
+
+    def _code_text(self) -> str:
+        return "[no code]"
+
+    def inspect_rows(self) -> list[tuple[str, str]]:
+        c, h, w = self.spec.input_shape
+        size = (f"{self.param_count():,} params, {self.macs():,} MACs/image at {h}x{w} "
+                f"({self.macs() // (h * w):,} per pixel)")
+        return [("size", size),
+                ("input", f"images (batch, {c}, H, W) float32 raw pixels, NCHW; any H and W "
+                          f"(adapted at {c} x {h} x {w})"),
+                ("output", "reconstruction = the denoised image (residual network); no "
+                           "latent code")]
+
+    def size_summary(self) -> str:
+        _, h, w = self.spec.input_shape
+        return (f"  params {self.param_count():,}  MACs/image at {h}x{w} {self.macs():,}  "
+                "(a denoiser: no latent code)")

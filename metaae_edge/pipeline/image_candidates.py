@@ -1,0 +1,145 @@
+"""Classical filters that compete with the meta-learned denoiser on held-out support images.
+
+For a ``denoiser`` checkpoint and a ``denoise`` task, :func:`denoiser_compete` splits the
+support set (``holdout``, at least 4 images), adapts "ours" on the rest, and scores on the
+held-out images (corrupted with the task's noise, seeded) against their clean versions:
+
+* ``ours``: the adapted residual network;
+* ``gaussian-S``: a Gaussian filter of sigma S pixels (S in :data:`GAUSSIAN_SIGMAS`), a
+  ``denoiser`` spec with no layers and ``smoothing = 2 * ceil(3 S) + 1`` (edge-replicated
+  borders);
+* ``median3``: the 3x3 median input filter alone;
+* ``identity``: the noisy input unchanged.
+
+The lowest held-out MSE is exported, so the bundle is never worse on that split than a
+filter it could have chosen. "ours" is exported as adapted on the fit split (the model
+that was scored). The manifest's ``reports`` get ``candidates`` / ``selected``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .candidates import Candidate, Competition, with_support
+
+__all__ = ["GAUSSIAN_SIGMAS", "classical_result", "denoiser_compete", "denoiser_select",
+           "gaussian_kernel"]
+
+GAUSSIAN_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0)
+_MIN_HOLD = 4
+
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """The normalised (k, k) Gaussian, ``k = 2 * ceil(3 sigma) + 1``."""
+    r = int(math.ceil(3 * sigma))
+    t = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (t / sigma) ** 2)
+    k = np.outer(g, g)
+    return (k / k.sum()).astype(np.float32)
+
+
+def classical_result(name: str, shape: tuple[int, int, int], normalizer,
+                     sigma: float | None = None, prefilter: str = "none"):
+    """An AdaptResult holding a layer-free denoiser spec: a Gaussian, a median or identity."""
+    import torch
+
+    from ..adapt import AdaptResult, _arch_report
+    from ..space import CompactDenoiser
+    from ..spec import ArchSpec
+
+    kernel = gaussian_kernel(sigma) if sigma else None
+    spec = ArchSpec(tuple(shape), (), int(shape[0]), (), backbone="denoiser",
+                    prefilter=prefilter,
+                    smoothing=0 if kernel is None else len(kernel)).validate()
+    model = CompactDenoiser(spec)
+    if kernel is not None:
+        with torch.no_grad():
+            model.smooth.weight.copy_(torch.as_tensor(kernel).expand_as(model.smooth.weight))
+    model.eval()
+    return AdaptResult(model, spec, normalizer, {"candidate": name, **_arch_report(spec)}, {})
+
+
+def _hold_mse(result, noisy_z: np.ndarray, clean_z: np.ndarray) -> float:
+    import torch
+
+    with torch.no_grad():
+        out = result.model(torch.as_tensor(noisy_z))[0].numpy()
+    return float(np.mean((out - clean_z) ** 2))
+
+
+def _split(task, holdout: float, seed: int):
+    n = len(task.support)
+    n_hold = max(int(round(n * holdout)), _MIN_HOLD)
+    if n - n_hold < _MIN_HOLD:
+        return None
+    perm = np.random.default_rng(seed).permutation(n)
+    return task.support[perm[n_hold:]], task.support[perm[:n_hold]]
+
+
+def _candidates(fit_task, shape, norm) -> list[Candidate]:
+    out = [Candidate(f"gaussian-{s:g}", classical_result(f"gaussian-{s:g}", shape, norm, s))
+           for s in GAUSSIAN_SIGMAS]
+    out.append(Candidate("median3", classical_result("median3", shape, norm,
+                                                     prefilter="median3")))
+    out.append(Candidate("identity", classical_result("identity", shape, norm)))
+    return out
+
+
+def denoiser_compete(run_adapt, task, holdout: float, seed: int) -> Competition:
+    """Adapt "ours" on a split of ``task``'s support, select among it and the classical
+    filters on the held-out images (see the module docstring)."""
+    if task.noise is None and task.support_noisy is None:
+        raise DataError("denoising needs a noise model: pass --noise, e.g. gaussian:0.1")
+    split = _split(task, holdout, seed)
+    if split is None or task.noise is None:  # tiny support or real pairs: ours only
+        ours = run_adapt(task)
+        return Competition(ours, ours, None)
+    fit_rows, hold_rows = split
+    fit_task = with_support(task, fit_rows)
+    ours = run_adapt(fit_task)
+    norm, kind = fit_task.normalizer(), task.sample_kind
+    shape = tuple(task.sample_shape)
+    clean = norm.transform(hold_rows)
+    noisy = kind.corrupt(task.noise, norm, hold_rows, clean,
+                         np.random.default_rng(seed + 1))
+    clean_z = clean.reshape(len(clean), *shape).astype(np.float32)
+    noisy_z = np.ascontiguousarray(noisy.reshape(len(noisy), *shape), dtype=np.float32)
+    cands = [Candidate("ours", ours), *_candidates(fit_task, shape, norm)]
+    for c in cands:
+        c.score = -_hold_mse(c.result, noisy_z, clean_z)  # higher is better
+    best = max(cands, key=lambda c: c.score)
+    runner = max((c for c in cands if c is not best), key=lambda c: c.score)
+    selected: dict[str, Any] = {"name": best.name, "score": best.score,
+                                "margin": best.score - runner.score,
+                                "runner_up": runner.name,
+                                "metric": "-MSE on held-out support images (model units)",
+                                "n_holdout": len(hold_rows)}
+    selection = {"candidates": [c.row() for c in cands], "selected": selected}
+    return Competition(best.result, ours, selection, ours_on_task=False)
+
+
+def denoiser_select(run_adapt, task, options):
+    """``_adapt_select``'s answer for a denoiser checkpoint: ``(result, selection, ours)``.
+
+    Raises:
+        DataError: a codec use (``reconstruct`` objective or ``--latent-bytes``), in one
+            line (:data:`~metaae_edge.contracts.denoise.CODEC_REFUSAL`).
+    """
+    import dataclasses
+
+    from ..contracts.denoise import CODEC_REFUSAL
+
+    if options.objective == "reconstruct" or options.latent_bytes:
+        raise DataError(CODEC_REFUSAL)
+    if options.objective != "denoise" or options.candidates == "meta":
+        return run_adapt(task), None, None
+    comp = denoiser_compete(run_adapt, task, options.holdout, options.seed)
+    if comp.selection is None:
+        return comp.winner, None, None
+    winner = dataclasses.replace(comp.winner, report=comp.ours.report)
+    ours = None if comp.winner is comp.ours else (lambda: comp.ours)
+    return winner, comp.selection, ours
