@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-steps", type=int, default=30)
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="also N held-out tasks of the 'tabular' family per shot count")
+    p.add_argument("--synthetic-split", default="test", choices=("train", "val", "test"),
+                   help="the tabular split of --synthetic (train: the meta-training tasks "
+                        "design choices are made on)")
     return p.parse_args(argv)
 
 
@@ -168,9 +171,11 @@ def collect(args: argparse.Namespace) -> tuple[dict, list[str]]:
                         results[key][m].append(v)
     for shots in (int(s) for s in args.shots.split(",")) if args.synthetic else ():
         for i in range(args.synthetic):
-            task = create_family("tabular").sample("test", i, objective="anomaly",
-                                                   n_support=shots, n_query=256)
-            key = ("tabular (synthetic, test split)", shots)
+            task = create_family("tabular").sample(args.synthetic_split, i,
+                                                   objective="anomaly", n_support=shots,
+                                                   n_query=256)
+            key = (f"tabular (synthetic, {args.synthetic_split} split)", shots)
+            print(f"tabular {args.synthetic_split} {i} S={shots}", file=sys.stderr)
             for m, v in run_unit(task, detectors, ckpt, args.finetune_steps).items():
                 results[key][m].append(v)
     return results, notes
