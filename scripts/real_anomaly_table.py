@@ -10,10 +10,10 @@ oracle: no detector is chosen with query labels). ``ours`` is
 ``metaae_edge.adapt.adapt`` from a checkpoint (default ``builtin:manifold``) with the
 task's anomaly objective, scored by ``query_scores``; skipped above 128 features.
 ``ours-meta`` is what ``adapt-and-export --candidates meta`` exports ("ours" adapted on
-the support minus the 20% threshold hold-out) and ``ours+cand`` what ``--candidates all``
-(the default) exports: closed-form candidates (PCA at several latent sizes, a Gaussian)
-fitted on the same rows compete with it, the winner chosen on the hold-out by
-:mod:`metaae_edge.pipeline.candidates` (no labels, no query).
+the support minus the 20% threshold hold-out); ``ensemble`` / ``ensemble+ours`` are the
+exported detector candidates of :mod:`metaae_edge.pipeline.detector_candidates` fitted
+on the same rows, and ``exported`` what ``--candidates all`` exports (chosen by
+:mod:`metaae_edge.pipeline.candidates` on the hold-out: no labels, no query).
 
 Example::
 
