@@ -254,7 +254,8 @@ CHALLENGE = {"reconstruct": True, "anomaly": False}
 
 
 def select(candidates: list[Candidate], objective: str, hold_raw: np.ndarray,
-           fit_raw: np.ndarray, seed: int = 0) -> tuple[Candidate, dict[str, Any]]:
+           fit_raw: np.ndarray, seed: int = 0, use_selector: bool = True
+           ) -> tuple[Candidate, dict[str, Any]]:
     """Score every candidate on the held-out rows; the chosen one and the ``selected`` record.
 
     ``candidates[0]`` is "ours"; every candidate shares one normaliser (fitted on
@@ -276,6 +277,13 @@ def select(candidates: list[Candidate], objective: str, hold_raw: np.ndarray,
     diff = rows[best] - rows[inc]
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
     chosen = best if CHALLENGE[objective] and float(diff.mean()) > se else inc
+    meta = None
+    if objective == "anomaly" and use_selector:  # the meta-learned per-task selector
+        from .detector_selector import choose, load_selector, pool_scores
+
+        pick, meta = choose(load_selector(), fit_z, candidates, seed)
+        if pick is not None:
+            chosen = candidates.index(pool_scores(candidates)[pick][1])
     closed = max(range(1, len(candidates)), key=lambda i: (candidates[i].score, -i),
                  default=0)
     vs_ours = rows[closed] - rows[0]
@@ -298,6 +306,8 @@ def select(candidates: list[Candidate], objective: str, hold_raw: np.ndarray,
         "n_holdout": int(len(hold_z)),
         "n_fit": int(len(fit_z)),
     }
+    if meta is not None:
+        selected["meta_selector"] = meta
     return candidates[chosen], selected
 
 
