@@ -10,8 +10,10 @@ collects the TEST split and reports fixed incumbent vs selector vs oracle. Never
 a real dataset.
 
     python scripts/fit_detector_selector.py collect --split train --tasks 30 --out tr.json
-    python scripts/fit_detector_selector.py fit tr.json --out metaae_edge/checkpoints/detector_selector.json
-    python scripts/fit_detector_selector.py evaluate te.json --selector metaae_edge/checkpoints/detector_selector.json
+    python scripts/fit_detector_selector.py fit tr.json \
+        --out metaae_edge/checkpoints/detector_selector.json
+    python scripts/fit_detector_selector.py evaluate te.json \
+        --selector metaae_edge/checkpoints/detector_selector.json
 """
 
 from __future__ import annotations
@@ -152,14 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.out, "w") as f:
             json.dump(rows, f)
         return 0
-    rows = json.load(open(a.records))
+    with open(a.records) as f:
+        rows = json.load(f)
     if a.cmd == "fit":
         sel = cv_fit(*_design(rows))
         with open(a.out, "w") as f:
             json.dump(sel, f, indent=1)
         report(sel, rows, "train (in-sample)")
         return 0
-    report(json.load(open(a.selector)), rows, "evaluate")
+    with open(a.selector) as f:
+        report(json.load(f), rows, "evaluate")
     return 0
 
 
