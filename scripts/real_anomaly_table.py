@@ -10,10 +10,10 @@ oracle: no detector is chosen with query labels). ``ours`` is
 ``metaae_edge.adapt.adapt`` from a checkpoint (default ``builtin:manifold``) with the
 task's anomaly objective, scored by ``query_scores``; skipped above 128 features.
 ``ours-meta`` is what ``adapt-and-export --candidates meta`` exports ("ours" adapted on
-the support minus the 20% threshold hold-out) and ``ours+cand`` what ``--candidates all``
-(the default) exports: closed-form candidates (PCA at several latent sizes, a Gaussian)
-fitted on the same rows compete with it, the winner chosen on the hold-out by
-:mod:`metaae_edge.pipeline.candidates` (no labels, no query).
+the support minus the 20% threshold hold-out); ``ensemble`` / ``ensemble+ours`` are the
+exported detector candidates of :mod:`metaae_edge.pipeline.detector_candidates` fitted
+on the same rows, and ``exported`` what ``--candidates all`` exports (chosen by
+:mod:`metaae_edge.pipeline.candidates` on the hold-out: no labels, no query).
 
 Example::
 
@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-steps", type=int, default=30)
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="also N held-out tasks of the 'tabular' family per shot count")
+    p.add_argument("--synthetic-split", default="test", choices=("train", "val", "test"),
+                   help="the tabular split of --synthetic (train: the meta-training tasks "
+                        "design choices are made on)")
     return p.parse_args(argv)
 
 
@@ -73,23 +76,40 @@ def ours_auc(ckpt, task, finetune_steps: int) -> float:
     return float(roc_auc_score(task.query_labels, query_scores(res, task.query)))
 
 
+#: the columns of metaae-edge (every other column is a classical detector)
+OURS_COLUMNS = ("ours", "ours-meta", "ensemble", "ensemble+ours", "exported")
+
+
 def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2
                   ) -> dict[str, float]:
-    """ROC-AUC of the model ``adapt-and-export --candidates all`` would export
-    (``ours+cand``) and of the one ``--candidates meta`` would (``ours-meta``: adapted on
-    the support minus the threshold hold-out, the same fit rows)."""
+    """ROC-AUC of what ``adapt-and-export --candidates all`` exports (``exported``: the
+    candidate :func:`~metaae_edge.pipeline.candidates.select` picks on the threshold
+    hold-out, no labels, no query), and, for the table, of ``ours-meta`` (``--candidates
+    meta``: ours adapted on the support minus the hold-out, the same fit rows as every
+    candidate) and of the exported ``ensemble`` / ``ensemble+ours`` candidates. The
+    query's labels are read only here, to score."""
     from sklearn.metrics import roc_auc_score
 
     from metaae_edge.adapt import adapt, query_scores
-    from metaae_edge.pipeline.candidates import compete
+    from metaae_edge.pipeline.candidates import Candidate, closed_form_candidates, select
     from metaae_edge.pipeline.export import split_holdout
 
     fit, hold = split_holdout(task, holdout, 0)
-    comp = compete(lambda t: adapt(ckpt, t, finetune_steps=finetune_steps), fit, hold,
-                   "anomaly", holdout, 0)
-    print(f"  selected {comp.selection['selected']['name']}", file=sys.stderr)
-    return {name: float(roc_auc_score(task.query_labels, query_scores(res, task.query)))
-            for name, res in (("ours-meta", comp.ours), ("ours+cand", comp.winner))}
+    ours = adapt(ckpt, fit, finetune_steps=finetune_steps)
+    cands = [Candidate("ours", ours), *closed_form_candidates(
+        fit.support, fit.normalizer(), "anomaly", 1 << 30, 0, hold, ours)]
+    best, _ = select(cands, "anomaly", hold, fit.support, 0)
+    print(f"  selected {best.name}", file=sys.stderr)
+
+    def auc(res) -> float:
+        scores = np.nan_to_num(query_scores(res, task.query), nan=np.inf, posinf=1e300)
+        return float(roc_auc_score(task.query_labels, scores))
+
+    by_name = {c.name: c.result for c in cands}
+    out = {"ours-meta": auc(ours), "exported": auc(best.result)}
+    out.update({n: auc(by_name[n]) for n in ("ensemble", "ensemble+ours") if n in by_name})
+    out["_selected"] = best.name
+    return out
 
 
 def run_unit(task, detectors: list[str], ckpt, finetune_steps: int) -> dict[str, float]:
@@ -151,9 +171,11 @@ def collect(args: argparse.Namespace) -> tuple[dict, list[str]]:
                         results[key][m].append(v)
     for shots in (int(s) for s in args.shots.split(",")) if args.synthetic else ():
         for i in range(args.synthetic):
-            task = create_family("tabular").sample("test", i, objective="anomaly",
-                                                   n_support=shots, n_query=256)
-            key = ("tabular (synthetic, test split)", shots)
+            task = create_family("tabular").sample(args.synthetic_split, i,
+                                                   objective="anomaly", n_support=shots,
+                                                   n_query=256)
+            key = (f"tabular (synthetic, {args.synthetic_split} split)", shots)
+            print(f"tabular {args.synthetic_split} {i} S={shots}", file=sys.stderr)
             for m, v in run_unit(task, detectors, ckpt, args.finetune_steps).items():
                 results[key][m].append(v)
     return results, notes
@@ -164,15 +186,14 @@ def table(results: dict, methods: list[str]) -> str:
     head = ["dataset", "S", "units", *methods, "best classical"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     best_means: list[float] = []
-    paired: list[tuple[float, ...]] = []  # (ours, ours-meta, ours+cand, best classical)
+    paired: list[list[float]] = []  # OURS_COLUMNS, then best classical
     for (name, shots), res in results.items():
         stats = {m: mean_ci(res[m]) for m in methods if res.get(m)}
-        classical = {m: s for m, s in stats.items() if not m.startswith("ours")}
+        classical = {m: s for m, s in stats.items() if m not in OURS_COLUMNS}
         best = max(classical, key=lambda m: classical[m][0])
         best_means.append(classical[best][0])
-        if "ours+cand" in stats:
-            paired.append((stats["ours"][0], stats["ours-meta"][0], stats["ours+cand"][0],
-                           classical[best][0]))
+        if all(m in stats for m in OURS_COLUMNS):
+            paired.append([stats[m][0] for m in OURS_COLUMNS] + [classical[best][0]])
         cells = []
         for m in methods:
             if m not in stats:
@@ -187,10 +208,25 @@ def table(results: dict, methods: list[str]) -> str:
     lines.append(f"\nMean of the per-row best classical: {np.mean(best_means):.4f}"
                  f" over {len(best_means)} rows.")
     if paired:
-        o, m, c, b = np.mean(paired, axis=0)
-        lines.append(f"Rows where ours ran ({len(paired)}): ours {o:.4f}, ours-meta {m:.4f}, "
-                     f"ours+cand {c:.4f} vs best classical {b:.4f} (differences "
-                     f"{o - b:+.4f}, {m - b:+.4f}, {c - b:+.4f}).")
+        *ours, b = np.mean(paired, axis=0)
+        lines.append(f"Rows where ours ran ({len(paired)}): " + ", ".join(
+            f"{m} {v:.4f} ({v - b:+.4f})" for m, v in zip(OURS_COLUMNS, ours))
+            + f" vs best classical {b:.4f} (differences in brackets).")
+    return "\n".join(lines)
+
+
+def selected_table(results: dict) -> str:
+    """Markdown: per row, how many units exported each candidate (PCA sizes together)."""
+    from collections import Counter
+
+    counts = {key: Counter("pca-Q" if n.startswith("pca-") else n
+                           for n in res.get("_selected", [])) for key, res in results.items()}
+    names = sorted({n for c in counts.values() for n in c})
+    if not names:
+        return ""
+    lines = ["| dataset | S | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 2)]
+    for (name, shots), c in counts.items():
+        lines.append(f"| {name} | {shots} | " + " | ".join(str(c[n]) for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -200,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     results, notes = collect(args)
     methods = args.detectors.split(",")
     if any("ours" in r for r in results.values()):
-        methods += ["ours", "ours-meta", "ours+cand"]
+        methods += list(OURS_COLUMNS)
     print(table(results, methods))
+    print("\nExported candidate (units per row):\n\n" + selected_table(results))
     for note in dict.fromkeys(notes):
         print(f"- {note}")
     print(f"\n{time.time() - t0:.0f} s", file=sys.stderr)

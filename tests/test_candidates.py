@@ -77,10 +77,12 @@ def test_report_and_manifest_name_the_winner_and_margin(ckpt, tmp_path):
     others = [v for k, v in by_name.items() if k != sel["name"]]
     assert sel["score"] == by_name[sel["name"]]
     assert sel["margin"] == pytest.approx(sel["score"] - max(others))
-    assert "pseudo-anomalies" in sel["criterion"] and "standard error" in sel["rule"]
-    # the one-standard-error rule: a closed-form winner beat ours by more than its SE
-    vs = sel["vs_ours"]
-    assert (sel["name"] != "ours") == (vs["difference"] > vs["se"])
+    assert "pseudo-anomalies" in sel["criterion"] and "incumbent" in sel["rule"]
+    # anomaly: the incumbent (the z-scored ensemble with ours' error) is exported; the
+    # best challenger and its paired difference are reported
+    assert sel["name"] == sel["incumbent"] == "ensemble+ours"
+    assert {"challenger", "difference", "se"} <= set(sel["vs_incumbent"])
+    assert "difference" in sel["vs_ours"]
     assert rep.arch == next(c["arch"] for c in cands if c["name"] == sel["name"])
     assert "before" in reports["adaptation"]  # "ours"' adaptation report is kept
 

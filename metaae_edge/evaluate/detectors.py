@@ -18,7 +18,8 @@ import numpy as np
 
 from ..tasks.base import Normalizer
 
-__all__ = ["DETECTORS", "Detector", "Scorer", "detector_aucs", "pca_latent_size"]
+__all__ = ["DETECTORS", "Detector", "Scorer", "detector_aucs", "fit_gmm",
+           "pca_latent_size"]
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
@@ -58,8 +59,9 @@ def _ocsvm(z: np.ndarray, seed: int) -> Scorer:
     return lambda x: -model.score_samples(x)
 
 
-def _gmm(z: np.ndarray, seed: int) -> Scorer:
-    """Gaussian mixture; components (1-4) and covariance type chosen by BIC on the support.
+def fit_gmm(z: np.ndarray, seed: int = 0):
+    """The fitted scikit-learn ``GaussianMixture`` of the ``gmm`` detector: components
+    (1-4) and covariance type chosen by BIC on the rows ``z``.
 
     Full covariances are tried only with more than 2 rows per parameter-ish (n > 2 D):
     below that BIC always rejects them and the fits only cost time.
@@ -78,6 +80,12 @@ def _gmm(z: np.ndarray, seed: int) -> Scorer:
             bic = g.bic(z)
             if bic < best_bic:
                 best, best_bic = g, bic
+    return best
+
+
+def _gmm(z: np.ndarray, seed: int) -> Scorer:
+    """Gaussian mixture (:func:`fit_gmm`): minus its log-density."""
+    best = fit_gmm(z, seed)
     return lambda x: -best.score_samples(x)
 
 
