@@ -26,7 +26,7 @@ z = rng.normal(size=(400, 3))
 x = np.tanh(z @ rng.normal(size=(3, 30))) + 0.05 * rng.normal(size=(400, 30))
 np.savetxt(sys.argv[1], x, delimiter=",", header=",".join(f"f{i}" for i in range(30)), comments="")
 PY
-metaae-edge adapt-and-export builtin:manifold --data "$out/user.csv" --out "$out/bundle-user"
+metaae-edge adapt-and-export builtin:tabular --data "$out/user.csv" --out "$out/bundle-user"
 
 echo "== 4. anomaly bundle for a held-out sensors task (threshold at 1% FPR)"
 metaae-edge adapt-and-export builtin:sensors --task sensors:2 --objective anomaly --out "$out/bundle-sensors"
@@ -35,6 +35,7 @@ echo "== 5. run the bundles through the torch-free runtime"
 metaae-edge run "$out/bundle-user" --input "$out/user.csv" --output "$out/recon.npy" --mode reconstruct
 metaae-edge run "$out/bundle-user" --input "$out/user.csv" --output "$out/latent.npy" --mode encode
 metaae-edge inspect "$out/bundle-user" --verify
+metaae-edge run "$out/bundle-user" --mode generate --n 16 --seed 0 --output "$out/samples.npy"
 
 echo "== 6. images: a folder of noisy 24x24 PNGs -> denoising bundle from builtin:digits-res -> PNGs back"
 python - "$out/digits" <<'PY'
@@ -51,7 +52,25 @@ metaae-edge adapt-and-export builtin:digits-res --data "$out/digits/train" --obj
 metaae-edge run "$out/bundle-digits" --input "$out/digits/noisy" --mode denoise --out "$out/digits/denoised"
 metaae-edge inspect "$out/bundle-digits"
 
-echo "== 7. benchmark"
+echo "== 7. a real photo: builtin:natural adapted to camera patches, a noisy 512x512 astronaut PNG denoised whole"
+python - "$out/photo" <<'PY'
+import sys, numpy as np
+from PIL import Image
+from pathlib import Path
+from skimage import color, data
+out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+cam = data.camera().astype(np.float32) / 255
+rng = np.random.default_rng(0)
+ij = rng.integers(0, 512 - 32, size=(64, 2))
+np.save(out / "patches.npy", np.stack([cam[i:i + 32, j:j + 32] for i, j in ij]))
+astro = color.rgb2gray(data.astronaut()).astype(np.float32)
+noisy = np.clip(astro + rng.normal(0, 0.1, astro.shape), 0, 1)
+Image.fromarray((noisy * 255 + 0.5).astype(np.uint8)).save(out / "noisy.png")
+PY
+metaae-edge adapt-and-export builtin:natural --data "$out/photo/patches.npy" --objective denoise --noise gaussian:0.1 --out "$out/bundle-photo"
+metaae-edge run "$out/bundle-photo" --input "$out/photo/noisy.png" --mode denoise --out "$out/photo/denoised"
+
+echo "== 8. benchmark"
 metaae-edge bench "$out/bundle-manifold" --batch 1,256 --duration-s 1 --json "$out/bench.json" --markdown "$out/bench.md"
 metaae-edge bench "$out/bundle-digits" --batch 1,64 --duration-s 1 --json "$out/bench-digits.json"
 echo "done: outputs in $out"
