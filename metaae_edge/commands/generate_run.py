@@ -15,7 +15,7 @@ from ..fsutil import atomic_dir
 from ..runtime import Runtime
 from ..runtime.generate import check_n, load_density
 from ..runtime.images import write_images
-from ..runtime.io import WRITE_SUFFIXES, check_finite_output, write_array
+from ..runtime.io import check_array_path, check_finite_output, check_output_dir, write_array
 from .run_paths import _inside, check_output
 
 __all__ = ["run_generate"]
@@ -28,12 +28,9 @@ def _plan(rt: Runtime, output: Path) -> bool:
         if suffix not in ("", ".npy"):
             raise InputError(f"--output {output}: for an image bundle pass a folder (PNG "
                              "files) or a .npy file")
-    elif suffix not in WRITE_SUFFIXES:
-        raise InputError(f"--output {output}: unknown format {suffix or '(none)'!r}; use "
-                         f"one of {', '.join(WRITE_SUFFIXES)}")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory {parent} does not exist")
+    else:
+        check_array_path(output)
+    check_output_dir(output)
     if _inside(output, rt.bundle.root):
         raise InputError(f"--output {output} is inside the bundle {rt.bundle.root}; write "
                          "the samples elsewhere")

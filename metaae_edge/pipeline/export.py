@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import AccuracyGateError, BundleError, DataError
 from .kinds import is_image_checkpoint
-from .progress import NullProgress, Progress
+from .progress import NullProgress, Progress, finetune_bar
 
 __all__ = ["SUPPORTED_PRECISIONS", "ExportOptions", "ExportReport", "PrecisionResult",
            "adapt_and_export", "load_export_task", "split_holdout"]
@@ -227,16 +227,6 @@ def _engines(bundle: Path, options: ExportOptions, precisions: list[PrecisionRes
             for p in options.precisions if p not in refused]
 
 
-def _finetune_bar(progress: Progress):
-    """``on_finetune`` of ``adapt``: a second bar for the data-scaled fine-tune."""
-    def update(step: int, total: int, loss: float) -> None:
-        if step <= 10:
-            progress.stop()
-            progress.start("fine-tune (early stopping on held-out rows)", total)
-        progress.update(step, f"held-out loss {loss:.4f}")
-    return update
-
-
 def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
     """The model to export: "ours" adapted on ``t``, or (``--candidates auto`` on a vector
     reconstruct task, ``all`` also on anomaly tasks) the winner of
@@ -261,7 +251,7 @@ def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
                         on_step=lambda i, loss: progress.update(i + 1,
                                                                 f"support loss {loss:.4f}"),
                         early_stop=options.early_stop, budget_s=options.budget_s,
-                        on_finetune=_finetune_bar(progress))
+                        on_finetune=finetune_bar(progress))
         finally:
             progress.stop()
         res.model.cpu()

@@ -31,3 +31,13 @@ class NullProgress:
 
     def stop(self) -> None:
         pass
+
+
+def finetune_bar(progress: Progress):
+    """``on_finetune`` of ``adapt``: a second bar for the data-scaled fine-tune."""
+    def update(step: int, total: int, loss: float) -> None:
+        if step <= 10:
+            progress.stop()
+            progress.start("fine-tune (early stopping on held-out rows)", total)
+        progress.update(step, f"held-out loss {loss:.4f}")
+    return update

@@ -158,8 +158,15 @@ def check_finite_output(out: np.ndarray, output: str) -> None:
         raise OutputOverflowError(int(np.argmax(bad)), output)
 
 
-def write_array(path: str | Path, array: np.ndarray) -> Path:
-    """Write ``array`` to .npy / .csv atomically: a temp file renamed only once complete.
+def check_output_dir(path: Path) -> None:
+    """Refuse an output whose parent directory does not exist (``InputError``)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output directory {parent} does not exist")
+
+
+def check_array_path(path: str | Path) -> str:
+    """The suffix of an array output (.npy / .csv), checked before any work.
 
     Raises:
         InputError: unknown suffix or missing parent directory.
@@ -169,9 +176,18 @@ def write_array(path: str | Path, array: np.ndarray) -> Path:
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"output {path}: unknown format {suffix or '(none)'!r}; "
                          f"use one of {', '.join(WRITE_SUFFIXES)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory {parent} does not exist")
+    check_output_dir(path)
+    return suffix
+
+
+def write_array(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` to .npy / .csv atomically: a temp file renamed only once complete.
+
+    Raises:
+        InputError: unknown suffix or missing parent directory.
+    """
+    path = Path(path)
+    suffix = check_array_path(path)
 
     def write(f: Any) -> None:
         if suffix == ".npy":
