@@ -150,7 +150,8 @@ def test_auto_is_meta_for_images_and_denoising(cli, tmp_path):
     assert code == 2 and "--candidates must be one of auto, all, meta" in err
 
 
-@pytest.mark.parametrize("refuse", ["closed_form", "all"])
+@pytest.mark.parametrize("refuse", [
+    "closed_form", pytest.param("all", marks=pytest.mark.slow)])  # "all": 15 s on 2 cores
 def test_a_refused_precision_falls_back_to_ours(ckpt, tmp_path, monkeypatch, refuse):
     """int8 refused for the PCA winner: ours is exported instead (if ours passes)."""
     import metaae_edge.pipeline.export as export
