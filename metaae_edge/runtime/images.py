@@ -7,7 +7,14 @@ Inputs :func:`read_images` accepts:
 - a single image file (N = 1);
 - an ``.npy`` array of shape ``(N, H, W)`` (C = 1) or ``(N, H, W, C)`` with C in (1, 3)
   (channels last, as images are usually stored); or an ``.npz`` holding one such array
-  (or several, one under the key ``images`` or ``x``).
+  (the rule of every reader, :func:`~metaae_edge.runtime.readers.npz_key`: the array
+  named ``x`` / ``images`` / ``data``, else the only one).
+
+Caps: arrays follow the one reader's size cap; an image above
+:func:`~metaae_edge.runtime.readers.max_image_pixels` (40 megapixels;
+``METAAE_EDGE_MAX_PIXELS``) is refused in one line from its header, before it is decoded,
+and Pillow's decompression-bomb warning or error, a truncated or corrupt file are one-line
+:class:`~metaae_edge.errors.DataError` too.
 
 Scaling to [0, 1]: 8-bit data (``uint8`` arrays, 8-bit image files) are divided by 255,
 16-bit ones (``uint16``, 16-bit grayscale PNG) by 65535 (``info["bit_depths"]`` records 8 or
@@ -24,6 +31,9 @@ found and how to fix it.
 from __future__ import annotations
 
 import os
+import struct
+import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,10 +43,12 @@ import numpy as np
 from ..errors import DataError
 from ..fsutil import atomic_path, refuse_special
 from ..optional import require
+from .readers import check_file, load_npy, load_npz, max_image_pixels
 
 __all__ = [
     "ARRAY_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "check_pixels",
     "read_image_batch",
     "read_images",
     "to_nchw",
@@ -82,12 +94,50 @@ def _check_png_depth(path: Path) -> int:
     return 16
 
 
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR (before Pillow opens it), or None."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def check_pixels(path: Path | str, width: int, height: int) -> None:
+    """Refuse an image above :func:`~metaae_edge.runtime.readers.max_image_pixels` in one
+    line, before it is decoded (a small file can hold a huge image)."""
+    cap = max_image_pixels()
+    if width * height > cap:
+        raise DataError(
+            f"{path}: a {width}x{height} image ({width * height / 1e6:.1f} megapixels) is "
+            f"above the cap of {cap / 1e6:.0f} megapixels per image; downscale or crop it "
+            "first, or raise the cap with METAAE_EDGE_MAX_PIXELS")
+
+
+def _open_checked(image_mod: Any, path: Path) -> Any:
+    """Pillow's lazy open (header only) with the pixel cap applied."""
+    size = _png_size(path)
+    if size is not None:
+        check_pixels(path, *size)
+    img = image_mod.open(path)
+    try:
+        check_pixels(path, *img.size)
+    except DataError:
+        img.close()
+        raise
+    return img
+
+
 def _decode_file(path: Path) -> tuple[np.ndarray, str, int]:
     """One image file -> (float32 (C, H, W) in [0, 1], Pillow mode, bits per sample)."""
     image_mod = _pil()
+    bomb = (image_mod.DecompressionBombError, image_mod.DecompressionBombWarning)
     try:
         depth = _check_png_depth(path)
-        with image_mod.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", image_mod.DecompressionBombWarning)
+            img = _open_checked(image_mod, path)
+        with img:
             img.load()
             mode = img.mode
             if mode in _GRAY_MODES:
@@ -108,7 +158,11 @@ def _decode_file(path: Path) -> tuple[np.ndarray, str, int]:
                 return (arr.astype(np.float32) / 255.0).transpose(2, 0, 1), mode, 8
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's "cannot identify image"
+    except bomb as exc:  # a huge image hidden in a small file, seen by Pillow
+        raise DataError(f"{path}: refused as a possible decompression bomb ({exc}); "
+                        "downscale the image first") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+            MemoryError) as exc:  # "cannot identify image", truncated or corrupt data
         raise DataError(
             f"could not read {path} as an image ({exc}); expected a PNG or JPEG file: "
             "re-export it or remove it from the folder"
@@ -190,29 +244,15 @@ def _scale_array(raw: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_array(path: Path) -> np.ndarray:
-    try:
-        if path.suffix.lower() == ".npy":
-            raw = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as npz:
-                keys = list(npz.files)
-                key = next((k for k in ("images", "x") if k in keys), None)
-                if key is None and len(keys) == 1:
-                    key = keys[0]
-                if key is None:
-                    raise DataError(
-                        f"{path} holds arrays {keys}; expected one image array, or one named "
-                        "'images' (or 'x'): np.savez(path, images=x)"
-                    )
-                raw = npz[key]
-    except DataError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(
-            f"could not read {path} ({exc}); expected a numeric array saved with numpy "
-            "(object arrays are refused)"
-        ) from None
-    return to_nchw(np.asarray(raw), path)
+    """An image stack from .npy / .npz by the one reader's rules (size cap, never
+    unpickled, the ``.npz`` samples rule of :func:`~metaae_edge.runtime.readers.npz_key`)."""
+    suffix = check_file(path, DataError, ARRAY_SUFFIXES)
+    raw = load_npy(path, DataError) if suffix == ".npy" else load_npz(path, DataError)[0]
+    raw = np.asarray(raw)
+    if raw.ndim in (3, 4):
+        h, w = raw.shape[1:3]
+        check_pixels(path, int(w), int(h))
+    return to_nchw(raw, path)
 
 
 def to_nchw(raw: np.ndarray, path: Path | str) -> np.ndarray:
