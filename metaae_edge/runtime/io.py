@@ -67,14 +67,15 @@ def read_array(path: str | Path, ndims: tuple[int, ...] = (1, 2)) -> np.ndarray:
     """
     path = Path(path)
     suffix = check_file(path, InputError)
+    lines = None
     if suffix == ".csv":
-        arr = read_csv(path, InputError)[0]
+        arr, _, lines = read_csv(path, InputError)
     elif suffix == ".npz":
         arr = load_npz(path, InputError)[0]
     else:
         arr = load_npy(path, InputError)
     check_samples(arr, path, ndims)
-    check_finite_rows(arr, path, InputError)
+    check_finite_rows(arr, path, InputError, lines=lines)
     return arr
 
 

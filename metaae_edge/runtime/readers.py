@@ -15,13 +15,15 @@ Rules:
   would decompress above it. Images: :func:`max_image_pixels` (40 megapixels;
   ``METAAE_EDGE_MAX_PIXELS``), checked from the header before decoding
   (:mod:`metaae_edge.runtime.images`).
-* **CSV**: UTF-8 (a BOM is dropped); the delimiter is sniffed among ``,`` ``;`` and tab in
-  the first 4 KiB (one column: none); blank lines, lines of empty cells and lines starting
-  with ``#`` are skipped; the first kept line is a header when one of its non-empty cells
-  is not a number (:func:`is_header_row`: a first line of numbers is data); every row has
-  the header's width (or the first row's); each cell is a number as Python's ``float``
-  reads it. Parsed in chunks of :data:`CHUNK_ROWS` lines by numpy's C parser; a chunk it
-  refuses is re-read cell by cell to name the first bad line and column.
+* **CSV**: UTF-8 (a BOM is dropped); the delimiter is the one of tab, ``;``, ``,`` (in that
+  order) that splits every line of the first 4 KiB into the same number of cells, else
+  :class:`csv.Sniffer`'s guess among them (one column: none); blank lines, lines of empty
+  cells and lines starting with ``#`` are skipped; the first kept line is a header when
+  one of its non-empty cells is not a number (:func:`is_header_row`: a first line of
+  numbers is data); every row has the header's width (or the first row's); each cell is
+  a number as Python's ``float`` reads it. Parsed in chunks of :data:`CHUNK_ROWS` lines
+  by numpy's C parser; a chunk it refuses is re-read cell by cell to name the first bad
+  line and column.
 * **.npy**: never unpickled; memory-mapped (``mmap_mode="r"``) for streaming.
 * **.npz**: the samples are the array named ``x`` (or ``X``, ``data``, ``images``), else
   the only array apart from the labels (``labels`` / ``y``); an archive with several
@@ -45,6 +47,7 @@ from ..fsutil import refuse_special
 
 __all__ = ["CHUNK_ROWS", "LABEL_KEYS", "SAMPLE_KEYS", "SUFFIXES", "CsvReader",
            "check_file", "check_finite_rows", "is_header_row", "load_npy", "load_npz",
+           "load_npz_pair",
            "max_image_pixels", "max_input_bytes", "npz_key", "read_csv"]
 
 Err = type[MetaAEError]
@@ -78,9 +81,11 @@ def max_image_pixels() -> int:
 
 
 def _size_error(path: Path | str, size: int, what: str, error: Err) -> MetaAEError:
-    cap = max_input_bytes()
-    return error(f"{path}: {what} {size / 2**20:,.0f} MiB, above the {cap / 2**20:,.0f} MiB "
-                 "cap on input files; split the data, or raise the cap with "
+    def fmt(n: int) -> str:
+        return f"{n / 2**20:,.0f} MiB" if n >= 2**24 else f"{n:,} bytes"
+
+    return error(f"{path}: {what} {fmt(size)}, above the {fmt(max_input_bytes())} cap on "
+                 "input files; split the data, or raise the cap with "
                  "METAAE_EDGE_MAX_INPUT_BYTES")
 
 
@@ -126,6 +131,24 @@ def is_header_row(cells: list[str]) -> bool:
     return any(c.strip() and not _is_number(c) for c in cells)
 
 
+def _sniff(head: str, cut: bool) -> Any:
+    """The CSV dialect from the first characters: the delimiter (tab, ``;``, ``,`` in that
+    order of preference) that splits every sampled line into the same number (> 1) of
+    cells; else :class:`csv.Sniffer`'s guess; else comma (one column)."""
+    lines = [ln for ln in head.splitlines()[: -1 if cut else None]
+             if ln.strip() and not ln.lstrip().startswith("#")][:20]
+    for delim in ("\t", ";", ","):
+        counts = {ln.count(delim) for ln in lines}
+        if len(counts) == 1 and counts != {0}:
+            class Dialect(csv.excel):
+                delimiter = delim
+            return Dialect
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=_DELIMITERS)
+    except csv.Error:
+        return csv.excel  # one column has no delimiter to sniff
+
+
 class CsvReader:
     """A numeric CSV read in chunks of at most ``chunk_rows`` data rows.
 
@@ -134,8 +157,9 @@ class CsvReader:
         width: the number of columns.
     """
 
-    def __init__(self, path: Path, error: Err = InputError, chunk_rows: int = CHUNK_ROWS):
-        self.path, self.error, self.chunk_rows = path, error, int(chunk_rows)
+    def __init__(self, path: Path, error: Err = InputError, chunk_rows: int | None = None):
+        self.path, self.error = path, error
+        self.chunk_rows = int(CHUNK_ROWS if chunk_rows is None else chunk_rows)
         self._f = self._open()
         try:
             self._start()
@@ -154,10 +178,7 @@ class CsvReader:
         except UnicodeDecodeError as exc:
             f.close()
             raise self._not_utf8(exc) from None
-        try:
-            self.dialect: Any = csv.Sniffer().sniff(head, delimiters=_DELIMITERS)
-        except csv.Error:
-            self.dialect = csv.excel  # one column has no delimiter to sniff
+        self.dialect: Any = _sniff(head, len(head) == _SNIFF_CHARS)
         self._skip = " \t\r\n\"'" + self.dialect.delimiter
         return f
 
@@ -335,6 +356,24 @@ def load_npz(path: Path, error: Err = InputError,
                     "saved with numpy.savez") from None
 
 
+def load_npz_pair(path: Path, names: tuple[str, str],
+                  error: Err = InputError) -> tuple[np.ndarray, np.ndarray] | None:
+    """The two arrays ``names`` of an ``.npz`` (e.g. clean / noisy pairs) under the same
+    caps and errors, or None when the archive lacks either."""
+    check_file(path, error, (".npz",))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not set(names) <= set(npz.files):
+                return None
+            a, b = (_npz_member(npz, k, path, error) for k in names)
+            return a, b
+    except MetaAEError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
+                    "saved with numpy.savez (object arrays are refused)") from None
+
+
 # -- checks ------------------------------------------------------------------------------
 def check_finite_rows(arr: np.ndarray, path: Path | str, error: Err = InputError,
                       start: int = 0, lines: list[int] | None = None) -> None:
@@ -347,7 +386,6 @@ def check_finite_rows(arr: np.ndarray, path: Path | str, error: Err = InputError
         return
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     kind = "a NaN" if np.isnan(arr[idx]) else "an Inf"
-    count = int(bad.sum())
     if arr.ndim == 2:
         where = f"row {idx[0] + start}, column {idx[1]}"
     elif arr.ndim == 1:
@@ -355,5 +393,5 @@ def check_finite_rows(arr: np.ndarray, path: Path | str, error: Err = InputError
     else:
         where = f"index {(idx[0] + start, *idx[1:])}"
     line = f", file line {lines[idx[0]]}" if lines is not None else ""
-    raise error(f"{path}: NaN/Inf at {where} (0-based; {kind}{line}, {count} non-finite "
-                "value(s) here); remove or impute missing values first")
+    raise error(f"{path}: NaN/Inf at {where} (0-based; {kind}{line}); remove or impute "
+                "missing values first")
