@@ -24,7 +24,7 @@ _MAX_NAMES = 64  # image names kept in info (summary-free) for small data sets
 #: Adapting reads every image and cuts it into patches held in memory (and the pipeline's
 #: candidates and density run over all of them): more pixels than this in all are refused
 #: in one line rather than running out of memory.
-MAX_ADAPT_PIXELS = 4_000_000
+MAX_ADAPT_PIXELS = 2_000_000
 
 
 def _check_adapt_size(p: Path, images: np.ndarray) -> None:
