@@ -1,7 +1,7 @@
 """Peak memory and wall time of ``run`` and ``Runtime.score`` on large inputs (issue 17).
 
-Runs each case in a fresh subprocess with the code tree given by ``--root`` on
-``PYTHONPATH`` (so the same script measures main before and a branch after) and reads the
+Runs each case in a fresh subprocess in the code tree given by ``--root`` (its working
+directory and ``PYTHONPATH``) (so the same script measures main before and a branch after) and reads the
 peak resident set size with ``resource.getrusage(RUSAGE_CHILDREN)`` of a wrapper process
 that has that one child. Timings depend on the machine's load: run it with ``nice`` on a
 quiet machine and say what ``uptime`` said.
@@ -53,7 +53,7 @@ def measure(root: Path, argv: list[str]) -> tuple[int, float, float]:
     """(exit code, wall seconds, peak RSS MB) of ``argv`` run with ``root`` importable."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     out = subprocess.run([sys.executable, "-c", _WRAP, *argv], env=env, text=True,
-                         capture_output=True, check=True)
+                         capture_output=True, check=True, cwd=root)
     rc, wall, rss = out.stdout.split()
     if int(rc):
         print(out.stderr, file=sys.stderr)
@@ -99,7 +99,8 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(args.root)}
     t = time.perf_counter()
     got = subprocess.run([sys.executable, "-c", _SCORE, str(args.bundle), str(npy)], env=env,
-                         text=True, capture_output=True, check=True).stdout.split()
+                         text=True, capture_output=True, check=True,
+                         cwd=args.root).stdout.split()
     rows["Runtime.score (array in memory)"] = {
         "adds_mb": round(float(got[0])), "score_s": round(float(got[1]), 2),
         "score_sum": round(float(got[2]), 3), "process_s": round(time.perf_counter() - t, 1)}

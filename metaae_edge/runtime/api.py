@@ -44,8 +44,8 @@ __all__ = ["AUTO_CHUNK_ELEMENTS", "AUTO_CHUNK_ROWS", "Runtime"]
 #: Without ``max_batch``, a large input runs in chunks of at most this many samples, and
 #: of at most about this many elements of the widest activation, so one call's memory is
 #: bounded (results equal one call: the samples are independent).
-AUTO_CHUNK_ROWS = 16384
-AUTO_CHUNK_ELEMENTS = 4 * 2**20
+AUTO_CHUNK_ROWS = 32768
+AUTO_CHUNK_ELEMENTS = 8 * 2**20
 
 
 def _width_factor(spec: ArchSpec) -> float:
