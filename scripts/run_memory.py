@@ -1,10 +1,10 @@
 """Peak memory and wall time of ``run`` and ``Runtime.score`` on large inputs (issue 17).
 
 Runs each case in a fresh subprocess in the code tree given by ``--root`` (its working
-directory and ``PYTHONPATH``) (so the same script measures main before and a branch after) and reads the
-peak resident set size with ``resource.getrusage(RUSAGE_CHILDREN)`` of a wrapper process
-that has that one child. Timings depend on the machine's load: run it with ``nice`` on a
-quiet machine and say what ``uptime`` said.
+directory and ``PYTHONPATH``, so the same script measures main before and a branch after)
+and reads the peak resident set size with ``resource.getrusage(RUSAGE_CHILDREN)`` of a
+wrapper process that has that one child. Timings depend on the machine's load: run it on
+a quiet machine and say what ``uptime`` said.
 
     python scripts/run_memory.py --root /work/main --bundle b/    # before
     python scripts/run_memory.py --root . --bundle b/             # after
