@@ -22,8 +22,12 @@ Outputs (``--out``):
 Full-size images (``reconstruct`` / ``denoise`` / ``error-map``): an image of any H x W
 runs through the bundle (:mod:`~metaae_edge.runtime.tiling`). A dynamic-shape bundle runs
 the whole image, reflect-padded to the next multiple of ``2**stages`` and cropped back
-(exactly the graph's output on the padded image); a bundle with a dense bottleneck
-(``bundle.fixed_hw``) runs overlapping tiles of its fixed size, blended. 16-bit grayscale
+(exactly the graph's output on the padded image) up to ``WHOLE_IMAGE_PIXELS`` (4.2
+megapixels, 2048 x 2048); a larger image runs in blended 1024 x 1024 tiles (overlap 64),
+one tile per graph call, so memory stays bounded; a bundle with a dense bottleneck
+(``bundle.fixed_hw``) runs overlapping tiles of its fixed size, blended. Image files above
+the reader's pixel cap (40 megapixels, :func:`~metaae_edge.runtime.readers.max_image_pixels`)
+are refused in one line before they are decoded. 16-bit grayscale
 PNGs are written back as 16-bit PNGs, 8-bit ones as 8-bit. Input whose channels the bundle
 does not take (RGB into a grayscale bundle and the reverse), or that would lose an alpha
 channel or a palette, is refused in one line (:class:`~metaae_edge.errors.DataError`,
@@ -32,7 +36,7 @@ exit 2) naming the conversion to run first; nothing converts silently.
 ``encode`` / ``score`` / ``predict`` describe the graph's input itself, so they take the
 sizes the graph does: multiples of ``2**stages``, or exactly the fixed size of a dense-code
 bundle (whose latent codes are ``(N, L)``; other sizes are refused up front with one line
-naming the input and the size required).
+naming the input and the size required), and refuse images above ``WHOLE_IMAGE_PIXELS``.
 
 Everything is computed before anything is written, so a failure writes nothing. An output
 that would replace the input is refused, and an existing one needs ``--force``
@@ -61,6 +65,11 @@ from .vector_run import apply_checked, graph_fn
 __all__ = ["run_images"]
 
 _CHUNK = 256  # images per progress step when a run is large
+#: Per-pixel modes run an image whole (padded) up to this many pixels and in blended
+#: tiles of ``_TILE`` pixels above it, so one graph call's memory stays bounded; score /
+#: encode / predict (which describe the whole input) refuse larger images in one line.
+WHOLE_IMAGE_PIXELS = 2048 * 2048
+_TILE, _TILE_OVERLAP = 1024, 64
 _OUTPUT_NAMES = {"encode": "latent", "score": "score", "predict": "score",
                  "error-map": "error map"}
 _PIXEL_MODES = ("reconstruct", "denoise", "error-map")  # any H x W (padding / tiles)
@@ -171,16 +180,28 @@ def _read_input(rt: Runtime, src: Path, mode: str) -> tuple[np.ndarray, list[str
     if (fixed is not None and mode not in _PIXEL_MODES
             and images.shape[2:] != fixed):  # before any work or output
         raise InputError(f"{src}: {fixed_size_error(fixed, images.shape[2:])}")
+    h, w = images.shape[2:]
+    if mode not in _PIXEL_MODES and h * w > WHOLE_IMAGE_PIXELS:
+        raise InputError(f"{src}: {w}x{h} images ({h * w / 1e6:.1f} megapixels) are above "
+                         f"the {WHOLE_IMAGE_PIXELS / 1e6:.1f} megapixels that --mode {mode} "
+                         "runs through the graph whole; downscale or crop them, or use "
+                         "--mode error-map (tiled at any size)")
     return images, names, info
 
 
 def _full_size_fn(rt: Runtime, mode: str):
-    """The per-pixel graph call on images of any size: padded whole, or tiled when the
-    bundle runs at one fixed size (:func:`~metaae_edge.runtime.tiling.full_size`)."""
+    """The per-pixel graph call on images of any size: padded whole up to
+    :data:`WHOLE_IMAGE_PIXELS`, tiled above it (bounded memory) or when the bundle runs at
+    one fixed size (:func:`~metaae_edge.runtime.tiling.full_size`)."""
     inner = rt.error_map if mode == "error-map" else graph_fn(rt, mode)
     c = rt.contract
 
     def fn(x: np.ndarray) -> np.ndarray:
+        h, w = x.shape[2:]
+        if c.fixed_hw is None and h * w > WHOLE_IMAGE_PIXELS:
+            side = max(c.spatial_multiple, _TILE // c.spatial_multiple * c.spatial_multiple)
+            return full_size(inner, x, c.spatial_multiple, tile=(side, side),
+                             overlap=min(_TILE_OVERLAP, side // 4), batch=1)
         return full_size(inner, x, c.spatial_multiple, fixed_hw=c.fixed_hw)
     return fn
 

@@ -5,19 +5,22 @@ result out as .npy / .csv. Torch-free; the runner a vector contract names
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, OutputOverflowError
 from ..runtime import Runtime
-from ..runtime.io import WRITE_SUFFIXES, check_finite_output, read_array, write_array
+from ..runtime.io import WRITE_SUFFIXES, check_finite_output
+from ..runtime.streaming import Rows, array_writer, open_rows
 from .run_paths import check_output
 
 __all__ = ["graph_fn", "run_vectors"]
 
-_PROGRESS_CHUNK = 65536  # rows per progress step; smaller inputs run in one call
+_PROGRESS_CHUNK = 65536  # rows per progress step (image runs); smaller inputs: no bar
+_PROGRESS_BYTES = 16 * 2**20  # a CSV above this shows a progress bar
 _OUTPUT_NAMES = {"encode": "latent", "score": "score", "predict": "score"}
 
 
@@ -48,6 +51,12 @@ def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str, *,
                 force: bool = False) -> None:
     """Run ``rt`` in ``mode`` on the samples of ``input_path`` and write ``output``.
 
+    The input is read and run in bounded chunks (:func:`~metaae_edge.runtime.streaming.
+    open_rows`: a memory-mapped .npy, a CSV parsed chunk by chunk) and each result chunk
+    is checked and appended to a temporary sibling of ``output``, renamed into place once
+    the last chunk is in: memory does not grow with the input, and a failure (an
+    overflow naming the row of the whole input, a bad CSV cell) writes nothing.
+
     Raises:
         InputError: unknown output format, missing output folder, an image-only mode, an
             output that would replace the input, or an existing one without ``force``.
@@ -62,16 +71,50 @@ def run_vectors(rt: Runtime, input_path: Path, output: Path, mode: str, *,
         raise InputError(f"--mode error-map needs an image (conv) bundle; {rt.bundle.root} "
                          "takes feature vectors: use --mode score")
     check_output(output, Path(input_path), force=force)
-    x = read_array(input_path)
+    rows = open_rows(input_path)
     if mode == "predict" and rt.threshold is None:
-        rt.predict(x[:1])  # raises the runtime's "no threshold" error
-    n = 1 if x.ndim == 1 else len(x)
-    result = apply_checked(rt, graph_fn(rt, mode), x, mode,
-                           _OUTPUT_NAMES.get(mode, "reconstruction"), _PROGRESS_CHUNK)
-    if mode == "predict":
-        result = result > rt.threshold
-    _write_result(rt, output, result, mode, n)
+        rt.predict(np.zeros((1, rt.contract.input_dim), np.float32))  # "no threshold"
+    fn = graph_fn(rt, mode)
+    name = _OUTPUT_NAMES.get(mode, "reconstruction")
+    n, shape, dtype = 0, None, None
+    with array_writer(output) as write, _progress(rt, mode, rows) as advance:
+        for start, x in rows.chunks:
+            result = _checked(fn, x, name, start)
+            if mode == "predict":
+                result = result > rt.threshold
+            write(result)
+            n += 1 if x.ndim == 1 else len(x)
+            shape, dtype = result.shape[1:], result.dtype
+            advance(len(result))
+    _report(rt, output, mode, n, (n, *(shape or ())), dtype)
 
+
+def _checked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, name: str,
+             start: int) -> np.ndarray:
+    """``fn(x)`` for a chunk starting at row ``start``, checked for NaN / Inf: an overflow
+    is refused naming the row of the whole input."""
+    try:
+        result = fn(x)
+        check_finite_output(result, name)
+    except OutputOverflowError as exc:
+        raise exc.shifted(start) from None
+    return result
+
+
+@contextlib.contextmanager
+def _progress(rt: Runtime, mode: str, rows: Rows) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar on stderr for large inputs (rows; a CSV's total is
+    unknown until it is read), else a no-op."""
+    big = (rows.n is not None and rows.n > 2 * _PROGRESS_CHUNK) or (
+        rows.n is None and rows.path.stat().st_size > _PROGRESS_BYTES)
+    if not big:
+        yield lambda k: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=_err_console(), transient=True) as progress:
+        task = progress.add_task(f"{mode} ({rt.backend})", total=rows.n)
+        yield lambda k: progress.advance(task, k)
 
 
 def apply_checked(rt: Runtime, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
@@ -99,11 +142,10 @@ def apply_checked(rt: Runtime, fn: Callable[[np.ndarray], np.ndarray], x: np.nda
     return result
 
 
-def _write_result(rt: Runtime, output: Path, result: np.ndarray, mode: str, n: int) -> None:
-    """Write ``result`` and say on stderr what ran (and why ``auto`` chose its backend)."""
-    write_array(output, result)
+def _report(rt: Runtime, output: Path, mode: str, n: int, shape: tuple, dtype) -> None:
+    """Say on stderr what ran (and why ``auto`` chose its backend)."""
     for note in rt.backend_notes:  # why `auto` did not pick a faster backend
         _err_console().print(f"note: {note}", highlight=False)
     _err_console().print(
-        f"{mode}: {n} sample(s) with {rt.backend} -> {output} "
-        f"{tuple(result.shape)} {result.dtype}", highlight=False)
+        f"{mode}: {n} sample(s) with {rt.backend} -> {output} {tuple(shape)} {dtype}",
+        highlight=False)

@@ -39,9 +39,21 @@ from .bundle import Bundle, load_bundle
 from .io import locate_nonfinite
 from .runners import Runner, check_load_options, open_fastest
 
-__all__ = ["Runtime"]
+__all__ = ["AUTO_CHUNK_ELEMENTS", "AUTO_CHUNK_ROWS", "Runtime"]
+
+#: Without ``max_batch``, a large input runs in chunks of at most this many samples, and
+#: of at most about this many elements of the widest activation, so one call's memory is
+#: bounded (results equal one call: the samples are independent).
+AUTO_CHUNK_ROWS = 32768
+AUTO_CHUNK_ELEMENTS = 8 * 2**20
 
 
+def _width_factor(spec: ArchSpec) -> float:
+    """The widest activation per input element (hidden widths over input features, or
+    channels over input channels), at least 1."""
+    widths = [layer.width for layer in (*spec.encoder, *spec.decoder)] + [spec.latent_dim]
+    base = spec.input_shape[0]
+    return max(1.0, max(widths) / max(1, base))
 
 
 class Runtime:
@@ -60,7 +72,9 @@ class Runtime:
         manifest: the bundle's manifest dict.
         bundle: the loaded :class:`~metaae_edge.runtime.bundle.Bundle`.
         precision: the graph precision in use.
-        max_batch: inputs larger than this are run in chunks (None: never split).
+        max_batch: inputs larger than this are run in chunks (None: chunks of at most
+            :data:`AUTO_CHUNK_ROWS` samples and about :data:`AUTO_CHUNK_ELEMENTS`
+            activation values, so memory does not grow with the batch).
     """
 
     def __init__(self, bundle: Bundle, backend: str, runner: OrtRunner, config: SessionConfig,
@@ -74,6 +88,7 @@ class Runtime:
         self.precision = precision
         self.max_batch = max_batch
         self._check_finite = check_finite
+        self._widen = _width_factor(bundle.spec)
         self._config = config
         self._lock = threading.Lock()
         self._runners: dict[str, OrtRunner] = {"autoencoder": runner}
@@ -236,22 +251,38 @@ class Runtime:
         input check alone was +30% over a bare ``session.run`` at batch 1).
         """
         arr = self._coerce_x(x)  # finiteness: checked on the score below
-        mb = self.max_batch
-        if mb is None or len(arr) <= mb:  # the common case, without the chunking call
+        if len(arr) <= AUTO_CHUNK_ROWS and self.max_batch is None and (
+                arr.size * self._widen <= AUTO_CHUNK_ELEMENTS):  # the common case
             outs = self._ae_session_run(outputs, {self._ae_in: arr})
-        else:
-            outs = self._run(self._ae_runner, outputs, self._ae_in, arr)
-        if self._check_finite and not math.isfinite(math.fsum(outs[-1].tolist())):
+            if self._check_finite and not math.isfinite(math.fsum(outs[-1].tolist())):
+                self._raise_nonfinite(arr)
+            return outs
+        outs = self._run(self._ae_runner, outputs, self._ae_in, arr)
+        if self._check_finite and not np.isfinite(outs[-1]).all():
             self._raise_nonfinite(arr)
         return outs
 
+    def _chunk(self, arr: np.ndarray) -> int:
+        """Samples per graph call: ``max_batch``, else bounded by rows and activations."""
+        if self.max_batch is not None:
+            return self.max_batch
+        per_sample = self._widen * (arr.size // max(1, len(arr)))
+        return int(max(1, min(AUTO_CHUNK_ROWS, AUTO_CHUNK_ELEMENTS // max(1, per_sample))))
+
     def _run(self, runner: OrtRunner, outputs: list[str], name: str,
              arr: np.ndarray) -> list[np.ndarray]:
-        mb = self.max_batch
-        if mb is None or len(arr) <= mb:
+        mb = self._chunk(arr)
+        if len(arr) <= mb:
             return runner.run(outputs, {name: arr})
-        parts = [runner.run(outputs, {name: arr[i:i + mb]}) for i in range(0, len(arr), mb)]
-        return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
+        first = runner.run(outputs, {name: arr[:mb]})
+        # Filled in place rather than concatenated: memory is the output plus one chunk.
+        full = [np.empty((len(arr), *o.shape[1:]), o.dtype) for o in first]
+        for k, o in enumerate(first):
+            full[k][:mb] = o
+        for i in range(mb, len(arr), mb):
+            for k, o in enumerate(runner.run(outputs, {name: arr[i:i + mb]})):
+                full[k][i:i + mb] = o
+        return full
 
     # -- public API ------------------------------------------------------------------------
     def reconstruct(self, x: Any) -> np.ndarray:

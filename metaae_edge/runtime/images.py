@@ -7,7 +7,14 @@ Inputs :func:`read_images` accepts:
 - a single image file (N = 1);
 - an ``.npy`` array of shape ``(N, H, W)`` (C = 1) or ``(N, H, W, C)`` with C in (1, 3)
   (channels last, as images are usually stored); or an ``.npz`` holding one such array
-  (or several, one under the key ``images`` or ``x``).
+  (the rule of every reader, :func:`~metaae_edge.runtime.readers.npz_key`: the array
+  named ``x`` / ``images`` / ``data``, else the only one).
+
+Caps: arrays follow the one reader's size cap; an image above
+:func:`~metaae_edge.runtime.readers.max_image_pixels` (40 megapixels;
+``METAAE_EDGE_MAX_PIXELS``) is refused in one line from its header, before it is decoded,
+and Pillow's decompression-bomb warning or error, a truncated or corrupt file are one-line
+:class:`~metaae_edge.errors.DataError` too.
 
 Scaling to [0, 1]: 8-bit data (``uint8`` arrays, 8-bit image files) are divided by 255,
 16-bit ones (``uint16``, 16-bit grayscale PNG) by 65535 (``info["bit_depths"]`` records 8 or
@@ -32,11 +39,13 @@ import numpy as np
 
 from ..errors import DataError
 from ..fsutil import atomic_path, refuse_special
-from ..optional import require
+from .image_decode import _pil, check_pixels, decode_file
+from .readers import check_file, load_npy, load_npz
 
 __all__ = [
     "ARRAY_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "check_pixels",
     "read_image_batch",
     "read_images",
     "to_nchw",
@@ -47,76 +56,7 @@ __all__ = [
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES: tuple[str, ...] = (".npy", ".npz")
-_GRAY_MODES = {"L": 255.0, "1": 255.0, "LA": 255.0, "I;16": 65535.0, "I;16B": 65535.0,
-               "I;16L": 65535.0, "I": 65535.0}
-_COLOR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "RGBX", "LAB", "HSV")
 _WRITE_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg"}
-
-
-def _pil() -> Any:
-    return require("PIL.Image", "metaae-edge[images]", package="Pillow",
-                   needed_for="reading and writing image files")
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_header(path: Path) -> tuple[int, int] | None:
-    """(bit depth, colour type) from a PNG's IHDR, or None for other files."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return None
-    return head[24], head[25]
-
-
-def _check_png_depth(path: Path) -> int:
-    """8 or 16: the file's bits per sample; a 16-bit colour PNG is refused."""
-    header = _png_header(path)
-    if header is None or header[0] != 16:
-        return 8
-    if header[1] != 0:  # 2 RGB, 4 gray + alpha, 6 RGBA
-        raise DataError(
-            f"{path}: a 16-bit {'grayscale + alpha' if header[1] == 4 else 'colour'} PNG, "
-            "which Pillow reads at 8 bits; save it as 16-bit grayscale or 8-bit RGB")
-    return 16
-
-
-def _decode_file(path: Path) -> tuple[np.ndarray, str, int]:
-    """One image file -> (float32 (C, H, W) in [0, 1], Pillow mode, bits per sample)."""
-    image_mod = _pil()
-    try:
-        depth = _check_png_depth(path)
-        with image_mod.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in _GRAY_MODES:
-                scale = _GRAY_MODES[mode]
-                if mode in ("1", "LA"):
-                    img = img.convert("L")
-                arr = np.asarray(img)
-                if mode == "1":
-                    scale = 255.0
-                if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
-                    raise DataError(
-                        f"{path}: 32-bit integer pixels outside 0..65535 (found "
-                        f"{int(arr.min())}..{int(arr.max())}); save it as 8- or 16-bit PNG"
-                    )
-                return (arr.astype(np.float32) / scale)[None], mode, depth
-            if mode in _COLOR_MODES:
-                arr = np.asarray(img.convert("RGB"))
-                return (arr.astype(np.float32) / 255.0).transpose(2, 0, 1), mode, 8
-    except DataError:
-        raise
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's "cannot identify image"
-        raise DataError(
-            f"could not read {path} as an image ({exc}); expected a PNG or JPEG file: "
-            "re-export it or remove it from the folder"
-        ) from None
-    raise DataError(
-        f"{path}: unsupported image mode {mode!r}; expected grayscale (L, 16-bit) or RGB: "
-        "convert it, e.g. Image.open(p).convert('RGB').save(p)"
-    )
 
 
 def _describe(shape: tuple[int, ...]) -> str:
@@ -135,12 +75,12 @@ def _read_folder(folder: Path) -> tuple[np.ndarray, list[str], list[str], list[i
             f"{folder} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images; expected a "
             "folder of image files (or pass an .npy array of shape (N, H, W[, C]))"
         )
-    first, mode, depth = _decode_file(files[0])
+    first, mode, depth = decode_file(files[0])
     out = np.empty((len(files), *first.shape), np.float32)
     out[0] = first
     modes, depths = [mode], [depth]
     for i, f in enumerate(files[1:], start=1):
-        arr, mode, depth = _decode_file(f)
+        arr, mode, depth = decode_file(f)
         modes.append(mode)
         depths.append(depth)
         if arr.shape != first.shape:
@@ -190,29 +130,15 @@ def _scale_array(raw: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_array(path: Path) -> np.ndarray:
-    try:
-        if path.suffix.lower() == ".npy":
-            raw = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as npz:
-                keys = list(npz.files)
-                key = next((k for k in ("images", "x") if k in keys), None)
-                if key is None and len(keys) == 1:
-                    key = keys[0]
-                if key is None:
-                    raise DataError(
-                        f"{path} holds arrays {keys}; expected one image array, or one named "
-                        "'images' (or 'x'): np.savez(path, images=x)"
-                    )
-                raw = npz[key]
-    except DataError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(
-            f"could not read {path} ({exc}); expected a numeric array saved with numpy "
-            "(object arrays are refused)"
-        ) from None
-    return to_nchw(np.asarray(raw), path)
+    """An image stack from .npy / .npz by the one reader's rules (size cap, never
+    unpickled, the ``.npz`` samples rule of :func:`~metaae_edge.runtime.readers.npz_key`)."""
+    suffix = check_file(path, DataError, ARRAY_SUFFIXES)
+    raw = load_npy(path, DataError) if suffix == ".npy" else load_npz(path, DataError)[0]
+    raw = np.asarray(raw)
+    if raw.ndim in (3, 4):
+        h, w = raw.shape[1:3]
+        check_pixels(path, int(w), int(h))
+    return to_nchw(raw, path)
 
 
 def to_nchw(raw: np.ndarray, path: Path | str) -> np.ndarray:
@@ -266,7 +192,7 @@ def read_images(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], di
         images, names, modes, depths = _read_folder(p)
         fmt = "folder"
     elif p.suffix.lower() in IMAGE_SUFFIXES:
-        arr, mode, depth = _decode_file(p)
+        arr, mode, depth = decode_file(p)
         images, names, fmt, modes, depths = arr[None], [p.name], "image", [mode], [depth]
     elif p.suffix.lower() in ARRAY_SUFFIXES:
         images = _read_array(p)

@@ -11,14 +11,29 @@ import numpy as np
 from ..errors import DataError
 from ..fsutil import refuse_special
 from ..runtime.images import read_images, to_nchw
+from ..runtime.readers import load_npz_pair
 from .base import OBJECTIVES, Noise, Task
 
-__all__ = ["DEFAULT_PATCH", "QUERY_FRACTION", "load_image_task", "patchify"]
+__all__ = ["DEFAULT_PATCH", "MAX_ADAPT_PIXELS", "QUERY_FRACTION", "load_image_task",
+           "patchify"]
 
 DEFAULT_PATCH = 32
 QUERY_FRACTION = 0.2
 _GROUP_SPLIT_MIN_IMAGES = 5  # from here on whole images go to the query (no patch leakage)
 _MAX_NAMES = 64  # image names kept in info (summary-free) for small data sets
+#: Adapting reads every image and cuts it into patches held in memory (and the pipeline's
+#: candidates and density run over all of them): more pixels than this in all are refused
+#: in one line rather than running out of memory.
+MAX_ADAPT_PIXELS = 2_000_000
+
+
+def _check_adapt_size(p: Path, images: np.ndarray) -> None:
+    n, _, h, w = images.shape
+    if n * h * w > MAX_ADAPT_PIXELS:
+        raise DataError(
+            f"{p}: {n} image(s) of {w}x{h} ({n * h * w / 1e6:.1f} megapixels in all) are "
+            f"above the {MAX_ADAPT_PIXELS / 1e6:.0f} megapixels adapting takes; crop or "
+            "downscale them, or pass a few crops (adapting needs patches, not whole photos)")
 
 
 def patchify(images: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,14 +72,10 @@ def _read_pairs(p: Path) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, A
             )
         fmt = "paired-folder"
     elif p.suffix.lower() == ".npz" and p.is_file():
-        try:
-            with np.load(p, allow_pickle=False) as npz:
-                if not {"clean", "noisy"} <= set(npz.files):
-                    return None
-                raw_clean, raw_noisy = npz["clean"], npz["noisy"]
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"could not read {p} ({exc}); expected an .npz saved with "
-                            "numpy.savez (object arrays are refused)") from None
+        pair = load_npz_pair(p, ("clean", "noisy"), DataError)  # the reader's caps
+        if pair is None:
+            return None
+        raw_clean, raw_noisy = pair
         clean, noisy = to_nchw(raw_clean, f"{p}['clean']"), to_nchw(raw_noisy, f"{p}['noisy']")
         names = [f"{p.stem}_{i:05d}" for i in range(len(clean))]
         n, c, h, w = clean.shape
@@ -193,6 +204,7 @@ def load_image_task(
     _check_args(objective, max_side, patch, n_support)
     p = Path(path)
     images, noisy, names, info, objective = _read_source(p, objective, noise)
+    _check_adapt_size(p, images)
     n_img, c, h, w = images.shape
     samples, groups, noisy_samples, patch = _samples(p, images, noisy, patch, max_side, info)
     n = len(samples)

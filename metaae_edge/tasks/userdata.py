@@ -1,8 +1,11 @@
-"""Load a user's own data (.npy, .npz, .csv) as a :class:`Task`, with clear errors."""
+"""Load a user's own data (.npy, .npz, .csv) as a :class:`Task`, with clear errors.
+
+Files are read by the runtime's one reader (:mod:`metaae_edge.runtime.readers`), so
+``adapt-and-export --data`` accepts exactly what ``run`` and ``calibrate`` do.
+"""
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,145 +14,47 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..fsutil import refuse_special
-from ..runtime.io import is_header_row
+from ..runtime.readers import (
+    SUFFIXES,
+    check_file,
+    check_finite_rows,
+    load_npy,
+    load_npz,
+    read_csv,
+)
 from .base import OBJECTIVES, Noise, Task
 
 __all__ = ["MIN_SAMPLES", "SUFFIXES", "load_array", "load_task"]
 
 MIN_SAMPLES = 8  # smallest data set that still leaves a usable support and query set
-SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv")
-_DATA_KEYS = ("x", "data")
-_LABEL_KEYS = ("labels", "y")
-
-
-def _parse_float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[int]]:
-    """Numeric CSV -> (array, header or None, file line number of each row).
-
-    One header row is allowed: the first row counts as a header when any of its non-empty
-    cells is not a number (:func:`~metaae_edge.runtime.io.is_header_row`). Delimiter
-    (comma, semicolon or tab) is sniffed; blank lines and lines starting with ``#`` are
-    skipped.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path} is not UTF-8 text (byte {exc.start}); expected a numeric CSV file: "
-            "re-save it as UTF-8 CSV, or save binary data with numpy.save as .npy"
-        ) from None
-    try:
-        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel  # a single column has no delimiter to sniff
-    rows: list[tuple[int, list[str]]] = []
-    try:
-        for line_no, row in enumerate(csv.reader(text.splitlines(), dialect), start=1):
-            cells = [c.strip() for c in row]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            rows.append((line_no, cells))
-    except csv.Error as exc:
-        raise DataError(
-            f"{path} is not a readable CSV file ({exc}); expected numeric rows"
-        ) from None
-    if not rows:
-        raise DataError(
-            f"{path} is empty: expected numeric rows (samples) and columns (features); "
-            "write at least one sample per line"
-        )
-    header: list[str] | None = None
-    if is_header_row(rows[0][1]):  # the rule every reader shares
-        header = rows[0][1]
-        rows = rows[1:]
-        if not rows:
-            raise DataError(
-                f"{path} has a header row but no data rows; add at least {MIN_SAMPLES} samples"
-            )
-    width = len(header) if header is not None else len(rows[0][1])
-    for line_no, cells in rows:
-        if len(cells) != width:
-            raise DataError(
-                f"{path} line {line_no}: expected {width} columns, found {len(cells)}; "
-                "every row must have the same number of numeric columns"
-            )
-    lines = [ln for ln, _ in rows]
-    try:  # fast path: numpy parses every cell at once
-        return np.array([c for _, c in rows], dtype=np.str_).astype(np.float64), header, lines
-    except ValueError:
-        pass  # a cell numpy cannot parse: go cell by cell to name the first bad one
-    values = np.empty((len(rows), width), np.float64)
-    for i, (line_no, cells) in enumerate(rows):
-        for j, cell in enumerate(cells):
-            v = _parse_float(cell)
-            if v is None:
-                col = f"column {j + 1}" + (f" ({header[j]!r})" if header else "")
-                found = repr(cell) if cell else "an empty cell"
-                raise DataError(
-                    f"{path} line {line_no}, {col}: expected a number, found {found}; "
-                    "remove or encode non-numeric columns before loading"
-                )
-            values[i, j] = v
-    return values, header, lines
+    """Numeric CSV -> (array, header or None, file line number of each row): the one CSV
+    reader of every command (:func:`metaae_edge.runtime.readers.read_csv`: delimiter
+    ``,`` ``;`` or tab sniffed, blank and ``#`` lines skipped, one optional header row by
+    :func:`~metaae_edge.runtime.io.is_header_row`), with :class:`DataError`."""
+    return read_csv(path, DataError)
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Raw array, labels stored alongside it (npz only) and where they came from."""
-    refuse_special(path, DataError)  # before anything opens it: a FIFO would block
-    suffix = path.suffix.lower()
+def _read(path: Path, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None,
+                                                    dict[str, Any]]:
+    """Raw array, labels stored alongside it (npz only) and where they came from; the
+    file rules (regular files, size cap, suffixes) are the runtime reader's."""
+    suffix = check_file(path, DataError)
     meta: dict[str, Any] = {"format": suffix[1:]}
     if suffix == ".csv":
         x, header, lines = _read_csv(path)
         meta.update(header=header, lines=lines)
         return x, None, meta
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty (0 bytes); expected a {suffix} file saved with numpy")
-    try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False), None, meta
-        with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.files)
-            data_keys = [k for k in _DATA_KEYS if k in keys] or [
-                k for k in keys if k not in _LABEL_KEYS
-            ]
-            if not data_keys:
-                raise DataError(
-                    f"{path} holds no data array (found keys {keys}); save the samples "
-                    "under the key 'x', e.g. np.savez(path, x=samples, labels=labels)"
-                )
-            label_keys = [k for k in _LABEL_KEYS if k in keys]
-            meta["key"] = data_keys[0]
-            labels = npz[label_keys[0]] if label_keys else None
-            return npz[data_keys[0]], labels, meta
-    except DataError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        # Corrupt files and pickled object arrays (never loaded: arbitrary code) end here.
-        raise DataError(
-            f"could not read {path} as {suffix}: {exc}; expected a numeric array saved with "
-            f"numpy.{'save' if suffix == '.npy' else 'savez'} (object arrays are refused)"
-        ) from None
+    if suffix == ".npy":
+        return load_npy(path, DataError), None, meta
+    x, y, meta["key"] = load_npz(path, DataError, labels=labels)
+    return x, y, meta
 
 
 def _check_finite(x: np.ndarray, path: Path, lines: list[int] | None) -> None:
-    bad = np.argwhere(~np.isfinite(x))
-    if len(bad):
-        r, c = (int(v) for v in bad[0])
-        what = "NaN" if np.isnan(x[r, c]) else "Inf"
-        where = f"row {r}, column {c} (0-based)"
-        if lines is not None:
-            where += f", file line {lines[r]}"
-        raise DataError(
-            f"{path} contains {what} at {where} ({len(bad)} non-finite values in all); "
-            "expected finite numbers: impute or drop those samples before loading"
-        )
+    check_finite_rows(x, path, DataError, lines=lines)
 
 
 def load_array(path: str | os.PathLike[str], *, max_input_dim: int | None = None) -> np.ndarray:
@@ -172,17 +77,6 @@ def load_array(path: str | os.PathLike[str], *, max_input_dim: int | None = None
 def _load(
     path: Path, max_input_dim: int | None
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    if not path.exists():
-        raise DataError(
-            f"data file not found: {path}; expected a {', '.join(SUFFIXES)} file, check the path"
-        )
-    if path.is_dir():
-        raise DataError(f"{path} is a directory; expected a {', '.join(SUFFIXES)} file")
-    if path.suffix.lower() not in SUFFIXES:
-        raise DataError(
-            f"unsupported data file type {path.suffix or '(no extension)'!r} for {path}; "
-            f"expected one of {', '.join(SUFFIXES)}: convert it, e.g. numpy.save('data.npy', x)"
-        )
     raw, labels, meta = _read(path)
     raw = np.asarray(raw)
     if raw.dtype.kind not in "biuf":
@@ -234,14 +128,7 @@ def _load(
 def _as_labels(labels: Any, n: int, path: Path) -> np.ndarray:
     """0/1 anomaly labels: an array-like or a path to a .npy/.npz/.csv file."""
     if isinstance(labels, (str, os.PathLike)):
-        lp = Path(labels)
-        if not lp.exists():
-            raise DataError(f"labels file not found: {lp}; check the path")
-        if lp.suffix.lower() not in SUFFIXES:
-            raise DataError(
-                f"labels file {lp} must be one of {', '.join(SUFFIXES)}; got {lp.suffix!r}"
-            )
-        labels = _read(lp)[0]
+        labels = _read(Path(labels), labels=False)[0]
     y = np.asarray(labels)
     if y.ndim == 2 and 1 in y.shape:
         y = y.reshape(-1)

@@ -1,0 +1,397 @@
+"""The one reader of user data files, shared by every command (torch-free: numpy + stdlib).
+
+``run`` (:mod:`metaae_edge.runtime.io`), ``calibrate --data``, ``adapt-and-export --data``
+(:mod:`metaae_edge.tasks.userdata`) and the image stacks (:mod:`metaae_edge.runtime.images`)
+all read through here, so they accept the same files and fail with the same one-line
+errors. Each caller picks its error class (``InputError`` for ``run``, ``DataError`` for
+data sets); the CLI prints any of them as one line with exit code 2.
+
+Rules:
+
+* **Regular files only**: :func:`~metaae_edge.fsutil.refuse_special` runs before anything
+  is opened (FIFOs, devices, sockets, links to them).
+* **Size cap**: a file above :func:`max_input_bytes` (2 GiB; ``METAAE_EDGE_MAX_INPUT_BYTES``
+  overrides it) is refused in one line before it is read; so is an ``.npz`` member that
+  would decompress above it. Images: :func:`max_image_pixels` (40 megapixels;
+  ``METAAE_EDGE_MAX_PIXELS``), checked from the header before decoding
+  (:mod:`metaae_edge.runtime.images`).
+* **CSV**: UTF-8 (a BOM is dropped); the delimiter is the one of tab, ``;``, ``,`` (in that
+  order) that splits every line of the first 4 KiB into the same number of cells, else
+  :class:`csv.Sniffer`'s guess among them (one column: none); blank lines, lines of empty
+  cells and lines starting with ``#`` are skipped; the first kept line is a header when
+  one of its non-empty cells is not a number (:func:`is_header_row`: a first line of
+  numbers is data); every row has the header's width (or the first row's); each cell is
+  a number as Python's ``float`` reads it. Parsed in chunks of :data:`CHUNK_ROWS` lines
+  by numpy's C parser; a chunk it refuses is re-read cell by cell to name the first bad
+  line and column.
+* **.npy**: never unpickled; memory-mapped (``mmap_mode="r"``) for streaming.
+* **.npz**: the samples are the array named ``x`` (or ``X``, ``data``, ``images``), else
+  the only array apart from the labels (``labels`` / ``y``); an archive with several
+  candidates is refused, naming its arrays. Labels are the ``labels`` (or ``y``) array.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, MetaAEError
+from ..fsutil import refuse_special
+
+__all__ = ["CHUNK_ROWS", "LABEL_KEYS", "SAMPLE_KEYS", "SUFFIXES", "CsvReader",
+           "check_file", "check_finite_rows", "is_header_row", "load_npy", "load_npz",
+           "load_npz_pair",
+           "max_image_pixels", "max_input_bytes", "npz_key", "read_csv"]
+
+Err = type[MetaAEError]
+SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv")
+SAMPLE_KEYS: tuple[str, ...] = ("x", "X", "data", "images")
+LABEL_KEYS: tuple[str, ...] = ("labels", "y")
+CHUNK_ROWS = 65536  # CSV lines parsed at once (about 16 MB of float64 at 30 columns)
+DEFAULT_MAX_INPUT_BYTES = 2 * 1024**3
+DEFAULT_MAX_PIXELS = 40_000_000
+_DELIMITERS = ",;\t"
+_SNIFF_CHARS = 4096
+
+
+def max_input_bytes() -> int:
+    """The largest user data file read (bytes): ``METAAE_EDGE_MAX_INPUT_BYTES`` or 2 GiB."""
+    env = os.environ.get("METAAE_EDGE_MAX_INPUT_BYTES", "").strip()
+    try:
+        return int(env) if env else DEFAULT_MAX_INPUT_BYTES
+    except ValueError:
+        return DEFAULT_MAX_INPUT_BYTES
+
+
+def max_image_pixels() -> int:
+    """The largest image read (pixels per image): ``METAAE_EDGE_MAX_PIXELS`` or 40 million
+    (under Pillow's own decompression-bomb warning at 89 million)."""
+    env = os.environ.get("METAAE_EDGE_MAX_PIXELS", "").strip()
+    try:
+        return int(env) if env else DEFAULT_MAX_PIXELS
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def _size_error(path: Path | str, size: int, what: str, error: Err) -> MetaAEError:
+    def fmt(n: int) -> str:
+        return f"{n / 2**20:,.0f} MiB" if n >= 2**24 else f"{n:,} bytes"
+
+    return error(f"{path}: {what} {fmt(size)}, above the {fmt(max_input_bytes())} cap on "
+                 "input files; split the data, or raise the cap with "
+                 "METAAE_EDGE_MAX_INPUT_BYTES")
+
+
+def check_file(path: Path, error: Err = InputError,
+               suffixes: tuple[str, ...] = SUFFIXES) -> str:
+    """Everything about ``path`` that can be told without reading it; its suffix.
+
+    Raises:
+        error: a special file, a missing file or a folder, an unknown suffix, a file
+            above the size cap.
+    """
+    refuse_special(path, error)  # before anything opens it: a FIFO would block
+    if not path.exists():
+        raise error(f"input file {path} does not exist (not found): check the path")
+    if not path.is_file():
+        raise error(f"{path} is a directory; expected a {', '.join(suffixes)} file")
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise error(f"input {path}: unknown format {suffix or '(none)'!r}; use one of "
+                    f"{', '.join(suffixes)} (e.g. numpy.save('data.npy', x))")
+    size = path.stat().st_size
+    if size > max_input_bytes():
+        raise _size_error(path, size, "the file holds", error)
+    if size == 0:
+        raise error(f"{path} is empty (0 bytes); expected numeric samples")
+    return suffix
+
+
+# -- CSV ---------------------------------------------------------------------------------
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_header_row(cells: list[str]) -> bool:
+    """The CSV header rule of every reader (``run``, ``calibrate``, ``adapt-and-export``):
+    the first line is a header when one of its non-empty cells is not a number. A first
+    line of numbers only (``0,1,2``) is data, never dropped; an empty cell does not make
+    a header (it is reported as a missing value)."""
+    return any(c.strip() and not _is_number(c) for c in cells)
+
+
+def _sniff(head: str, cut: bool) -> Any:
+    """The CSV dialect from the first characters: the delimiter (tab, ``;``, ``,`` in that
+    order of preference) that splits every sampled line into the same number (> 1) of
+    cells; else :class:`csv.Sniffer`'s guess; else comma (one column)."""
+    lines = [ln for ln in head.splitlines()[: -1 if cut else None]
+             if ln.strip() and not ln.lstrip().startswith("#")][:20]
+    for delim in ("\t", ";", ","):
+        counts = {ln.count(delim) for ln in lines}
+        if len(counts) == 1 and counts != {0}:
+            class Dialect(csv.excel):
+                delimiter = delim
+            return Dialect
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=_DELIMITERS)
+    except csv.Error:
+        return csv.excel  # one column has no delimiter to sniff
+
+
+class CsvReader:
+    """A numeric CSV read in chunks of at most ``chunk_rows`` data rows.
+
+    Attributes:
+        header: the header's cells (stripped), or None.
+        width: the number of columns.
+    """
+
+    def __init__(self, path: Path, error: Err = InputError, chunk_rows: int | None = None):
+        self.path, self.error = path, error
+        self.chunk_rows = int(CHUNK_ROWS if chunk_rows is None else chunk_rows)
+        self._f = self._open()
+        try:
+            self._start()
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _open(self) -> Any:
+        try:  # kept open across chunks(), which closes it
+            f = open(self.path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise self.error(f"{self.path}: cannot read CSV ({exc})") from None
+        try:
+            head = f.read(_SNIFF_CHARS)
+            f.seek(0)
+        except UnicodeDecodeError as exc:
+            f.close()
+            raise self._not_utf8(exc) from None
+        self.dialect: Any = _sniff(head, len(head) == _SNIFF_CHARS)
+        self._skip = " \t\r\n\"'" + self.dialect.delimiter
+        return f
+
+    def _not_utf8(self, exc: UnicodeDecodeError) -> MetaAEError:
+        return self.error(f"{self.path} is not UTF-8 text (byte {exc.start}); expected a "
+                          "numeric CSV file: re-save it as UTF-8 CSV, or save binary data "
+                          "with numpy.save as .npy")
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        """(file line number, text) of every line that can hold data."""
+        skip = self._skip
+        try:
+            for no, line in enumerate(self._f, start=1):
+                core = line.strip(skip)
+                if core and core[0] != "#":
+                    yield no, line
+        except UnicodeDecodeError as exc:
+            raise self._not_utf8(exc) from None
+
+    def _cells(self, line: str, no: int) -> list[str]:
+        try:
+            return next(csv.reader([line], self.dialect))
+        except (csv.Error, StopIteration) as exc:
+            raise self.error(f"{self.path}: line {no} is not readable CSV ({exc}); "
+                             "expected numeric rows") from None
+
+    def _start(self) -> None:
+        self._it = self._lines()
+        first = next(self._it, None)
+        if first is None:
+            raise self.error(f"{self.path} is empty: no data rows; expected numeric rows "
+                             "(samples) and columns (features)")
+        cells = self._cells(first[1], first[0])
+        self.header: list[str] | None = None
+        self._pending: list[tuple[int, str]] = []
+        if is_header_row(cells):
+            self.header = [c.strip() for c in cells]
+        else:
+            self._pending = [first]
+        self.width = len(cells)
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, list[int]]]:
+        """``(float64 (rows, width) array, file line of each row)`` per chunk; closes the
+        file at the end.
+
+        Raises:
+            error: a ragged row, a cell that is not a number, no data rows.
+        """
+        try:
+            it = itertools.chain(self._pending, self._it)
+            seen = False
+            while True:
+                block = list(itertools.islice(it, self.chunk_rows))
+                if not block:
+                    break
+                seen = True
+                yield self._parse(block)
+            if not seen:
+                raise self.error(f"{self.path} has a header row but no data rows; add "
+                                 "numeric rows below it")
+        finally:
+            self._f.close()
+
+    def _parse(self, block: list[tuple[int, str]]) -> tuple[np.ndarray, list[int]]:
+        nos = [no for no, _ in block]
+        d = self.dialect
+        try:  # numpy's C parser: the common case
+            arr = np.loadtxt([line for _, line in block], delimiter=d.delimiter,
+                             dtype=np.float64, ndmin=2, comments=None,
+                             quotechar=d.quotechar or None)
+            if arr.shape[1] == self.width:
+                return arr, nos
+        except ValueError:
+            pass
+        return self._parse_slowly(block), nos
+
+    def _parse_slowly(self, block: list[tuple[int, str]]) -> np.ndarray:
+        """Cell by cell with ``float``: the values, or the error naming the first bad cell."""
+        out = np.empty((len(block), self.width), np.float64)
+        for i, (no, line) in enumerate(block):
+            cells = self._cells(line, no)
+            if len(cells) != self.width:
+                like = "the header" if self.header is not None else "the first data row"
+                raise self.error(f"{self.path}: line {no} has {len(cells)} columns, expected "
+                                 f"{self.width} columns like {like}; every row must have "
+                                 "the same number of numeric columns")
+            for j, cell in enumerate(cells):
+                try:
+                    out[i, j] = float(cell)
+                except ValueError:
+                    name = f" ({self.header[j]!r})" if self.header else ""
+                    found = repr(cell.strip()) if cell.strip() else "an empty cell"
+                    raise self.error(f"{self.path}: line {no}, column {j + 1}{name} is not a "
+                                     f"number: {found}; remove or encode non-numeric "
+                                     "columns first") from None
+        return out
+
+
+def read_csv(path: Path, error: Err = InputError) -> tuple[np.ndarray, list[str] | None,
+                                                         list[int]]:
+    """A whole numeric CSV: ``(float64 array, header or None, file line of each row)``."""
+    reader = CsvReader(path, error)
+    parts, lines = [], []
+    for arr, nos in reader.chunks():
+        parts.append(arr)
+        lines.extend(nos)
+    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out, reader.header, lines
+
+
+# -- numpy files -------------------------------------------------------------------------
+def load_npy(path: Path, error: Err = InputError, mmap: bool = False) -> np.ndarray:
+    """An ``.npy`` array, never unpickled (``mmap``: memory-mapped read-only)."""
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except ValueError as exc:
+        if "pickle" in str(exc) or "object" in str(exc).lower():
+            raise error(f"{path}: could not read .npy without unpickling (object arrays "
+                        "are refused); save a numeric array") from None
+        raise error(f"{path}: could not read as .npy ({exc}); expected a numeric array "
+                    "saved with numpy.save") from None
+    except (OSError, EOFError) as exc:
+        raise error(f"{path}: could not read as .npy ({exc}); expected a numeric array "
+                    "saved with numpy.save") from None
+
+
+def npz_key(keys: list[str], path: Path | str, error: Err = InputError) -> str:
+    """The samples' array of an ``.npz`` holding ``keys`` (the rule of every reader)."""
+    named = [k for k in keys if k in SAMPLE_KEYS]
+    if len(named) == 1:
+        return named[0]
+    if len(named) > 1:
+        raise error(f"{path}: the .npz holds several arrays that may be the samples "
+                    f"({', '.join(named)}); keep one of them")
+    others = [k for k in keys if k not in LABEL_KEYS]
+    if len(others) == 1:
+        return others[0]
+    if not others:
+        found = f" (found {', '.join(keys)})" if keys else ""
+        raise error(f"{path}: the .npz holds no data array{found}; save the samples under "
+                    "the key 'x', e.g. np.savez(path, x=samples, labels=labels)")
+    raise error(f"{path}: the .npz holds several arrays ({', '.join(others)}); name the "
+                "samples 'x' (np.savez(path, x=samples)) or save only one")
+
+
+def _npz_member(npz: Any, key: str, path: Path, error: Err) -> np.ndarray:
+    info = npz.zip.getinfo(f"{key}.npy")
+    if info.file_size > max_input_bytes():
+        raise _size_error(f"{path}['{key}']", info.file_size, "the array holds", error)
+    return npz[key]
+
+
+def load_npz(path: Path, error: Err = InputError,
+             labels: bool = False) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(samples, labels or None, samples' key)`` of an ``.npz`` (see :func:`npz_key`);
+    labels are only read when asked for."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            key = npz_key(keys, path, error)
+            x = _npz_member(npz, key, path, error)
+            lab = next((k for k in LABEL_KEYS if k in keys), None) if labels else None
+            y = None if lab is None else _npz_member(npz, lab, path, error)
+            return x, y, key
+    except MetaAEError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc) or "object" in str(exc).lower():
+            raise error(f"{path}: could not read .npz without unpickling (object arrays "
+                        "are refused); save numeric arrays") from None
+        raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
+                    "saved with numpy.savez") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
+                    "saved with numpy.savez") from None
+
+
+def load_npz_pair(path: Path, names: tuple[str, str],
+                  error: Err = InputError) -> tuple[np.ndarray, np.ndarray] | None:
+    """The two arrays ``names`` of an ``.npz`` (e.g. clean / noisy pairs) under the same
+    caps and errors, or None when the archive lacks either."""
+    check_file(path, error, (".npz",))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not set(names) <= set(npz.files):
+                return None
+            a, b = (_npz_member(npz, k, path, error) for k in names)
+            return a, b
+    except MetaAEError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
+                    "saved with numpy.savez (object arrays are refused)") from None
+
+
+# -- checks ------------------------------------------------------------------------------
+def check_finite_rows(arr: np.ndarray, path: Path | str, error: Err = InputError,
+                      start: int = 0, lines: list[int] | None = None) -> None:
+    """Refuse NaN / Inf in a (rows, features) chunk that starts at row ``start`` of the
+    file, naming the first one by its global row (0-based) and, for CSV, its file line."""
+    if arr.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    kind = "a NaN" if np.isnan(arr[idx]) else "an Inf"
+    if arr.ndim == 2:
+        where = f"row {idx[0] + start}, column {idx[1]}"
+    elif arr.ndim == 1:
+        where = f"index {idx[0]}"
+    else:
+        where = f"index {(idx[0] + start, *idx[1:])}"
+    line = f", file line {lines[idx[0]]}" if lines is not None else ""
+    raise error(f"{path}: NaN/Inf at {where} (0-based; {kind}{line}); remove or impute "
+                "missing values first")
