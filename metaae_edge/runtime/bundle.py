@@ -232,9 +232,10 @@ def _read_manifest(root: Path, mpath: Path) -> bytes:
     """manifest.json's bytes, at most :data:`MAX_MANIFEST_BYTES` (a bigger file is refused
     by its size, before it is read; one that grows meanwhile by the bytes read)."""
     try:
-        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
-            raise _fail(root, f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES >> 20} "
-                              "MiB; not a metaae-edge manifest")
+        size = mpath.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise _fail(root, f"{MANIFEST_NAME} is {size} bytes, more than the "
+                              f"{MAX_MANIFEST_BYTES} a manifest may hold")
         with open(mpath, "rb") as f:
             return f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:

@@ -215,8 +215,8 @@ def parse_manifest_json(text: str | bytes, *, root: Path = Path(".")) -> Any:
         BundleError: naming the problem.
     """
     if len(text) > MAX_MANIFEST_BYTES:
-        raise _fail(root, f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; "
-                          "not a metaae-edge manifest")
+        raise _fail(root, f"{MANIFEST_NAME} is {len(text)} bytes, more than the "
+                          f"{MAX_MANIFEST_BYTES} a manifest may hold")
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
