@@ -153,9 +153,9 @@ def _dead_pid() -> int:
 def made(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    from vector_helpers import write_tiny_bundle
+    from made_bundles import vector_bundle
 
-    return write_tiny_bundle(tmp_path_factory.mktemp("stale") / "made")
+    return vector_bundle(tmp_path_factory)
 
 
 def test_killed_bundle_writer_is_cleaned_by_the_next_export(made, tmp_path):

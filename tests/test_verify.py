@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from vector_helpers import D, write_tiny_bundle  # noqa: E402
+from made_bundles import vector_bundle  # noqa: E402
+from vector_helpers import D  # noqa: E402
 
 from metaae_edge.errors import BundleError  # noqa: E402
 from metaae_edge.runtime import load_bundle  # noqa: E402
@@ -23,7 +24,7 @@ from metaae_edge.runtime.verify import check_bundle, verify_bundle  # noqa: E402
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    return write_tiny_bundle(tmp_path_factory.mktemp("verify") / "bundle")
+    return vector_bundle(tmp_path_factory)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from .bundle import Bundle, load_bundle
 from .manifest import ROLES
 from .verify_run import run_sample
 
-__all__ = ["VerifyReport", "verify_bundle", "check_bundle", "graph_io_errors"]
+__all__ = ["VerifyReport", "verify_bundle", "check_bundle", "check_runner", "graph_io_errors"]
 
 #: Manifest keys compared with the contract's sections (text such as units or notes is not).
 _STRUCTURAL = ("names", "shape", "dims", "dtype", "layout", "channels", "resolution",
@@ -126,6 +126,25 @@ def check_bundle(bundle: Bundle | str | Path, *, public_key: Any = None) -> Bund
                                                 "metaae-edge inspect --verify lists them)"
                                                 if more else ""))
     return bundle
+
+
+def check_runner(bundle: Bundle, role: str, runner: Any) -> None:
+    """Refuse an opened graph whose inputs / outputs do not fit ``role`` (what
+    :class:`~metaae_edge.runtime.Runtime` calls on each graph it opens, so a graph of
+    another width is one line at load, not an onnxruntime traceback at the first call).
+    Runners without an onnxruntime session (TensorRT engines) are not checked here.
+
+    Raises:
+        BundleError: the first mismatch, naming the graph.
+    """
+    session = getattr(runner, "session", None)
+    if session is None or not hasattr(session, "get_inputs"):
+        return
+    errors = graph_io_errors(bundle, role, session.get_inputs(), session.get_outputs())
+    if errors:
+        name = Path(getattr(runner, "path", role)).name
+        raise BundleError(f"bundle {bundle.root}: graph {name} ({role}): {errors[0]}; "
+                          "metaae-edge inspect --verify lists every problem")
 
 
 # -- 1. the manifest against its architecture -------------------------------------------
