@@ -182,7 +182,8 @@ def manifest_errors(bundle: Bundle) -> list[str]:
         if got is not None and got != want:
             errors.append(f"manifest graphs.{role} is {_short(got)}, a {contract.kind} "
                           f"{role} graph has {_short(want)}")
-        if got is not None and bundle.parsed.file(role) is None:
+        if got is not None and not any(f.role == role and f.precision == "fp32"
+                                       for f in bundle.files):
             errors.append(f"manifest graphs.{role} is declared but no fp32 {role} graph is "
                           "listed in files")
     for key, value in (("params", contract.param_count()), ("macs", contract.macs())):
