@@ -4,22 +4,34 @@
 a plain ``open(path, "w")`` would (``0o666 & ~umask``; ``mkstemp`` alone leaves 0600) and
 renames it over the target, so a crash leaves either the old file or the new one, never a
 truncated one, and no temporary file behind.
+
+Temporary siblings are named ``.NAME.tmp-PID-HOST-XXXXXXXX`` (``.NAME.old-...`` for a
+replaced folder on its way out): the writer's pid and a tag of its host. A process killed
+mid-write (``kill -9``) cannot remove its own; the next write to the same target does
+(:func:`clean_stale`): siblings of exactly that pattern whose pid is dead on this host,
+and older-format or other-host ones (no pid to ask) only when untouched for
+:data:`STALE_AGE_S`. A live writer's temporary sibling is never removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import InputError, MetaAEError
 
-__all__ = ["atomic_write", "atomic_path", "atomic_dir", "default_mode", "refuse_special"]
+__all__ = ["atomic_write", "atomic_path", "atomic_dir", "default_mode", "refuse_special",
+           "clean_stale", "make_temp_dir", "temp_prefix", "STALE_AGE_S"]
 
 _SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -57,6 +69,105 @@ def default_mode(base: int = 0o666) -> int:
     return base & ~umask
 
 
+#: Temporary siblings without a pid this host can ask about (older metaae-edge, another
+#: host sharing the folder) are removed only when untouched this long.
+STALE_AGE_S = 24 * 3600
+_KINDS = ("tmp", "old")
+#: Folders already scanned by this process -> their temporary-looking entries: one scan
+#: per folder, so writing many files into one folder stays linear.
+_SCANNED: dict[str, list[str]] = {}
+_SCAN_CACHE = 256
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def temp_prefix(name: str, kind: str = "tmp") -> str:
+    """``.NAME.KIND-PID-HOST-``: the prefix of this process's temporary siblings of NAME."""
+    return f".{name}.{kind}-{os.getpid()}-{_host_tag()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or not a pid we can ask): keep
+    return True
+
+
+def _entries(parent: Path) -> list[str]:
+    key = os.path.abspath(parent)
+    names = _SCANNED.get(key)
+    if names is None:
+        try:
+            with os.scandir(parent) as it:
+                names = [e.name for e in it if e.name.startswith(".") and (
+                    ".tmp-" in e.name or ".old-" in e.name)]
+        except OSError:
+            names = []
+        if len(_SCANNED) >= _SCAN_CACHE:
+            _SCANNED.clear()
+        _SCANNED[key] = names
+    return names
+
+
+def _is_stale(entry: Path, m: re.Match[str], now: float) -> bool:
+    try:
+        st = os.lstat(entry)
+    except OSError:
+        return False
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)) or st.st_uid != os.getuid():
+        return False  # links and other users' files are never ours to remove
+    if m.group("pid") and m.group("host") == _host_tag():
+        return not _pid_alive(int(m.group("pid")))
+    return now - st.st_mtime > STALE_AGE_S
+
+
+def clean_stale(path: str | Path) -> list[Path]:
+    """Remove stale temporary siblings of ``path`` left by killed writers (see the module
+    docstring); ``.old-`` ones only while ``path`` itself exists (the swap they were part
+    of finished). Never raises.
+
+    Returns:
+        The removed paths.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?P<kind>tmp|old)-"
+                         r"(?:(?P<pid>\d{1,10})-(?P<host>[0-9a-f]{6})-)?[a-z0-9_]{8}")
+    names = _entries(parent)
+    removed, now = [], time.time()
+    target_exists = path.exists()
+    for name in list(names):
+        m = pattern.fullmatch(name)
+        if m is None or (m.group("kind") == "old" and not target_exists):
+            continue
+        entry = parent / name
+        if _is_stale(entry, m, now):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            names.remove(name)
+            removed.append(entry)
+    return removed
+
+
+def make_temp_dir(path: str | Path, kind: str = "tmp") -> Path:
+    """A new, empty temporary sibling folder of ``path`` (``.NAME.KIND-PID-HOST-XXXXXXXX``,
+    mode 0700) after cleaning ``path``'s stale ones."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    clean_stale(path)
+    return Path(tempfile.mkdtemp(prefix=temp_prefix(path.name, kind), dir=parent))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, mkdir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path to fill; on success it replaces ``path``.
@@ -73,7 +184,8 @@ def atomic_path(path: str | Path, *, mkdir: bool = False) -> Iterator[Path]:
     parent = path.parent if str(path.parent) else Path(".")
     if mkdir:
         parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    clean_stale(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -129,7 +241,7 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
         raise FileExistsError(path)
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    tmp = make_temp_dir(path)
     try:
         os.chmod(tmp, default_mode(0o777))  # mkdtemp makes it private (0700)
         yield tmp
@@ -144,7 +256,7 @@ def _swap_dir(tmp: Path, path: Path) -> None:
     if not (path.exists() or path.is_symlink()):
         os.rename(tmp, path)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=tmp.parent))
+    old = make_temp_dir(path, "old")
     try:
         os.rename(path, old / path.name)
         try:

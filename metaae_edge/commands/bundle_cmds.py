@@ -88,15 +88,35 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
-def _parity_rows(parity: dict[str, Any]) -> list[tuple[str, str, str]]:
-    rows = []
-    for role, outputs in (parity.get("graphs") or {}).items():
-        for name, r in outputs.items():
-            rows.append((f"{role}.{name}", f"{r.get('max_abs_err', float('nan')):.2e}",
+def _num(value: Any, fmt: str = ".2e") -> str:
+    """A manifest number for display (anything else, as text)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, fmt)
+    return _txt(value)
+
+
+def _txt(value: Any) -> str:
+    """Manifest text for a rich table: markup escaped (a "[/x]" in a task name is text)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+def _parity_rows(parity: Any) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    if not isinstance(parity, dict):
+        return rows
+    graphs = parity.get("graphs")
+    for role, outputs in (graphs.items() if isinstance(graphs, dict) else ()):
+        for name, r in (outputs.items() if isinstance(outputs, dict) else ()):
+            r = r if isinstance(r, dict) else {}
+            rows.append((_txt(f"{role}.{name}"), _num(r.get("max_abs_err", float("nan"))),
                          "ok" if r.get("passed") else "FAILED"))
-    for res, r in (parity.get("resolutions") or {}).items():  # image bundles
-        rows.append((f"all graphs at {res} ({r.get('n_samples', '?')} images)",
-                     f"{r.get('max_abs_err', float('nan')):.2e}",
+    res_map = parity.get("resolutions")
+    for res, r in (res_map.items() if isinstance(res_map, dict) else ()):  # image bundles
+        r = r if isinstance(r, dict) else {}
+        rows.append((_txt(f"all graphs at {res} ({r.get('n_samples', '?')} images)"),
+                     _num(r.get("max_abs_err", float("nan"))),
                      "ok" if r.get("passed") else "FAILED"))
     return rows
 
@@ -111,41 +131,61 @@ def _signature(b: Any, public_key: Path | None) -> str | None:
     return "present, not verified (no --public-key)" if has_signature(b.root) else None
 
 
-def _head_table(b: Any, verify: bool, signature: str | None = None) -> Any:
+def _head_table(b: Any, verify: bool, signature: str | None = None,
+                checks: str | None = None) -> Any:
     """The bundle's summary grid: schema, objective, architecture, input, latent, threshold."""
-    from rich.markup import escape
     from rich.table import Table
 
     m = b.manifest
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("bundle", str(b.root))
-    head.add_row("schema", f"{m.get('schema_version')} (metaae-edge "
-                           f"{m.get('metaae_edge_version', '?')}, created {m.get('created', '?')})")
-    head.add_row("objective", b.objective)
-    head.add_row("arch", escape(b.spec.describe()))  # "[dense 32]" is not rich markup
+    head.add_row("bundle", _txt(b.root))
+    head.add_row("schema", _txt(f"{m.get('schema_version')} (metaae-edge "
+                                f"{m.get('metaae_edge_version', '?')}, created "
+                                f"{m.get('created', '?')})"))
+    head.add_row("objective", _txt(b.objective))
+    head.add_row("arch", _txt(b.spec.describe()))  # "[dense 32]" is not rich markup
     for key, text in b.contract.inspect_rows():  # size, input, latent: per model kind
-        head.add_row(key, text)
+        head.add_row(key, _txt(text))
     thr = b.threshold
     head.add_row("threshold", "none" if thr is None else
-                 f"{thr['value']:.6g} ({thr.get('method', '?')}, fpr {thr.get('fpr', '?')})")
+                 f"{_num(thr['value'], '.6g')} ({_txt(thr.get('method', '?'))}, fpr "
+                 f"{_txt(thr.get('fpr', '?'))})")
     if isinstance(m.get("density"), dict):  # generation (run --mode generate)
         d = m["density"]
-        head.add_row("density", f"{d.get('kind', '?')} of {d.get('components', '?')} over "
-                                f"latent {d.get('latent_shape')} ({d.get('n_codes', '?')} codes)")
+        head.add_row("density", _txt(f"{d.get('kind', '?')} of {d.get('components', '?')} "
+                                     f"over latent {d.get('latent_shape')} "
+                                     f"({d.get('n_codes', '?')} codes)"))
     head.add_row("integrity", "sha256 verified" if verify else
                  "paths and sizes checked (add --verify for sha256)")
     if signature is not None:
         head.add_row("signature", signature)
+    if checks is not None:
+        head.add_row("checks", _txt(checks))
     return head
+
+
+def _verify_graphs(b: Any) -> str:
+    """inspect --verify's deep checks (runtime.verify): every failure on stderr as one
+    line, then exit 2; else the line of what was checked."""
+    from ..runtime.verify import verify_bundle
+
+    report = verify_bundle(b)
+    if report.problems:
+        for line in report.problems:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2)
+    return report.summary()
 
 
 def inspect_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory to describe.")],
     verify: Annotated[bool, typer.Option(
         "--verify", help="Also check every file's sha256 (sizes and paths are always "
-        "checked).")] = False,
+        "checked), load every graph in onnxruntime, check its inputs / outputs against "
+        "the manifest and the architecture, and run one sample end to end; each failure "
+        "is one line, exit code 2.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     public_key: Annotated[Path | None, typer.Option(
         help="Ed25519 public key (KEY.pub): refuse the bundle unless manifest.sig signs its "
@@ -156,29 +196,34 @@ def inspect_command(
     b = load_bundle(bundle, verify=verify, public_key=public_key)
     m = b.manifest
     signature = _signature(b, public_key)
+    checks = _verify_graphs(b) if verify else None
     if as_json:
-        out = {"path": str(b.root), "verified": verify, "manifest": m}
-        typer.echo(json.dumps(out if signature is None else {**out, "signature": signature},
-                              indent=2))
+        out: dict[str, Any] = {"path": str(b.root), "verified": verify, "manifest": m}
+        if signature is not None:
+            out["signature"] = signature
+        if checks is not None:
+            out["checks"] = checks
+        typer.echo(json.dumps(out, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(_head_table(b, verify, signature))
+    console.print(_head_table(b, verify, signature, checks))
 
     files = Table(title="files", title_justify="left")
     for col in ("path", "role", "precision", "size", "sha256"):
         files.add_column(col)
     for f in b.files:
-        files.add_row(f.path, f.role, f.precision, _fmt_bytes(f.bytes), f.sha256[:12])
+        files.add_row(_txt(f.path), _txt(f.role), _txt(f.precision), _fmt_bytes(f.bytes),
+                      f.sha256[:12])
     console.print(files)
 
-    parity = m.get("parity") or {}
-    if parity:
-        pt = Table(title=f"parity vs torch ({parity.get('n_samples', '?')} samples, "
-                         f"opset {parity.get('opset', '?')}, {parity.get('exporter', '?')})",
-                   title_justify="left")
+    parity = m.get("parity")
+    if isinstance(parity, dict) and parity:
+        pt = Table(title=_txt(f"parity vs torch ({parity.get('n_samples', '?')} samples, "
+                              f"opset {parity.get('opset', '?')}, "
+                              f"{parity.get('exporter', '?')})"), title_justify="left")
         for col in ("output", "max abs err", "status"):
             pt.add_column(col)
         for row in _parity_rows(parity):
@@ -189,8 +234,8 @@ def inspect_command(
         tt = Table(title="task", title_justify="left", show_header=False)
         tt.add_column(style="bold")
         tt.add_column()
-        for k, v in task.items():
-            tt.add_row(str(k), str(v))
+        for k, v in (task.items() if isinstance(task, dict) else [("task", task)]):
+            tt.add_row(_txt(k), _txt(v))
         console.print(tt)
 
 
@@ -198,5 +243,6 @@ def register(app: typer.Typer) -> None:
     """Add the ``run`` and ``inspect`` commands to ``app``."""
     app.command("run", help=f"Run a bundle on samples ({', '.join(READ_SUFFIXES)}) and "
                             "write the result.")(run_command)
-    app.command("inspect", help="Describe a bundle; --verify checks hashes, --json "
-                                "prints the manifest.")(inspect_command)
+    app.command("inspect", help="Describe a bundle; --verify checks hashes and that every "
+                                "graph loads, fits the manifest and runs, --json prints the "
+                                "manifest.")(inspect_command)

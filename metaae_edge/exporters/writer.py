@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import BundleError, ExportError
-from ..fsutil import atomic_write, default_mode
+from ..fsutil import atomic_write, default_mode, make_temp_dir
 from ..runtime.bundle import Bundle, load_bundle, sha256_file
 from ..runtime.manifest import MANIFEST_NAME, ROLES, BundleFile, Manifest, manifest_json
 from ..runtime.signing import SIG_NAME, load_private_key, signature_text, verify_manifest
@@ -66,7 +66,7 @@ def _swap_into_place(tmp: Path, out: Path, force: bool) -> None:
             raise BundleError(f"could not move the bundle into {out}: {exc}") from None
         return
     prepare_target(out, force)  # re-check: something may have appeared meanwhile
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = make_temp_dir(out, "old")
     try:
         os.rename(out, old / out.name)
     except OSError as exc:
@@ -128,7 +128,7 @@ class BundleWriter:
         prepare_target(out, force)
         sign_key = None if sign_key is None else load_private_key(sign_key)
         out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        stage = make_temp_dir(out)  # .NAME.tmp-PID-HOST-XXXX; stale ones of ours cleaned
         stage.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         with cls._cleanup(cls(out, stage, None, force, sign_key)) as writer:
             yield writer

@@ -38,6 +38,7 @@ from .backends import (
 from .bundle import Bundle, load_bundle
 from .io import locate_nonfinite
 from .runners import Runner, check_load_options, open_fastest
+from .verify import check_runner
 
 __all__ = ["AUTO_CHUNK_ELEMENTS", "AUTO_CHUNK_ROWS", "Runtime"]
 
@@ -100,6 +101,7 @@ class Runtime:
         if missing:
             raise BundleError(f"bundle {bundle.root}: autoencoder graph lacks output(s) "
                               f"{', '.join(missing)}")
+        check_runner(bundle, "autoencoder", runner)  # names / shapes fit the manifest
         self._ae_runner = runner
         self._ae_session_run = runner.run
         self._ae_in = runner.input_names[0]
@@ -190,6 +192,7 @@ class Runtime:
                     runner = self._trt_role_runner(role, path, profile)
                 else:
                     runner = create_runner(self.backend, path, self._config, profile)
+                check_runner(self.bundle, role, runner)
                 self._runners[role] = runner
             return runner
 

@@ -31,12 +31,14 @@ from .manifest import (
     ENGINE_INFO_ROLE,
     ENGINE_ROLE,
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     PRECISIONS,
     ROLES,
     SCHEMA_VERSION,
     BundleFile,
     Manifest,
     _fail,
+    parse_manifest_json,
 )
 from .manifest import check_threshold as _threshold
 from .signing import verify_manifest
@@ -226,6 +228,20 @@ def _check_input(root: Path, manifest: dict[str, Any], spec: ArchSpec) -> None:
         raise _fail(root, f"input.dtype is {dtype!r}, expected 'float32'")
 
 
+def _read_manifest(root: Path, mpath: Path) -> bytes:
+    """manifest.json's bytes, at most :data:`MAX_MANIFEST_BYTES` (a bigger file is refused
+    by its size, before it is read; one that grows meanwhile by the bytes read)."""
+    try:
+        size = mpath.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise _fail(root, f"{MANIFEST_NAME} is {size} bytes, more than the "
+                              f"{MAX_MANIFEST_BYTES} a manifest may hold")
+        with open(mpath, "rb") as f:
+            return f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise _fail(root, f"{MANIFEST_NAME} cannot be read ({exc})") from None
+
+
 def load_bundle(path: str | Path, verify: bool = True, public_key: Any = None) -> Bundle:
     """Load a bundle directory and check it is complete and untampered.
 
@@ -255,15 +271,12 @@ def load_bundle(path: str | Path, verify: bool = True, public_key: Any = None) -
         raise _fail(root, f"no {MANIFEST_NAME}; is this a bundle directory?")
     if not mpath.resolve().is_relative_to(root):
         raise _fail(root, f"{MANIFEST_NAME} is a link to outside the bundle")
-    try:
-        raw = mpath.read_bytes()  # read once: the bytes verified are the bytes parsed
-        if public_key is not None:
-            verify_manifest(root, raw, public_key)
-            verify = True  # the signature covers the files through their sha256
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(root, f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
-    parsed = Manifest.from_json(text, root=root, check_input=_check_input)
+    raw = _read_manifest(root, mpath)  # read once: the bytes verified are the bytes parsed
+    if public_key is not None:
+        verify_manifest(root, raw, public_key)
+        verify = True  # the signature covers the files through their sha256
+    parsed = Manifest.from_dict(parse_manifest_json(raw, root=root), root=root,
+                                check_input=_check_input)
     _check_files(root, parsed.files, verify)
     return Bundle(root=root, manifest=parsed.data, spec=parsed.spec,
                   normalization=parsed.normalization, threshold=parsed.threshold,

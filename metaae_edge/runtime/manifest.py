@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ __all__ = [
     "BundleFile",
     "Manifest",
     "manifest_json",
+    "parse_manifest_json",
+    "MAX_MANIFEST_BYTES",
+    "MAX_MANIFEST_DEPTH",
 ]
 
 SCHEMA_VERSION = 1
@@ -49,6 +53,13 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 ENGINE_ROLE = "engine"
 ENGINE_INFO_ROLE = "engine-info"
 _FILE_KEYS = ("path", "role", "precision", "sha256", "bytes")
+#: The largest manifest.json read (a real one is a few KiB; wide inputs' normalisation
+#: vectors a few MiB): a bigger file is refused before it is read.
+MAX_MANIFEST_BYTES = 32 << 20
+#: The deepest nesting of objects / arrays accepted (a real manifest nests 5 deep): deeper
+#: JSON is refused in one line, never a RecursionError in a later walk over it.
+MAX_MANIFEST_DEPTH = 64
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _fail(root: Path, what: str) -> BundleError:
@@ -108,14 +119,118 @@ class BundleFile:
         """
         if not isinstance(entry, dict):
             raise _fail(root, f"files[{index}] must be an object, got {type(entry).__name__}")
-        try:
-            return cls(path=entry["path"], role=str(entry["role"]),
-                       precision=str(entry.get("precision", "fp32")),
-                       sha256=str(entry["sha256"]).lower(), bytes=int(entry["bytes"]),
-                       extra={k: v for k, v in entry.items() if k not in _FILE_KEYS})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _fail(root, f"files[{index}] is malformed ({exc!r}); expected path, role, "
-                              "precision, sha256, bytes") from None
+        why = _file_entry_error(entry)
+        if why is not None:
+            raise _fail(root, f"files[{index}] is malformed ({why}); expected path, role, "
+                              "precision, sha256, bytes")
+        return cls(path=entry["path"], role=entry["role"],
+                   precision=entry.get("precision", "fp32"),
+                   sha256=entry["sha256"].lower(), bytes=entry["bytes"],
+                   extra={k: v for k, v in entry.items() if k not in _FILE_KEYS})
+
+
+def _file_entry_error(entry: dict[str, Any]) -> str | None:
+    """Why a ``files`` entry is not path / role / precision strings, a sha256 hex digest and
+    a non-negative integer size, or None."""
+    missing = [k for k in ("path", "role", "sha256", "bytes") if k not in entry]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for key in ("path", "role", "precision"):
+        if key in entry and not isinstance(entry[key], str):
+            return f"{key} must be a string, got {type(entry[key]).__name__}"
+    if not isinstance(entry["sha256"], str) or not _SHA256.fullmatch(entry["sha256"].lower()):
+        return "sha256 must be 64 hex digits"
+    size = entry["bytes"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return f"bytes must be a non-negative integer, got {size!r:.40}"
+    return None
+
+
+class _Refused(ValueError):
+    """A JSON construct the manifest parser refuses (raised from the json hooks)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _Refused(f"key {dup!r:.60} appears twice in one object")
+    return out
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"number {text[:40]} does not fit a float")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # sizes and counts fit 63 bits; beyond is not ours
+        raise _Refused(f"integer {text[:20]}... has more than 19 digits")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _depth_error(data: Any, limit: int = MAX_MANIFEST_DEPTH) -> str | None:
+    """Why ``data`` nests objects / arrays deeper than ``limit``, or None (iterative)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = (node.values() if isinstance(node, dict) else
+                    node if isinstance(node, list) else ())
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return f"it nests objects / arrays deeper than {limit} levels"
+                stack.append((child, depth + 1))
+    return None
+
+
+def _surrogate_error(text: str, data: Any) -> str | None:
+    """Why ``data`` holds a lone UTF-16 surrogate (``"\\ud800"``: no character, so it
+    cannot be printed or written as UTF-8), or None."""
+    if not re.search(r"\\u[dD][89a-fA-F]", text):
+        return None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "it holds an unpaired UTF-16 surrogate escape"
+    return None
+
+
+def parse_manifest_json(text: str | bytes, *, root: Path = Path(".")) -> Any:
+    """``manifest.json`` text -> JSON value, refusing what a metaae-edge manifest never holds.
+
+    Refused in one line (``BundleError``, never a traceback): text over
+    :data:`MAX_MANIFEST_BYTES`, invalid JSON or UTF-8, a key twice in one object (parsers
+    disagree on which one wins), ``NaN`` / ``Infinity``, numbers beyond a float or of more
+    digits than Python converts, nesting deeper than :data:`MAX_MANIFEST_DEPTH`.
+
+    Raises:
+        BundleError: naming the problem.
+    """
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise _fail(root, f"{MANIFEST_NAME} is {len(text)} bytes, more than the "
+                          f"{MAX_MANIFEST_BYTES} a manifest may hold")
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite_float,
+                          parse_int=_bounded_int, parse_constant=_no_constant)
+    except RecursionError:
+        why = f"it nests objects / arrays deeper than {MAX_MANIFEST_DEPTH} levels"
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, _Refused, int digits
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        why = _depth_error(data) or _surrogate_error(text, data)
+        if why is None:
+            return data
+    raise _fail(root, f"{MANIFEST_NAME} is not valid JSON ({why})")
 
 
 def check_threshold(root: Path, value: Any) -> dict[str, Any] | None:
@@ -125,15 +240,22 @@ def check_threshold(root: Path, value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict) or "value" not in value:
         raise _fail(root, "threshold must be null or an object with a 'value'")
     v = value["value"]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
         raise _fail(root, f"threshold.value must be a finite number, got {v!r}")
     return dict(value)
+
+
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond a float
+        return False
 
 
 def _vector(root: Path, norm: Any, key: str, dim: int) -> np.ndarray:
     try:
         arr = np.asarray(norm[key], dtype=np.float32)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise _fail(root, f"normalization.{key} is missing or not a list of numbers") from None
     if arr.shape != (dim,):
         raise _fail(root, f"normalization.{key} has shape {arr.shape}, expected ({dim},)")
@@ -192,6 +314,11 @@ def _density(root: Path, manifest: dict[str, Any], files: tuple[BundleFile, ...]
             f.path == section.get("path") and f.role == "density" for f in files):
         raise _fail(root, "density must be an object whose 'path' is a listed file with "
                           "role 'density'")
+    shape = section.get("latent_shape", [])
+    if not isinstance(shape, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise _fail(root, f"density.latent_shape must be a list of positive integers, got "
+                          f"{shape!r:.60}")
 
 
 @dataclass(frozen=True)
@@ -238,9 +365,13 @@ class Manifest:
         if not isinstance(data, dict):
             raise _fail(root, f"{MANIFEST_NAME} must hold a JSON object")
         version = _schema_version(root, data)
+        if not isinstance(data.get("objective", ""), str):
+            raise _fail(root, "objective must be a string")
         try:
             spec = ArchSpec.from_dict(data.get("arch"))
         except SpecError as exc:
+            raise _fail(root, f"invalid architecture in manifest: {exc}") from None
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # wrong types
             raise _fail(root, f"invalid architecture in manifest: {exc}") from None
         if check_input is not None:
             check_input(root, data, spec)
@@ -256,11 +387,9 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str, *, root: Path | str = ".",
                   check_input: Any = None) -> Manifest:
-        """Parse and validate ``manifest.json`` text (see :meth:`from_dict`)."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _fail(Path(root), f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
+        """Parse and validate ``manifest.json`` text (see :meth:`from_dict` and
+        :func:`parse_manifest_json`)."""
+        data = parse_manifest_json(text, root=Path(root))
         return cls.from_dict(data, root=root, check_input=check_input)
 
     def to_json(self) -> str:
