@@ -168,16 +168,17 @@ class MetaTrainer:
                 **{f"learner.{k}": v for k, v in self.algorithm.named_parameters().items()}}
 
     def checkpoint(self, rng: list[Streams] | None = None) -> Checkpoint:
-        """The current state as a :class:`Checkpoint`, resumable exactly: weights, both
-        optimisers, learner state and the random streams (``rng``: every rank's, from
-        :func:`~metaae_edge.meta.trainstate.gather_rng`; default this process's)."""
+        """The current state as a :class:`Checkpoint` (a snapshot: copies of the tensors),
+        resumable exactly: weights, both optimisers, learner state and the random streams
+        (``rng``: every rank's, from :func:`~metaae_edge.meta.trainstate.gather_rng`;
+        default this process's)."""
         opt, step = adam_state(self.opt, self._named_parameters())
         post, _ = adam_state(self.posttrainer.opt, self._weights())
         streams, train_state = train_state_of(rng or [capture_rng()], self.step,
                                               self.cfg.meta_batch)
         return Checkpoint(
             supernet=self.supernet_cfg,
-            state={k: v.detach() for k, v in self.model.state_dict().items()},
+            state={k: v.detach().clone() for k, v in self.model.state_dict().items()},
             family=self.family.name,
             family_options=self.family_options,
             meta_config=self.cfg.to_dict(),
@@ -186,7 +187,7 @@ class MetaTrainer:
             metrics=self.metrics,
             optimizer=opt,
             optimizer_meta={"step": step},
-            learner={k: v.detach() for k, v in self.algorithm.state_dict().items()},
+            learner={k: v.detach().clone() for k, v in self.algorithm.state_dict().items()},
             posttrain_optimizer=post,
             rng=streams,
             train_state=train_state,
