@@ -89,7 +89,9 @@ class MetaTrainer:
         supernet: search space; default the conv space for image families and
             :class:`SupernetConfig` for vector families.
         resume: a checkpoint to continue from (same family and configs), written by
-            meta-train (a shipped builtin carries no training state).
+            meta-train (a shipped builtin carries no training state). It also restores
+            the process's global random streams (torch, numpy, Python), so the run
+            continues exactly; :attr:`resume_notes` says why not, for older checkpoints.
         family_options: recorded in the checkpoint (how the family was created).
         plan: this process's share of each meta-batch (default all of it;
             :mod:`~metaae_edge.meta.distributed`).
