@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-6
 SMALL = SupernetConfig(max_input_dim=64, max_depth=2, width_choices=(16, 32),
                        latent_choices=(1, 2, 4, 8, 12))
-#: 2 Gumbel meta-steps then 4 post-training steps; checkpoints at steps 3 and 6
-FAST = {"meta_steps": 2, "posttrain_steps": 4, "val_every": 3, "inner_steps": 2,
+#: 1 Gumbel meta-step then 3 post-training steps; checkpoints at steps 2 and 4
+FAST = {"meta_steps": 1, "posttrain_steps": 3, "val_every": 2, "inner_steps": 2,
         "meta_batch": 2, "arch_sampling": "gumbel", "warmup_steps": 0}
 
 
@@ -114,10 +114,10 @@ def test_a_killed_meta_train_resumed_equals_the_uninterrupted_run(tmp_path):
 
     full, killed = tmp_path / "full.safetensors", tmp_path / "killed.safetensors"
     pipeline.meta_train(create_recipe("manifold", **FAST), full)  # in-process, 1 thread
-    assert _kill_after_checkpoint(["--family", "manifold", *_flags(FAST)], killed, 3, 6) == 3
+    assert _kill_after_checkpoint(["--family", "manifold", *_flags(FAST)], killed, 2, 4) == 2
     assert load_checkpoint(killed).posttrain_optimizer  # killed inside the post-training
     report = pipeline.meta_train(create_recipe("manifold", **FAST), killed, resume=True)
-    assert report.steps == 6 and report.notes == []
+    assert report.steps == 4 and report.notes == []
     assert assert_same_run(full, killed) == 0.0
 
 
