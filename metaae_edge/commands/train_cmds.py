@@ -147,6 +147,8 @@ def _meta_train(ctx: typer.Context, recipe: Path | None, out: Path, resume: bool
     report = meta_train(run, out, resume=resume, given={"family", *values}, device=device,
                         progress=RichProgress() if is_rank_zero() else None, on_step=on_step)
     if is_rank_zero():
+        for note in report.notes:  # e.g. an old checkpoint resumed approximately
+            typer.echo(f"note: {note}", err=True)
         typer.echo(
             f"wrote {out} after {report.steps} meta-steps in {report.seconds:.1f}s; "
             f"meta-val query loss (discretised) {report.val_query_loss_hard:.4f}")

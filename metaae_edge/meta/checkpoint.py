@@ -3,10 +3,13 @@
 Tensors: ``model.<param>`` (meta-weights and ``arch.*`` logits), ``opt.<param>.<key>``
 (outer-optimiser state by parameter name, for ``--resume``; older files key it by index,
 ``opt.<i>.<key>``, see :mod:`~metaae_edge.meta.optstate`) and ``learner.<key>`` (the
-meta-algorithm's own state, if it has any). Shipped builtin checkpoints carry only the
-model tensors: they adapt, they do not resume. Metadata (``__metadata__["metaae"]``): format and
+meta-algorithm's own state, if it has any), and for an exact resume ``post.<param>.<key>``
+(the post-training Adam) and ``rng.<stream>`` (every process's global random streams, see
+:mod:`~metaae_edge.meta.trainstate`). Shipped builtin checkpoints carry only the model
+tensors: they adapt, they do not resume. Metadata (``__metadata__["metaae"]``): format and
 version, supernet config, family and its options, meta and inner configs, step, metric
-history. Never pickled; written to a temporary file and renamed into place.
+history, ``train_state`` (absent in older files, which resume approximately). Never
+pickled; written to a temporary file and renamed into place.
 """
 
 from __future__ import annotations
@@ -53,8 +56,15 @@ class Checkpoint:
     source: str = ""
     #: the meta-algorithm's own state (``MetaAlgorithm.state_dict()``)
     learner: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the post-training Adam's state by parameter name (as ``optimizer``)
+    posttrain_optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: every process's global random streams (:mod:`~metaae_edge.meta.trainstate`)
+    rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the rest of the exact-resume state (JSON); empty in checkpoints from before it
+    train_state: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
+        extra = {"train_state": self.train_state} if self.train_state else {}
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -66,7 +76,13 @@ class Checkpoint:
             "step": self.step,
             "metrics": self.metrics,
             "optimizer_meta": self.optimizer_meta,
+            **extra,
         }
+
+
+#: tensor-name prefix in the file -> the :class:`Checkpoint` field it fills
+_GROUPS = {"model.": "state", "opt.": "optimizer", "learner.": "learner",
+           "post.": "posttrain_optimizer", "rng.": "rng"}
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
@@ -75,10 +91,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.state.items()}
-    tensors.update({f"opt.{k}": v.detach().cpu().contiguous() for k, v in ckpt.optimizer.items()})
-    tensors.update({f"learner.{k}": v.detach().cpu().contiguous()
-                    for k, v in ckpt.learner.items()})
+    tensors = {f"{prefix}{k}": v.detach().cpu().contiguous()
+               for prefix, name in _GROUPS.items() for k, v in getattr(ckpt, name).items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"metaae": json.dumps(ckpt.metadata())})
     return path
@@ -152,20 +166,22 @@ def load_checkpoint(ref: str | Path) -> Checkpoint:
             f"checkpoint {path} has inner-loop setting(s) this metaae-edge does not know "
             f"({', '.join(sorted(unknown))}); it was written by another version"
         )
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    opt = {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
-    learner = {k[len("learner."):]: v for k, v in tensors.items() if k.startswith("learner.")}
+    groups = {name: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+              for prefix, name in _GROUPS.items()}
     return Checkpoint(
         supernet=SupernetConfig.from_dict(meta["supernet"]),
-        state=state,
+        state=groups["state"],
         family=meta.get("family", ""),
         family_options=meta.get("family_options", {}),
         meta_config=meta.get("meta_config", {}),
         inner_config=meta.get("inner_config", {}),
         step=int(meta.get("step", 0)),
         metrics=meta.get("metrics", []),
-        optimizer=opt,
+        optimizer=groups["optimizer"],
         optimizer_meta=meta.get("optimizer_meta", {}),
         source=str(ref),
-        learner=learner,
+        learner=groups["learner"],
+        posttrain_optimizer=groups["posttrain_optimizer"],
+        rng=groups["rng"],
+        train_state=meta.get("train_state") or {},
     )

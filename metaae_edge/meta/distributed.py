@@ -133,10 +133,12 @@ class TaskPlan:
     def save(self, out: str | Path, trainer: MetaTrainer) -> None:
         """Rank 0 writes ``trainer``'s checkpoint atomically; the others wait for it."""
         from .checkpoint import save_checkpoint
+        from .trainstate import gather_rng
 
         self.check_in_sync(trainer)
+        rng = gather_rng(self)  # every rank's random streams, for an exact resume
         if self.is_main:
-            save_checkpoint(out, trainer.checkpoint())
+            save_checkpoint(out, trainer.checkpoint(rng))
         if self.distributed:
             torch.distributed.barrier()
 

@@ -47,6 +47,7 @@ from .inner import (
 )
 from .optstate import adam_state, restore_adam_state
 from .posttrain import PostTrainer, draw_subnetwork
+from .trainstate import Streams, capture_rng, restore_train_state, train_state_of
 
 __all__ = ["ALGORITHMS", "MAML_MAX_INNER_STEPS", "MetaConfig", "MetaTrainer",
            "evaluate_adaptation", "task_objective"]
@@ -88,7 +89,9 @@ class MetaTrainer:
         supernet: search space; default the conv space for image families and
             :class:`SupernetConfig` for vector families.
         resume: a checkpoint to continue from (same family and configs), written by
-            meta-train (a shipped builtin carries no training state).
+            meta-train (a shipped builtin carries no training state). It also restores
+            the process's global random streams (torch, numpy, Python), so the run
+            continues exactly; :attr:`resume_notes` says why not, for older checkpoints.
         family_options: recorded in the checkpoint (how the family was created).
         plan: this process's share of each meta-batch (default all of it;
             :mod:`~metaae_edge.meta.distributed`).
@@ -136,6 +139,11 @@ class MetaTrainer:
                        cfg.device, seed=i, image_basis=uses_basis(self.model))
             for i in self.plan.shard(cfg.val_tasks)
         ]
+        #: why this resume is not exact (one line each; empty: exact, or a fresh run)
+        self.resume_notes: list[str] = []
+        if resume is not None:  # last: nothing after it may draw from the restored streams
+            self.resume_notes = restore_train_state(
+                resume, self.plan, cfg.meta_batch, posttraining=resume.step > cfg.meta_steps)
 
     # -- state ------------------------------------------------------------------------
     def _restore(self, ckpt: Checkpoint) -> None:
@@ -147,7 +155,13 @@ class MetaTrainer:
         self.algorithm.load_state_dict(ckpt.learner)
         restore_adam_state(self.opt, self._named_parameters(), ckpt.optimizer,
                            int(ckpt.optimizer_meta.get("step", ckpt.step)), self.cfg.device)
+        restore_adam_state(self.posttrainer.opt, self._weights(), ckpt.posttrain_optimizer, 0,
+                           self.cfg.device)
         self.step, self.metrics = ckpt.step, list(ckpt.metrics)
+
+    def _weights(self) -> dict[str, torch.nn.Parameter]:
+        """The supernet's weights by name (no ``arch.*``): what post-training steps."""
+        return {k: v for k, v in self.model.named_parameters() if not k.startswith(ARCH_PREFIX)}
 
     def _named_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Everything the outer optimiser steps: the supernet's parameters, then the
@@ -155,12 +169,18 @@ class MetaTrainer:
         return {**dict(self.model.named_parameters()),
                 **{f"learner.{k}": v for k, v in self.algorithm.named_parameters().items()}}
 
-    def checkpoint(self) -> Checkpoint:
-        """The current state as a :class:`Checkpoint` (resumable)."""
+    def checkpoint(self, rng: list[Streams] | None = None) -> Checkpoint:
+        """The current state as a :class:`Checkpoint` (a snapshot: copies of the tensors),
+        resumable exactly: weights, both optimisers, learner state and the random streams
+        (``rng``: every rank's, from :func:`~metaae_edge.meta.trainstate.gather_rng`;
+        default this process's)."""
         opt, step = adam_state(self.opt, self._named_parameters())
+        post, _ = adam_state(self.posttrainer.opt, self._weights())
+        streams, train_state = train_state_of(rng or [capture_rng()], self.step,
+                                              self.cfg.meta_batch)
         return Checkpoint(
             supernet=self.supernet_cfg,
-            state={k: v.detach() for k, v in self.model.state_dict().items()},
+            state={k: v.detach().clone() for k, v in self.model.state_dict().items()},
             family=self.family.name,
             family_options=self.family_options,
             meta_config=self.cfg.to_dict(),
@@ -169,7 +189,10 @@ class MetaTrainer:
             metrics=self.metrics,
             optimizer=opt,
             optimizer_meta={"step": step},
-            learner={k: v.detach() for k, v in self.algorithm.state_dict().items()},
+            learner={k: v.detach().clone() for k, v in self.algorithm.state_dict().items()},
+            posttrain_optimizer=post,
+            rng=streams,
+            train_state=train_state,
         )
 
     # -- tasks ------------------------------------------------------------------------

@@ -29,8 +29,10 @@ def adam_state(opt: torch.optim.Optimizer, named: Named) -> tuple[dict[str, torc
     for name, p in named.items():
         st = opt.state.get(p)
         if st:
-            out[f"{name}.exp_avg"], out[f"{name}.exp_avg_sq"] = st["exp_avg"], st["exp_avg_sq"]
-            out[f"{name}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(())
+            # copies: a checkpoint is a snapshot, not a view of the live moments
+            out[f"{name}.exp_avg"] = st["exp_avg"].detach().clone()
+            out[f"{name}.exp_avg_sq"] = st["exp_avg_sq"].detach().clone()
+            out[f"{name}.step"] = torch.tensor(float(st["step"]), dtype=torch.float32)
             step = int(st["step"])
     return out, step
 
@@ -72,5 +74,6 @@ def restore_adam_state(opt: torch.optim.Optimizer, named: Named,
         step = state.get(f"{name}.step")
         opt.state[p] = {
             "step": torch.tensor(float(default_step if step is None else float(step))),
-            **{k: state[f"{name}.{k}"].to(device) for k in _KEYS},
+            # copies: stepping must not write into the checkpoint it was restored from
+            **{k: state[f"{name}.{k}"].to(device, copy=True) for k in _KEYS},
         }

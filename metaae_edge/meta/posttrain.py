@@ -50,7 +50,7 @@ class PostTrainer:
     """The post-training steps of a run: its own Adam (cosine-decayed step size) over
     the supernet weights, the same tensors as the outer optimiser's weight group.
 
-    Its moments are not checkpointed: resuming inside the post-training restarts them.
+    Its moments are checkpointed by :class:`~metaae_edge.meta.MetaTrainer` (``post.*``).
 
     Args:
         model: the supernet.

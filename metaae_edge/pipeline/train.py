@@ -29,6 +29,8 @@ class MetaTrainReport:
     seconds: float
     val_query_loss_hard: float
     config: dict[str, Any] = field(default_factory=dict)
+    #: why a resume was not exact (a checkpoint from before exact resume); empty otherwise
+    notes: list[str] = field(default_factory=list)
 
 
 def _checkpoint_values(ckpt) -> dict[str, Any]:
@@ -153,7 +155,10 @@ def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
         recipe: the run (:func:`~metaae_edge.tasks.create_recipe` gives a family's).
         out: checkpoint file to write (.safetensors); checkpointed every ``val_every`` steps.
         resume: continue ``out`` (it must exist); recipe fields in ``given`` must agree
-            with the checkpoint, except the :data:`EXTENDABLE` ones.
+            with the checkpoint, except the :data:`EXTENDABLE` ones. A checkpoint written
+            by this version resumes exactly (killed and resumed ends as an uninterrupted
+            run, :mod:`~metaae_edge.meta.trainstate`); an older one approximately
+            (``MetaTrainReport.notes`` says so).
         given: the recipe fields the caller set explicitly (the CLI's flags and recipe
             file); default: those that differ from the family's registered recipe.
         device: ``cpu`` or ``cuda``.
@@ -204,4 +209,5 @@ def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
     plan.close()
     final = trainer.metrics[-1] if trainer.metrics else {}
     return MetaTrainReport(out, trainer.step, time.perf_counter() - t0,
-                           final.get("val_query_loss_hard", float("nan")), cfg.to_dict())
+                           final.get("val_query_loss_hard", float("nan")), cfg.to_dict(),
+                           list(trainer.resume_notes))
