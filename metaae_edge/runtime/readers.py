@@ -36,6 +36,7 @@ import csv
 import itertools
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -293,7 +294,7 @@ def read_csv(path: Path, error: Err = InputError) -> tuple[np.ndarray, list[str]
 def load_npy(path: Path, error: Err = InputError, mmap: bool = False) -> np.ndarray:
     """An ``.npy`` array, never unpickled (``mmap``: memory-mapped read-only)."""
     try:
-        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
         if "pickle" in str(exc) or "object" in str(exc).lower():
             raise error(f"{path}: could not read .npy without unpickling (object arrays "
@@ -303,6 +304,10 @@ def load_npy(path: Path, error: Err = InputError, mmap: bool = False) -> np.ndar
     except (OSError, EOFError) as exc:
         raise error(f"{path}: could not read as .npy ({exc}); expected a numeric array "
                     "saved with numpy.save") from None
+    if not isinstance(arr, np.ndarray):  # np.load opens a zip (an .npz) whatever its name
+        arr.close()
+        raise error(f"{path}: is an .npz archive, not an .npy array; name it .npz")
+    return arr
 
 
 def npz_key(keys: list[str], path: Path | str, error: Err = InputError) -> str:
@@ -324,6 +329,14 @@ def npz_key(keys: list[str], path: Path | str, error: Err = InputError) -> str:
                 "samples 'x' (np.savez(path, x=samples)) or save only one")
 
 
+def _open_npz(path: Path, error: Err) -> Any:
+    """``np.load`` of an archive; a plain ``.npy`` behind an ``.npz`` name is refused."""
+    npz = np.load(path, allow_pickle=False)
+    if isinstance(npz, np.ndarray):
+        raise error(f"{path}: is an .npy array, not an .npz archive; name it .npy")
+    return npz
+
+
 def _npz_member(npz: Any, key: str, path: Path, error: Err) -> np.ndarray:
     info = npz.zip.getinfo(f"{key}.npy")
     if info.file_size > max_input_bytes():
@@ -336,7 +349,7 @@ def load_npz(path: Path, error: Err = InputError,
     """``(samples, labels or None, samples' key)`` of an ``.npz`` (see :func:`npz_key`);
     labels are only read when asked for."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with _open_npz(path, error) as npz:
             keys = list(npz.files)
             key = npz_key(keys, path, error)
             x = _npz_member(npz, key, path, error)
@@ -351,7 +364,8 @@ def load_npz(path: Path, error: Err = InputError,
                         "are refused); save numeric arrays") from None
         raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
                     "saved with numpy.savez") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError) as exc:  # a corrupt member / an unknown compression
         raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
                     "saved with numpy.savez") from None
 
@@ -362,14 +376,15 @@ def load_npz_pair(path: Path, names: tuple[str, str],
     caps and errors, or None when the archive lacks either."""
     check_file(path, error, (".npz",))
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with _open_npz(path, error) as npz:
             if not set(names) <= set(npz.files):
                 return None
             a, b = (_npz_member(npz, k, path, error) for k in names)
             return a, b
     except MetaAEError:
         raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError) as exc:
         raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
                     "saved with numpy.savez (object arrays are refused)") from None
 
