@@ -5,6 +5,7 @@ it, and never a live writer's."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -205,3 +206,23 @@ def test_killed_adapt_and_export_is_cleaned_by_the_next_one(tmp_path):
     res = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert _temps(out) == [] and (out / "manifest.json").is_file()
+
+
+def test_a_killed_bundle_update_is_cleaned_by_the_next_update(made, tmp_path):
+    """BundleWriter.update stages inside the bundle (``.staging.tmp-PID-HOST-*``): the
+    staging folder a killed update left there is removed by the next update, and the
+    bundle still loads with every hash verified."""
+    from metaae_edge.exporters.writer import BundleWriter
+    from metaae_edge.runtime import load_bundle
+
+    out = tmp_path / "bundle"
+    shutil.copytree(made, out)
+    stale = out / f".staging.tmp-{_dead_pid()}-{fsutil._host_tag()}-abcd1234"
+    stale.mkdir()
+    (stale / "decoder.onnx").write_bytes(b"half")
+    assert load_bundle(out, verify=True).files  # a stale stage does not break loading
+    with BundleWriter.update(out) as writer:
+        assert writer.stage.parent == out and writer.stage.name.startswith(".staging.tmp-")
+    assert not stale.exists() and sorted(p.name for p in out.iterdir() if
+                                         p.name.startswith(".")) == []
+    assert load_bundle(out, verify=True).files

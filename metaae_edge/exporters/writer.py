@@ -30,7 +30,6 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -159,7 +158,8 @@ class BundleWriter:
             except BundleError as exc:
                 raise BundleError(f"{exc}; refusing to re-sign it with --sign-key") from None
         parsed = bundle.parsed or Manifest.from_dict(bundle.manifest, root=bundle.root)
-        stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=bundle.root))
+        # .staging.tmp-PID-HOST-XXXX inside the bundle; a killed update's stale one is cleaned
+        stage = make_temp_dir(bundle.root / "staging")
         with cls._cleanup(cls(bundle.root, stage, parsed, True, sign_key, log)) as writer:
             yield writer
 
