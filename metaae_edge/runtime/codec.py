@@ -1,0 +1,221 @@
+"""The transform codec of a ``transform`` bundle: image -> file bytes -> image (torch-free).
+
+The bundle's ``encoder.onnx`` gives each B x B block's coefficients and its
+``decoder.onnx`` maps (dequantised) coefficients back to pixels (inverse transform, plus the
+post-filter when the bundle has one); this module does what the graphs do not:
+
+* quantisation: a uniform quantiser per coefficient with step ``step * weights[k]`` and a
+  dead zone (rounding offset ``dead_zone`` for the others, ``dc_offset`` for coefficient 0);
+  ``weights`` and the offsets are the manifest's ``codec`` section, fitted at export;
+* prediction: coefficient 0 (the block's brightness) is predicted from the block to its
+  left (the block above for the first column); the residual is coded;
+* entropy coding: run / level streams packed with the smallest of DEFLATE / LZMA2 / bzip2
+  (:mod:`metaae_edge.runtime.codec_pack`);
+* the file: :data:`MAGIC`, a version byte, a 4-byte tag of the bundle (the first bytes of
+  the encoder graph's sha256: a file is never decoded with another bundle's basis), H and W
+  (2 bytes each), the step (float32), then the streams: :data:`HEADER_BYTES` of header.
+  Every byte of the file is counted by the rate control.
+
+Sizes that are not multiples of B are edge-padded for the transform and cropped back.
+Decoding is exact: the file determines the quantised coefficients, which determine the
+pixels (``tests/test_codec_bundle.py``).
+"""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BundleError, DataError, InputError
+from .codec_pack import pack_run_level, unpack_run_level
+
+__all__ = ["HEADER_BYTES", "MAGIC", "CodecConfig", "TransformCodec"]
+
+MAGIC = b"MQ"
+VERSION = 1
+_HEAD = struct.Struct(">2sB4sHHf")
+HEADER_BYTES = _HEAD.size
+#: the log-bisection range of the step search (pixel units: images in [0, 1])
+STEP_RANGE = (1e-4, 16.0)
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """The manifest's ``codec`` section."""
+
+    block: int
+    weights: tuple[float, ...]
+    dead_zone: float = 1.0 / 3.0
+    dc_offset: float = 0.5
+    default_bpp: float = 1.0
+
+    @classmethod
+    def from_manifest(cls, root: Path, section: Any, latent: int) -> CodecConfig:
+        if not isinstance(section, dict):
+            raise BundleError(f"bundle {root}: not a codec bundle (no 'codec' section in its "
+                              "manifest); export one with metaae-edge export-codec")
+        try:
+            cfg = cls(int(section["block"]), tuple(float(v) for v in section["weights"]),
+                      float(section.get("dead_zone", 1 / 3)),
+                      float(section.get("dc_offset", 0.5)),
+                      float(section.get("default_bpp", 1.0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"bundle {root}: malformed codec section ({exc!r})") from None
+        w = np.asarray(cfg.weights)
+        if len(w) != latent or not np.all(np.isfinite(w)) or np.any(w <= 0) or not (
+                0 <= cfg.dead_zone <= 0.5 and 0 <= cfg.dc_offset <= 0.5):
+            raise BundleError(f"bundle {root}: codec section does not fit the graphs ({latent} "
+                              "positive weights, offsets in [0, 0.5] expected)")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"block": self.block, "weights": list(self.weights), "dead_zone": self.dead_zone,
+                "dc_offset": self.dc_offset, "default_bpp": self.default_bpp}
+
+
+class TransformCodec:
+    """Encode / decode images with a transform bundle (see the module docstring)."""
+
+    def __init__(self, runtime: Any, config: CodecConfig, tag: bytes):
+        self.rt, self.config, self.tag = runtime, config, tag
+        self.block = config.block
+        self.channels = int(runtime.bundle.contract.channels)
+        self._w = np.asarray(config.weights, np.float64)
+
+    @classmethod
+    def load(cls, path: str | Path, **runtime_options: Any) -> TransformCodec:
+        """Load a codec bundle (``runtime_options`` go to :meth:`Runtime.load`)."""
+        from .api import Runtime
+
+        rt = runtime_options.pop("runtime", None) or Runtime.load(path, **runtime_options)
+        return cls.from_runtime(rt)
+
+    @classmethod
+    def from_runtime(cls, rt: Any) -> TransformCodec:
+        b = rt.bundle
+        if b.spec.backbone != "transform":
+            raise BundleError(f"bundle {b.root}: not a codec bundle ({b.spec.describe()}); "
+                              "export one with metaae-edge export-codec")
+        cfg = CodecConfig.from_manifest(b.root, b.manifest.get("codec"), b.spec.latent_dim)
+        enc = next(f for f in b.files if f.role == "encoder" and f.precision == "fp32")
+        return cls(rt, cfg, bytes.fromhex(enc.sha256[:8]))
+
+    # -- transform --------------------------------------------------------------------
+    def _image(self, img: Any) -> np.ndarray:
+        x = np.asarray(img, np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 3 or x.shape[0] != self.channels or min(x.shape[1:]) < 1:
+            raise InputError(f"the codec takes one {self.channels}-channel image (H, W) or "
+                             f"(C, H, W); got shape {np.shape(img)}")
+        if max(x.shape[1:]) >= 1 << 16:
+            raise InputError(f"image sides must be below 65536, got {x.shape[1:]}")
+        if not np.all(np.isfinite(x)):
+            raise InputError("the image holds NaN or Inf values")
+        return x
+
+    def coefficients(self, img: Any) -> tuple[np.ndarray, tuple[int, int]]:
+        """``(coef (blocks, D) float64 in raster block order, (H, W))`` of one image."""
+        x = self._image(img)
+        h, w = x.shape[1:]
+        b = self.block
+        ph, pw = -h % b, -w % b
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge")
+        z = self.rt.encode(np.ascontiguousarray(x[None]))[0]  # (D, ny, nx)
+        return z.reshape(z.shape[0], -1).T.astype(np.float64), (h, w)
+
+    def quantise(self, coef: np.ndarray, step: float) -> np.ndarray:
+        offset = np.full(coef.shape[-1], self.config.dead_zone)
+        offset[0] = self.config.dc_offset
+        a = np.abs(coef) / (step * self._w)
+        return (np.sign(coef) * np.floor(a + offset)).astype(np.int64)
+
+    # -- bytes ------------------------------------------------------------------------
+    def encode_coefficients(self, coef: np.ndarray, hw: tuple[int, int], step: float) -> bytes:
+        step = float(np.float32(step))  # what the header carries, so both sides agree
+        q = self.quantise(coef, step)
+        ny, nx = (-(-s // self.block) for s in hw)
+        dc = q[:, 0].reshape(ny, nx).copy()
+        dc[:, 1:] -= dc[:, :-1].copy()
+        dc[1:, 0] -= q[:, 0].reshape(ny, nx)[:-1, 0]
+        q[:, 0] = dc.ravel()
+        return _HEAD.pack(MAGIC, VERSION, self.tag, *hw, step) + pack_run_level(q)
+
+    def encode(self, img: Any, *, bpp: float | None = None, step: float | None = None) -> bytes:
+        """One image -> the file's bytes: at ``step``, or the finest step whose whole file
+        fits ``bpp`` bits per pixel (default: the manifest's ``default_bpp``).
+
+        Raises:
+            InputError: a bad image or option, or ``bpp`` too small for any step.
+        """
+        coef, hw = self.coefficients(img)
+        if step is not None:
+            if not step > 0:
+                raise InputError(f"step must be > 0, got {step}")
+            return self.encode_coefficients(coef, hw, step)
+        bpp = self.config.default_bpp if bpp is None else float(bpp)
+        budget = int(bpp * hw[0] * hw[1] / 8)
+        found = search_step(lambda s: self.encode_coefficients(coef, hw, s), budget)
+        if found is None:
+            raise InputError(f"{bpp:g} bit/pixel ({budget} bytes) is too small for this "
+                             f"image: even the coarsest step needs more")
+        return found[1]
+
+    def quantised(self, data: bytes) -> tuple[np.ndarray, tuple[int, int], float]:
+        """The file's quantised coefficients (DC prediction undone), (H, W) and step."""
+        if len(data) < HEADER_BYTES or data[:2] != MAGIC:
+            raise DataError("not a metaae-edge codec file (bad magic)")
+        magic, version, tag, h, w, step = _HEAD.unpack(data[:HEADER_BYTES])
+        if version != VERSION:
+            raise DataError(f"codec file version {version}; this metaae-edge reads {VERSION}")
+        if tag != self.tag:
+            raise DataError(f"this file was encoded with another codec bundle (tag {tag.hex()},"
+                            f" this bundle's is {self.tag.hex()}); decode it with that bundle")
+        ny, nx = -(-h // self.block), -(-w // self.block)
+        try:
+            q = unpack_run_level(data[HEADER_BYTES:], ny * nx, len(self._w))
+        except (ValueError, IndexError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise DataError(f"corrupt codec file ({type(exc).__name__})") from None
+        dc = q[:, 0].reshape(ny, nx).copy()
+        dc[:, 0] = np.cumsum(dc[:, 0])
+        q[:, 0] = np.cumsum(dc, axis=1).ravel()
+        return q, (h, w), step
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """File bytes -> the (C, H, W) float32 image, clipped to [0, 1]."""
+        q, (h, w), step = self.quantised(data)
+        ny, nx = -(-h // self.block), -(-w // self.block)
+        z = (q * (step * self._w)).T.reshape(1, -1, ny, nx).astype(np.float32)
+        rec = self.rt.decode(z)[0][:, :h, :w]
+        return np.clip(rec, 0.0, 1.0)
+
+
+def search_step(encode: Any, budget: int, iters: int = 18) -> tuple[float, bytes] | None:
+    """The smallest step in :data:`STEP_RANGE` (log-bisected) whose bytes fit ``budget``
+    (bytes fall as the step grows); None when even the coarsest does not fit."""
+    lo, hi = STEP_RANGE
+    best = encode(hi)
+    if len(best) > budget:
+        return None
+    good = hi
+    first = encode(lo)
+    if len(first) <= budget:
+        return lo, first
+    a, b = np.log(lo), np.log(hi)
+    for _ in range(iters):
+        mid = float(np.exp((a + b) / 2))
+        data = encode(mid)
+        if len(data) <= budget:
+            b, good, best = np.log(mid), mid, data
+        else:
+            a = np.log(mid)
+    return good, best
