@@ -56,6 +56,9 @@ class CodecExportOptions:
             raise DataError(f"--stride must be in 1..{self.block}, got {self.stride}")
         if not self.default_bpp > 0:
             raise DataError(f"--bpp must be > 0, got {self.default_bpp}")
+        from ..exporters.writer import prepare_target
+
+        prepare_target(Path(self.out), self.force)  # before any work
         return self
 
 
