@@ -56,7 +56,7 @@ data = codec.encode(img, bpp=1.0)
 assert data == codec.encode(img, bpp=1.0)  # deterministic
 assert len(data) <= img.size // 8, len(data)
 coef, hw = codec.coefficients(img)
-step = float(np.float32(np.frombuffer(data[11:15], '>f4')[0]))
+step = float(np.float32(np.frombuffer(data[12:16], '>f4')[0]))
 q, hw2, step2 = codec.quantised(data)
 assert hw2 == img.shape and step2 == step
 assert (q == codec.quantise(coef, step)).all()  # the file holds exactly the coefficients
@@ -135,3 +135,30 @@ def test_cli_encode_decode_and_run_modes(bundle, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:  # an existing output needs --force
         main(["codec", "decode", b, "-i", "a.mq", "-o", "a.png"])
     assert exc.value.code == 2
+
+
+def test_range_coder_is_exact_and_its_estimate_is_the_code_length():
+    from metaae_edge.runtime.codec_rc import decode_blocks, encode_blocks, estimate_bytes
+
+    rng = np.random.default_rng(0)
+    scale = np.geomspace(20, 0.05, 64)
+    q = np.round(rng.laplace(0, scale, (9, 13, 64))).astype(np.int64)
+    q[2, 3] = 0  # an empty block
+    q[4, 5, 63], q[0, 0, 0], q[1, 1, 7] = 3, -200000, 70000  # the last index; large values
+    data = encode_blocks(q)
+    assert np.array_equal(decode_blocks(data, 9, 13, 64), q)
+    assert abs(estimate_bytes(q) - len(data)) < 8, (estimate_bytes(q), len(data))
+    assert np.array_equal(decode_blocks(encode_blocks(np.zeros((2, 2, 16), np.int64)),
+                                        2, 2, 16), np.zeros((2, 2, 16)))
+    with pytest.raises(DataError, match="too large"):
+        encode_blocks(np.full((1, 1, 4), 1 << 20))
+
+
+def test_both_coders_decode_and_the_range_coder_is_smaller(codec):
+    img = load_photo("rocket")[:96, :128]
+    coef, hw = codec.coefficients(img)
+    files = [codec.encode_coefficients(coef, hw, 0.04, coder) for coder in (0, 1)]
+    for data in files:
+        q, _, _ = codec.quantised(data)
+        assert np.array_equal(q, codec.quantise(coef, float(np.float32(0.04))))
+    assert len(files[1]) < 0.95 * len(files[0])

@@ -9,12 +9,16 @@ post-filter when the bundle has one); this module does what the graphs do not:
   ``weights`` and the offsets are the manifest's ``codec`` section, fitted at export;
 * prediction: coefficient 0 (the block's brightness) is predicted from the block to its
   left (the block above for the first column); the residual is coded;
-* entropy coding: run / level streams packed with the smallest of DEFLATE / LZMA2 / bzip2
+* entropy coding (the header's coder byte): ``1`` (default) a context-adaptive range coder
+  (:mod:`metaae_edge.runtime.codec_rc`; 9-15% fewer bytes than ``0`` on the photos
+  measured), ``0`` run / level streams packed with the smallest of DEFLATE / LZMA2 / bzip2
   (:mod:`metaae_edge.runtime.codec_pack`);
-* the file: :data:`MAGIC`, a version byte, a 4-byte tag of the bundle (the first bytes of
-  the encoder graph's sha256: a file is never decoded with another bundle's basis), H and W
-  (2 bytes each), the step (float32), then the streams: :data:`HEADER_BYTES` of header.
-  Every byte of the file is counted by the rate control.
+* the file: :data:`MAGIC`, a version byte, the coder byte, a 4-byte tag of the bundle (the
+  first bytes of the encoder graph's sha256: a file is never decoded with another bundle's
+  basis), H and W (2 bytes each), the step (float32), then the coded coefficients:
+  :data:`HEADER_BYTES` of header. Every byte of the file is counted by the rate control,
+  which bisects the step on the range coder's exact code-length estimate and then checks
+  (and, if need be, nudges) the real file against the budget.
 
 Sizes that are not multiples of B are edge-padded for the transform and cropped back.
 Decoding is exact: the file determines the quantised coefficients, which determine the
@@ -34,12 +38,14 @@ import numpy as np
 
 from ..errors import BundleError, DataError, InputError
 from .codec_pack import pack_run_level, unpack_run_level
+from .codec_rc import decode_blocks, encode_blocks, estimate_bytes
 
 __all__ = ["HEADER_BYTES", "MAGIC", "CodecConfig", "TransformCodec"]
 
 MAGIC = b"MQ"
 VERSION = 1
-_HEAD = struct.Struct(">2sB4sHHf")
+_HEAD = struct.Struct(">2sBB4sHHf")
+CODERS = ("pack", "range")
 HEADER_BYTES = _HEAD.size
 #: the log-bisection range of the step search (pixel units: images in [0, 1])
 STEP_RANGE = (1e-4, 16.0)
@@ -140,49 +146,83 @@ class TransformCodec:
         return (np.sign(coef) * np.floor(a + offset)).astype(np.int64)
 
     # -- bytes ------------------------------------------------------------------------
-    def encode_coefficients(self, coef: np.ndarray, hw: tuple[int, int], step: float) -> bytes:
-        step = float(np.float32(step))  # what the header carries, so both sides agree
+    def _predicted(self, coef: np.ndarray, hw: tuple[int, int], step: float) -> np.ndarray:
+        """(ny, nx, D) quantised coefficients, the DC replaced by its prediction residual."""
         q = self.quantise(coef, step)
         ny, nx = (-(-s // self.block) for s in hw)
-        dc = q[:, 0].reshape(ny, nx).copy()
-        dc[:, 1:] -= dc[:, :-1].copy()
-        dc[1:, 0] -= q[:, 0].reshape(ny, nx)[:-1, 0]
-        q[:, 0] = dc.ravel()
-        return _HEAD.pack(MAGIC, VERSION, self.tag, *hw, step) + pack_run_level(q)
+        q = q.reshape(ny, nx, -1)
+        dc = q[..., 0].copy()
+        dc[:, 1:] -= q[:, :-1, 0]  # the left neighbour
+        dc[1:, 0] -= q[:-1, 0, 0]  # first column: the block above
+        q[..., 0] = dc
+        return q
 
-    def encode(self, img: Any, *, bpp: float | None = None, step: float | None = None) -> bytes:
+    def encode_coefficients(self, coef: np.ndarray, hw: tuple[int, int], step: float,
+                            coder: int = 1) -> bytes:
+        step = float(np.float32(step))  # what the header carries, so both sides agree
+        q = self._predicted(coef, hw, step)
+        body = encode_blocks(q) if coder == 1 else pack_run_level(q.reshape(-1, q.shape[-1]))
+        return _HEAD.pack(MAGIC, VERSION, coder, self.tag, *hw, step) + body
+
+    def _fit_budget(self, coef: np.ndarray, hw: tuple[int, int], budget: int,
+                    coder: int) -> bytes | None:
+        if coder == 0:
+            step = search_step(lambda s: len(self.encode_coefficients(coef, hw, s, 0)), budget)
+            return None if step is None else self.encode_coefficients(coef, hw, step, 0)
+
+        def size(s: float) -> float:  # the range coder's code length, without coding
+            return estimate_bytes(self._predicted(coef, hw, float(np.float32(s)))) \
+                + HEADER_BYTES
+
+        step = search_step(size, budget)
+        if step is None:
+            return None
+        for _ in range(50):  # the estimate is exact to a few bytes; nudge if it was over
+            data = self.encode_coefficients(coef, hw, step, 1)
+            if len(data) <= budget:
+                return data
+            step *= 1.002
+        return None
+
+    def encode(self, img: Any, *, bpp: float | None = None, step: float | None = None,
+               coder: int = 1) -> bytes:
         """One image -> the file's bytes: at ``step``, or the finest step whose whole file
         fits ``bpp`` bits per pixel (default: the manifest's ``default_bpp``).
 
         Raises:
             InputError: a bad image or option, or ``bpp`` too small for any step.
         """
+        if coder not in (0, 1):
+            raise InputError(f"coder must be 0 (pack) or 1 (range), got {coder}")
         coef, hw = self.coefficients(img)
         if step is not None:
             if not step > 0:
                 raise InputError(f"step must be > 0, got {step}")
-            return self.encode_coefficients(coef, hw, step)
+            return self.encode_coefficients(coef, hw, step, coder)
         bpp = self.config.default_bpp if bpp is None else float(bpp)
         budget = int(bpp * hw[0] * hw[1] / 8)
-        found = search_step(lambda s: self.encode_coefficients(coef, hw, s), budget)
-        if found is None:
+        data = self._fit_budget(coef, hw, budget, coder)
+        if data is None:
             raise InputError(f"{bpp:g} bit/pixel ({budget} bytes) is too small for this "
                              f"image: even the coarsest step needs more")
-        return found[1]
+        return data
 
     def quantised(self, data: bytes) -> tuple[np.ndarray, tuple[int, int], float]:
         """The file's quantised coefficients (DC prediction undone), (H, W) and step."""
         if len(data) < HEADER_BYTES or data[:2] != MAGIC:
             raise DataError("not a metaae-edge codec file (bad magic)")
-        magic, version, tag, h, w, step = _HEAD.unpack(data[:HEADER_BYTES])
-        if version != VERSION:
-            raise DataError(f"codec file version {version}; this metaae-edge reads {VERSION}")
+        magic, version, coder, tag, h, w, step = _HEAD.unpack(data[:HEADER_BYTES])
+        if version != VERSION or coder not in (0, 1):
+            raise DataError(f"codec file version {version} / coder {coder}; this metaae-edge "
+                            f"reads version {VERSION}, coders 0 and 1")
         if tag != self.tag:
             raise DataError(f"this file was encoded with another codec bundle (tag {tag.hex()},"
                             f" this bundle's is {self.tag.hex()}); decode it with that bundle")
         ny, nx = -(-h // self.block), -(-w // self.block)
         try:
-            q = unpack_run_level(data[HEADER_BYTES:], ny * nx, len(self._w))
+            body, d = data[HEADER_BYTES:], len(self._w)
+            q = decode_blocks(body, ny, nx, d).reshape(ny * nx, d) if coder == 1 \
+                else unpack_run_level(body, ny * nx, d)
         except (ValueError, IndexError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
             raise DataError(f"corrupt codec file ({type(exc).__name__})") from None
         dc = q[:, 0].reshape(ny, nx).copy()
@@ -199,23 +239,19 @@ class TransformCodec:
         return np.clip(rec, 0.0, 1.0)
 
 
-def search_step(encode: Any, budget: int, iters: int = 18) -> tuple[float, bytes] | None:
-    """The smallest step in :data:`STEP_RANGE` (log-bisected) whose bytes fit ``budget``
-    (bytes fall as the step grows); None when even the coarsest does not fit."""
+def search_step(size: Any, budget: int, iters: int = 18) -> float | None:
+    """The smallest step in :data:`STEP_RANGE` (log-bisected) whose ``size(step)`` (bytes,
+    falling as the step grows) fits ``budget``; None when even the coarsest does not."""
     lo, hi = STEP_RANGE
-    best = encode(hi)
-    if len(best) > budget:
+    if size(hi) > budget:
         return None
-    good = hi
-    first = encode(lo)
-    if len(first) <= budget:
-        return lo, first
+    if size(lo) <= budget:
+        return lo
     a, b = np.log(lo), np.log(hi)
     for _ in range(iters):
         mid = float(np.exp((a + b) / 2))
-        data = encode(mid)
-        if len(data) <= budget:
-            b, good, best = np.log(mid), mid, data
+        if size(mid) <= budget:
+            b = np.log(mid)
         else:
             a = np.log(mid)
-    return good, best
+    return float(np.exp(b))
