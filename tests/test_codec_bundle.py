@@ -162,3 +162,16 @@ def test_both_coders_decode_and_the_range_coder_is_smaller(codec):
         q, _, _ = codec.quantised(data)
         assert np.array_equal(q, codec.quantise(coef, float(np.float32(0.04))))
     assert len(files[1]) < 0.95 * len(files[0])
+
+
+def test_rd_rows_count_the_file_and_score_its_decoding(codec):
+    from metaae_edge.evaluate.codec_rd import transform_rows
+
+    img = load_photo("brick")[:128, :160]
+    (row,) = transform_rows("ours", "brick", img, 0.5, codec)
+    assert row["bytes"] <= img.size * 0.5 / 8 and row["bpp"] <= 0.5
+    data = codec.encode(img, bpp=0.5)
+    assert row["bytes"] == len(data)
+    dec = np.round(codec.decode(data)[0] * 255) / 255
+    assert row["psnr"] == pytest.approx(psnr(dec, img), abs=1e-9)
+    assert transform_rows("ours", "brick", img, 0.0005, codec) == []  # nothing fits

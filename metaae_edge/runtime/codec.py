@@ -40,7 +40,8 @@ from ..errors import BundleError, DataError, InputError
 from .codec_pack import pack_run_level, unpack_run_level
 from .codec_rc import decode_blocks, encode_blocks, estimate_bytes
 
-__all__ = ["HEADER_BYTES", "MAGIC", "CodecConfig", "TransformCodec"]
+__all__ = ["HEADER_BYTES", "MAGIC", "CodecConfig", "TransformCodec", "predict_dc", "quantise",
+           "search_step"]
 
 MAGIC = b"MQ"
 VERSION = 1
@@ -140,22 +141,13 @@ class TransformCodec:
         return z.reshape(z.shape[0], -1).T.astype(np.float64), (h, w)
 
     def quantise(self, coef: np.ndarray, step: float) -> np.ndarray:
-        offset = np.full(coef.shape[-1], self.config.dead_zone)
-        offset[0] = self.config.dc_offset
-        a = np.abs(coef) / (step * self._w)
-        return (np.sign(coef) * np.floor(a + offset)).astype(np.int64)
+        return quantise(coef, step, self.config)
 
     # -- bytes ------------------------------------------------------------------------
     def _predicted(self, coef: np.ndarray, hw: tuple[int, int], step: float) -> np.ndarray:
         """(ny, nx, D) quantised coefficients, the DC replaced by its prediction residual."""
-        q = self.quantise(coef, step)
         ny, nx = (-(-s // self.block) for s in hw)
-        q = q.reshape(ny, nx, -1)
-        dc = q[..., 0].copy()
-        dc[:, 1:] -= q[:, :-1, 0]  # the left neighbour
-        dc[1:, 0] -= q[:-1, 0, 0]  # first column: the block above
-        q[..., 0] = dc
-        return q
+        return predict_dc(self.quantise(coef, step).reshape(ny, nx, -1))
 
     def encode_coefficients(self, coef: np.ndarray, hw: tuple[int, int], step: float,
                             coder: int = 1) -> bytes:
@@ -237,6 +229,25 @@ class TransformCodec:
         z = (q * (step * self._w)).T.reshape(1, -1, ny, nx).astype(np.float32)
         rec = self.rt.decode(z)[0][:, :h, :w]
         return np.clip(rec, 0.0, 1.0)
+
+
+def quantise(coef: np.ndarray, step: float, config: CodecConfig) -> np.ndarray:
+    """Dead-zone uniform quantiser, step ``step * weights[k]`` for coefficient ``k``."""
+    offset = np.full(coef.shape[-1], config.dead_zone)
+    offset[0] = config.dc_offset
+    a = np.abs(coef) / (step * np.asarray(config.weights, np.float64))
+    return (np.sign(coef) * np.floor(a + offset)).astype(np.int64)
+
+
+def predict_dc(q: np.ndarray) -> np.ndarray:
+    """(ny, nx, D) quantised coefficients with the DC replaced by its residual from the
+    block to the left (the block above for the first column)."""
+    q = q.copy()
+    dc = q[..., 0].copy()
+    dc[:, 1:] -= q[:, :-1, 0]
+    dc[1:, 0] -= q[:-1, 0, 0]
+    q[..., 0] = dc
+    return q
 
 
 def search_step(size: Any, budget: int, iters: int = 18) -> float | None:
