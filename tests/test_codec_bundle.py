@@ -175,3 +175,44 @@ def test_rd_rows_count_the_file_and_score_its_decoding(codec):
     dec = np.round(codec.decode(data)[0] * 255) / 255
     assert row["psnr"] == pytest.approx(psnr(dec, img), abs=1e-9)
     assert transform_rows("ours", "brick", img, 0.0005, codec) == []  # nothing fits
+
+
+@pytest.mark.slow
+def test_postfilter_bundle_passes_parity_and_decodes_exactly(tmp_path):
+    sup = load_photo(SUPPORT_PHOTO)[:192, :192]
+    rep = _export(tmp_path / "pf", [sup], postfilter="on", postfilter_steps=30,
+                  train_bpp=(0.5, 2.0))
+    assert rep.spec.decoder and rep.manifest["parity"]["passed"]
+    pf = rep.manifest["reports"]["codec_fit"]["postfilter"]
+    assert pf["decision"] == "kept" and len(pf["held_out_mse_with"]) == 2
+    from metaae_edge.runtime.codec import TransformCodec
+
+    codec = TransformCodec.load(rep.bundle, threads=1)
+    img = load_photo("camera")[:64, :96]
+    data = codec.encode(img, bpp=1.0)
+    q, _, step = codec.quantised(data)
+    want = codec.rt.decode((q * step).T.reshape(1, -1, 8, 12).astype(np.float32))[0]
+    plain = data[3] & 0x80
+    assert np.array_equal(codec.decode(data), codec._pixels(q, (64, 96), step, bool(plain)))
+    assert codec.inverse is not None and np.array_equal(np.clip(want, 0, 1),
+                                                        codec._pixels(q, (64, 96), step, False))
+
+
+def test_plain_inverse_matches_the_decoder_graph_and_the_switch_is_exact(codec):
+    from metaae_edge.runtime.codec import TransformCodec
+
+    # the plain inverse of this (filter-free) bundle, read off its decoder graph
+    eye = np.eye(64, dtype=np.float32).reshape(64, 64, 1, 1)
+    zero = codec.rt.decode(np.zeros((1, 64, 1, 1), np.float32))[0].reshape(64)
+    rows = codec.rt.decode(eye).reshape(64, 64) - zero
+    inverse = np.vstack([rows, (rows @ zero)[None]]).astype(np.float32)
+    switch = TransformCodec(codec.rt, codec.config, codec.tag, inverse)
+    img = load_photo("coffee")[:80, :120]
+    data = switch.encode(img, bpp=0.5)
+    q, hw, step = switch.quantised(data)
+    graph, plain = (switch._pixels(q, hw, step, p) for p in (False, True))
+    np.testing.assert_allclose(plain, graph, atol=2e-5)
+    want = plain if data[3] & 0x80 else graph
+    assert np.array_equal(switch.decode(data), want)
+    with pytest.raises(DataError, match="coders"):  # a switched file needs the inverse
+        codec.decode(data[:3] + bytes((data[3] | 0x80,)) + data[4:])

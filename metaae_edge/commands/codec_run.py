@@ -140,6 +140,10 @@ def export_codec_cmd(
         "none", help="none | auto: train a residual CNN post-filter on the support images "
         "(decoded at --train-bpp rates), kept only if it lowers the error on held-out "
         "support crops | on: keep it."),
+    train_bpp: str = typer.Option(
+        "0.25,0.5,1", help="--postfilter: the rates (bit/pixel) it is trained and "
+        "checked at."),
+    postfilter_steps: int = typer.Option(1000, help="--postfilter: Adam steps."),
     bpp: float = typer.Option(1.0, help="The default rate of run --mode encode."),
     seed: int = typer.Option(0, help="Seed (same data and seed, same bundle)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
@@ -151,7 +155,9 @@ def export_codec_cmd(
     require_torch("cpu")
     from ..pipeline.codec_export import CodecExportOptions, export_codec, load_codec_images
 
+    rates = tuple(float(r) for r in train_bpp.split(",") if r.strip())
     options = CodecExportOptions(out=out, block=block, stride=stride, postfilter=postfilter,
+                                 train_bpp=rates, postfilter_steps=postfilter_steps,
                                  default_bpp=bpp, seed=seed, force=force,
                                  sign_key=sign_key).validate()
     rep = export_codec(load_codec_images(data), options,

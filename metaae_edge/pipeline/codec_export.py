@@ -23,6 +23,8 @@ import numpy as np
 
 from ..errors import DataError
 
+_INVERSE_FILE = "codec_inverse.npy"
+
 __all__ = ["CodecExportOptions", "CodecExportReport", "export_codec", "fit_klt",
            "load_codec_images"]
 
@@ -36,7 +38,7 @@ class CodecExportOptions:
     postfilter: str = "none"
     postfilter_width: int = 16
     postfilter_depth: int = 2
-    postfilter_steps: int = 600
+    postfilter_steps: int = 1000
     #: the rates (bit/pixel) the post-filter is trained at
     train_bpp: tuple[float, ...] = (0.25, 0.5, 1.0)
     dead_zone: float = 1.0 / 3.0
@@ -54,6 +56,8 @@ class CodecExportOptions:
             raise DataError(f"--postfilter must be none, auto or on, got {self.postfilter!r}")
         if not 1 <= self.stride <= self.block:
             raise DataError(f"--stride must be in 1..{self.block}, got {self.stride}")
+        if not self.train_bpp or not all(r > 0 for r in self.train_bpp):
+            raise DataError(f"--train-bpp must be positive rates, got {self.train_bpp}")
         if not self.default_bpp > 0:
             raise DataError(f"--bpp must be > 0, got {self.default_bpp}")
         from ..exporters.writer import prepare_target
@@ -144,7 +148,7 @@ def export_codec(images: list[np.ndarray], options: CodecExportOptions, *,
     from ..exporters.codec_model import transform_codec
     from ..exporters.writer import BundleWriter
     from ..runtime import load_bundle
-    from ..runtime.codec import CodecConfig
+    from ..runtime.codec import INVERSE_ROLE, CodecConfig
     from ..tasks.base import Normalizer
 
     options.validate()
@@ -179,6 +183,10 @@ def export_codec(images: list[np.ndarray], options: CodecExportOptions, *,
                           threshold=None, reports={"codec_fit": fit}, force=options.force,
                           seed=options.seed, sign_key=options.sign_key)
     with BundleWriter.update(bundle, sign_key=options.sign_key, log=log) as writer:
+        if model.spec.decoder:  # the plain inverse, for the encoder's post-filter switch
+            inverse = np.vstack([basis.T, (basis.T @ mean)[None]]).astype(np.float32)
+            np.save(writer.path(_INVERSE_FILE), inverse, allow_pickle=False)
+            writer.add(_INVERSE_FILE, INVERSE_ROLE)
         writer.commit(codec=config.to_dict())
     t2 = time.perf_counter()
     return CodecExportReport(bundle=bundle, arch=model.spec.describe(), spec=model.spec,

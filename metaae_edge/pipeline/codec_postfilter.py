@@ -6,7 +6,8 @@ runtime's quantiser at the step the range coder's code-length estimate puts at t
 exactly what the bundle will do), decoded by the plain inverse transform, and cut into
 crops; the target is the original. 20% of the crops (by position) are held out. The
 filter ``y + tail(f(y))`` starts as the identity (``tail`` is zero) and is trained with
-Adam on mean squared error. ``auto`` keeps it only when it lowers the held-out error by
+Adam on each crop's squared error relative to its error before the filter (so each rate
+weighs the same). ``auto`` keeps it only when it lowers the held-out error by
 at least :data:`MIN_GAIN` (relative) averaged over the rates; the report says per rate.
 """
 
@@ -69,19 +70,24 @@ def _fit(model: Any, train, steps: int, seed: int, log: Any) -> None:
 
     torch.manual_seed(seed)
     x, y = (torch.tensor(a, dtype=torch.float32) for a in train[:2])
+    # each crop's loss relative to its error before the filter: every rate weighs the
+    # same (the low rates' larger errors would otherwise decide alone)
+    base = torch.mean((x - y) ** 2, dim=(1, 2, 3)).clamp_min(1e-8)
     params = [p for n, p in model.named_parameters() if n.startswith(("body", "tail"))]
     opt = torch.optim.Adam(params, lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
     for i in range(steps):
         idx = torch.randint(0, len(x), (16,), generator=g)
-        loss = torch.mean((model.postfilter(x[idx]) - y[idx]) ** 2)
+        err = torch.mean((model.postfilter(x[idx]) - y[idx]) ** 2, dim=(1, 2, 3))
+        loss = torch.mean(err / base[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if (i + 1) % max(steps // 4, 1) == 0:
-            log(f"  post-filter step {i + 1}/{steps}: train MSE {loss.item():.3e}")
+            log(f"  post-filter step {i + 1}/{steps}: train MSE / MSE before "
+                f"{loss.item():.4f}")
 
 
 def _held_out(model: Any, held, n_rates: int) -> tuple[list[float], list[float]]:

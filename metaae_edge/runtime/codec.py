@@ -13,7 +13,14 @@ post-filter when the bundle has one); this module does what the graphs do not:
   (:mod:`metaae_edge.runtime.codec_rc`; 9-15% fewer bytes than ``0`` on the photos
   measured), ``0`` run / level streams packed with the smallest of DEFLATE / LZMA2 / bzip2
   (:mod:`metaae_edge.runtime.codec_pack`);
-* the file: :data:`MAGIC`, a version byte, the coder byte, a 4-byte tag of the bundle (the
+* the post-filter switch: a bundle with a post-filter also lists the plain inverse
+  transform (``codec_inverse.npy``, role ``codec-inverse``: the basis and the mean
+  coefficients); the encoder decodes the file both ways and sets bit 7 of the flags byte
+  when the plain inverse is closer to the image it encodes (the post-filter then is not
+  run). The choice costs no bytes and never makes a file decode worse than without the
+  filter;
+* the file: :data:`MAGIC`, a version byte, the flags byte (bits 0-1: the coder, bit 7: no
+  post-filter), a 4-byte tag of the bundle (the
   first bytes of the encoder graph's sha256: a file is never decoded with another bundle's
   basis), H and W (2 bytes each), the step (float32), then the coded coefficients:
   :data:`HEADER_BYTES` of header. Every byte of the file is counted by the rate control,
@@ -40,13 +47,15 @@ from ..errors import BundleError, DataError, InputError
 from .codec_pack import pack_run_level, unpack_run_level
 from .codec_rc import decode_blocks, encode_blocks, estimate_bytes
 
-__all__ = ["HEADER_BYTES", "MAGIC", "CodecConfig", "TransformCodec", "predict_dc", "quantise",
-           "search_step"]
+__all__ = ["HEADER_BYTES", "INVERSE_ROLE", "MAGIC", "CodecConfig", "TransformCodec",
+           "predict_dc", "quantise", "search_step"]
 
 MAGIC = b"MQ"
 VERSION = 1
 _HEAD = struct.Struct(">2sBB4sHHf")
 CODERS = ("pack", "range")
+_PLAIN = 0x80  # flags bit: decode with the plain inverse (no post-filter)
+INVERSE_ROLE = "codec-inverse"
 HEADER_BYTES = _HEAD.size
 #: the log-bisection range of the step search (pixel units: images in [0, 1])
 STEP_RANGE = (1e-4, 16.0)
@@ -89,11 +98,15 @@ class CodecConfig:
 class TransformCodec:
     """Encode / decode images with a transform bundle (see the module docstring)."""
 
-    def __init__(self, runtime: Any, config: CodecConfig, tag: bytes):
+    def __init__(self, runtime: Any, config: CodecConfig, tag: bytes,
+                 inverse: np.ndarray | None = None):
         self.rt, self.config, self.tag = runtime, config, tag
         self.block = config.block
         self.channels = int(runtime.bundle.contract.channels)
         self._w = np.asarray(config.weights, np.float64)
+        #: (D + 1, D) float32: the plain inverse (rows: basis vectors, then the mean
+        #: coefficients) of a bundle with a post-filter, else None
+        self.inverse = inverse
 
     @classmethod
     def load(cls, path: str | Path, **runtime_options: Any) -> TransformCodec:
@@ -111,7 +124,14 @@ class TransformCodec:
                               "export one with metaae-edge export-codec")
         cfg = CodecConfig.from_manifest(b.root, b.manifest.get("codec"), b.spec.latent_dim)
         enc = next(f for f in b.files if f.role == "encoder" and f.precision == "fp32")
-        return cls(rt, cfg, bytes.fromhex(enc.sha256[:8]))
+        inv = next((f for f in b.files if f.role == INVERSE_ROLE), None)
+        inverse = None
+        if inv is not None:
+            inverse = np.load(b.root / inv.path, allow_pickle=False)
+            d = b.spec.latent_dim
+            if inverse.shape != (d + 1, d) or inverse.dtype != np.float32:
+                raise BundleError(f"bundle {b.root}: {inv.path} must be float32 ({d + 1}, {d})")
+        return cls(rt, cfg, bytes.fromhex(enc.sha256[:8]), inverse)
 
     # -- transform --------------------------------------------------------------------
     def _image(self, img: Any) -> np.ndarray:
@@ -190,21 +210,36 @@ class TransformCodec:
         if step is not None:
             if not step > 0:
                 raise InputError(f"step must be > 0, got {step}")
-            return self.encode_coefficients(coef, hw, step, coder)
+            return self._choose_filter(self.encode_coefficients(coef, hw, step, coder), img)
         bpp = self.config.default_bpp if bpp is None else float(bpp)
         budget = int(bpp * hw[0] * hw[1] / 8)
         data = self._fit_budget(coef, hw, budget, coder)
         if data is None:
             raise InputError(f"{bpp:g} bit/pixel ({budget} bytes) is too small for this "
                              f"image: even the coarsest step needs more")
-        return data
+        return self._choose_filter(data, img)
+
+    def _choose_filter(self, data: bytes, img: Any) -> bytes:
+        """Set the no-post-filter bit when the plain inverse decodes closer to ``img``."""
+        if self.inverse is None:
+            return data
+        x = self._image(img)
+        q, hw, step, _ = self._parse(data)
+        errs = [float(np.mean((self._pixels(q, hw, step, plain) - x) ** 2))
+                for plain in (False, True)]
+        return data if errs[0] <= errs[1] else data[:3] + bytes((data[3] | _PLAIN,)) + data[4:]
 
     def quantised(self, data: bytes) -> tuple[np.ndarray, tuple[int, int], float]:
         """The file's quantised coefficients (DC prediction undone), (H, W) and step."""
+        return self._parse(data)[:3]
+
+    def _parse(self, data: bytes) -> tuple[np.ndarray, tuple[int, int], float, int]:
         if len(data) < HEADER_BYTES or data[:2] != MAGIC:
             raise DataError("not a metaae-edge codec file (bad magic)")
-        magic, version, coder, tag, h, w, step = _HEAD.unpack(data[:HEADER_BYTES])
-        if version != VERSION or coder not in (0, 1):
+        magic, version, flags, tag, h, w, step = _HEAD.unpack(data[:HEADER_BYTES])
+        coder = flags & 0x03
+        if version != VERSION or coder not in (0, 1) or flags & 0x7C or (
+                flags & _PLAIN and self.inverse is None):
             raise DataError(f"codec file version {version} / coder {coder}; this metaae-edge "
                             f"reads version {VERSION}, coders 0 and 1")
         if tag != self.tag:
@@ -220,15 +255,28 @@ class TransformCodec:
         dc = q[:, 0].reshape(ny, nx).copy()
         dc[:, 0] = np.cumsum(dc[:, 0])
         q[:, 0] = np.cumsum(dc, axis=1).ravel()
-        return q, (h, w), step
+        return q, (h, w), step, flags
+
+    def _pixels(self, q: np.ndarray, hw: tuple[int, int], step: float,
+                plain: bool) -> np.ndarray:
+        """Dequantised coefficients -> (C, H, W) pixels in [0, 1], through the decoder
+        graph or (``plain``) the plain inverse transform."""
+        h, w = hw
+        b = self.block
+        ny, nx = -(-h // b), -(-w // b)
+        z = (q * (step * self._w)).astype(np.float32)
+        if plain:
+            blocks = (z + self.inverse[-1]) @ self.inverse[:-1]
+            rec = blocks.reshape(ny, nx, self.channels, b, b).transpose(2, 0, 3, 1, 4)
+            rec = rec.reshape(self.channels, ny * b, nx * b)
+        else:
+            rec = self.rt.decode(np.ascontiguousarray(z.T.reshape(1, -1, ny, nx)))[0]
+        return np.clip(rec[:, :h, :w], 0.0, 1.0)
 
     def decode(self, data: bytes) -> np.ndarray:
         """File bytes -> the (C, H, W) float32 image, clipped to [0, 1]."""
-        q, (h, w), step = self.quantised(data)
-        ny, nx = -(-h // self.block), -(-w // self.block)
-        z = (q * (step * self._w)).T.reshape(1, -1, ny, nx).astype(np.float32)
-        rec = self.rt.decode(z)[0][:, :h, :w]
-        return np.clip(rec, 0.0, 1.0)
+        q, hw, step, flags = self._parse(data)
+        return self._pixels(q, hw, step, bool(flags & _PLAIN))
 
 
 def quantise(coef: np.ndarray, step: float, config: CodecConfig) -> np.ndarray:
