@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--codec", default=None, help="transform-codec bundle (ours)")
     ap.add_argument("--split", default="photos", choices=("photos", "halves"))
     ap.add_argument("--postfilter", default="none", help="export-codec --postfilter (halves)")
+    ap.add_argument("--postfilter-steps", type=int, default=1000, help="(halves)")
     ap.add_argument("--rates", default="0.25,0.5,1")
     ap.add_argument("--photos", default=",".join(EVAL_PHOTOS))
     ap.add_argument("--out", default="codec_rd")
@@ -73,7 +74,8 @@ def main() -> None:
         from metaae_edge.pipeline.codec_export import CodecExportOptions, export_codec
 
         def export(images, dest):
-            opts = CodecExportOptions(out=dest, postfilter=args.postfilter, force=True)
+            opts = CodecExportOptions(out=dest, postfilter=args.postfilter, force=True,
+                                      postfilter_steps=args.postfilter_steps)
             return export_codec(images, opts).bundle
         rows = rate_distortion_halves(cfg, str(out / "fits"), export, progress=progress)
     else:
@@ -105,7 +107,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "rd.json").write_text(json.dumps(
         {"config": {"rates": cfg.rates, "photos": cfg.photos, "bundles": cfg.bundles,
-                    "codec": cfg.codec, "split": args.split, "postfilter": args.postfilter},
+                    "codec": cfg.codec, "split": args.split, "postfilter": args.postfilter,
+                    "postfilter_steps": args.postfilter_steps},
          "rows": rows}, indent=1, default=float))
     _plot(summary, out / "rd.png", args.split)
     print(f"\nwrote {out / 'rd.json'} and {out / 'rd.png'}")

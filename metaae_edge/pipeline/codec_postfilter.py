@@ -125,10 +125,9 @@ def train_postfilter(model: Any, images: list[np.ndarray], options: Any,
     train, held = _crops(imgs, decoded, options.seed)
     layers = tuple(LayerSpec(options.postfilter_width, "relu", 3)
                    for _ in range(options.postfilter_depth))
+    torch.manual_seed(options.seed)  # the filter's initial weights: same seed, same bundle
     pf = CompactTransformCodec(_spec(c, b, layers))
-    state = {k: v for k, v in model.state_dict().items()}
-    pf.load_state_dict(state, strict=False)
-    torch.manual_seed(options.seed)
+    pf.load_state_dict(dict(model.state_dict()), strict=False)
     _fit(pf, train, options.postfilter_steps, options.seed, log)
     pf.eval()
     base, mine = _held_out(pf, held, len(options.train_bpp))
