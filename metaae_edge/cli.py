@@ -28,6 +28,7 @@ def _register() -> None:
     from .commands import (
         bench_cmds,
         bundle_cmds,
+        codec_run,
         eval_cmds,
         export_cmds,
         precision_cmds,
@@ -37,7 +38,7 @@ def _register() -> None:
     )
 
     for module in (train_cmds, export_cmds, precision_cmds, bundle_cmds, bench_cmds, eval_cmds,
-                   triton_cmds, sign_cmds):
+                   triton_cmds, sign_cmds, codec_run):
         module.register(app)
 
 

@@ -19,6 +19,7 @@ from .base import ERROR_MAP_DEFINITION, GRAPHS, IOContract, ProfileBox
 from .denoise import DenoiserContract
 from .fixed import FixedImageContract
 from .image import CONV_DIM_NAMES, CONV_GRAPHS, IMAGE_SCORE_DEFINITION, ImageContract
+from .transform import TransformContract
 from .vector import VECTOR_SCORE_DEFINITION, VectorContract
 
 __all__ = ["CONTRACTS", "CONV_DIM_NAMES", "CONV_GRAPHS", "ERROR_MAP_DEFINITION", "GRAPHS",
@@ -68,3 +69,4 @@ def contract_for(spec: ArchSpec) -> IOContract:
 for _cls in (FixedImageContract, ImageContract, VectorContract):
     register_contract(_cls)
 register_contract(DenoiserContract)
+register_contract(TransformContract)  # the block transform codec (runtime/codec.py)

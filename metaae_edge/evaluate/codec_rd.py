@@ -12,7 +12,10 @@ At a target rate R bits/pixel each codec gets ``R * H * W / 8`` bytes for the wh
 * ``webp``: Pillow's lossy WebP (method 6), the highest quality 0..100 whose file fits;
 * ``klt``: :class:`~metaae_edge.evaluate.block_codec.BlockKLT` fitted on the support photo,
   the smallest step whose bytes fit (a numpy codec, not a bundle);
-* ``ours``: the dense-code bundles adapted from ``builtin:digits-res-codec`` to 16x16
+* ``ours``: a transform-codec bundle (``metaae-edge export-codec``, fitted on the support
+  photo) through :class:`~metaae_edge.runtime.codec.TransformCodec`: the bundle's graphs,
+  the runtime's quantiser and range coder, the whole file counted;
+* ``dense-ae``: the dense-code bundles adapted from ``builtin:digits-res-codec`` to 16x16
   patches of the support photo (graphs of the bundle: encoder / decoder through the
   Runtime), the photo cut into non-overlapping 16x16 tiles; codes quantised with a
   per-value step ``s * max|support code| / 127`` (int8 at s = 1) and coded with
@@ -23,6 +26,11 @@ At a target rate R bits/pixel each codec gets ``R * H * W / 8`` bytes for the wh
   block) + a 4-byte header: nominal bytes, no entropy coding.
 
 Decoded pixels are rounded to 8 bits before PSNR (what a decoder would write).
+
+``split="halves"`` (:func:`rate_distortion_halves`) is the per-photo setting: each photo's
+top half is the support a codec bundle is fitted on (``export_codec``), its bottom half is
+what every method is scored on; ``ours-support`` there is the support-photo bundle on the
+same bottom halves.
 """
 
 from __future__ import annotations
@@ -36,13 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from ..optional import require
 from .block_codec import BlockKLT, blocks_of, from_blocks, pack, unpack
 from .jpeg import jpeg_at_bytes
 
 __all__ = ["EVAL_PHOTOS", "SUPPORT_PHOTO", "BundleCodec", "RDConfig", "load_photo",
-           "rate_distortion", "summarise"]
+           "rate_distortion", "rate_distortion_halves", "summarise", "transform_rows"]
 
 EVAL_PHOTOS = ("camera", "astronaut", "coffee", "chelsea", "rocket", "brick", "grass",
                "gravel")
@@ -169,7 +177,8 @@ class BundleCodec:
 class RDConfig:
     rates: tuple[float, ...] = (0.25, 0.5, 1.0)
     photos: tuple[str, ...] = EVAL_PHOTOS
-    bundles: tuple[str, ...] = ()  # dense-code bundles for "ours" (none: ours skipped)
+    bundles: tuple[str, ...] = ()  # dense-code bundles for "dense-ae" (none: skipped)
+    codec: str | None = None  # a transform-codec bundle for "ours" (None: skipped)
     support_patches: int = 512
     seed: int = 0
 
@@ -187,16 +196,34 @@ def _row(method: str, photo: str, rate: float, img: np.ndarray, dec: np.ndarray,
             "bytes": int(nbytes), "bpp": 8.0 * nbytes / img.size, **extra}
 
 
+def _reference_rows(name: str, img: np.ndarray, rate: float) -> list[dict[str, Any]]:
+    budget = int(rate * img.size / 8)
+    jd, jb, jq = jpeg_at_bytes(img[None, None], budget, optimize=True)
+    wd, wb, wq = webp_at_bytes(img, budget)
+    return [_row("jpeg", name, rate, img, jd[0, 0], jb[0], quality=int(jq[0])),
+            _row("webp", name, rate, img, wd, wb, quality=wq)]
+
+
+def transform_rows(method: str, name: str, img: np.ndarray, rate: float,
+                   codec: Any) -> list[dict[str, Any]]:
+    """A transform-codec bundle (:class:`~metaae_edge.runtime.codec.TransformCodec`) at
+    ``rate``: the file's bytes, decoded from those bytes."""
+    try:
+        data = codec.encode(img, bpp=rate)
+    except InputError:  # the budget is below the coarsest file
+        return []
+    step = float(np.frombuffer(data[12:16], ">f4")[0])
+    return [_row(method, name, rate, img, codec.decode(data)[0], len(data), step=step)]
+
+
 def _codec_rows(name: str, img: np.ndarray, rate: float, klt: BlockKLT,
-                pca: dict, ours: BundleCodec | None) -> list[dict[str, Any]]:
+                pca: dict, dense: BundleCodec | None, ours: Any) -> list[dict[str, Any]]:
     from .image_metrics import PCACodec
 
     budget = int(rate * img.size / 8)
-    rows = []
-    jd, jb, jq = jpeg_at_bytes(img[None, None], budget, optimize=True)
-    rows.append(_row("jpeg", name, rate, img, jd[0, 0], jb[0], quality=int(jq[0])))
-    wd, wb, wq = webp_at_bytes(img, budget)
-    rows.append(_row("webp", name, rate, img, wd, wb, quality=wq))
+    rows = _reference_rows(name, img, rate)
+    if ours is not None:
+        rows.extend(transform_rows("ours", name, img, rate, ours))
     coef = klt.coefficients(img)
     found = _search(lambda s: klt.encode_coefficients(coef, s), budget, 1e-3, 4.0)
     if found is not None:
@@ -210,8 +237,8 @@ def _codec_rows(name: str, img: np.ndarray, rate: float, klt: BlockKLT,
     rec = codec.decode(codec.encode(blocks.reshape(-1, 256))).reshape(blocks.shape)
     rows.append(_row("pca-int8", name, rate, img, from_blocks(rec, 16),
                      4 + codec.k * blocks.shape[0] * blocks.shape[1], k=codec.k))
-    if ours is not None:
-        rows.extend(_ours_rows(name, img, rate, budget, ours))
+    if dense is not None:
+        rows.extend(_ours_rows(name, img, rate, budget, dense))
     return rows
 
 
@@ -223,7 +250,7 @@ def _ours_rows(name: str, img: np.ndarray, rate: float, budget: int,
         if found is None:
             continue
         dec = ours.decode(found[1])
-        row = _row("ours", name, rate, img, dec, len(found[1]), s=found[0],
+        row = _row("dense-ae", name, rate, img, dec, len(found[1]), s=found[0],
                    latent=len(ours.base_steps[k]))
         if best is None or row["psnr"] > best["psnr"]:
             best = row
@@ -237,14 +264,44 @@ def rate_distortion(cfg: RDConfig, progress: Callable[[str], None] | None = None
     klt = BlockKLT.fit([support])
     patches = _support_patches(support, cfg.support_patches, 16, cfg.seed)
     pca: dict = {"support": patches.reshape(len(patches), -1)}
-    ours = BundleCodec.load(list(cfg.bundles), patches) if cfg.bundles else None
+    dense = BundleCodec.load(list(cfg.bundles), patches) if cfg.bundles else None
+    ours = None if cfg.codec is None else _transform_codec(cfg.codec)
     rows = []
     for name in cfg.photos:
         img = load_photo(name)
         for rate in cfg.rates:
-            rows.extend(_codec_rows(name, img, rate, klt, pca, ours))
+            rows.extend(_codec_rows(name, img, rate, klt, pca, dense, ours))
             if progress is not None:
                 progress(f"{name} {rate} bpp done")
+    return rows
+
+
+def _transform_codec(path: str) -> Any:
+    from ..runtime.codec import TransformCodec
+
+    return TransformCodec.load(path, threads=1)
+
+
+def rate_distortion_halves(cfg: RDConfig, fit_dir: str, export: Any,
+                           progress: Callable[[str], None] | None = None
+                           ) -> list[dict[str, Any]]:
+    """The per-photo setting (module docstring): ``export(support_images, out)`` writes a
+    codec bundle fitted on each photo's top half (under ``fit_dir``); JPEG, WebP, that
+    bundle (``ours``) and ``cfg.codec`` (``ours-support``) are scored on the bottom half."""
+    support = None if cfg.codec is None else _transform_codec(cfg.codec)
+    rows = []
+    for name in cfg.photos:
+        img = load_photo(name)
+        half = img.shape[0] // 32 * 16
+        top, bottom = img[:half], img[half:2 * half]
+        ours = _transform_codec(str(export([top], os.path.join(fit_dir, name))))
+        for rate in cfg.rates:
+            rows.extend(_reference_rows(name, bottom, rate))
+            rows.extend(transform_rows("ours", name, bottom, rate, ours))
+            if support is not None:
+                rows.extend(transform_rows("ours-support", name, bottom, rate, support))
+            if progress is not None:
+                progress(f"{name} {rate} bpp done (halves)")
     return rows
 
 
