@@ -4,6 +4,8 @@ every byte is counted, and it beats JPEG at 1 bit/pixel on a crop it was not fit
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -216,3 +218,18 @@ def test_plain_inverse_matches_the_decoder_graph_and_the_switch_is_exact(codec):
     assert np.array_equal(switch.decode(data), want)
     with pytest.raises(DataError, match="coders"):  # a switched file needs the inverse
         codec.decode(data[:3] + bytes((data[3] | 0x80,)) + data[4:])
+
+
+def test_bench_runs_a_codec_bundle_and_skips_the_torch_row(bundle, tmp_path):
+    """A fitted transform codec has no search space to rebuild in torch: `bench` times the
+    runtime and says why the torch-eager row is missing instead of failing."""
+    from typer.testing import CliRunner
+
+    from metaae_edge.cli import app
+
+    res = CliRunner().invoke(app, ["bench", str(bundle.bundle), "--batch", "1",
+                                   "--duration-s", "0.2", "--json", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert any(r["backend"] == "ort-cpu" for r in rep["rows"])
+    assert any("torch-eager" in n and "no torch model" in n for n in rep["notes"])

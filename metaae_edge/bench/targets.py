@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import BackendUnavailableError, InputError, SpecError
 from ..runtime import Runtime
 from ..runtime.backends import SessionConfig, create_runner, require
 from ..runtime.bundle import Bundle
@@ -171,7 +171,11 @@ def _torch_target(bundle: Bundle, backend: str, threads: int | None) -> Target:
         torch.set_num_threads(threads)
     dev = torch.device("cuda" if cuda else "cpu")
     graph = bundle.path_for("autoencoder", "fp32")
-    model = create_compact(bundle.spec).eval()
+    try:
+        model = create_compact(bundle.spec).eval()
+    except SpecError as exc:  # e.g. a fitted transform codec: no search space to rebuild
+        raise BackendUnavailableError(f"{backend}: no torch model for this bundle "
+                                      f"({exc})") from None
     note = _load_weights(model, graph)
     model.to(dev)
     mean = torch.from_numpy(bundle.normalization["mean"]).to(dev)
