@@ -1,88 +1,100 @@
 """Does batching a meta-batch's inner loops with torch.func.vmap pay on CPU?
 
-Times the inner loops of T tasks (manifold family, the meta-train defaults: 10 Adam steps,
-softmax relaxation, resource penalty 0.05) run one after the other, as MetaTrainer runs
-them (plain autograd per task), against one vmap over the T tasks (torch.func.grad of the
-per-task loss, the Adam update on the stacked tensors). vmap needs equal shapes: each
-task's features are cropped to the smallest D of the batch (this is the best case for
-vmap; pad + mask would add work). Checks that both give the same adapted parameters.
+Times full meta-steps (``MetaTrainer.train_step``: sampling, the inner loops, the outer
+Adam step) with ``batch_tasks="off"`` (the tasks one after the other) against
+``batch_tasks="on"`` (one vmap over the padded tasks, meta/batched.py), for each family's
+meta-train recipe (its search space, inner steps, resource penalty; tasks of mixed
+feature counts, padded + masked). Each round times ``--steps`` meta-steps of each, A/B
+interleaved (the machine is shared), half of them Gumbel warm-up steps; the report is the
+median over ``--rounds`` rounds of meta-steps per second, with the load average. Also
+checks that both give the same first meta-step (outer gradients, max |diff|).
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/bench_vmap.py --tasks 4 --repeats 5
+    PYTHONPATH=. python scripts/bench_vmap.py --families manifold,tabular,sensors \
+        --meta-batch 2,4,8 --threads 1,2 --rounds 3 --steps 4
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 from dataclasses import replace
 
 import torch
-from torch.func import grad, vmap
 
-from metaae_edge.meta import InnerConfig, TaskBatch, inner_loop, make_batch, task_loss
-from metaae_edge.meta.inner import _step, tau_at
-from metaae_edge.space import ARCH_PREFIX, create_supernet
-from metaae_edge.spec import SupernetConfig
-from metaae_edge.tasks import create_family
+from metaae_edge.meta import MetaTrainer
+from metaae_edge.pipeline.train import _configs
+from metaae_edge.tasks import create_family, create_recipe
 
 
-def _batches(n: int) -> list[TaskBatch]:
-    fam = create_family("manifold")
-    bs = [make_batch(fam.sample("train", i)) for i in range(n)]
-    d = min(b.input_dim for b in bs)
-    return [TaskBatch(b.support_in[:, :d], b.support_target[:, :d], b.query_in[:, :d],
-                      b.query_target[:, :d], b.loss, d, b.basis[:d, :d]) for b in bs]
+def _trainer(family: str, meta_batch: int, batch_tasks: str, steps: int, algorithm: str):
+    recipe = create_recipe(family, meta_batch=meta_batch, algorithm=algorithm)
+    fam = create_family(family, seed=recipe.seed)
+    cfg, supernet = _configs(recipe, fam, None, "cpu")
+    cfg = replace(cfg, meta_steps=10_000, val_every=10_000, warmup_steps=steps // 2,
+                  batch_tasks=batch_tasks)
+    torch.manual_seed(recipe.seed)
+    return MetaTrainer(fam, cfg, supernet=supernet)
 
 
-def vmapped_inner_loop(model, params, batches: list[TaskBatch], cfg: InnerConfig):
-    """The inner loops of equally shaped tasks as one vmap (softmax relaxation)."""
-    x = torch.stack([b.support_in for b in batches])
-    y = torch.stack([b.support_target for b in batches])
-    basis = torch.stack([b.basis for b in batches])
-    kind = batches[0].loss
-    lrs = {k: (cfg.lr_a if k.startswith(ARCH_PREFIX) else cfg.lr_w) for k in params}
-    trainable = dict.fromkeys(params, True)
-    p = {k: v.unsqueeze(0).expand(len(batches), *v.shape).clone() for k, v in params.items()}
-    state: dict = {}
-    for step in range(cfg.steps):
-        lc = cfg.loss_config(tau_at(cfg, step))
+def _grad_diff(family: str, meta_batch: int, algorithm: str) -> float:
+    """Max |outer gradient| difference of the first (warm-up) meta-step, off vs on."""
+    grads = []
+    for mode in ("off", "on"):
+        tr = _trainer(family, meta_batch, mode, 2, algorithm)
+        tr.train_step()
+        grads.append({n: p.grad for n, p in tr.model.named_parameters() if p.grad is not None})
+    return max(float((grads[0][k] - grads[1][k]).abs().max()) for k in grads[0])
 
-        def loss(q, xi, yi, ui, lc=lc):
-            from metaae_edge.meta import LossBatch
-            return task_loss(model, q, LossBatch(xi, yi, kind, ui), lc)
 
-        g = vmap(grad(loss))(p, x, y, basis)
-        p = _step(p, g, cfg, lrs, trainable, state, step, True)  # elementwise: stacked OK
-    return [{k: v[i] for k, v in p.items()} for i in range(len(batches))]
+def _time(tr: MetaTrainer, steps: int) -> float:
+    tr.step = 0  # the same warm-up / main-phase mix every round
+    t = time.perf_counter()
+    for _ in range(steps):
+        tr.train_step()
+    return steps / (time.perf_counter() - t)
+
+
+def bench(family: str, meta_batch: int, threads: int, rounds: int, steps: int,
+          algorithm: str) -> str:
+    torch.set_num_threads(threads)
+    trainers = {m: _trainer(family, meta_batch, m, steps, algorithm) for m in ("off", "on")}
+    for tr in trainers.values():  # warm up (first-call overheads)
+        tr.train_step()
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    loads = []
+    for _ in range(rounds):
+        for m, tr in trainers.items():
+            rates[m].append(_time(tr, steps))
+        loads.append(os.getloadavg()[0])
+    off, on = (statistics.median(rates[m]) for m in ("off", "on"))
+    ratios = [b / a for a, b in zip(rates["off"], rates["on"])]
+    return (f"{family:9s} {algorithm:7s} meta-batch {meta_batch} threads {threads}: loop "
+            f"{off:.2f} steps/s, vmap {on:.2f} steps/s (medians of {rounds}); per-round "
+            f"speed-ups {', '.join(f'{r:.2f}' for r in ratios)}, median "
+            f"{statistics.median(ratios):.2f}x; load {min(loads):.1f}-{max(loads):.1f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tasks", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--families", default="manifold,tabular,sensors")
+    ap.add_argument("--meta-batch", default="4")
+    ap.add_argument("--threads", default="1")
+    ap.add_argument("--algorithm", default="reptile")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--check", action="store_true", help="also compare the first meta-step")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = create_supernet(SupernetConfig())
-    params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    batches = _batches(args.tasks)
-    cfg = replace(InnerConfig(), resource_lambda=0.05)
-    serial = [inner_loop(model, params, b, cfg) for b in batches]  # warm up both
-    batched = vmapped_inner_loop(model, params, batches, cfg)
-    diff = max(float((s[k] - v[k]).abs().max()) for s, v in zip(serial, batched) for k in s)
-    times = {"serial": [], "vmap": []}
-    for _ in range(args.repeats):  # A/B interleaved (the machine is shared)
-        t = time.perf_counter()
-        for b in batches:
-            inner_loop(model, params, b, cfg)
-        times["serial"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        vmapped_inner_loop(model, params, batches, cfg)
-        times["vmap"].append(time.perf_counter() - t)
-    s, v = (sorted(times[k])[len(times[k]) // 2] for k in ("serial", "vmap"))
-    print(f"{args.tasks} tasks x {cfg.steps} inner steps, D={batches[0].input_dim}: "
-          f"serial {s * 1e3:.0f} ms, vmap {v * 1e3:.0f} ms (medians of {args.repeats}); "
-          f"vmap speed-up {s / v:.2f}x; max |adapted diff| {diff:.1e}")
+    print(f"uptime load at start: {os.getloadavg()}")
+    for family in args.families.split(","):
+        for mb in (int(v) for v in args.meta_batch.split(",")):
+            if args.check:
+                print(f"{family} meta-batch {mb}: first meta-step max |grad diff| off vs on "
+                      f"{_grad_diff(family, mb, args.algorithm):.1e}")
+            for th in (int(v) for v in args.threads.split(",")):
+                print(bench(family, mb, th, args.rounds, args.steps, args.algorithm),
+                      flush=True)
 
 
 if __name__ == "__main__":

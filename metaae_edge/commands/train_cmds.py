@@ -106,6 +106,9 @@ def meta_train_cmd(
         "8,16,32,64) beside the spatial latent; trained by budgeted post-training tasks and "
         "searched by budgeted adaptations (--latent-bytes). Off by default: measured worse "
         "at 1 bit/pixel on digits-res (docs/images.md).", hidden=True),
+    batch_tasks: str = typer.Option(
+        "auto", "--batch-tasks", help="Run a meta-batch's inner loops as one vmap: auto (where "
+        "it measurably pays) | on | off (one task after the other); docs/distributed.md."),
 ) -> None:
     """Meta-train the searchable autoencoder (weights and architecture) on a task family.
 

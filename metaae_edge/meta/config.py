@@ -62,6 +62,9 @@ class MetaConfig:
     seed: int = 0
     device: str = "cpu"
     inner: InnerConfig = field(default_factory=InnerConfig)
+    #: run a meta-batch's inner loops as one vmap (meta/batched.py): ``auto`` | ``on``
+    #: (wherever vmap applies) | ``off`` (one task after the other)
+    batch_tasks: str = "auto"
 
     def validate(self) -> MetaConfig:
         algorithm = algorithm_class(self.algorithm)  # SpecError naming the choices
@@ -84,6 +87,8 @@ class MetaConfig:
             raise SpecError(f"sampling must be softmax or gumbel, got {self.sampling!r}")
         if self.inner.steps < 1:
             raise SpecError(f"inner steps must be >= 1, got {self.inner.steps}")
+        if self.batch_tasks not in ("auto", "on", "off"):
+            raise SpecError(f"batch_tasks must be auto, on or off, got {self.batch_tasks!r}")
         algorithm.check_config(self)
         return self
 

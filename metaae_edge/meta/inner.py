@@ -78,6 +78,14 @@ class LossBatch:
     target: torch.Tensor
     loss: str = "mse"
     basis: torch.Tensor | None = None
+    #: padded batches (:mod:`~metaae_edge.meta.batched`): 1 on the real entries of
+    #: ``target``, 0 on the padding; the loss is then the mean over the real entries
+    mask: torch.Tensor | None = None
+    #: padded batches: the real batch shapes the penalties may be priced at, and a
+    #: one-hot over them (this task's): the penalty is ``sum_j onehot[j] * cost(shape_j)``,
+    #: exactly the unpadded task's (the other terms are exact zeros)
+    shapes: tuple[tuple[int, ...], ...] = ()
+    shape_onehot: torch.Tensor | None = None
 
 
 @dataclass
@@ -207,16 +215,35 @@ def task_loss(
         probs = arch_probs(alpha, tau=cfg.tau, mode=cfg.mode, generator=generator)
     args = (x_in, probs) if not uses_basis(model) else (x_in, probs, data.basis)
     recon, _ = functional_call(model, params, args)
-    if data.loss == "bce":
-        loss = F.binary_cross_entropy_with_logits(recon, data.target)
-    else:
-        loss = F.mse_loss(recon, data.target)
+    loss = _reconstruction_loss(recon, data)
     if cfg.resource_lambda:
-        loss = loss + cfg.resource_lambda * model.resource_cost(probs, shape)
+        loss = loss + cfg.resource_lambda * _at_shapes(model.resource_cost, probs, data, shape)
     if cfg.latent_budget:  # hinge: free under the budget, steep above it
-        excess = model.expected_latent_size(probs, shape) / cfg.latent_budget - 1
-        loss = loss + BUDGET_WEIGHT * F.relu(excess)
+        size = _at_shapes(model.expected_latent_size, probs, data, shape)
+        loss = loss + BUDGET_WEIGHT * F.relu(size / cfg.latent_budget - 1)
     return loss
+
+
+def _reconstruction_loss(recon: torch.Tensor, data: LossBatch) -> torch.Tensor:
+    """Mean MSE or BCE-with-logits; over the real entries only for a padded batch."""
+    bce = data.loss == "bce"
+    if data.mask is None:
+        return (F.binary_cross_entropy_with_logits(recon, data.target) if bce
+                else F.mse_loss(recon, data.target))
+    each = (F.binary_cross_entropy_with_logits(recon, data.target, reduction="none") if bce
+            else F.mse_loss(recon, data.target, reduction="none"))
+    return (each * data.mask).sum() / data.mask.sum()
+
+
+def _at_shapes(cost: Callable, probs: dict[str, torch.Tensor], data: LossBatch,
+               shape: tuple[int, ...]) -> torch.Tensor:
+    """``cost(probs, shape)``, or for a padded batch at the task's real shape (one-hot)."""
+    if not data.shapes:
+        return cost(probs, shape)
+    total = 0.0
+    for j, real in enumerate(data.shapes):
+        total = total + data.shape_onehot[j] * cost(probs, real)
+    return total
 
 
 def uses_basis(model: Supernet) -> bool:

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..space import ARCH_PREFIX, Supernet, bottleneck_search, create_supernet
+from ..space import ARCH_PREFIX, Supernet, create_supernet
 from ..spec import SupernetConfig
 from ..tasks.base import TaskFamily
 from .algorithms import MAML_MAX_INNER_STEPS, MetaAlgorithm, algorithm_names, create_algorithm
+from .batched import task_updates
 from .checkpoint import Checkpoint
 from .config import MetaConfig, task_objective
 from .distributed import TaskPlan
@@ -264,13 +265,8 @@ class MetaTrainer:
         params = _params(self.model)
         total = {k: torch.zeros_like(v) for k, v in params.items()}
         losses, learner_grads = [], []
-        for b in slots:
-            index = self.step * cfg.meta_batch + b
-            task, batch = self._train_task(index)
-            budget = self.latent_budget(task, index)
-            with bottleneck_search(self.model, budget > 0):
-                upd = self.algorithm.task_update(params, batch, self._task_inner(warm, budget),
-                                                 mode, gens[b])
+        # each slot's update: the tasks' inner loops batched with vmap where that applies
+        for budget, upd in task_updates(self, slots, warm, mode, gens, params):
             if upd.query_loss is not None:
                 losses.append(upd.query_loss)
             learner_grads.append(upd.learner_grad)

@@ -17,7 +17,8 @@ __all__ = ["MetaTrainReport", "meta_train", "resume_conflicts"]
 
 #: Recipe fields a resume takes from the recipe (continue, or extend the run); every other
 #: field comes from the checkpoint and may only be given with the checkpoint's value.
-EXTENDABLE = ("family", "meta_steps", "posttrain_steps", "posttrain_bpp", "posttrain_tau")
+EXTENDABLE = ("family", "meta_steps", "posttrain_steps", "posttrain_bpp", "posttrain_tau",
+              "batch_tasks")
 
 
 @dataclass
@@ -114,7 +115,10 @@ def _configs(recipe: Recipe, fam, ckpt, device: str):
         cfg = MetaConfig.from_dict({
             **ckpt.meta_config, "meta_steps": recipe.meta_steps,
             "posttrain_steps": recipe.posttrain_steps, "posttrain_bpp": recipe.posttrain_bpp,
-            "posttrain_tau": recipe.posttrain_tau, "device": device})
+            "posttrain_tau": recipe.posttrain_tau, "device": device,
+            # a speed setting: the checkpoint's unless --batch-tasks on|off is given
+            "batch_tasks": ckpt.meta_config.get("batch_tasks", "auto")
+            if recipe.batch_tasks == "auto" else recipe.batch_tasks})
         return cfg, None
     cfg = MetaConfig(
         algorithm=recipe.meta_algorithm, meta_steps=recipe.meta_steps,
@@ -123,7 +127,7 @@ def _configs(recipe: Recipe, fam, ckpt, device: str):
         posttrain_tau=recipe.posttrain_tau, posttrain_bpp=recipe.posttrain_bpp,
         val_every=recipe.val_every, objective=recipe.objective, latent_bpp=recipe.latent_bpp,
         sampling=recipe.arch_sampling, prefilter_choice=recipe.prefilter_choice,
-        seed=recipe.seed, device=device,
+        seed=recipe.seed, device=device, batch_tasks=recipe.batch_tasks,
         inner=InnerConfig(steps=recipe.inner_steps, resource_lambda=recipe.resource_lambda))
     image = is_image_family(fam)
     if recipe.dense_latents:

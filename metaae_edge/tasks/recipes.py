@@ -84,6 +84,9 @@ class Recipe:
     seed: int = 0
     linear_bypass: bool = False
     dense_latents: tuple[int, ...] = ()
+    #: run a meta-batch's inner loops as one vmap: auto | on | off (a speed setting; a
+    #: resume may change it; meta/batched.py)
+    batch_tasks: str = "auto"
 
     def __post_init__(self) -> None:
         for name, kind in _KINDS.items():
@@ -108,6 +111,8 @@ class Recipe:
                             f"{self.prefilter_choice!r}")
         if self.posttrain_tau <= 0:
             raise SpecError(f"--posttrain-tau must be > 0, got {self.posttrain_tau:g}")
+        if self.batch_tasks not in ("auto", "on", "off"):
+            raise SpecError(f"--batch-tasks must be auto, on or off, got {self.batch_tasks!r}")
         for name in _TUPLE_FLOAT:
             object.__setattr__(self, name, _budgets(name, getattr(self, name)))
         object.__setattr__(self, "dense_latents", _sizes(self.dense_latents))
