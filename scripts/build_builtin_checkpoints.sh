@@ -2,7 +2,9 @@
 # Re-create the checkpoints shipped as builtin:manifold, builtin:sensors, builtin:digits
 # and builtin:digits-res (conv, images: 300 meta-steps + 400 post-training steps, ~30 min),
 # and builtin:digits-res-codec (the same with a dense code and its linear bypass, for
-# budgeted compression: --latent-bytes; ~31 min).
+# budgeted compression: --latent-bytes; ~31 min), and builtin:tabular-detect (the tabular
+# recipe meta-trained with the ranking outer loss on anomaly tasks; ~30 min on a loaded
+# 2-core machine).
 # The shipped files are the training checkpoints without their optimiser state.
 # Deterministic (fixed seeds); each takes a few minutes on a 2-core CPU.
 # Usage: bash scripts/build_builtin_checkpoints.sh [family ...]
@@ -10,12 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=metaae_edge/checkpoints
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(manifold sensors digits digits-res digits-res-codec tabular)
+[ ${#families[@]} -gt 0 ] || families=(manifold sensors digits digits-res digits-res-codec tabular tabular-detect)
 for fam in "${families[@]}"; do
   [ "$fam" = natural ] && { python scripts/train_natural.py "$(mktemp -d)/n.safetensors" --meta-steps 800 --stop-after 500 --val-every 25 --ship "$dest/natural.safetensors"; continue; }
   tmp=$(mktemp -d)
   args=(--family "$fam")
   [ "$fam" = digits-res-codec ] && args=(--family digits-res --dense-latents 8,16,32,64 --linear-bypass)
+  # tabular-detect: the detection outer loss (ranking), examples/recipes/tabular-detect.toml
+  [ "$fam" = tabular-detect ] && args=(--recipe examples/recipes/tabular-detect.toml)
   metaae-edge meta-train "${args[@]}" --out "$tmp/$fam.safetensors" --seed 0
   # Shipped checkpoints carry the model and metadata only: the optimiser state (opt.*) is
   # for --resume of a training checkpoint, not for adaptation, and was 2/3 of the bytes.
