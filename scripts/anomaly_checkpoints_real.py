@@ -1,16 +1,21 @@
-"""Anomaly ROC-AUC of builtin:manifold vs builtin:tabular on real datasets at S = 32
-(``adapt`` with the anomaly objective, scored with ``query_scores``); the (normal class,
-seed) units of reconstruct_real_table.py.
+"""Anomaly ROC-AUC of checkpoints (default builtin:manifold vs builtin:tabular) on real
+datasets at S = 32 (``adapt`` with the anomaly objective, scored with ``query_scores``);
+the (normal class, seed) units of reconstruct_real_table.py.
 
-    python scripts/anomaly_checkpoints_real.py
+    python scripts/anomaly_checkpoints_real.py [--checkpoints A,B,...]
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoints", default="builtin:manifold,builtin:tabular")
+    args = p.parse_args()
     import torch
     from sklearn.metrics import roc_auc_score
 
@@ -19,7 +24,7 @@ def main() -> None:
     from metaae_edge.meta import load_checkpoint
 
     torch.set_num_threads(1)
-    ck = {c: load_checkpoint(c) for c in ("builtin:manifold", "builtin:tabular")}
+    ck = {c: load_checkpoint(c) for c in args.checkpoints.split(",")}
     per_dataset: dict[str, list[float]] = {c: [] for c in ck}
     for name in ("wine", "breast_cancer", "digits", "japanese_vowels", "italy_power"):
         ds = rd.REAL_DATASETS[name]
@@ -34,7 +39,7 @@ def main() -> None:
         for c in ck:
             per_dataset[c].append(float(np.mean(res[c])))
         line = " | ".join(f"{np.mean(v):.3f}" for v in res.values())
-        print(f"| {name} | 32 | {len(res['builtin:tabular'])} | {line} |", flush=True)
+        print(f"| {name} | 32 | {len(next(iter(res.values())))} | {line} |", flush=True)
     print("mean", {c: round(float(np.mean(v)), 4) for c, v in per_dataset.items()})
 
 

@@ -85,6 +85,10 @@ def meta_train_cmd(
     objective: str | None = typer.Option(
         None, help="reconstruct | denoise | anomaly | mixed (reconstruct and denoise tasks "
         "alternate); default reconstruct, mixed for image families."),
+    outer_loss: str = typer.Option(
+        "reconstruction", help="reconstruction | ranking (a pairwise AUC surrogate on the "
+        "exported score of query rows holding anomalies: needs --objective anomaly and "
+        "--algorithm fomaml or maml; reptile has no outer loss) | mixed (both)."),
     val_every: int = typer.Option(50, help="Meta-validate (and checkpoint) every N steps.",
         hidden=True),
     seed: int = typer.Option(0, help="Seed (same seed, same checkpoint)."),

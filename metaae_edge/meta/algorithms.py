@@ -32,6 +32,7 @@ from torch.func import grad
 
 from ..errors import CheckpointError, SpecError
 from ..space import Supernet
+from .detect_loss import detection_loss
 from .inner import InnerConfig, Params, TaskBatch, inner_loop, task_loss
 
 if TYPE_CHECKING:
@@ -70,14 +71,26 @@ class MetaAlgorithm(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: whether the outer update is the gradient of a query loss (so a detection outer
+    #: loss, ``MetaConfig.outer_loss``, can replace the reconstruction one)
+    query_loss_gradient: ClassVar[bool] = False
 
     def __init__(self, model: Supernet):
         self.model = model
+        #: ``MetaConfig.outer_loss``: what :meth:`_query_loss` differentiates
+        self.outer_loss = "reconstruction"
+
+    def configure(self, cfg: MetaConfig) -> None:
+        """Take the run's settings the learner reads (the outer loss)."""
+        self.outer_loss = cfg.outer_loss
 
     @classmethod
     def check_config(cls, cfg: MetaConfig) -> None:
         """Raise :class:`~metaae_edge.errors.SpecError` for settings this learner refuses."""
-        return None
+        if cfg.outer_loss != "reconstruction" and not cls.query_loss_gradient:
+            raise SpecError(f"outer_loss {cfg.outer_loss} needs a learner whose outer update "
+                            f"is a query-loss gradient (--algorithm fomaml or maml); "
+                            f"{cls.name} has none")
 
     def inner_config(self, inner: InnerConfig) -> InnerConfig:
         """The inner-loop settings this learner adapts with (default: as given)."""
@@ -137,6 +150,10 @@ class MetaAlgorithm(ABC):
 
     def _query_loss(self, params: Params, batch: TaskBatch, inner: InnerConfig, mode: str,
                     generator: torch.Generator | None) -> torch.Tensor:
+        if self.outer_loss != "reconstruction":
+            return detection_loss(self.model, params, batch,
+                                  inner.loss_config(inner.tau_end, mode), self.outer_loss,
+                                  generator)
         return task_loss(self.model, params, batch.query(),
                          inner.loss_config(inner.tau_end, mode), generator=generator)
 
@@ -145,13 +162,18 @@ class MetaAlgorithm(ABC):
         # the training-loss figure: no penalties, and the global RNG (not the meta-step's
         # generator) for Gumbel noise, as it always was (keeps the draw order)
         with torch.no_grad():
+            if self.outer_loss != "reconstruction":
+                return float(detection_loss(self.model, adapted, batch,
+                                            inner.loss_config(inner.tau_end, mode),
+                                            self.outer_loss, penalties=False))
             return float(task_loss(self.model, adapted, batch.query(),
                                    replace(inner.loss_config(inner.tau_end, mode),
                                            resource_lambda=0.0, latent_budget=0.0)))
 
 
 class Reptile(MetaAlgorithm):
-    """Reptile: the outer "gradient" is ``theta - theta_adapted`` (Nichol et al., 2018)."""
+    """Reptile: the outer "gradient" is ``theta - theta_adapted`` (Nichol et al., 2018).
+    It has no outer loss, so ``outer_loss`` ranking / mixed are refused."""
 
     name = "reptile"
 
@@ -165,6 +187,7 @@ class FOMAML(MetaAlgorithm):
     """First-order MAML: the query-loss gradient at the adapted parameters."""
 
     name = "fomaml"
+    query_loss_gradient = True
 
     def task_update(self, params, batch, inner, mode, generator):
         adapted = inner_loop(self.model, params, batch, inner, mode=mode, generator=generator)
@@ -176,9 +199,11 @@ class MAML(MetaAlgorithm):
     """Second-order MAML through an SGD inner loop (Finn et al., 2017)."""
 
     name = "maml"
+    query_loss_gradient = True
 
     @classmethod
     def check_config(cls, cfg: MetaConfig) -> None:
+        super().check_config(cfg)
         if cfg.inner.steps > MAML_MAX_INNER_STEPS:
             raise SpecError(
                 f"second-order MAML keeps every inner step's graph in memory; use at most "
@@ -267,6 +292,7 @@ def learner_from_checkpoint(model: Supernet, ckpt) -> MetaAlgorithm:
     meta = dict(ckpt.meta_config or {})
     algo = create_algorithm(meta.get("algorithm", "reptile"), model)
     algo.horizon = int((meta.get("inner") or {}).get("steps", 10))
+    algo.outer_loss = str(meta.get("outer_loss", "reconstruction"))
     algo.load_state_dict({k: v.to(next(model.parameters()).device)
                           for k, v in ckpt.learner.items()})
     return algo

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import SpecError
 from ..tasks.base import OBJECTIVES
 from .algorithms import algorithm_class
+from .detect_loss import OUTER_LOSSES
 from .inner import InnerConfig
 
 __all__ = ["MetaConfig", "task_objective"]
@@ -59,6 +60,11 @@ class MetaConfig:
     #: without filters exactly) or ``meta`` (the filter is meta-learned with the rest;
     #: measured worse on digits-res denoising at unseen resolutions, docs/images.md)
     prefilter_choice: str = "adapt"
+    #: the outer loss of a query-gradient learner (fomaml, maml): ``reconstruction`` (the
+    #: query reconstruction loss), ``ranking`` (a pairwise AUC surrogate on the exported
+    #: score of a query holding anomalies; ``anomaly`` objective) or ``mixed`` (both);
+    #: ``meta/detect_loss.py``
+    outer_loss: str = "reconstruction"
     seed: int = 0
     device: str = "cpu"
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -85,6 +91,12 @@ class MetaConfig:
                             f"{self.prefilter_choice!r}")
         if self.sampling not in ("softmax", "gumbel"):
             raise SpecError(f"sampling must be softmax or gumbel, got {self.sampling!r}")
+        if self.outer_loss not in OUTER_LOSSES:
+            raise SpecError(f"outer_loss must be one of {', '.join(OUTER_LOSSES)}, got "
+                            f"{self.outer_loss!r}")
+        if self.outer_loss != "reconstruction" and self.objective != "anomaly":
+            raise SpecError(f"outer_loss {self.outer_loss} ranks anomalies in the query: it "
+                            f"needs objective anomaly, got {self.objective!r}")
         if self.inner.steps < 1:
             raise SpecError(f"inner steps must be >= 1, got {self.inner.steps}")
         if self.batch_tasks not in ("auto", "on", "off"):

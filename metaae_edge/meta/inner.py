@@ -105,6 +105,10 @@ class TaskBatch:
     loss: str
     input_dim: int
     basis: torch.Tensor | None = None
+    #: anomaly tasks: the whole query (normal and anomalous rows, model space) and its
+    #: labels (1 = anomaly), for a detection outer loss (``meta/detect_loss.py``)
+    labelled_in: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     def support(self) -> LossBatch:
         """The support set (what the inner loop adapts on)."""
@@ -165,9 +169,11 @@ def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0,
         rng = np.random.default_rng(seed)  # one stream: the support set draws first
         s_in, q_in = (kind.corrupt(task.noise, norm, raw, z, rng)
                       for raw, z in ((task.support, s), (task.query, q)))
+    labelled = None
     if task.objective == "anomaly" and task.query_labels is not None:
         # The query loss of an anomaly task is judged on its normal samples only.
         keep = np.asarray(task.query_labels) == 0
+        labelled = (q_in, np.asarray(task.query_labels, dtype=np.float32))
         q, q_in = q[keep], q_in[keep]
 
     def t(a: np.ndarray) -> torch.Tensor:
@@ -177,7 +183,10 @@ def make_batch(task: Task, device: str | torch.device = "cpu", seed: int = 0,
     basis = None
     if kind.basis_always or image_basis:
         basis = torch.as_tensor(pca_basis(s_in), device=device)
-    return TaskBatch(t(s_in), t(s), t(q_in), t(q), task.loss, task.input_dim, basis)
+    out = TaskBatch(t(s_in), t(s), t(q_in), t(q), task.loss, task.input_dim, basis)
+    if labelled is not None:
+        out.labelled_in, out.labels = t(labelled[0]), torch.as_tensor(labelled[1], device=device)
+    return out
 
 
 def tau_at(cfg: InnerConfig, step: int, steps: int | None = None) -> float:

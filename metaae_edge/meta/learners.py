@@ -120,6 +120,7 @@ class MetaTrainer:
         self.model = create_supernet(self.supernet_cfg).to(cfg.device)
         self.model.search_prefilter = cfg.prefilter_choice == "meta"
         self.algorithm: MetaAlgorithm = create_algorithm(cfg.algorithm, self.model)
+        self.algorithm.configure(cfg)  # the outer loss (meta/detect_loss.py)
         w_params = [p for n, p in self.model.named_parameters() if not n.startswith(ARCH_PREFIX)]
         a_params = list(self.model.arch.parameters())
         groups = [{"params": w_params, "lr": cfg.outer_lr_w},

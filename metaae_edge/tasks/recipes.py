@@ -27,6 +27,8 @@ _TUPLE_FLOAT = ("latent_bpp", "posttrain_bpp")
 #: ``LEARNERS``, kept here torch-free)
 _LEARNERS = ("gradient", "model", "metric")
 _UPDATE_RULES = ("metasgd", "lstm")
+#: ``MetaConfig.outer_loss`` (``meta/detect_loss.py`` ``OUTER_LOSSES``, kept here torch-free)
+_OUTER_LOSSES = ("reconstruction", "ranking", "mixed")
 
 
 def _budgets(name: str, value: Any) -> tuple[float, ...]:
@@ -80,6 +82,9 @@ class Recipe:
     latent_bpp: tuple[float, ...] = ()
     arch_sampling: str = "softmax"
     objective: str = "reconstruct"
+    #: reconstruction | ranking | mixed: the detection outer loss needs objective anomaly
+    #: and algorithm fomaml or maml (checked by ``MetaConfig.validate``)
+    outer_loss: str = "reconstruction"
     val_every: int = 50
     seed: int = 0
     linear_bypass: bool = False
@@ -109,6 +114,9 @@ class Recipe:
         if self.prefilter_choice not in ("adapt", "meta"):
             raise SpecError(f"--prefilter-choice must be adapt or meta, got "
                             f"{self.prefilter_choice!r}")
+        if self.outer_loss not in _OUTER_LOSSES:
+            raise SpecError(f"--outer-loss must be one of {', '.join(_OUTER_LOSSES)}, got "
+                            f"{self.outer_loss!r}")
         if self.posttrain_tau <= 0:
             raise SpecError(f"--posttrain-tau must be > 0, got {self.posttrain_tau:g}")
         if self.batch_tasks not in ("auto", "on", "off"):
