@@ -120,6 +120,10 @@ def test_vmap_falls_back_to_the_loop_where_it_does_not_apply(batches):
     assert not batchable(create_algorithm("fomaml", model), batches, budgeted)
     conv = create_supernet(SupernetConfig.conv())
     assert not batchable(create_algorithm("reptile", conv), batches, [inner] * 3)
+    ranking = create_algorithm("fomaml", model)
+    assert batchable(ranking, batches, [inner] * 3)
+    ranking.outer_loss = "ranking"  # the detection loss's pairs are per task: the loop
+    assert not batchable(ranking, batches, [inner] * 3)
 
 
 def test_a_bad_batch_tasks_value_is_one_line_exit_2(cli, tmp_path):

@@ -25,7 +25,8 @@ Where vmap does not apply, :func:`task_updates` runs the loop: learners other th
 Reptile / FOMAML / MAML (Meta-SGD, the LSTM rule, the metric learner: their own update
 rules and retrieval), non-MLP search spaces (conv / denoiser: images of different sizes
 cannot be padded exactly), tasks of different loss kinds, per-task inner settings (latent
-budgets drawn per task), or a single task.
+budgets drawn per task), a detection outer loss (``outer_loss`` ranking / mixed: its
+query pairs are per task), or a single task.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def batchable(algorithm: MetaAlgorithm, batches: list[TaskBatch],
     """Whether vmap reproduces the loop for these tasks (see the module docstring)."""
     model = algorithm.model
     return (len(batches) >= 2 and type(algorithm) in _BATCHED
+            and getattr(algorithm, "outer_loss", "reconstruction") == "reconstruction"
             and isinstance(model, MLPSupernet)
             and type(model).constrain_alpha is Supernet.constrain_alpha
             and all(i == inners[0] for i in inners)
