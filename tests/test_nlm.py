@@ -89,6 +89,7 @@ def test_spec_field_round_trips_and_is_validated():
     again = ArchSpec.from_json(spec.to_json())
     assert again == spec and again.nlm == (5, 6, 0.3, 0.4)
     assert "nlm p5 d6" in spec.describe()
+    assert NLMParams(5, 6, 0.3, 0.4).shift_macs_per_pixel() == 169 + 2197
     assert "nlm" not in ArchSpec((1, 16, 16), (), 1, (), backbone="denoiser").to_dict()
     with pytest.raises(SpecError, match="nlm must be"):
         ArchSpec((1, 8, 8), (), 1, (), backbone="denoiser", nlm=(5, 6, -1.0, 0.1)).validate()

@@ -66,12 +66,12 @@ class NLMParams:
         return NLMParams(self.patch_size, self.patch_distance, self.h * factor,
                          self.sigma * factor)
 
-    def ops_per_pixel(self, channels: int = 1) -> int:
-        """Rough elementwise operations per pixel (not MACs of a conv): per shift, per
-        channel a difference and square, then the box sum, exp, cut-off and two
-        multiply-adds."""
-        shifts = (2 * self.patch_distance + 1) ** 2
-        return shifts * (3 * channels + 6 + 2 * channels)
+    def shift_macs_per_pixel(self, channels: int = 1) -> int:
+        """MACs per pixel of the two one-hot shift convolutions (``taps = 2 d + 1``:
+        ``taps^2`` for the search rows, ``taps^3`` for the columns), per channel; the
+        rest is about 11 elementwise operations per shift."""
+        taps = 2 * int(self.patch_distance) + 1
+        return channels * (taps ** 2 + taps ** 3)
 
 
 def _reflect_index(ones: torch.Tensor, pad: int) -> torch.Tensor:
