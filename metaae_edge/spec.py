@@ -59,7 +59,8 @@ def nonnegative_int(name: str, value: Any) -> int:
 _OMITTED_AT_DEFAULT: dict[str, Callable[[Any], bool]] = {"linear_bypass": operator.not_,
                                        "prefilter": lambda v: v == "none",
                                        "dense_latent": operator.not_,
-                                       "smoothing": operator.not_}
+                                       "smoothing": operator.not_,
+                                       "nlm": operator.not_}
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,16 @@ class ArchSpec:
     dense_latent: int = 0
     #: denoiser only: side of a per-channel linear filter after the input filter (0 = none)
     smoothing: int = 0
+    #: denoiser only: non-local means on the input, (patch size, patch distance, h, sigma)
+    #: in model units (:mod:`metaae_edge.space.nlm`); () = none
+    nlm: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the spec stays hashable.
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         object.__setattr__(self, "encoder", tuple(self.encoder))
         object.__setattr__(self, "decoder", tuple(self.decoder))
+        object.__setattr__(self, "nlm", tuple(self.nlm))
 
     @property
     def input_dim(self) -> int:
@@ -180,6 +185,8 @@ class ArchSpec:
         nonnegative_int("dense_latent", self.dense_latent)
         if nonnegative_int("smoothing", self.smoothing) and self.backbone != "denoiser":
             raise SpecError("smoothing is only defined for the denoiser backbone")
+        if self.nlm and self.backbone != "denoiser":
+            raise SpecError("nlm is only defined for the denoiser backbone")
         kind.validate_options(self)  # prefilter / dense code / bypass: defined per kind
         return self
 
@@ -247,7 +254,7 @@ class ArchSpec:
             raise SpecError(f"an ArchSpec must be a JSON object, got {type(d).__name__}")
         known = {"input_shape", "encoder", "latent_dim", "decoder", "backbone",
                  "output_activation", "linear_bypass", "prefilter", "dense_latent",
-                 "smoothing"}
+                 "smoothing", "nlm"}
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"unknown ArchSpec field(s): {', '.join(sorted(unknown))}")
@@ -272,6 +279,7 @@ class ArchSpec:
             prefilter=d.get("prefilter", "none"),
             dense_latent=d.get("dense_latent", 0),
             smoothing=d.get("smoothing", 0),
+            nlm=d.get("nlm", ()),
         )
         return spec.validate()
 

@@ -1,6 +1,7 @@
 """Residual denoiser on scikit-image photos: ours vs Gaussian / NLM / BM3D, meta vs random.
 
     python scripts/denoise_photo_table.py [CKPT] [--steps K] [--finetune F] [--pairs N]
+        [--pair SUPPORT:QUERY ...] [--no-random] [--no-hybrid]
 
 Per pair (support photo, query photo): 256 clean 32x32 patches of the support photo
 (``adapt`` on them with Gaussian noise sigma 0.1, pixel units), 64 noisy patches of the
@@ -8,7 +9,9 @@ query photo (seeded), PSNR against the clean ones. ``ours``: the adapted network
 classical candidate selection of ``adapt-and-export`` (held-out support images);
 ``random``: the same adaptation from a randomly initialised supernet; Gaussian and NLM
 tuned on the noisy support patches; BM3D at the true sigma. Then the 512x512 latency of
-the selected bundle with 1 onnxruntime thread.
+the selected bundle with 1 onnxruntime thread. ``nlm graph`` / ``ours-nlm``: the best
+held-out NLM candidate (the exported NLM graph's torch module) and the hybrid (the
+residual net on the NLM output) on the query, whichever was selected.
 """
 
 from __future__ import annotations
@@ -87,9 +90,17 @@ def ours(ckpt, sup, qry, qry_noisy, args, random_start: bool = False):
     def run(t):
         return adapt(ckpt, t, steps=args.steps, finetune_steps=args.finetune, seed=0)
 
-    comp = denoiser_compete(run, task, 0.2, 0)
+    comp = denoiser_compete(run, task, 0.2, 0, hybrid=args.hybrid)
+    pool = getattr(comp, "pool", {})
+    nlms = [c for c in comp.selection["candidates"] if c["name"].startswith("nlm-")] \
+        if comp.selection else []
+    extra = []
+    if nlms:
+        extra.append(("nlm-graph", pool[max(nlms, key=lambda c: c["score"])["name"]]))
+    if "ours-nlm" in pool:
+        extra.append(("ours-nlm", pool["ours-nlm"]))
     res = {}
-    for name, r in (("net", comp.ours), ("selected", comp.winner)):
+    for name, r in (("net", comp.ours), ("selected", comp.winner), *extra):
         z = r.normalizer.transform(qry_noisy.reshape(len(qry), -1)).reshape(qry.shape)
         with torch.no_grad():
             out = r.model(torch.as_tensor(z[:, None], dtype=torch.float32))[0].numpy()
@@ -128,30 +139,39 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--finetune", type=int, default=20)
     ap.add_argument("--pairs", type=int, default=len(PAIRS))
+    ap.add_argument("--pair", action="append", default=[],
+                    help="SUPPORT:QUERY photo names (repeatable; replaces --pairs)")
+    ap.add_argument("--no-random", dest="random", action="store_false")
+    ap.add_argument("--no-hybrid", dest="hybrid", action="store_false")
+    ap.add_argument("--no-latency", dest="latency", action="store_false")
     args = ap.parse_args()
+    pairs = [tuple(p.split(":")) for p in args.pair] or PAIRS[:args.pairs]
     torch.set_num_threads(1)
     ckpt = load_checkpoint(args.checkpoint)
     print("support -> query | noisy | gaussian | nlm | bm3d | ours net | ours selected (which) "
-          "| random-start net")
+          "| random-start net | nlm graph | ours-nlm")
     rows = []
-    for sname, qname in PAIRS[:args.pairs]:
+    for sname, qname in pairs:
         rng = np.random.default_rng(0)
         sup, qry = patches(photo(sname), 256, rng), patches(photo(qname), 64, rng)
         sup_noisy = (sup + SIGMA * rng.standard_normal(sup.shape)).astype(np.float32)
         qry_noisy = (qry + SIGMA * rng.standard_normal(qry.shape)).astype(np.float32)
         base = baselines(sup, sup_noisy, qry, qry_noisy)
         mine, sel, comp = ours(ckpt, sup, qry, qry_noisy, args)
-        rand, _, _ = ours(ckpt, sup, qry, qry_noisy, args, random_start=True)
+        rand = (ours(ckpt, sup, qry, qry_noisy, args, random_start=True)[0] if args.random
+                else {"net": float("nan")})
         rows.append([base["noisy"], base["gaussian"], base["nlm"], base["bm3d"], mine["net"],
-                     mine["selected"], rand["net"]])
+                     mine["selected"], rand["net"], mine.get("nlm-graph", float("nan")),
+                     mine.get("ours-nlm", float("nan"))])
         print(f"{sname} -> {qname} | " + " | ".join(f"{v:.2f}" for v in rows[-1][:6])
-              + f" ({sel}) | {rows[-1][6]:.2f}  [{comp.ours.spec.describe()}, "
-              f"{comp.ours.spec.param_count()} params, "
-              f"{comp.ours.spec.macs((512, 512)) / 1e9:.2f} GMAC at 512x512]", flush=True)
+              + f" ({sel}) | " + " | ".join(f"{v:.2f}" for v in rows[-1][6:])
+              + f"  [{comp.winner.spec.describe()}, {comp.winner.spec.param_count()} params, "
+              f"{comp.winner.spec.macs((512, 512)) / 1e9:.2f} GMAC at 512x512]", flush=True)
     m = np.mean(rows, axis=0)
     print("mean | " + " | ".join(f"{v:.2f}" for v in m))
-    print(f"512x512 latency, 1 ORT thread, selected model of the last pair: "
-          f"{latency(comp.winner):.1f} ms; ours net: {latency(comp.ours):.1f} ms")
+    if args.latency:
+        print(f"512x512 latency, 1 ORT thread, selected model of the last pair: "
+              f"{latency(comp.winner):.1f} ms; ours net: {latency(comp.ours):.1f} ms")
 
 
 if __name__ == "__main__":

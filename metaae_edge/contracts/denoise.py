@@ -16,6 +16,7 @@ budget, and any codec use, are refused (:data:`CODEC_REFUSAL`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..errors import SpecError
@@ -28,6 +29,19 @@ DENOISER_SCORE_DEFINITION = ("mean((u - f(u) - z)^2, axis=(1, 2, 3)): the energy
                              "removed residual, z = (x - mean) / std")
 CODEC_REFUSAL = ("a denoiser checkpoint has no latent code (its 'latent' is the filtered "
                  "image): use a conv checkpoint such as builtin:digits-res-codec to compress")
+
+
+def _check_nlm(nlm) -> None:
+    """``nlm`` = (patch size >= 2, patch distance >= 0, h > 0, sigma >= 0), ints first."""
+    ok = len(nlm) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                               for v in nlm)
+    if ok:
+        p, d, h, sigma = nlm
+        ok = (float(p) == int(p) >= 2 and float(d) == int(d) >= 0 and h > 0
+              and sigma >= 0 and math.isfinite(h + sigma))
+    if not ok:
+        raise SpecError(f"nlm must be [patch_size >= 2, patch_distance >= 0, h > 0, "
+                        f"sigma >= 0], got {list(nlm)}")
 
 
 class DenoiserContract(ImageContract):
@@ -71,6 +85,8 @@ class DenoiserContract(ImageContract):
                             "unset")
         if spec.smoothing and spec.smoothing % 2 == 0:
             raise SpecError(f"smoothing must be an odd kernel side, got {spec.smoothing}")
+        if spec.nlm:
+            _check_nlm(spec.nlm)
 
     # -- IO -------------------------------------------------------------------------
     def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
@@ -130,6 +146,9 @@ class DenoiserContract(ImageContract):
         parts = [f"denoiser {c}x{h}x{w}"]
         if s.prefilter != "none":
             parts.append(s.prefilter)
+        if s.nlm:
+            p, d, h, sigma = s.nlm
+            parts.insert(1, f"nlm p{int(p)} d{int(d)} h{h:.3g} s{sigma:.3g}")
         if s.smoothing:
             parts.append(f"smooth k{s.smoothing}")
         if not s.encoder:

@@ -9,7 +9,11 @@ held-out images (corrupted with the task's noise, seeded) against their clean ve
   ``denoiser`` spec with no layers and ``smoothing = 2 * ceil(3 S) + 1`` (edge-replicated
   borders);
 * ``median3``: the 3x3 median input filter alone;
-* ``identity``: the noisy input unchanged.
+* ``identity``: the noisy input unchanged;
+* with Gaussian noise of a known sigma (:mod:`.nlm_candidates`): non-local means
+  ``nlm-pP-hF`` (scikit-image's fast mode as an exported graph, ``h`` and the patch size
+  chosen on the held-out images like the Gaussian's sigma) and ``ours-nlm``, the residual
+  network adapted to refine the best NLM's output.
 
 The lowest held-out MSE is exported, so the bundle is never worse on that split than a
 filter it could have chosen. "ours" is exported as adapted on the fit split (the model
@@ -25,6 +29,7 @@ import numpy as np
 
 from ..errors import DataError
 from .candidates import Candidate, Competition, with_support
+from .nlm_candidates import hybrid_result, nlm_candidates, nlm_sigma
 
 __all__ = ["GAUSSIAN_SIGMAS", "classical_result", "denoiser_compete", "denoiser_select",
            "gaussian_kernel"]
@@ -43,8 +48,10 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
 
 
 def classical_result(name: str, shape: tuple[int, int, int], normalizer,
-                     sigma: float | None = None, prefilter: str = "none"):
-    """An AdaptResult holding a layer-free denoiser spec: a Gaussian, a median or identity."""
+                     sigma: float | None = None, prefilter: str = "none",
+                     nlm: tuple[float, ...] = ()):
+    """An AdaptResult holding a layer-free denoiser spec: a Gaussian, a median, non-local
+    means (``nlm``: its settings in model units) or identity."""
     import torch
 
     from ..adapt import AdaptResult, _arch_report
@@ -53,7 +60,7 @@ def classical_result(name: str, shape: tuple[int, int, int], normalizer,
 
     kernel = gaussian_kernel(sigma) if sigma else None
     spec = ArchSpec(tuple(shape), (), int(shape[0]), (), backbone="denoiser",
-                    prefilter=prefilter,
+                    prefilter=prefilter, nlm=tuple(nlm),
                     smoothing=0 if kernel is None else len(kernel)).validate()
     model = CompactDenoiser(spec)
     if kernel is not None:
@@ -67,7 +74,8 @@ def _hold_mse(result, noisy_z: np.ndarray, clean_z: np.ndarray) -> float:
     import torch
 
     with torch.no_grad():
-        out = result.model(torch.as_tensor(noisy_z))[0].numpy()
+        out = torch.cat([result.model(torch.as_tensor(noisy_z[i:i + 64]))[0]
+                         for i in range(0, len(noisy_z), 64)]).numpy()
     return float(np.mean((out - clean_z) ** 2))
 
 
@@ -89,9 +97,11 @@ def _candidates(fit_task, shape, norm) -> list[Candidate]:
     return out
 
 
-def denoiser_compete(run_adapt, task, holdout: float, seed: int) -> Competition:
+def denoiser_compete(run_adapt, task, holdout: float, seed: int,
+                     hybrid: bool = True) -> Competition:
     """Adapt "ours" on a split of ``task``'s support, select among it and the classical
-    filters on the held-out images (see the module docstring)."""
+    filters on the held-out images (see the module docstring); ``hybrid``: also adapt
+    ``ours-nlm`` (a second adaptation)."""
     if task.noise is None and task.support_noisy is None:
         raise DataError("denoising needs a noise model: pass --noise, e.g. gaussian:0.1")
     split = _split(task, holdout, seed)
@@ -109,8 +119,16 @@ def denoiser_compete(run_adapt, task, holdout: float, seed: int) -> Competition:
     clean_z = clean.reshape(len(clean), *shape).astype(np.float32)
     noisy_z = np.ascontiguousarray(noisy.reshape(len(noisy), *shape), dtype=np.float32)
     cands = [Candidate("ours", ours), *_candidates(fit_task, shape, norm)]
+    sigma = nlm_sigma(task)
+    if sigma is not None:
+        cands += nlm_candidates(shape, norm, sigma)
     for c in cands:
         c.score = -_hold_mse(c.result, noisy_z, clean_z)  # higher is better
+    if sigma is not None and hybrid:
+        best_nlm = max((c for c in cands if c.name.startswith("nlm-")), key=lambda c: c.score)
+        mixed = Candidate("ours-nlm", hybrid_result(run_adapt, fit_task, best_nlm, seed))
+        mixed.score = -_hold_mse(mixed.result, noisy_z, clean_z)
+        cands.append(mixed)
     best = max(cands, key=lambda c: c.score)
     runner = max((c for c in cands if c is not best), key=lambda c: c.score)
     selected: dict[str, Any] = {"name": best.name, "score": best.score,
@@ -119,7 +137,9 @@ def denoiser_compete(run_adapt, task, holdout: float, seed: int) -> Competition:
                                 "metric": "-MSE on held-out support images (model units)",
                                 "n_holdout": len(hold_rows)}
     selection = {"candidates": [c.row() for c in cands], "selected": selected}
-    return Competition(best.result, ours, selection, ours_on_task=False)
+    comp = Competition(best.result, ours, selection, ours_on_task=False)
+    comp.pool = {c.name: c.result for c in cands}  # every candidate's AdaptResult (scripts)
+    return comp
 
 
 def denoiser_select(run_adapt, task, options):

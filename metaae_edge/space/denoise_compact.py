@@ -5,8 +5,10 @@ Spec layout (see :mod:`metaae_edge.contracts.denoise`): ``encoder`` holds the
 full-resolution conv layers, ``decoder`` the half-resolution stage (its first layer is the
 stride-2 conv; empty: none), ``latent_dim`` is the image channels C, ``prefilter`` the
 input filter and ``smoothing`` (> 0) a k x k per-channel linear filter (edge-replicated
-borders) after it. A spec with no layers is a classical filter (Gaussian: ``smoothing``
-with Gaussian weights; median: ``prefilter="median3"``).
+borders) after it; ``nlm`` (when set) non-local means (:mod:`metaae_edge.space.nlm`)
+before both. A spec with no layers is a classical filter (Gaussian: ``smoothing`` with
+Gaussian weights; median: ``prefilter="median3"``; NLM: ``nlm``); with layers and ``nlm``
+the residual network refines the NLM output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spec import CONV_OUTPUT_KERNEL, ArchSpec, LayerSpec, SupernetConfig
+from .nlm import NLMParams, nl_means
 from .ops import activation_fn, prefilter_fn
 
 if TYPE_CHECKING:
@@ -76,6 +79,8 @@ class CompactDenoiser(nn.Module):
             self.tail = nn.Conv2d(cin, c, CONV_OUTPUT_KERNEL, padding=CONV_OUTPUT_KERNEL // 2)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.nlm:
+            x = nl_means(x, NLMParams.from_tuple(self.spec.nlm))
         x = prefilter_fn(self.spec.prefilter)(x)
         if self.spec.smoothing:
             p = self.spec.smoothing // 2

@@ -1,0 +1,154 @@
+"""Non-local means as plain torch ops that export to standard ONNX (any H x W).
+
+:func:`nl_means` follows scikit-image's ``denoise_nl_means(fast_mode=True, patch_size,
+patch_distance, h, sigma)`` (the Froment / Darbon integral-image variant) in its "gather"
+form: for every shift ``t`` in the ``(2 d + 1)^2`` search window,
+
+    D_t(p) = max(0, sum_{q in box(p)} sum_c [(x_c(q) - x_c(q + t))^2 - 2 sigma^2]) / (C h^2 s^2)
+    w_t(p) = exp(-D_t(p)) if D_t(p) <= 5 else 0
+    out(p) = sum_t w_t(p) x(p + t) / sum_t w_t(p)
+
+with ``s`` the (odd) patch size, ``o = s // 2`` and ``box(p)`` scikit-image's
+``2 o x 2 o`` box (rows and columns ``p - o + 1 .. p + o``: its integral-image difference),
+borders reflected (numpy's ``reflect``, iterated for images smaller than the pad). The
+one deliberate difference: scikit-image's ``_fast_exp`` is Schraudolph's bit-trick
+approximation of ``exp`` (a few % off); here ``exp`` is exact (``tests/test_nlm.py``
+measures the PSNR gap to scikit-image on real photos).
+
+Export: the reflect pad is two Gathers whose indices come from the image's data (a
+cumulative sum of ones, Mod); the shifted copies are two one-hot Convs (search rows,
+then columns), processed a few search rows at a time; the box sum is two AveragePools
+(separable), then Exp, a cut-off mask (GreaterOrEqual, Cast, Mul) and ReduceSum. No Loop
+or custom op: it runs in ONNX Runtime at any height and width, at opset 17.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DISTANCE_CUTOFF", "NLMParams", "nl_means", "reflect_pad"]
+
+#: scikit-image's cut-off: a shift whose normalised patch distance exceeds it gets no weight
+DISTANCE_CUTOFF = 5.0
+
+
+@dataclass(frozen=True)
+class NLMParams:
+    """Non-local means settings in the units of the image it runs on (model units for a
+    denoiser: pixel values / the normaliser's std)."""
+
+    patch_size: int = 5
+    patch_distance: int = 6
+    h: float = 0.08
+    sigma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if int(self.patch_size) < 2 or int(self.patch_distance) < 0:
+            raise ValueError(f"bad NLM patch_size / patch_distance: {self}")
+        if not (self.h > 0 and self.sigma >= 0):
+            raise ValueError(f"NLM needs h > 0 and sigma >= 0, got {self}")
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        """``(patch_size, patch_distance, h, sigma)``: the ArchSpec's ``nlm`` field."""
+        return (int(self.patch_size), int(self.patch_distance), float(self.h),
+                float(self.sigma))
+
+    @classmethod
+    def from_tuple(cls, t) -> NLMParams:
+        s, d, h, sigma = t
+        return cls(int(s), int(d), float(h), float(sigma))
+
+    def scaled(self, factor: float) -> NLMParams:
+        """The same filter on an image multiplied by ``factor`` (h and sigma scale)."""
+        return NLMParams(self.patch_size, self.patch_distance, self.h * factor,
+                         self.sigma * factor)
+
+    def shift_macs_per_pixel(self, channels: int = 1) -> int:
+        """MACs per pixel of the two one-hot shift convolutions (``taps = 2 d + 1``:
+        ``taps^2`` for the search rows, ``taps^3`` for the columns), per channel; the
+        rest is about 11 elementwise operations per shift."""
+        taps = 2 * int(self.patch_distance) + 1
+        return channels * (taps ** 2 + taps ** 3)
+
+
+def _reflect_index(ones: torch.Tensor, pad: int) -> torch.Tensor:
+    """numpy ``reflect`` indices ``-pad .. n + pad - 1`` of a length-``n`` axis, from a
+    vector of ``n`` ones (so the graph takes ``n`` from data, not from a Shape)."""
+    n = ones.sum()
+    extra = torch.ones(pad, dtype=ones.dtype, device=ones.device)
+    i = torch.cumsum(torch.cat([extra, ones, extra]), 0) - 1.0 - pad
+    period = torch.clamp(2.0 * (n - 1.0), min=1.0)
+    m = torch.remainder(i, period)
+    return torch.minimum(m, period - m).long()
+
+
+def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflect-pad (N, C, H, W) by ``pad`` on every side as numpy's ``reflect`` does
+    (iterated where ``pad >= H``); H, W >= 1."""
+    if pad == 0:
+        return x
+    ones = x[:1, :1] * 0 + 1
+    rows = _reflect_index(ones[0, 0, :, 0], pad)
+    cols = _reflect_index(ones[0, 0, 0, :], pad)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def _box(t: torch.Tensor, k: int) -> torch.Tensor:
+    """Sums over k x k windows (valid), (N, S, H', W') -> (N, S, H' - k + 1, W' - k + 1)."""
+    t = F.avg_pool2d(t, (k, 1), stride=1)  # separable: 2k reads per output, not k^2
+    return F.avg_pool2d(t, (1, k), stride=1) * float(k * k)
+
+
+def _one_hot(taps: int, rows: bool, dtype, device) -> torch.Tensor:
+    """Conv weights (taps, 1, taps, 1) (``rows``) or (taps, 1, 1, taps): output channel
+    i copies the input shifted by i: exact copies (one weight 1, the rest 0)."""
+    w = torch.eye(taps, dtype=dtype, device=device)
+    return w.view(taps, 1, taps, 1) if rows else w.view(taps, 1, 1, taps)
+
+
+def nl_means(x: torch.Tensor, params: NLMParams, rows_per_chunk: int = 4) -> torch.Tensor:
+    """Non-local means of ``x`` (N, C, H, W) (see the module docstring). A fixed filter:
+    differentiable, but nothing in it is trained.
+
+    The shifted copies are two one-hot convolutions (rows, then columns per row), so the
+    graph has a few dozen nodes; ``rows_per_chunk`` search rows are processed at a time
+    (``(2 d + 1) * rows_per_chunk`` shifted images in memory at once).
+    """
+    s = int(params.patch_size) | 1  # odd, as scikit-image makes it
+    o, d = s // 2, int(params.patch_distance)
+    taps = 2 * d + 1
+    n, c = x.shape[0], x.shape[1]
+    h2s2 = c * float(params.h) ** 2 * s * s
+    var2 = 2.0 * float(params.sigma) ** 2
+    xp = reflect_pad(x, o + d).flatten(0, 1).unsqueeze(1)  # (N C, 1, H + 2o + 2d, ...)
+    # x's rows / columns -o .. H + o - 1 (the centre patches' boxes)
+    centre = _crop(xp, d, d, 2 * d).unflatten(0, (n, c))
+    by_row = F.conv2d(xp, _one_hot(taps, True, x.dtype, x.device))  # (N C, taps, H + 2o, .)
+    col_w = _one_hot(taps, False, x.dtype, x.device)
+    num, den = None, None
+    for r0 in range(0, taps, rows_per_chunk):
+        r = min(rows_per_chunk, taps - r0)
+        # shift (ty, tx) = (r0 + i - d, j - d) at channel i * taps + j
+        shifted = F.conv2d(by_row[:, r0:r0 + r], col_w.repeat(r, 1, 1, 1), groups=r)
+        shifted = shifted.unflatten(0, (n, c))  # (N, C, S, H + 2o, W + 2o)
+        diff = centre - shifted
+        diff = (diff * diff).sum(1) - c * var2
+        # box rows / columns p - o + 1 .. p + o: window start index p + 1; -distance
+        neg = torch.clamp(_box(diff, 2 * o)[..., 1:, 1:] * (-1.0 / h2s2), max=0.0)
+        w = torch.exp(neg) * (neg >= -DISTANCE_CUTOFF).to(neg.dtype)
+        contrib = (w.unsqueeze(1) * shifted[..., o:-o, o:-o]).sum(2)  # values at p + t
+        wsum = w.sum(1, keepdim=True)
+        num = contrib if num is None else num + contrib
+        den = wsum if den is None else den + wsum
+    return num / den
+
+
+def _crop(xp: torch.Tensor, top: int, left: int, cut: int) -> torch.Tensor:
+    """``xp[..., top : top + H', left : left + W']`` with ``H' = H_p - cut`` (static
+    Slices: negative ends relative to the padded size)."""
+    bottom, right = cut - top, cut - left
+    r = xp[..., top:-bottom, :] if bottom else xp[..., top:, :]
+    return r[..., left:-right] if right else r[..., left:]

@@ -1,0 +1,58 @@
+"""512x512 latency through the bundle (1 onnxruntime thread, median of 5): the selected
+NLM + network architecture of the photo tables at search distance 6 and 3, and the
+residual net alone. Weights are random (the time does not depend on them).
+
+    python scripts/nlm_latency.py
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from metaae_edge.exporters.bundle import write_bundle
+from metaae_edge.runtime import Runtime
+from metaae_edge.space import CompactDenoiser
+from metaae_edge.spec import ArchSpec, LayerSpec
+from metaae_edge.tasks.base import Normalizer
+
+SMALL = (LayerSpec(8, "relu", 3),)
+ARCHS = (((5, 6, 0.24, 0.345), SMALL), ((5, 3, 0.24, 0.345), SMALL),
+         ((), (LayerSpec(16, "leaky_relu", 3), LayerSpec(8, "relu", 3))))
+
+
+def measure(spec: ArchSpec, norm: Normalizer) -> tuple[float, float, float]:
+    """(median ms, min ms, export + parity s) at 512x512."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = np.random.default_rng(0).uniform(0, 1, (4, 32 * 32)).astype(np.float32)
+        t0 = time.perf_counter()
+        b = write_bundle(f"{tmp}/b", model=CompactDenoiser(spec).eval(), spec=spec,
+                         normalizer=norm, task_summary={"name": "lat"}, objective="denoise",
+                         reference=ref, threshold=None, reports={}, seed=0)
+        export_s = time.perf_counter() - t0
+        rt = Runtime.load(b, threads=1)
+        x = np.random.default_rng(1).uniform(0, 1, (1, 1, 512, 512)).astype(np.float32)
+        rt.denoise(x)
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            rt.denoise(x)
+            ts.append(time.perf_counter() - t)
+    return 1000 * float(np.median(ts)), 1000 * min(ts), export_s
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    norm = Normalizer(np.array([0.45], np.float32), np.array([0.29], np.float32))
+    for nlm, layers in ARCHS:
+        spec = ArchSpec((1, 32, 32), layers, 1, (), backbone="denoiser", nlm=nlm).validate()
+        med, low, export_s = measure(spec, norm)
+        print(f"{spec.describe()}  params {spec.param_count()}  512x512 median {med:.1f} ms "
+              f"min {low:.1f} ms  (export+parity {export_s:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
