@@ -9,8 +9,9 @@ reach ``fit``.
 
 * ``gaussian`` (sigma grid), ``median`` (size 3 / 5), ``wavelet`` (scikit-image
   ``denoise_wavelet``, BayesShrink, wavelet grid), ``tv`` (``denoise_tv_chambolle``, weight
-  grid), ``nlm`` (``denoise_nl_means``, h x patch-size grid, sigma estimated per image as
-  ``estimate_sigma`` does), ``bm3d`` (the ``bm3d`` package, ``sigma_psd`` = the true sigma,
+  grid), ``nlm`` (``denoise_nl_means``, h x patch-size grid x the noise sigma it is given:
+  the true sigma, as ours and BM3D are given, or estimated per image by ``estimate_sigma``;
+  the tuning keeps whichever is better on the support), ``bm3d`` (the ``bm3d`` package, ``sigma_psd`` = the true sigma,
   nothing tuned);
 * ``cnn``: a 5-layer residual CNN (16 channels, 7,265 parameters, predicts the noise)
   trained from scratch on the support patches with fresh noise per step, Adam, until
@@ -37,7 +38,8 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "median": [{"size": s} for s in (3, 5)],
     "wavelet": [{"wavelet": w} for w in ("db1", "db2", "sym4", "coif1")],
     "tv": [{"weight": w} for w in (0.02, 0.04, 0.06, 0.08, 0.1, 0.14, 0.2, 0.3)],
-    "nlm": [{"h": h, "patch_size": p} for p in (3, 5, 7) for h in (0.5, 0.7, 0.9, 1.1)],
+    "nlm": [{"h": h, "patch_size": p, "sigma": k} for k in ("true", "estimated")
+            for p in (3, 5, 7) for h in (0.5, 0.7, 0.9, 1.1)],
     "bm3d": [{}],
 }
 CLASSICAL = tuple(GRIDS)
@@ -80,7 +82,8 @@ def _filter(name: str, params: dict[str, Any], sigma: float) -> Callable[[np.nda
         return lambda x: restoration.denoise_tv_chambolle(x, weight=params["weight"])
     if name == "nlm":
         def nlm(x: np.ndarray) -> np.ndarray:
-            s = float(restoration.estimate_sigma(x))
+            s = (float(restoration.estimate_sigma(x)) if params.get("sigma") == "estimated"
+                 else sigma)
             return restoration.denoise_nl_means(
                 x, h=params["h"] * s, sigma=s, patch_size=params["patch_size"],
                 patch_distance=6, fast_mode=True)
