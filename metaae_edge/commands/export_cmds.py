@@ -52,8 +52,10 @@ def adapt_and_export_cmd(
         "several latent sizes) compete with the meta-learned model on held-out rows and the "
         "winner is exported | all: also on anomaly tasks (plus a Gaussian; chosen by AUC "
         "against label-free pseudo-anomalies, which measured no gain on real data, "
-        "docs/real_data.md) | meta: the meta-learned model only. Image and denoise tasks "
-        "always keep the meta-learned model."),
+        "docs/real_data.md) | meta: the meta-learned model only. Denoiser checkpoints "
+        "(builtin:natural) under auto / all: Gaussian, median, identity and, for Gaussian "
+        "noise of a known sigma, non-local means in the graph and ours on top of it compete "
+        "on held-out support images; other image checkpoints keep the meta-learned model."),
     seed: int = typer.Option(0, help="Seed (same seed, same bundle)."),
     device: str = typer.Option("cpu", help="cpu | cuda for adaptation."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
@@ -149,6 +151,11 @@ def _print_selection(selection) -> None:
     console.print(f"  selected [bold]{sel['name']}[/bold] of {len(selection['candidates'])}"
                   f" candidates (held-out score {sel['score']:.4f}{margin}; "
                   f"{sel['n_holdout']} held-out rows)", highlight=False)
+    if sel["name"] == "ours-nlm" or sel["name"].startswith("nlm-"):
+        console.print("  note: the selected model runs non-local means inside the graph: "
+                      "measured ~1 s per 512x512 photo on one CPU thread against ~36 ms for "
+                      "the network alone (docs/images.md); --candidates meta exports the "
+                      "network", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
