@@ -291,19 +291,29 @@ def read_csv(path: Path, error: Err = InputError) -> tuple[np.ndarray, list[str]
 
 
 # -- numpy files -------------------------------------------------------------------------
+#: what np.load / a zip member raise on a file that is not what its name says, corrupt or
+#: truncated (KeyError: a member missing; zlib.error / NotImplementedError: a bad stream)
+_NUMPY_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
+                      zlib.error, NotImplementedError)
+
+
+def _unreadable(path: Path, exc: BaseException, error: Err, kind: str) -> MetaAEError:
+    """The one line for an ``.npy`` / ``.npz`` that np.load cannot read safely."""
+    what, how = (("a numeric array", "numpy.save") if kind == "npy" else
+                 ("numeric arrays", "numpy.savez"))
+    if isinstance(exc, ValueError) and ("pickle" in str(exc) or "object" in str(exc).lower()):
+        return error(f"{path}: could not read .{kind} without unpickling (object arrays are "
+                     f"refused); save {what}")
+    return error(f"{path}: could not read as .{kind} ({exc}); expected {what} saved with "
+                 f"{how}")
+
+
 def load_npy(path: Path, error: Err = InputError, mmap: bool = False) -> np.ndarray:
     """An ``.npy`` array, never unpickled (``mmap``: memory-mapped read-only)."""
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except ValueError as exc:
-        if "pickle" in str(exc) or "object" in str(exc).lower():
-            raise error(f"{path}: could not read .npy without unpickling (object arrays "
-                        "are refused); save a numeric array") from None
-        raise error(f"{path}: could not read as .npy ({exc}); expected a numeric array "
-                    "saved with numpy.save") from None
-    except (OSError, EOFError) as exc:
-        raise error(f"{path}: could not read as .npy ({exc}); expected a numeric array "
-                    "saved with numpy.save") from None
+    except _NUMPY_READ_ERRORS as exc:
+        raise _unreadable(path, exc, error, "npy") from None
     if not isinstance(arr, np.ndarray):  # np.load opens a zip (an .npz) whatever its name
         arr.close()
         raise error(f"{path}: is an .npz archive, not an .npy array; name it .npz")
@@ -358,16 +368,8 @@ def load_npz(path: Path, error: Err = InputError,
             return x, y, key
     except MetaAEError:
         raise
-    except ValueError as exc:
-        if "pickle" in str(exc) or "object" in str(exc).lower():
-            raise error(f"{path}: could not read .npz without unpickling (object arrays "
-                        "are refused); save numeric arrays") from None
-        raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
-                    "saved with numpy.savez") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
-            NotImplementedError) as exc:  # a corrupt member / an unknown compression
-        raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
-                    "saved with numpy.savez") from None
+    except _NUMPY_READ_ERRORS as exc:  # incl. a corrupt member / an unknown compression
+        raise _unreadable(path, exc, error, "npz") from None
 
 
 def load_npz_pair(path: Path, names: tuple[str, str],
@@ -383,10 +385,8 @@ def load_npz_pair(path: Path, names: tuple[str, str],
             return a, b
     except MetaAEError:
         raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
-            NotImplementedError) as exc:
-        raise error(f"{path}: could not read as .npz ({exc}); expected numeric arrays "
-                    "saved with numpy.savez (object arrays are refused)") from None
+    except _NUMPY_READ_ERRORS as exc:
+        raise _unreadable(path, exc, error, "npz") from None
 
 
 # -- checks ------------------------------------------------------------------------------
