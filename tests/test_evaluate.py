@@ -125,3 +125,38 @@ def test_cli_plots_without_matplotlib(monkeypatch, tmp_path):
                                          str(tmp_path / "p")])
     assert isinstance(result.exception, BackendUnavailableError)
     assert "metaae-edge[plot]" in str(result.exception)
+
+
+def test_learners_are_adapted_side_by_side_on_the_same_units(tmp_path):
+    """evaluate --learners: each extra checkpoint is adapted like ours on the same units,
+    as ours:<algorithm>; the same checkpoint twice gives the same numbers, the metric
+    learner reports its architecture-choice time, and image families refuse the flag."""
+    from metaae_edge.errors import CheckpointError
+    from metaae_edge.meta import MetaConfig, MetaTrainer, save_checkpoint
+    from metaae_edge.meta.inner import InnerConfig
+    from metaae_edge.pipeline import evaluation_config
+    from metaae_edge.spec import SupernetConfig
+    from metaae_edge.tasks import create_family
+
+    small = SupernetConfig(max_input_dim=64, max_depth=2, width_choices=(16, 32),
+                           latent_choices=(2, 4, 8))
+    tr = MetaTrainer(create_family("manifold"), MetaConfig(
+        algorithm="metric", meta_steps=2, meta_batch=2, warmup_steps=1, val_every=2,
+        val_tasks=1, inner=InnerConfig(steps=2)), supernet=small)
+    tr.train()
+    metric = save_checkpoint(tmp_path / "metric.safetensors", tr.checkpoint())
+    cfg = evaluation_config("manifold", checkpoint="builtin:manifold", tasks=1,
+                            steps="0,2", baselines="pca", latency_tasks=0,
+                            learners=f"builtin:manifold,{metric}")
+    raw = run_evaluation(cfg)
+    by = {(r["method"], r["K"]): r for r in raw["rows"]}
+    assert raw["setup"]["methods"] == ["ours", "pca", "ours:reptile", "ours:metric"]
+    for k in (0, 2):
+        assert by["ours:reptile", k]["query_mse"] == by["ours", k]["query_mse"]
+        assert math.isfinite(by["ours:metric", k]["query_mse"])
+        assert by["ours:metric", k]["arch_choice_ms"] > 0
+    assert "ours:metric" in summarise(raw)["methods"]
+    with pytest.raises(DataError, match="--learners is not used by the image evaluation"):
+        evaluation_config("digits-res", learners=str(metric), given=["learners"])
+    with pytest.raises(CheckpointError, match="nope"):  # before any work
+        evaluation_config("manifold", learners="nope.safetensors")

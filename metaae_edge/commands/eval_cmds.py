@@ -61,6 +61,11 @@ def evaluate_cmd(
     plots: Path | None = typer.Option(None, "--plots", help="Write plots into this folder "
                                       "(needs metaae-edge[plot])."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest for these tiny nets)."),
+    learners: str = typer.Option(
+        "", help="Vector families: further meta-checkpoints (comma-separated; e.g. trained "
+        "with --learner model or metric) adapted like ours on the same held-out tasks, as "
+        "methods ours:<algorithm> (quality at every K, adaptation and architecture-choice "
+        "time, parameters)."),
     bpp: float | None = typer.Option(
         None, help="Image families, reconstruct: compression budget for ours in bits per "
         "pixel of the int8 latent (JPEG and PCA are held to ours' bytes)."),
@@ -77,7 +82,7 @@ def evaluate_cmd(
         pretrain_steps=pretrain_steps, pretrain_tasks=pretrain_tasks,
         maml_meta_steps=maml_meta_steps, search_archs=search_archs, search_steps=search_steps,
         latency_tasks=latency_tasks, cache_dir=cache_dir, threads=threads, bpp=bpp,
-        given=given)
+        learners=learners or None, given=given)
     if plots is not None:
         R.require_matplotlib()  # fail before the long run, not after it
     result = _with_progress(evaluate, cfg, evaluation_units(cfg))

@@ -81,6 +81,9 @@ class EvalConfig(_ConfigMixin):
     latency_runs: int = 200
     cache_dir: str | None = None
     threads: int = 1
+    #: further meta-checkpoints (e.g. other learners) adapted like ``ours`` on the same
+    #: units, as methods ``ours:<their algorithm>`` (``evaluate --learners``)
+    learners: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,6 +160,8 @@ class _Run:
     setup: dict[str, Any]
     inits: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: ``(method, supernet, start params, inner config)`` of ``cfg.learners``
+    extras: list[tuple[str, Any, dict[str, Any], Any]] = field(default_factory=list)
 
 
 def run_evaluation(cfg: EvalConfig, on_progress: Callable[[str, int, int, str], None] | None = None
@@ -236,7 +241,28 @@ def _prepare(cfg: EvalConfig, prog: Callable[..., None]) -> _Run:
     if "weights-only" in methods:
         max_arch = B.onehot_alpha(scfg, _max_spec(meta_model, scfg))
         wo_params.update({f"arch.{k}": v for k, v in max_arch.items()})
-    return _Run(cfg, meta_model, ckpt, inner, meta_params, wo_params, methods, setup, inits)
+    extras = _learners(cfg.learners, methods, setup)
+    return _Run(cfg, meta_model, ckpt, inner, meta_params, wo_params, methods, setup, inits,
+                extras=extras)
+
+
+def _learners(refs: tuple[str, ...], methods: list[str], setup: dict[str, Any]) -> list:
+    """The extra checkpoints of ``evaluate --learners`` as ``ours:<algorithm>`` methods."""
+    from ..adapt import load_supernet
+    from ..meta.inner import InnerConfig
+
+    extras, setup["learners"] = [], {}
+    for ref in refs:
+        model, ck = load_supernet(ref)
+        name = f"ours:{ck.meta_config.get('algorithm') or Path(str(ref)).stem}"
+        while name in methods:
+            name += "'"  # two checkpoints of one algorithm: ours:reptile, ours:reptile'
+        inner = InnerConfig(**ck.inner_config) if ck.inner_config else InnerConfig()
+        params = {k: v.detach().clone() for k, v in model.named_parameters()}
+        extras.append((name, model, params, inner))
+        methods.append(name)
+        setup["learners"][name] = {"checkpoint": str(ref), "family": ck.family}
+    return extras
 
 
 def _eval_unit(run: _Run, t: _Task, index: int, latency: bool) -> None:
@@ -263,17 +289,18 @@ def _supernet_methods(run: _Run, t: _Task, keep: dict[str, Any]) -> dict[int, in
 
     cfg, d, s = run.cfg, t.task.input_dim, t.batch.support_in.shape[0]
     ours_latent: dict[int, int] = {}
+    entries = [("ours", run.meta_model, run.meta_params, run.inner),
+               ("weights-only", run.meta_model, run.wo_params,
+                replace(run.inner, adapt_alpha=False)),
+               ("arch-only", run.meta_model, run.meta_params,
+                replace(run.inner, adapt_weights=False)), *run.extras]
     for k in cfg.steps:
         n_in, n_ft = _split(k)
-        for name, params, inn in (
-            ("ours", run.meta_params, run.inner),
-            ("weights-only", run.wo_params, replace(run.inner, adapt_alpha=False)),
-            ("arch-only", run.meta_params, replace(run.inner, adapt_weights=False)),
-        ):
+        for name, model, params, inn in entries:
             if name not in run.methods:
                 continue
             t0 = time.perf_counter()
-            res = adapt_supernet(run.meta_model, params, t.task, replace(inn, steps=n_in),
+            res = adapt_supernet(model, params, t.task, replace(inn, steps=n_in),
                                  finetune_steps=n_ft, finetune_lr=cfg.ours_finetune_lr,
                                  seed=t.seed)
             sec = time.perf_counter() - t0
@@ -281,15 +308,17 @@ def _supernet_methods(run: _Run, t: _Task, keep: dict[str, Any]) -> dict[int, in
             if name == "ours":
                 ours_latent[k] = res.spec.latent_dim
             extra = {}
-            if name in ("ours", "arch-only"):
+            if name == "arch-only" or name.startswith("ours"):
                 extra = {"relaxed_query_mse": rep["relaxed"]["query_mse"],
                          "discretized_query_mse": rep["discretized_query_mse"],
                          "discretization_gap": rep["discretization_gap"]}
+            if "retrieval_ms" in rep:  # the metric learner's architecture choice
+                extra["arch_choice_ms"] = rep["retrieval_ms"]
             run.rows.append(_row(
                 name, k, t, **t.score_model(res.model), params=res.spec.param_count(),
                 macs=res.spec.macs(), adapt_seconds=sec, latent_dim=res.spec.latent_dim,
                 arch=res.spec.describe(), inner_steps=n_in, finetune_steps=n_ft,
-                train_flops=train_flops(run.meta_model.max_macs(d), s, n_in)
+                train_flops=train_flops(model.max_macs(d), s, n_in)
                 + train_flops(res.spec.macs(), s, n_ft), **extra))
             if k == cfg.target_k:
                 keep[name] = res.model

@@ -11,8 +11,8 @@ reach ``fit``.
   ``denoise_wavelet``, BayesShrink, wavelet grid), ``tv`` (``denoise_tv_chambolle``, weight
   grid), ``nlm`` (``denoise_nl_means``, h x patch-size grid x the noise sigma it is given:
   the true sigma, as ours and BM3D are given, or estimated per image by ``estimate_sigma``;
-  the tuning keeps whichever is better on the support), ``bm3d`` (the ``bm3d`` package, ``sigma_psd`` = the true sigma,
-  nothing tuned);
+  the tuning keeps whichever is better on the support), ``bm3d`` (the ``bm3d`` package,
+  ``sigma_psd`` = the true sigma, nothing tuned);
 * ``cnn``: a 5-layer residual CNN (16 channels, 7,265 parameters, predicts the noise)
   trained from scratch on the support patches with fresh noise per step, Adam, until
   ``budget_s`` of wall time or ``max_steps`` steps, whichever comes first.

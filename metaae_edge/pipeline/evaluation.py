@@ -19,7 +19,7 @@ __all__ = ["IMAGE_ONLY", "VECTOR_ONLY", "EvalReport", "evaluate", "evaluation_co
 
 #: ``evaluate`` options only the vector protocol uses (an image family refuses them) ...
 VECTOR_ONLY = ("pretrain_tasks", "maml_meta_steps", "search_archs", "search_steps",
-               "latency_tasks", "plots")
+               "latency_tasks", "plots", "learners")
 #: ... and the one only the image protocol uses
 IMAGE_ONLY = ("bpp",)
 
@@ -109,6 +109,9 @@ def evaluation_config(family: str, *, checkpoint: str = "", objective: str = "re
               and k != "plots"}
     if "pretrain_tasks" in fields:
         fields["pretrain_tasks_per_step"] = fields.pop("pretrain_tasks")
+    if isinstance(fields.get("learners"), str):  # the CLI's comma-separated text
+        fields["learners"] = tuple(x.strip() for x in fields["learners"].split(",")
+                                   if x.strip())
     if base is not None:
         fields["baselines"] = base
     cls = ImageEvalConfig if image else EvalConfig
@@ -117,7 +120,8 @@ def evaluation_config(family: str, *, checkpoint: str = "", objective: str = "re
               seeds=_ints(seeds, "seeds"), cache_dir=cache_dir or None, **fields)
     from ..meta.checkpoint import resolve_checkpoint
 
-    resolve_checkpoint(cfg.checkpoint)  # a bad path fails now, with one line
+    for ref in (cfg.checkpoint, *getattr(cfg, "learners", ())):
+        resolve_checkpoint(ref)  # a bad path fails now, with one line
     return cfg
 
 
