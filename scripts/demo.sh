@@ -66,9 +66,25 @@ np.save(out / "patches.npy", np.stack([cam[i:i + 32, j:j + 32] for i, j in ij]))
 astro = color.rgb2gray(data.astronaut()).astype(np.float32)
 noisy = np.clip(astro + rng.normal(0, 0.1, astro.shape), 0, 1)
 Image.fromarray((noisy * 255 + 0.5).astype(np.uint8)).save(out / "noisy.png")
+Image.fromarray((astro * 255 + 0.5).astype(np.uint8)).save(out / "astronaut.png")
+Image.fromarray((cam * 255 + 0.5).astype(np.uint8)).save(out / "camera.png")
 PY
 metaae-edge adapt-and-export builtin:natural --data "$out/photo/patches.npy" --objective denoise --noise gaussian:0.1 --out "$out/bundle-photo"
 metaae-edge run "$out/bundle-photo" --input "$out/photo/noisy.png" --mode denoise --out "$out/photo/denoised"
+
+echo "== 7b. compression: a transform codec fitted on camera, the astronaut coded in 0.5 bit/pixel and decoded"
+metaae-edge export-codec --data "$out/photo/camera.png" --out "$out/bundle-codec"
+metaae-edge codec encode "$out/bundle-codec" --input "$out/photo/astronaut.png" --bpp 0.5 --out "$out/photo/astronaut.mq"
+metaae-edge codec decode "$out/bundle-codec" --input "$out/photo/astronaut.mq" --out "$out/photo/astronaut-decoded.png"
+python - "$out/photo" <<'PY'
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio as psnr
+d = Path(sys.argv[1])
+a, b = (np.asarray(Image.open(d / n), np.float64) / 255 for n in ("astronaut.png", "astronaut-decoded.png"))
+print(f"astronaut: {(d / 'astronaut.mq').stat().st_size} bytes ({8 * (d / 'astronaut.mq').stat().st_size / a.size:.3f} bit/pixel), PSNR {psnr(a, b, data_range=1):.2f} dB")
+PY
 
 echo "== 8. benchmark"
 metaae-edge bench "$out/bundle-manifold" --batch 1,256 --duration-s 1 --json "$out/bench.json" --markdown "$out/bench.md"

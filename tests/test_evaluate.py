@@ -155,7 +155,7 @@ def test_learners_are_adapted_side_by_side_on_the_same_units(tmp_path):
         assert by["ours:reptile", k]["query_mse"] == by["ours", k]["query_mse"]
         assert math.isfinite(by["ours:metric", k]["query_mse"])
         assert by["ours:metric", k]["arch_choice_ms"] > 0
-    assert "ours:metric" in summarise(raw)["methods"]
+    assert summarise(raw)["methods"]["ours:metric"]["arch_choice_ms"]["mean"] > 0
     with pytest.raises(DataError, match="--learners is not used by the image evaluation"):
         evaluation_config("digits-res", learners=str(metric), given=["learners"])
     with pytest.raises(CheckpointError, match="nope"):  # before any work

@@ -17,7 +17,7 @@ __all__ = ["SCHEMA_VERSION", "check_targets", "summarise", "to_markdown", "write
 SCHEMA_VERSION = 1
 METRICS = ("query_mse", "psnr", "roc_auc", "pr_auc", "params", "macs", "latency_ms",
            "adapt_seconds", "train_flops", "latent_dim", "relaxed_query_mse",
-           "discretized_query_mse", "discretization_gap")
+           "discretized_query_mse", "discretization_gap", "arch_choice_ms")
 
 
 def _clean(v: Any) -> Any:
