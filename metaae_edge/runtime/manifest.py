@@ -30,6 +30,13 @@ import numpy as np
 from ..contracts import contract_for
 from ..errors import BundleError, SpecError
 from ..spec import ArchSpec
+from .manifest_json import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_DEPTH,
+    _fail,
+    parse_manifest_json,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -47,23 +54,12 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 ROLES: tuple[str, ...] = ("autoencoder", "encoder", "decoder")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 ENGINE_ROLE = "engine"
 ENGINE_INFO_ROLE = "engine-info"
 _FILE_KEYS = ("path", "role", "precision", "sha256", "bytes")
-#: The largest manifest.json read (a real one is a few KiB; wide inputs' normalisation
-#: vectors a few MiB): a bigger file is refused before it is read.
-MAX_MANIFEST_BYTES = 32 << 20
-#: The deepest nesting of objects / arrays accepted (a real manifest nests 5 deep): deeper
-#: JSON is refused in one line, never a RecursionError in a later walk over it.
-MAX_MANIFEST_DEPTH = 64
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _fail(root: Path, what: str) -> BundleError:
-    return BundleError(f"bundle {root}: {what}")
 
 
 def _plain(obj: Any) -> Any:
@@ -144,93 +140,6 @@ def _file_entry_error(entry: dict[str, Any]) -> str | None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         return f"bytes must be a non-negative integer, got {size!r:.40}"
     return None
-
-
-class _Refused(ValueError):
-    """A JSON construct the manifest parser refuses (raised from the json hooks)."""
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _Refused(f"key {dup!r:.60} appears twice in one object")
-    return out
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Refused(f"number {text[:40]} does not fit a float")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > 19:  # sizes and counts fit 63 bits; beyond is not ours
-        raise _Refused(f"integer {text[:20]}... has more than 19 digits")
-    return int(text)
-
-
-def _no_constant(name: str) -> Any:
-    raise _Refused(f"{name} is not a JSON number")
-
-
-def _depth_error(data: Any, limit: int = MAX_MANIFEST_DEPTH) -> str | None:
-    """Why ``data`` nests objects / arrays deeper than ``limit``, or None (iterative)."""
-    stack = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = (node.values() if isinstance(node, dict) else
-                    node if isinstance(node, list) else ())
-        for child in children:
-            if isinstance(child, (dict, list)):
-                if depth + 1 > limit:
-                    return f"it nests objects / arrays deeper than {limit} levels"
-                stack.append((child, depth + 1))
-    return None
-
-
-def _surrogate_error(text: str, data: Any) -> str | None:
-    """Why ``data`` holds a lone UTF-16 surrogate (``"\\ud800"``: no character, so it
-    cannot be printed or written as UTF-8), or None."""
-    if not re.search(r"\\u[dD][89a-fA-F]", text):
-        return None
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return "it holds an unpaired UTF-16 surrogate escape"
-    return None
-
-
-def parse_manifest_json(text: str | bytes, *, root: Path = Path(".")) -> Any:
-    """``manifest.json`` text -> JSON value, refusing what a metaae-edge manifest never holds.
-
-    Refused in one line (``BundleError``, never a traceback): text over
-    :data:`MAX_MANIFEST_BYTES`, invalid JSON or UTF-8, a key twice in one object (parsers
-    disagree on which one wins), ``NaN`` / ``Infinity``, numbers beyond a float or of more
-    digits than Python converts, nesting deeper than :data:`MAX_MANIFEST_DEPTH`.
-
-    Raises:
-        BundleError: naming the problem.
-    """
-    if len(text) > MAX_MANIFEST_BYTES:
-        raise _fail(root, f"{MANIFEST_NAME} is {len(text)} bytes, more than the "
-                          f"{MAX_MANIFEST_BYTES} a manifest may hold")
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite_float,
-                          parse_int=_bounded_int, parse_constant=_no_constant)
-    except RecursionError:
-        why = f"it nests objects / arrays deeper than {MAX_MANIFEST_DEPTH} levels"
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, _Refused, int digits
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    else:
-        why = _depth_error(data) or _surrogate_error(text, data)
-        if why is None:
-            return data
-    raise _fail(root, f"{MANIFEST_NAME} is not valid JSON ({why})")
 
 
 def check_threshold(root: Path, value: Any) -> dict[str, Any] | None:
