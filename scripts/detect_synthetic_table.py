@@ -14,11 +14,12 @@ difference to the first checkpoint. ``--split val`` is where design choices are 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
 import numpy as np
+
+from metaae_edge.evaluate.metrics import mean_ci
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,16 +30,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shots", default="32,256")
     p.add_argument("--family", default="tabular")
     return p.parse_args(argv)
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    from scipy import stats
-
-    a = np.asarray(values, np.float64)
-    if len(a) < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1)
-                                  / math.sqrt(len(a)))
 
 
 def auc(ckpt, task) -> float:
@@ -75,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 r.append(auc(c, task))
             print(f"  S={shots} task {i}: " + " ".join(f"{r[-1]:.3f}" for r in res),
                   file=sys.stderr, flush=True)
-        cells = [f"{m:.4f} ± {ci:.4f}" for m, ci in map(mean_ci, res)]
+        cells = [f"{c['mean']:.4f} ± {c['ci95']:.4f}" for c in map(mean_ci, res)]
         diffs = [f"{np.mean(np.subtract(r, res[0])):+.4f}" for r in res[1:]]
         print(f"| {shots} | {args.tasks} | {' | '.join(cells)} | {', '.join(diffs)} |",
               flush=True)
