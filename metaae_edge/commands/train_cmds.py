@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -33,86 +34,99 @@ def tasks_cmd() -> None:
         typer.echo("built-in checkpoints: " + ", ".join(f"builtin:{n}" for n in shipped))
 
 
+# -- the options of meta-train (help shown by `meta-train --help`; hidden ones are research
+# options, accepted as flags and as --recipe keys) ---------------------------------------
+Opt = typer.Option
+FamilyOpt = Annotated[str | None, Opt(
+    "--family", "-f", help="Task family (`metaae-edge tasks`); or `family` in the --recipe "
+    "file.")]
+OutOpt = Annotated[Path, Opt("--out", "-o", help="Checkpoint file to write (.safetensors).")]
+RecipeOpt = Annotated[Path | None, Opt(
+    "--recipe", help="TOML file of recipe fields (the flags below, underscored: "
+    "meta_steps = 300); flags given on the command line override it.")]
+LearnerOpt = Annotated[str, Opt(
+    help="gradient | model (a learned update rule) | metric (task embedding -> architecture "
+    "prototype); docs/learners.md.")]
+AlgorithmOpt = Annotated[str, Opt(
+    help="Gradient learner: reptile | fomaml | maml (second order).")]
+UpdateRuleOpt = Annotated[str, Opt(
+    help="Model learner: metasgd (learned per-parameter step sizes) | lstm (coordinate-wise "
+    "LSTM optimiser).")]
+MetaStepsOpt = Annotated[int | None, Opt(
+    help="Outer (meta) steps (default 400; 300 for image families).")]
+MetaBatchOpt = Annotated[int | None, Opt(
+    help="Tasks per meta-step (default 4; 2 for image families).")]
+InnerStepsOpt = Annotated[int, Opt(help="Inner adaptation steps K per task.")]
+WarmupStepsOpt = Annotated[int, Opt(
+    help="Weights-only warm-up meta-steps (-1: a quarter).", hidden=True)]
+PosttrainStepsOpt = Annotated[int | None, Opt(
+    help="Joint multi-task post-training steps of the supernet weights on sub-networks "
+    "drawn from the meta-learned architecture, after the meta-steps (default 0; 400 for "
+    "image families).")]
+PosttrainTauOpt = Annotated[float, Opt(
+    help="Temperature of the post-training draws from the meta-learned architecture (low: "
+    "concentrate on the sub-networks adaptation picks).", hidden=True)]
+PosttrainBppOpt = Annotated[str | None, Opt(
+    help="Compression budgets (bits per input value, 0 = none) drawn per reconstruct task of "
+    "the post-training (default none; 0,0.5,1,2 for image families).", hidden=True)]
+PrefilterChoiceOpt = Annotated[str, Opt(
+    help="Conv spaces: adapt (the input filter, none or a 3x3 median, is chosen per task at "
+    "adaptation; meta-training runs the unfiltered path) | meta (meta-learn it too; "
+    "measured worse, see docs/images.md).", hidden=True)]
+ResourceLambdaOpt = Annotated[float | None, Opt(
+    help="Penalty weight on expected MACs (relative to the largest sub-network; for image "
+    "families half MACs, half latent bytes); default 0.05.", hidden=True)]
+LatentBppOpt = Annotated[str | None, Opt(
+    help="Compression budgets in bits per input value, one drawn per reconstruct training "
+    "task (0 = none), e.g. 0,0.25,0.5,1 (experimental: measured worse on digits-res, see "
+    "docs/images.md).", hidden=True)]
+ArchSamplingOpt = Annotated[str, Opt(
+    help="softmax (annealed relaxation) | gumbel (sampled sub-networks).", hidden=True)]
+ObjectiveOpt = Annotated[str | None, Opt(
+    help="reconstruct | denoise | anomaly | mixed (reconstruct and denoise tasks alternate); "
+    "default reconstruct, mixed for image families.")]
+OuterLossOpt = Annotated[str, Opt(
+    help="reconstruction | ranking (a pairwise AUC surrogate on the exported score of query "
+    "rows holding anomalies: needs --objective anomaly and --algorithm fomaml or maml; "
+    "reptile has no outer loss) | mixed (both).")]
+ValEveryOpt = Annotated[int, Opt(
+    help="Meta-validate (and checkpoint) every N steps.", hidden=True)]
+SeedOpt = Annotated[int, Opt(help="Seed (same seed, same checkpoint).")]
+DeviceOpt = Annotated[str, Opt(help="cpu | cuda.")]
+ThreadsOpt = Annotated[int, Opt(help="torch CPU threads (1 is fastest for these nets).")]
+ResumeOpt = Annotated[bool, Opt("--resume", help="Continue from --out if it exists.")]
+NprocOpt = Annotated[int | None, Opt(
+    "--nproc", help="Meta-train on N local processes (torch.distributed: gloo on cpu, NCCL on "
+    "cuda; each runs its share of every meta-batch); several machines: torchrun, "
+    "docs/distributed.md.")]
+LinearBypassOpt = Annotated[bool, Opt(
+    "--linear-bypass", help="MLP families: add a linear path initialised to each task's "
+    "support-set PCA; the MLP learns a non-linear residual on top of it. Image families: the "
+    "same for the dense code (needs --dense-latents).", hidden=True)]
+DenseLatentsOpt = Annotated[str, Opt(
+    "--dense-latents", help="Image families: offer a dense code of these sizes (values per "
+    "image, e.g. 8,16,32,64) beside the spatial latent; trained by budgeted post-training "
+    "tasks and searched by budgeted adaptations (--latent-bytes). Off by default: measured "
+    "worse at 1 bit/pixel on digits-res (docs/images.md).", hidden=True)]
+BatchTasksOpt = Annotated[str, Opt(
+    "--batch-tasks", help="Run a meta-batch's inner loops as one vmap: auto (where it "
+    "measurably pays) | on | off (one task after the other); docs/distributed.md.")]
+
+
 def meta_train_cmd(
-    ctx: typer.Context,
-    family: str | None = typer.Option(
-        None, "--family", "-f", help="Task family (`metaae-edge tasks`); or `family` in "
-        "the --recipe file."),
-    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.safetensors)."),
-    recipe: Path | None = typer.Option(
-        None, "--recipe", help="TOML file of recipe fields (the flags below, underscored: "
-        "meta_steps = 300); flags given on the command line override it."),
-    learner: str = typer.Option(
-        "gradient", help="gradient | model (a learned update rule) | metric (task embedding "
-        "-> architecture prototype); docs/learners.md."),
-    algorithm: str = typer.Option("reptile", help="Gradient learner: reptile | fomaml | maml "
-        "(second order)."),
-    update_rule: str = typer.Option(
-        "metasgd", help="Model learner: metasgd (learned per-parameter step sizes) | lstm "
-        "(coordinate-wise LSTM optimiser)."),
-    meta_steps: int | None = typer.Option(
-        None, help="Outer (meta) steps (default 400; 300 for image families)."),
-    meta_batch: int | None = typer.Option(
-        None, help="Tasks per meta-step (default 4; 2 for image families)."),
-    inner_steps: int = typer.Option(10, help="Inner adaptation steps K per task."),
-    warmup_steps: int = typer.Option(-1, help="Weights-only warm-up meta-steps (-1: a quarter).",
-        hidden=True),
-    posttrain_steps: int | None = typer.Option(
-        None, help="Joint multi-task post-training steps of the supernet weights on "
-        "sub-networks drawn from the meta-learned architecture, after the meta-steps "
-        "(default 0; 400 for image families)."),
-    posttrain_tau: float = typer.Option(
-        0.25, help="Temperature of the post-training draws from the meta-learned "
-        "architecture (low: concentrate on the sub-networks adaptation picks).", hidden=True),
-    posttrain_bpp: str | None = typer.Option(
-        None, help="Compression budgets (bits per input value, 0 = none) drawn per "
-        "reconstruct task of the post-training (default none; 0,0.5,1,2 for image families).",
-        hidden=True),
-    prefilter_choice: str = typer.Option(
-        "adapt", help="Conv spaces: adapt (the input filter, none or a 3x3 median, is chosen "
-        "per task at adaptation; meta-training runs the unfiltered path) | meta (meta-learn "
-        "it too; measured worse, see docs/images.md).", hidden=True),
-    resource_lambda: float | None = typer.Option(
-        None, help="Penalty weight on expected MACs (relative to the largest sub-network; "
-        "for image families half MACs, half latent bytes); default 0.05.", hidden=True),
-    latent_bpp: str | None = typer.Option(
-        None, help="Compression budgets in bits per input value, one drawn per reconstruct "
-        "training task (0 = none), e.g. 0,0.25,0.5,1 (experimental: measured worse on "
-        "digits-res, see docs/images.md).", hidden=True),
-    arch_sampling: str = typer.Option(
-        "softmax", help="softmax (annealed relaxation) | gumbel (sampled sub-networks).",
-        hidden=True),
-    objective: str | None = typer.Option(
-        None, help="reconstruct | denoise | anomaly | mixed (reconstruct and denoise tasks "
-        "alternate); default reconstruct, mixed for image families."),
-    outer_loss: str = typer.Option(
-        "reconstruction", help="reconstruction | ranking (a pairwise AUC surrogate on the "
-        "exported score of query rows holding anomalies: needs --objective anomaly and "
-        "--algorithm fomaml or maml; reptile has no outer loss) | mixed (both)."),
-    val_every: int = typer.Option(50, help="Meta-validate (and checkpoint) every N steps.",
-        hidden=True),
-    seed: int = typer.Option(0, help="Seed (same seed, same checkpoint)."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
-    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for these nets)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from --out if it exists."),
-    nproc: int | None = typer.Option(
-        None, "--nproc", help="Meta-train on N local processes (torch.distributed: gloo on "
-        "cpu, NCCL on cuda; each runs its share of every meta-batch); several machines: "
-        "torchrun, docs/distributed.md."),
-    linear_bypass: bool = typer.Option(
-        False, "--linear-bypass",
-        help="MLP families: add a linear path initialised to each task's support-set PCA; "
-        "the MLP learns a non-linear residual on top of it. Image families: the same for "
-        "the dense code (needs --dense-latents).", hidden=True),
-    dense_latents: str = typer.Option(
-        "", "--dense-latents",
-        help="Image families: offer a dense code of these sizes (values per image, e.g. "
-        "8,16,32,64) beside the spatial latent; trained by budgeted post-training tasks and "
-        "searched by budgeted adaptations (--latent-bytes). Off by default: measured worse "
-        "at 1 bit/pixel on digits-res (docs/images.md).", hidden=True),
-    batch_tasks: str = typer.Option(
-        "auto", "--batch-tasks", help="Run a meta-batch's inner loops as one vmap: auto (where "
-        "it measurably pays) | on | off (one task after the other); docs/distributed.md."),
+    ctx: typer.Context, *, family: FamilyOpt = None, out: OutOpt, recipe: RecipeOpt = None,
+    learner: LearnerOpt = "gradient", algorithm: AlgorithmOpt = "reptile",
+    update_rule: UpdateRuleOpt = "metasgd", meta_steps: MetaStepsOpt = None,
+    meta_batch: MetaBatchOpt = None, inner_steps: InnerStepsOpt = 10,
+    warmup_steps: WarmupStepsOpt = -1, posttrain_steps: PosttrainStepsOpt = None,
+    posttrain_tau: PosttrainTauOpt = 0.25, posttrain_bpp: PosttrainBppOpt = None,
+    prefilter_choice: PrefilterChoiceOpt = "adapt", resource_lambda: ResourceLambdaOpt = None,
+    latent_bpp: LatentBppOpt = None, arch_sampling: ArchSamplingOpt = "softmax",
+    objective: ObjectiveOpt = None, outer_loss: OuterLossOpt = "reconstruction",
+    val_every: ValEveryOpt = 50, seed: SeedOpt = 0, device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = 1, resume: ResumeOpt = False, nproc: NprocOpt = None,
+    linear_bypass: LinearBypassOpt = False, dense_latents: DenseLatentsOpt = "",
+    batch_tasks: BatchTasksOpt = "auto",
 ) -> None:
     """Meta-train the searchable autoencoder (weights and architecture) on a task family.
 
