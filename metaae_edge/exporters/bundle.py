@@ -104,6 +104,7 @@ def write_bundle(
     tolerances: dict[str, tuple[float, float]] | None = None,
     exporter: str = "dynamo",
     sign_key: Any = None,
+    density_support: np.ndarray | None = None,
 ) -> Path:
     """Export ``model`` and write a verified bundle directory at ``out``.
 
@@ -123,6 +124,9 @@ def write_bundle(
         seed: the seed the bundle was produced with (recorded).
         opset, tolerances, exporter: passed to :func:`~metaae_edge.exporters.onnx.export_onnx`.
         sign_key: Ed25519 private key (or PEM path): ``manifest.sig`` is staged with it.
+        density_support: raw samples (or images) to fit the latent density on, through the
+            staged graphs, into the same write (``density.npz`` and the ``density``
+            section; :mod:`metaae_edge.exporters.density`, seeded with ``seed``, 0 if None).
 
     Returns:
         ``out``.
@@ -146,8 +150,15 @@ def write_bundle(
                                  np.ascontiguousarray(reference, np.float32))["score"]
         for role, (fname, _, _) in graphs_for(spec).items():
             writer.add(fname, role, "fp32")
-        writer.commit(_manifest(spec=spec, normalizer=normalizer, task_summary=task_summary,
-                                objective=objective, threshold=threshold, reports=reports,
-                                parity=parity, files=writer.file_entries(), seed=seed,
-                                score_stats=_score_stats(scores)))
+        manifest = _manifest(spec=spec, normalizer=normalizer, task_summary=task_summary,
+                             objective=objective, threshold=threshold, reports=reports,
+                             parity=parity, files=writer.file_entries(), seed=seed,
+                             score_stats=_score_stats(scores))
+        extra: dict[str, Any] = {}
+        if density_support is not None:  # the latent density, fitted on the staged graphs
+            from .density import stage_density
+
+            extra["density"] = stage_density(writer, manifest, density_support,
+                                             seed=0 if seed is None else seed)
+        writer.commit(manifest, **extra)
     return out

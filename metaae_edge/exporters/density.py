@@ -1,7 +1,12 @@
-"""Add the latent density to a bundle: encode the support set with the bundle's own
-encoder graph, fit :func:`~metaae_edge.runtime.density.fit_density`, and store it as the
-listed, hashed file ``density.npz`` (role ``density``) with a ``density`` manifest section,
-through :meth:`~metaae_edge.exporters.writer.BundleWriter.update`.
+"""The latent density of a bundle: encode the support set with the bundle's own encoder
+graph, fit :func:`~metaae_edge.runtime.density.fit_density`, and store it as the listed,
+hashed file ``density.npz`` (role ``density``) with a ``density`` manifest section.
+
+Two ways in: :func:`stage_density` inside the one
+:meth:`~metaae_edge.exporters.writer.BundleWriter.create` of ``write_bundle(density_support=)``
+(what ``adapt-and-export`` runs: the bundle is written, and signed, once), and
+:func:`add_density` on an existing bundle through
+:meth:`~metaae_edge.exporters.writer.BundleWriter.update`.
 
 Torch-free: the codes come from ``encoder.onnx`` through the runtime, so the density sits
 in exactly the space ``decoder.onnx`` decodes, whichever model (meta-learned or a
@@ -20,18 +25,17 @@ import numpy as np
 from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density, fit_residual
 from .writer import BundleWriter
 
-__all__ = ["GENERATIVE_OBJECTIVES", "add_density"]
+__all__ = ["GENERATIVE_OBJECTIVES", "add_density", "stage_density"]
 
 #: objectives whose decoder maps codes of clean data back to data (a denoise bundle's
 #: codes are of corrupted inputs: no density, and generate refuses it)
 GENERATIVE_OBJECTIVES = ("reconstruct", "anomaly")
 
 
-def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
-                max_components: int = 5, sign_key: Any = None,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Fit the latent density of ``support`` (raw samples or images) and add it to
-    ``bundle``; returns the manifest's ``density`` section."""
+def _fit(bundle: str | Path, support: np.ndarray, seed: int,
+         max_components: int) -> tuple[Any, bytes, dict[str, Any]]:
+    """``(runtime, density.npz bytes, manifest section)`` of ``support`` through the bundle
+    at ``bundle`` (its graphs on ort-cpu)."""
     from ..runtime import Runtime
 
     rt = Runtime.load(bundle, backend="ort-cpu")
@@ -45,8 +49,29 @@ def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
     density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol)
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
                "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info}
+    return rt, density.to_bytes(), section
+
+
+def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.ndarray, *,
+                  seed: int = 0, max_components: int = 5) -> dict[str, Any]:
+    """Inside :meth:`BundleWriter.create`, once the graphs are staged and listed: fit the
+    density through the staged bundle (``manifest`` as its draft, see
+    :meth:`BundleWriter.preview`) and stage ``density.npz``; returns the ``density``
+    section for the commit."""
+    _, data, section = _fit(writer.preview(manifest), support, seed, max_components)
+    writer.path(DENSITY_FILE).write_bytes(data)
+    writer.add(DENSITY_FILE, DENSITY_ROLE)
+    return section
+
+
+def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
+                max_components: int = 5, sign_key: Any = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fit the latent density of ``support`` (raw samples or images) and add it to the
+    existing ``bundle``; returns the manifest's ``density`` section."""
+    rt, data, section = _fit(bundle, support, seed, max_components)
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
-        writer.path(DENSITY_FILE).write_bytes(density.to_bytes())
+        writer.path(DENSITY_FILE).write_bytes(data)
         writer.add(DENSITY_FILE, DENSITY_ROLE)
         writer.commit(density=section)
     return section

@@ -203,6 +203,18 @@ class BundleWriter:
         """:attr:`files` as manifest entries."""
         return [f.to_dict() for f in self._files]
 
+    def preview(self, data: dict[str, Any]) -> Path:
+        """Creating only: write ``data`` (with :attr:`files`) as the stage's manifest and
+        return the stage, loadable with ``load_bundle`` / ``Runtime.load``, so a file can be
+        fitted from the staged graphs before the one commit (which replaces this manifest).
+        """
+        if self.manifest is not None:
+            raise ExportError("preview is for a bundle being created; an update reads the "
+                              "bundle itself")
+        text = manifest_json({**data, "files": self.file_entries()})
+        (self.stage / MANIFEST_NAME).write_text(text, encoding="utf-8")
+        return self.stage
+
     # -- commit ---------------------------------------------------------------------------
     def commit(self, data: dict[str, Any] | None = None, **keys: Any) -> Path:
         """Write the manifest and move everything into place.

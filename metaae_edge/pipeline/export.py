@@ -277,7 +277,7 @@ def _write(result, selection, t, hold, options: ExportOptions, log, on_precision
     from ..adapt import query_scores
     from ..calibration import fit_threshold
     from ..exporters.bundle import write_bundle
-    from ..exporters.density import GENERATIVE_OBJECTIVES, add_density
+    from ..exporters.density import GENERATIVE_OBJECTIVES
 
     t0 = time.perf_counter()
     threshold = fit_threshold(query_scores(result, hold), options.fpr) if hold is not None \
@@ -287,9 +287,9 @@ def _write(result, selection, t, hold, options: ExportOptions, log, on_precision
         task_summary=t.summary(), objective=options.objective, reference=t.query,
         threshold=threshold, reports={"adaptation": result.report, **(selection or {})},
         force=options.force, seed=options.seed, sign_key=options.sign_key,
+        # the latent density (generate), in the same one write
+        density_support=t.support if options.objective in GENERATIVE_OBJECTIVES else None,
     )
-    if options.objective in GENERATIVE_OBJECTIVES:  # the latent density (generate)
-        add_density(bundle, t.support, seed=options.seed, sign_key=options.sign_key, log=log)
     t1 = time.perf_counter()
     precisions = _precisions(bundle, t, options, hold, log, on_precision)
     return bundle, threshold, precisions, np.array([t1 - t0, time.perf_counter() - t1])
