@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AccuracyGateError, BundleError, DataError
-from .kinds import is_image_checkpoint
+from .kinds import is_image_checkpoint, kind_of
 from .progress import NullProgress, Progress, finetune_bar
 
 __all__ = ["SUPPORTED_PRECISIONS", "ExportOptions", "ExportReport", "PrecisionResult",
@@ -230,7 +230,8 @@ def _engines(bundle: Path, options: ExportOptions, precisions: list[PrecisionRes
 def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
     """The model to export: "ours" adapted on ``t``, or (``--candidates auto`` on a vector
     reconstruct task, ``all`` also on anomaly tasks) the winner of
-    :func:`~metaae_edge.pipeline.candidates.compete`.
+    :func:`~metaae_edge.pipeline.candidates.compete`; a model kind with its own
+    ``select`` (:mod:`metaae_edge.pipeline.kinds`: the denoiser's) decides instead.
 
     Returns ``(result, selection, ours)``: ``result.report`` is always "ours"' adaptation
     report (a closed-form winner is carried as ``result.model`` / ``result.spec``);
@@ -257,10 +258,9 @@ def _adapt_select(ckpt, t, hold, options: ExportOptions, progress: Progress):
         res.model.cpu()
         return res
 
-    if ckpt.supernet.backbone == "denoiser":  # classical filters compete (denoise)
-        from .image_candidates import denoiser_select
-
-        return denoiser_select(run_adapt, t, options)
+    select = kind_of(ckpt).selector()  # a kind's own choice (denoiser: classical filters)
+    if select is not None:
+        return select(run_adapt, t, options)
     if not uses_candidates(options.candidates, options.objective, is_image_checkpoint(ckpt)):
         return run_adapt(t), None, None
     comp = compete(run_adapt, t, hold, options.objective, options.holdout, options.seed)
