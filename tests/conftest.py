@@ -63,6 +63,24 @@ def cli(capsys):
     return run
 
 
+@pytest.fixture(scope="module")
+def vec_bundle(request, tmp_path_factory):
+    """An untrained anomaly bundle of the requesting module's ``VEC`` spec, once per module
+    (tests/run_bundles.py: test_reader_run, test_hostile)."""
+    from run_bundles import anomaly_bundle
+
+    return anomaly_bundle(tmp_path_factory.mktemp("vec") / "bundle", request.module.VEC)
+
+
+@pytest.fixture(scope="module")
+def img_bundle(request, tmp_path_factory):
+    """An untrained conv reconstruct bundle of the requesting module's ``IMG`` spec, once
+    per module (tests/run_bundles.py)."""
+    from run_bundles import conv_bundle
+
+    return conv_bundle(tmp_path_factory.mktemp("img") / "bundle", request.module.IMG)
+
+
 # Blocked packages look exactly as if they were not installed: ``import torch`` (and any
 # ``torch.*``) raises ImportError and ``importlib.util.find_spec("torch")`` returns None.
 _BLOCKER = """

@@ -15,11 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from metaae_edge.exporters.bundle import write_bundle  # noqa: E402
-from metaae_edge.space.compact import CompactAE  # noqa: E402
-from metaae_edge.space.conv import CompactConvAE  # noqa: E402
+from run_bundles import one_line_error  # noqa: E402
+
 from metaae_edge.spec import ArchSpec, LayerSpec  # noqa: E402
-from metaae_edge.tasks.base import Normalizer  # noqa: E402
 
 D = 6
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,29 +25,7 @@ VEC = ArchSpec(input_shape=(D,), encoder=(LayerSpec(8, "relu"),), latent_dim=2,
                decoder=(LayerSpec(8, "tanh"),))
 IMG = ArchSpec(input_shape=(1, 8, 8), encoder=(LayerSpec(2, "relu", 3),), latent_dim=2,
                decoder=(LayerSpec(2, "tanh", 3),), backbone="conv")
-
-
-@pytest.fixture(scope="module")
-def vec_bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    norm = Normalizer(np.zeros(D, np.float32), np.ones(D, np.float32))
-    ref = rng.normal(size=(40, D)).astype(np.float32)
-    return write_bundle(tmp_path_factory.mktemp("vec") / "bundle", model=CompactAE(VEC).eval(),
-                        spec=VEC, normalizer=norm, task_summary={"name": "t"},
-                        objective="anomaly", reference=ref, reports={}, seed=0,
-                        threshold={"value": 1.0, "fpr": 0.5, "method": "quantile"})
-
-
-@pytest.fixture(scope="module")
-def img_bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    x = np.random.default_rng(0).uniform(size=(8, 1, 8, 8)).astype(np.float32)
-    norm = Normalizer.fit(x.reshape(len(x), -1), "global")
-    return write_bundle(tmp_path_factory.mktemp("img") / "bundle",
-                        model=CompactConvAE(IMG).eval(), spec=IMG, normalizer=norm,
-                        task_summary={"name": "t"}, objective="reconstruct",
-                        reference=x.reshape(8, -1), threshold=None, reports={}, seed=0)
+# vec_bundle / img_bundle: conftest.py's, of these two specs (tests/run_bundles.py)
 
 
 @pytest.fixture
@@ -62,12 +38,6 @@ def pngs(tmp_path):
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
     return folder
-
-
-def _one_line(code: int, err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
-    return lines[0]
 
 
 def _x(tmp_path: Path, name: str = "x.npy", value: float | None = None) -> Path:
@@ -90,7 +60,7 @@ def test_run_never_replaces_its_input(cli, vec_bundle, tmp_path, how):
         os.link(src, out)
     for extra in ((), ("--force",)):
         code, _, err = cli("run", vec_bundle, "--input", src, "--output", out, *extra)
-        assert "would replace the input" in _one_line(code, err)
+        assert "would replace the input" in one_line_error(code, err)
     assert src.read_bytes() == before
 
 
@@ -98,7 +68,7 @@ def test_run_existing_output_needs_force(cli, vec_bundle, tmp_path):
     src, out = _x(tmp_path), tmp_path / "y.csv"
     out.write_text("keep me\n")
     code, _, err = cli("run", vec_bundle, "--input", src, "--output", out)
-    assert "exists; pass --force to replace it" in _one_line(code, err)
+    assert "exists; pass --force to replace it" in one_line_error(code, err)
     assert out.read_text() == "keep me\n"
     code, _, err = cli("run", vec_bundle, "--input", src, "--output", out, "--force")
     assert code == 0, err and np.loadtxt(out, delimiter=",").shape == (5, D)
@@ -127,9 +97,9 @@ def test_image_run_folder_rules(cli, img_bundle, pngs, tmp_path):
     names = sorted(p.name for p in pngs.iterdir())
     for out in (pngs, pngs / "..", pngs / "sub" / ".."):  # the input folder, its parent
         code, _, err = cli("run", img_bundle, "--input", pngs, "--out", out, "--force")
-        _one_line(code, err)
+        one_line_error(code, err)
     code, _, err = cli("run", img_bundle, "--input", pngs / "0.png", "--out", pngs, "--force")
-    _one_line(code, err)
+    one_line_error(code, err)
     assert sorted(p.name for p in pngs.iterdir()) == names
     out = tmp_path / "rec"
     out.mkdir()  # an empty folder holds nothing to lose
@@ -137,12 +107,12 @@ def test_image_run_folder_rules(cli, img_bundle, pngs, tmp_path):
     assert code == 0, err and sorted(p.name for p in out.iterdir()) == names
     (out / "mine.txt").write_text("x")
     code, _, err = cli("run", img_bundle, "--input", pngs, "--out", out)
-    assert "pass --force" in _one_line(code, err)
+    assert "pass --force" in one_line_error(code, err)
     code, _, err = cli("run", img_bundle, "--input", pngs, "--out", out, "--force")
     assert code == 0, err and sorted(p.name for p in out.iterdir()) == names
     np.save(tmp_path / "s.npy", np.zeros((2, 8, 8), np.uint8))
     code, _, err = cli("run", img_bundle, "--input", tmp_path / "s.npy", "--out", tmp_path)
-    assert "would replace the input" in _one_line(code, err)  # tmp_path/s.npy
+    assert "would replace the input" in one_line_error(code, err)  # tmp_path/s.npy
 
 
 def test_image_run_failure_leaves_no_folder(cli, img_bundle, pngs, tmp_path, monkeypatch):
@@ -163,7 +133,7 @@ def test_adapt_and_export_out_below_a_file_fails_first(tmp_path):
                           "builtin:manifold", "--task", "manifold:1", "--out",
                           str(tmp_path / "f" / "b")], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert "is a file, not a folder" in _one_line(res.returncode, res.stderr)
+    assert "is a file, not a folder" in one_line_error(res.returncode, res.stderr)
 
 
 # -- 2. regular files only ---------------------------------------------------------------
@@ -185,7 +155,7 @@ def test_fifo_inputs_are_refused_without_blocking(vec_bundle, img_bundle, tmp_pa
               "--out", tmp_path / "b")]
     for args in cases:
         res = _mae(*args)
-        assert "is a FIFO, not a regular file" in _one_line(res.returncode, res.stderr), args
+        assert "is a FIFO, not a regular file" in one_line_error(res.returncode, res.stderr), args
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "x.npy", "x.png"]
 
 
@@ -203,7 +173,7 @@ def test_links_to_devices_and_sockets_are_refused(cli, vec_bundle, img_bundle, t
                                   (vec_bundle, tmp_path / "s.npy", "is a socket"),
                                   (img_bundle, folder, "a.png is a character device")):
             code, _, err = cli("run", bundle, "--input", src, "--output", tmp_path / "o.npy")
-            line = _one_line(code, err)
+            line = one_line_error(code, err)
             assert want in line and "not a regular file" in line, line
     finally:
         sock.close()
@@ -235,13 +205,13 @@ def test_run_never_writes_inf(cli, vec_bundle, tmp_path, mode, monkeypatch):
     monkeypatch.setattr(vector_run, "_PROGRESS_CHUNK", 2)  # chunked: the row is global
     code, _, err = cli("run", vec_bundle, "--input", tmp_path / "x.npy", "--output",
                        tmp_path / "o.npy", "--mode", mode)
-    line = _one_line(code, err)
+    line = one_line_error(code, err)
     assert "not finite for row 7 (0-based)" in line and "overflow" in line, line
     assert not (tmp_path / "o.npy").exists()
     np.save(tmp_path / "u.npy", np.full((3, D), 2**63, np.uint64))  # the example
     code, _, err = cli("run", vec_bundle, "--input", tmp_path / "u.npy", "--output",
                        tmp_path / "o.csv", "--mode", "score")
-    assert "not finite for row 0" in _one_line(code, err) and not (tmp_path / "o.csv").exists()
+    assert "not finite for row 0" in one_line_error(code, err) and not (tmp_path / "o.csv").exists()
 
 
 def test_image_run_never_writes_inf(cli, img_bundle, tmp_path):
@@ -252,7 +222,7 @@ def test_image_run_never_writes_inf(cli, img_bundle, tmp_path):
                       ("encode", "z.npy")):
         code, _, err = cli("run", img_bundle, "--input", tmp_path / "s.npy", "--mode", mode,
                            "--out", tmp_path / out)
-        assert "not finite for row 1" in _one_line(code, err), (mode, err)
+        assert "not finite for row 1" in one_line_error(code, err), (mode, err)
         assert not (tmp_path / out).exists()
 
 

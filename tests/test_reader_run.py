@@ -10,42 +10,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from run_bundles import one_line_error  # noqa: E402
+
 from metaae_edge.errors import DataError, InputError  # noqa: E402
-from metaae_edge.exporters.bundle import write_bundle  # noqa: E402
 from metaae_edge.runtime import Runtime, api, readers, streaming  # noqa: E402
 from metaae_edge.runtime.images import read_images  # noqa: E402
-from metaae_edge.space.compact import CompactAE  # noqa: E402
-from metaae_edge.space.conv import CompactConvAE  # noqa: E402
 from metaae_edge.spec import ArchSpec, LayerSpec  # noqa: E402
-from metaae_edge.tasks.base import Normalizer  # noqa: E402
 
 D = 5
 VEC = ArchSpec(input_shape=(D,), encoder=(LayerSpec(16, "relu"),), latent_dim=3,
                decoder=(LayerSpec(16, "tanh"),))
 IMG = ArchSpec(input_shape=(1, 8, 8), encoder=(LayerSpec(4, "relu", 3),), latent_dim=2,
                decoder=(LayerSpec(4, "tanh", 3),), backbone="conv")
-
-
-@pytest.fixture(scope="module")
-def vec_bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    norm = Normalizer(np.zeros(D, np.float32), np.ones(D, np.float32))
-    ref = np.random.default_rng(0).normal(size=(40, D)).astype(np.float32)
-    return write_bundle(tmp_path_factory.mktemp("vec") / "b", model=CompactAE(VEC).eval(),
-                        spec=VEC, normalizer=norm, task_summary={"name": "t"},
-                        objective="anomaly", reference=ref, reports={}, seed=0,
-                        threshold={"value": 1.0, "fpr": 0.5, "method": "quantile"})
-
-
-@pytest.fixture(scope="module")
-def img_bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    x = np.random.default_rng(0).uniform(size=(8, 1, 8, 8)).astype(np.float32)
-    norm = Normalizer.fit(x.reshape(len(x), -1), "global")
-    return write_bundle(tmp_path_factory.mktemp("img") / "b", model=CompactConvAE(IMG).eval(),
-                        spec=IMG, normalizer=norm, task_summary={"name": "t"},
-                        objective="reconstruct", reference=x.reshape(8, -1), threshold=None,
-                        reports={}, seed=0)
+# vec_bundle / img_bundle: conftest.py's, of these two specs (tests/run_bundles.py)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +34,6 @@ def bomb(tmp_path_factory):
     Image.new("1", (20000, 20000)).save(path, optimize=True)
     assert path.stat().st_size < 200_000
     return path
-
-
-def _one_line(code: int, err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
-    return lines[0]
 
 
 def test_runtime_chunks_equal_one_call(vec_bundle, monkeypatch):
@@ -97,13 +68,13 @@ def test_run_streams_chunks_and_names_global_rows(cli, vec_bundle, tmp_path, mon
     np.save(tmp_path / "big.npy", x)
     code, _, err = cli("run", vec_bundle, "--input", tmp_path / "big.npy", "--output",
                        tmp_path / "o.npy", "--mode", "score")
-    assert "not finite for row 83" in _one_line(code, err)
+    assert "not finite for row 83" in one_line_error(code, err)
     lines = (tmp_path / "x.csv").read_text().splitlines()
     lines[90] = "1;2;x;4;5"
     (tmp_path / "bad.csv").write_text("\n".join(lines))
     code, _, err = cli("run", vec_bundle, "--input", tmp_path / "bad.csv", "--output",
                        tmp_path / "o.npy", "--mode", "reconstruct")
-    assert "line 91, column 3 ('c') is not a number" in _one_line(code, err)
+    assert "line 91, column 3 ('c') is not a number" in one_line_error(code, err)
     assert not (tmp_path / "o.npy").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
@@ -117,13 +88,13 @@ def test_image_pixel_cap_and_bombs(cli, img_bundle, bomb, tmp_path, monkeypatch)
             read(bomb)
     code, _, err = cli("run", img_bundle, "--input", bomb, "--out", tmp_path / "o",
                        "--mode", "reconstruct")
-    assert "megapixels" in _one_line(code, err) and not (tmp_path / "o").exists()
+    assert "megapixels" in one_line_error(code, err) and not (tmp_path / "o").exists()
     monkeypatch.setenv("METAAE_EDGE_MAX_PIXELS", str(10**9))  # then Pillow's own guard
     with pytest.raises(DataError, match="decompression bomb"):
         read_images(bomb)
 
 
-def test_truncated_and_corrupt_images_are_one_line(cli, img_bundle, tmp_path):
+def test_truncated_and_corrupt_images_areone_line_error(cli, img_bundle, tmp_path):
     from PIL import Image
 
     Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 64), np.uint8)).save(
@@ -134,7 +105,7 @@ def test_truncated_and_corrupt_images_are_one_line(cli, img_bundle, tmp_path):
     for name in ("cut.png", "junk.jpg"):
         code, _, err = cli("run", img_bundle, "--input", tmp_path / name, "--out",
                            tmp_path / "o", "--mode", "reconstruct")
-        assert "could not read" in _one_line(code, err), err
+        assert "could not read" in one_line_error(code, err), err
 
 
 def test_large_images_run_in_tiles_and_score_refuses(img_bundle, tmp_path, monkeypatch):
