@@ -154,11 +154,10 @@ def write_bundle(
                              objective=objective, threshold=threshold, reports=reports,
                              parity=parity, files=writer.file_entries(), seed=seed,
                              score_stats=_score_stats(scores))
-        extra: dict[str, Any] = {}
         if density_support is not None:  # the latent density, fitted on the staged graphs
             from .density import stage_density
 
-            extra["density"] = stage_density(writer, manifest, density_support,
-                                             seed=0 if seed is None else seed)
-        writer.commit(manifest, **extra)
+            manifest["density"] = stage_density(writer, manifest, density_support,
+                                                seed=0 if seed is None else seed)
+        writer.commit(manifest)
     return out
