@@ -15,6 +15,10 @@ exported detector candidates of :mod:`metaae_edge.pipeline.detector_candidates` 
 on the same rows, and ``exported`` what ``--candidates all`` exports (chosen by
 :mod:`metaae_edge.pipeline.candidates` on the hold-out: no labels, no query).
 
+Tasks that know their channel count (the windowed real datasets, ``sensors``) pass it on,
+so the exported ensembles include the window front-end (``--candidates all`` with
+``--channels``). ``--synthetic-family tabular,sensors`` adds held-out family tasks.
+
 Example::
 
     python scripts/real_anomaly_table.py --seeds 0,1,2 --shots 32,256 --classes 3

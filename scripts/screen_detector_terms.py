@@ -26,10 +26,11 @@ import time
 
 import numpy as np
 
-RAW = ("knn", "knn-white", "mahalanobis", "pca", "gmm", "ocsvm", "ours")
+RAW = ("knn", "knn-white", "mahalanobis", "pca", "pca-ppca", "gmm", "ocsvm", "ours")
 SPEC = ("spec:knn", "spec:knn-white", "spec:mahalanobis", "spec:pca", "spec:gmm",
         "spec:ocsvm")
 DEFAULT_COMPOSITIONS = ";".join([
+    "knn-white+mahalanobis+pca-ppca+ours",
     "knn-white+mahalanobis+pca+ours",
     "knn-white+mahalanobis+pca+ours+gmm",
     "knn-white+mahalanobis+pca+ours+ocsvm",
@@ -44,6 +45,9 @@ DEFAULT_COMPOSITIONS = ";".join([
     "knn-white+mahalanobis+pca+ours+spec:mahalanobis",
     "knn-white+mahalanobis+pca+ours+spec:knn-white+spec:mahalanobis+spec:pca",
     "knn-white+mahalanobis+pca+ours+spec:knn-white+spec:mahalanobis",
+    "knn-white+mahalanobis+pca-ppca+ours+spec:mahalanobis",
+    "knn-white+mahalanobis+pca+ours+2*spec:mahalanobis",
+    "knn-white+mahalanobis+pca+ours+0.5*ocsvm",
 ])
 
 
@@ -54,9 +58,24 @@ def parse_args(argv=None):
     p.add_argument("--tasks", type=int, default=20)
     p.add_argument("--shots", default="32,256")
     p.add_argument("--checkpoint", default="builtin:manifold")
+    p.add_argument("--real", default="", help="post-hoc diagnostic only (never to choose): "
+                   "these real datasets' units as in scripts/real_anomaly_table.py "
+                   "(--real-classes classes, seeds 0,1,2, --shots)")
+    p.add_argument("--real-classes", type=int, default=3)
     p.add_argument("--cache", default=None, help="npz of per-task term scores (read/write)")
     p.add_argument("--compositions", default=DEFAULT_COMPOSITIONS)
+    p.add_argument("--base", default="knn-white+mahalanobis+pca-ppca+ours",
+                   help="paired differences of every composition against this one")
     return p.parse_args(argv)
+
+
+def _ppca_term(z, seed):
+    """The PCA residual at the uncapped PPCA size (the ensemble's PCA before the D // 2
+    cap of ``detector_candidates.ensemble_pca_size``)."""
+    from metaae_edge.evaluate.detectors import pca_latent_size
+    from metaae_edge.pipeline.detector_graphs import PcaTerm
+
+    return PcaTerm(z, max(pca_latent_size(z, seed), 1))
 
 
 def task_terms(task, ckpt, seed: int = 0) -> dict[str, np.ndarray]:
@@ -80,12 +99,32 @@ def task_terms(task, ckpt, seed: int = 0) -> dict[str, np.ndarray]:
     for n in names:
         if n == "ours" and ours is None:
             continue
-        t = _term(n, z, seed, ours, front)
+        t = _ppca_term(z, seed) if n == "pca-ppca" else _term(n, z, seed, ours, front)
         sd = _scales([t], hz)[0]
         with torch.no_grad():
             s = t(torch.as_tensor(qz, dtype=torch.float32)).double().numpy()
         out[n] = np.nan_to_num(s / sd, nan=1e30, posinf=1e30)
     return out
+
+
+def _real_units(args):
+    """``(cache key, task maker)`` of the real units (the real table's protocol)."""
+    from metaae_edge.errors import DataError
+    from metaae_edge.tasks.realdata import REAL_DATASETS, real_task
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from real_anomaly_table import pick_classes
+
+    for name in [n for n in args.real.split(",") if n]:
+        for shots in (int(s) for s in args.shots.split(",")):
+            for cls in pick_classes(REAL_DATASETS[name].normal_classes, args.real_classes):
+                for seed in (0, 1, 2):
+                    try:
+                        real_task(name, cls, seed, shots)
+                    except DataError:
+                        break
+                    yield (f"{name}/real/{shots}/{cls}-{seed}",
+                           lambda n=name, c=cls, s=seed, k=shots: real_task(n, c, s, k))
 
 
 def collect(args) -> dict[str, dict[str, np.ndarray]]:
@@ -99,7 +138,11 @@ def collect(args) -> dict[str, dict[str, np.ndarray]]:
             key, _, term = k.partition("|")
             cache.setdefault(key, {})[term] = flat[k]
     ckpt = load_checkpoint(args.checkpoint) if args.checkpoint != "none" else None
-    for fam in args.families.split(","):
+    for key, make in _real_units(args):
+        if key not in cache:
+            cache[key] = task_terms(make(), ckpt)
+            print(key, file=sys.stderr)
+    for fam in [f for f in args.families.split(",") if f]:
         for shots in (int(s) for s in args.shots.split(",")):
             for i in range(args.tasks):
                 key = f"{fam}/{args.split}/{shots}/{i}"
@@ -116,6 +159,44 @@ def collect(args) -> dict[str, dict[str, np.ndarray]]:
     return cache
 
 
+def _score(d: dict[str, np.ndarray], comp: str) -> np.ndarray | None:
+    """The summed scores of ``comp`` (``W*term`` weights a term), None if a term is absent."""
+    total = 0.0
+    for part in comp.split("+"):
+        w, _, name = part.rpartition("*")
+        if name not in d:
+            return None
+        total = total + float(w or 1.0) * d[name]
+    return total
+
+
+def paired(cache, compositions: list[str], base: str) -> str:
+    """Per (family, S): mean paired AUC difference to ``base``, its SE, wins / losses."""
+    from sklearn.metrics import roc_auc_score
+
+    lines = [f"| composition - ({base}) | family | S | diff | SE | wins | losses |",
+             "|" + " --- |" * 7]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key in cache:
+        fam, _, shots, _ = key.split("/")
+        groups.setdefault((fam, shots), []).append(key)
+    for comp in compositions:
+        for (fam, shots), keys in groups.items():
+            diffs = []
+            for k in keys:
+                a, b = _score(cache[k], comp), _score(cache[k], base)
+                if a is not None and b is not None:
+                    y = cache[k]["_labels"]
+                    diffs.append(roc_auc_score(y, a) - roc_auc_score(y, b))
+            if len(diffs) < 2 or comp == base:
+                continue
+            d = np.array(diffs)
+            lines.append(f"| {comp} | {fam} | {shots} | {d.mean():+.4f} | "
+                         f"{d.std(ddof=1) / np.sqrt(len(d)):.4f} | {int((d > 1e-9).sum())} | "
+                         f"{int((d < -1e-9).sum())} |")
+    return "\n".join(lines)
+
+
 def report(cache, compositions: list[str]) -> str:
     from sklearn.metrics import roc_auc_score
 
@@ -129,11 +210,10 @@ def report(cache, compositions: list[str]) -> str:
                                                for (f, s), k in groups.items()) + " | mean |"
     lines = [head, "|" + " --- |" * (len(groups) + 2)]
     for r in rows:
-        parts = r.split("+")
         cells = []
         for keys in groups.values():
-            aucs = [roc_auc_score(cache[k]["_labels"], sum(cache[k][p] for p in parts))
-                    for k in keys if all(p in cache[k] for p in parts)]
+            aucs = [roc_auc_score(cache[k]["_labels"], _score(cache[k], r))
+                    for k in keys if _score(cache[k], r) is not None]
             cells.append(float(np.mean(aucs)) if aucs else float("nan"))
         done = [c for c in cells if np.isfinite(c)]
         mean = float(np.mean(done)) if done else float("nan")
@@ -148,7 +228,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     args = parse_args(argv)
     cache = collect(args)
-    print(report(cache, [c for c in args.compositions.split(";") if c]))
+    comps = [c for c in args.compositions.split(";") if c]
+    print(report(cache, comps))
+    print()
+    print(paired(cache, comps, args.base))
     return 0
 
 
