@@ -7,8 +7,9 @@ join ``pca-Q`` and ``gaussian`` for the anomaly objective:
   :mod:`metaae_edge.evaluate.detectors`); the bank is the fit rows, or above
   :data:`BANK_MAX` rows their k-means prototypes (edge size: the bank is n x D floats);
 - ``gmm``: the ``gmm`` detector (components and covariance type by BIC on the fit rows);
-- ``ocsvm``: the ``ocsvm`` detector (RBF, nu = 0.05, median-heuristic gamma): its support
-  vectors, dual coefficients and gamma in the graph;
+- ``ocsvm``: the ``ocsvm`` detector (RBF, nu = 0.05, median-heuristic gamma; above
+  :data:`BANK_MAX` fit rows, fitted on that many seeded ones): its support vectors, dual
+  coefficients and gamma in the graph;
 - ``window`` (rows declared as windows, ``channels``): Mahalanobis on the phase-invariant
   window features of :mod:`.window_features` (per channel mean, log variance, log DFT
   power), computed inside the graph;
@@ -102,7 +103,9 @@ def _term(name: str, z: np.ndarray, seed: int, ours=None, front=None):
             raise ValueError(f"term {name!r} needs the window front-end (channels)")
         inner = _term(name[5:], window_features(z, front), seed)
         return FrontTerm(WindowFront(front), inner)
-    if name == "ocsvm":
+    if name == "ocsvm":  # fitted on at most BANK_MAX seeded rows (the SVM is O(n^2))
+        if len(z) > BANK_MAX:
+            z = z[np.random.default_rng(seed).choice(len(z), BANK_MAX, replace=False)]
         return OcsvmTerm(fit_ocsvm(z, seed))
     if name == "knn":
         return KnnTerm(_bank(z, seed), k=5)
