@@ -15,6 +15,10 @@ exported detector candidates of :mod:`metaae_edge.pipeline.detector_candidates` 
 on the same rows, and ``exported`` what ``--candidates all`` exports (chosen by
 :mod:`metaae_edge.pipeline.candidates` on the hold-out: no labels, no query).
 
+Tasks that know their channel count (the windowed real datasets, ``sensors``) pass it on,
+so the exported ensembles include the window front-end (``--candidates all`` with
+``--channels``). ``--synthetic-family tabular,sensors`` adds held-out family tasks.
+
 Example::
 
     python scripts/real_anomaly_table.py --seeds 0,1,2 --shots 32,256 --classes 3
@@ -53,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-steps", type=int, default=30)
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="also N held-out tasks of the 'tabular' family per shot count")
+    p.add_argument("--synthetic-family", default="tabular",
+                   help="comma-separated families of --synthetic (sensors: windows, their "
+                        "channel count known: the window front-end joins)")
     p.add_argument("--synthetic-split", default="test", choices=("train", "val", "test"),
                    help="the tabular split of --synthetic (train: the meta-training tasks "
                         "design choices are made on)")
@@ -97,7 +104,8 @@ def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2
     fit, hold = split_holdout(task, holdout, 0)
     ours = adapt(ckpt, fit, finetune_steps=finetune_steps)
     cands = [Candidate("ours", ours), *closed_form_candidates(
-        fit.support, fit.normalizer(), "anomaly", 1 << 30, 0, hold, ours)]
+        fit.support, fit.normalizer(), "anomaly", 1 << 30, 0, hold, ours,
+        task.info.get("channels"))]
     best, _ = select(cands, "anomaly", hold, fit.support, 0)
     print(f"  selected {best.name}", file=sys.stderr)
 
@@ -169,15 +177,16 @@ def collect(args: argparse.Namespace) -> tuple[dict, list[str]]:
                     for m, v in run_unit(task, detectors, ckpt,
                                          args.finetune_steps).items():
                         results[key][m].append(v)
-    for shots in (int(s) for s in args.shots.split(",")) if args.synthetic else ():
-        for i in range(args.synthetic):
-            task = create_family("tabular").sample(args.synthetic_split, i,
-                                                   objective="anomaly", n_support=shots,
-                                                   n_query=256)
-            key = (f"tabular (synthetic, {args.synthetic_split} split)", shots)
-            print(f"tabular {args.synthetic_split} {i} S={shots}", file=sys.stderr)
-            for m, v in run_unit(task, detectors, ckpt, args.finetune_steps).items():
-                results[key][m].append(v)
+    for fam in args.synthetic_family.split(",") if args.synthetic else ():
+        for shots in (int(s) for s in args.shots.split(",")):
+            for i in range(args.synthetic):
+                task = create_family(fam).sample(args.synthetic_split, i,
+                                                 objective="anomaly", n_support=shots,
+                                                 n_query=256)
+                key = (f"{fam} (synthetic, {args.synthetic_split} split)", shots)
+                print(f"{fam} {args.synthetic_split} {i} S={shots}", file=sys.stderr)
+                for m, v in run_unit(task, detectors, ckpt, args.finetune_steps).items():
+                    results[key][m].append(v)
     return results, notes
 
 

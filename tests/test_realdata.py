@@ -28,6 +28,8 @@ def test_split_is_disjoint_one_class_and_at_the_requested_contamination(name):
     np.testing.assert_array_equal(task.query, data.x[qry])
     assert task.info["contamination"] == pytest.approx(0.15, abs=0.02)
     assert task.support.shape == (32, ds.n_features)
+    # windows cut at arbitrary starts declare their channels (the window front-end)
+    assert task.info.get("channels") == {"basicmotions": 6, "japanese_vowels": 12}.get(name)
 
 
 def test_same_seed_same_task_other_seed_other_split():

@@ -10,62 +10,80 @@ import typer
 from ..errors import AccuracyGateError
 from ._common import RichProgress, console, require_torch
 
+#: the command's options (module level, so the command itself stays short)
+_OUT = typer.Option(..., "--out", "-o", help="Bundle directory to write.")
+_DATA = typer.Option(
+    None, help="Task data: .npy, .npz or .csv (samples x features); for a conv (image) "
+    "checkpoint a folder of PNG/JPEG, an image file, clean/ + noisy/ folders, or an .npy "
+    "image stack (N x H x W [x C]).")
+_TASK = typer.Option(None, help="A held-out built-in task, FAMILY:INDEX.")
+_CHANNELS = typer.Option(
+    None, "--channels", help="The rows are signal windows of this many channels, flattened "
+    "channel-major (feature c * T + t). With --objective anomaly --candidates all, the "
+    "exported detectors also score phase-invariant window features (per-channel mean, log "
+    "variance, log DFT power) computed inside the graph (docs/real_data.md).")
+_OBJECTIVE = typer.Option("reconstruct", help="reconstruct | denoise | anomaly.")
+_NOISE = typer.Option(
+    None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P, in standardised "
+    "units for feature data and in pixel units (images in [0, 1]) for image data.")
+_STEPS = typer.Option(None, help="Adaptation steps K (default: the checkpoint's).")
+_FINETUNE = typer.Option(
+    30, help="Fine-tuning steps of the frozen compact network (the few-shot default; "
+    "above 64 rows see --early-stop).")
+_EARLY_STOP = typer.Option(
+    "auto", help="auto: above 64 support rows, fine-tune with mini-batches until the "
+    "loss on a held-out 10% of them stops improving (the best iterate is kept) | on | "
+    "off: always the fixed --finetune-steps full-batch steps.")
+_BUDGET = typer.Option(
+    None, "--budget-s", help="Wall-time cap (seconds) of the adaptation's early-stopped "
+    "fine-tune: it ends at the best iterate so far.")
+_ARCH_LR = typer.Option(
+    None, help="Inner step size of the architecture logits (default: the checkpoint's).")
+_LATENT_BYTES = typer.Option(
+    None, help="Compression budget: at most this many latent values (int8 bytes) per "
+    "sample / image at the adapted resolution; the largest latent that fits is used.")
+_FPR = typer.Option(0.01, help="Target false-positive rate of the anomaly threshold.")
+_HOLDOUT = typer.Option(0.2, help="Fraction of normal data held out for the threshold.")
+_PRECISION = typer.Option("fp32", help="Graph precisions, e.g. fp32,fp16,int8 "
+                          "(reduced ones are gated against fp32).")
+_CALIB_SAMPLES = typer.Option(256, help="INT8 calibration samples (support set).")
+_CALIB_METHOD = typer.Option("minmax", help="minmax | entropy | percentile.")
+_MAX_DROP = typer.Option(0.02, help="Allowed relative quality drop vs fp32.")
+_TENSORRT = typer.Option(False, "--tensorrt", help="Also build TensorRT engines.")
+_CANDIDATES = typer.Option(
+    "auto", help="auto: on vector reconstruct tasks, closed-form candidates (PCA at "
+    "several latent sizes) compete with the meta-learned model on held-out rows and the "
+    "winner is exported | all: also on anomaly tasks (plus a Gaussian; chosen by AUC "
+    "against label-free pseudo-anomalies, which measured no gain on real data, "
+    "docs/real_data.md) | meta: the meta-learned model only. Denoiser checkpoints "
+    "(builtin:natural) under auto / all: Gaussian, median, identity and, for Gaussian "
+    "noise of a known sigma, non-local means in the graph and ours on top of it compete "
+    "on held-out support images; other image checkpoints keep the meta-learned model.")
+_SEED = typer.Option(0, help="Seed (same seed, same bundle).")
+_DEVICE = typer.Option("cpu", help="cpu | cuda for adaptation.")
+_FORCE = typer.Option(False, "--force", help="Replace an existing bundle.")
+_SIGN_KEY = typer.Option(
+    None, help="Ed25519 private key (metaae-edge keygen): sign the bundle (manifest.sig).")
+
 
 def adapt_and_export_cmd(
     checkpoint: str = typer.Argument(..., help="Checkpoint file or builtin:NAME."),
-    out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write."),
-    data: Path | None = typer.Option(
-        None, help="Task data: .npy, .npz or .csv (samples x features); for a conv (image) "
-        "checkpoint a folder of PNG/JPEG, an image file, clean/ + noisy/ folders, or an .npy "
-        "image stack (N x H x W [x C])."),
-    task: str | None = typer.Option(None, help="A held-out built-in task, FAMILY:INDEX."),
-    objective: str = typer.Option("reconstruct", help="reconstruct | denoise | anomaly."),
-    noise: str | None = typer.Option(
-        None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P, in standardised "
-        "units for feature data and in pixel units (images in [0, 1]) for image data."),
-    steps: int | None = typer.Option(None, help="Adaptation steps K (default: the checkpoint's)."),
-    finetune_steps: int = typer.Option(
-        30, help="Fine-tuning steps of the frozen compact network (the few-shot default; "
-        "above 64 rows see --early-stop)."),
-    early_stop: str = typer.Option(
-        "auto", help="auto: above 64 support rows, fine-tune with mini-batches until the "
-        "loss on a held-out 10% of them stops improving (the best iterate is kept) | on | "
-        "off: always the fixed --finetune-steps full-batch steps."),
-    budget_s: float | None = typer.Option(
-        None, "--budget-s", help="Wall-time cap (seconds) of the adaptation's early-stopped "
-        "fine-tune: it ends at the best iterate so far."),
-    arch_lr: float | None = typer.Option(
-        None, help="Inner step size of the architecture logits (default: the checkpoint's)."),
-    latent_bytes: float | None = typer.Option(
-        None, help="Compression budget: at most this many latent values (int8 bytes) per "
-        "sample / image at the adapted resolution; the largest latent that fits is used."),
-    fpr: float = typer.Option(0.01, help="Target false-positive rate of the anomaly threshold."),
-    holdout: float = typer.Option(0.2, help="Fraction of normal data held out for the threshold."),
-    precision: str = typer.Option("fp32", help="Graph precisions, e.g. fp32,fp16,int8 "
-                                  "(reduced ones are gated against fp32)."),
-    calib_samples: int = typer.Option(256, help="INT8 calibration samples (support set)."),
-    calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile."),
-    max_quality_drop: float = typer.Option(0.02, help="Allowed relative quality drop vs fp32."),
-    tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build TensorRT engines."),
-    candidates: str = typer.Option(
-        "auto", help="auto: on vector reconstruct tasks, closed-form candidates (PCA at "
-        "several latent sizes) compete with the meta-learned model on held-out rows and the "
-        "winner is exported | all: also on anomaly tasks (plus a Gaussian; chosen by AUC "
-        "against label-free pseudo-anomalies, which measured no gain on real data, "
-        "docs/real_data.md) | meta: the meta-learned model only. Denoiser checkpoints "
-        "(builtin:natural) under auto / all: Gaussian, median, identity and, for Gaussian "
-        "noise of a known sigma, non-local means in the graph and ours on top of it compete "
-        "on held-out support images; other image checkpoints keep the meta-learned model."),
-    seed: int = typer.Option(0, help="Seed (same seed, same bundle)."),
-    device: str = typer.Option("cpu", help="cpu | cuda for adaptation."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
-    sign_key: Path | None = typer.Option(
-        None, help="Ed25519 private key (metaae-edge keygen): sign the bundle (manifest.sig)."),
+    out: Path = _OUT, data: Path | None = _DATA, task: str | None = _TASK,
+    channels: int | None = _CHANNELS, objective: str = _OBJECTIVE,
+    noise: str | None = _NOISE, steps: int | None = _STEPS,
+    finetune_steps: int = _FINETUNE, early_stop: str = _EARLY_STOP,
+    budget_s: float | None = _BUDGET, arch_lr: float | None = _ARCH_LR,
+    latent_bytes: float | None = _LATENT_BYTES, fpr: float = _FPR,
+    holdout: float = _HOLDOUT, precision: str = _PRECISION,
+    calib_samples: int = _CALIB_SAMPLES, calib_method: str = _CALIB_METHOD,
+    max_quality_drop: float = _MAX_DROP, tensorrt: bool = _TENSORRT,
+    candidates: str = _CANDIDATES, seed: int = _SEED, device: str = _DEVICE,
+    force: bool = _FORCE, sign_key: Path | None = _SIGN_KEY,
 ) -> None:
     """Adapt weights and architecture to a new task, freeze, export ONNX, write a bundle."""
     require_torch(device)
     from ..meta import load_checkpoint
-    from ..pipeline import ExportOptions, adapt_and_export, load_export_task
+    from ..pipeline import ExportOptions, adapt_and_export
 
     options = ExportOptions(
         out=out, objective=objective, steps=steps, finetune_steps=finetune_steps,
@@ -76,8 +94,7 @@ def adapt_and_export_cmd(
         budget_s=budget_s).validate()
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
-    t = load_export_task(ckpt, data=data, task=task, objective=objective, noise=noise,
-                         seed=seed)
+    t = _load_task(ckpt, data, task, channels, objective, noise, seed)
     report = adapt_and_export(
         ckpt, t, options, progress=RichProgress(),
         log=lambda line: console.print(line, highlight=False, markup=False),
@@ -86,6 +103,21 @@ def adapt_and_export_cmd(
     console.print(f"  bundle {report.bundle} ({report.bundle_bytes / 1024:.1f} KiB) in "
                   f"{time.perf_counter() - t0:.1f}s")
     typer.echo(str(report.bundle))
+    _raise_refused(report, max_quality_drop)
+
+
+def _load_task(ckpt, data, task, channels, objective, noise, seed):
+    """The export task (``pipeline.load_export_task``), its rows declared as windows of
+    ``channels`` channels (a bad count: one line, exit 2)."""
+    from ..pipeline import load_export_task
+    from ..tasks.userdata import with_channels
+
+    t = load_export_task(ckpt, data=data, task=task, objective=objective, noise=noise,
+                         seed=seed)
+    return with_channels(t, channels)
+
+
+def _raise_refused(report, max_quality_drop: float) -> None:
     if report.refused:
         raise AccuracyGateError(
             f"bundle {report.bundle} was written without {', '.join(report.refused)}"

@@ -19,7 +19,7 @@ import numpy as np
 from ..tasks.base import Normalizer
 
 __all__ = ["DETECTORS", "Detector", "Scorer", "detector_aucs", "fit_gmm",
-           "pca_latent_size"]
+           "fit_ocsvm", "pca_latent_size"]
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
@@ -48,14 +48,20 @@ def _iforest(z: np.ndarray, seed: int) -> Scorer:
     return lambda x: -model.score_samples(x)
 
 
-def _ocsvm(z: np.ndarray, seed: int) -> Scorer:
-    """RBF one-class SVM, nu = 0.05, gamma = 1 / median squared pairwise distance."""
+def fit_ocsvm(z: np.ndarray, seed: int = 0):
+    """The fitted scikit-learn ``OneClassSVM`` of the ``ocsvm`` detector: RBF, nu = 0.05,
+    gamma = 1 / median squared pairwise distance of (up to 512 of) the rows ``z``."""
     from sklearn.svm import OneClassSVM
 
     sub = z[:512]
     d2 = ((sub[:, None, :] - sub[None, :, :]) ** 2).sum(-1)
     med = float(np.median(d2[np.triu_indices(len(sub), 1)])) if len(sub) > 1 else 1.0
-    model = OneClassSVM(kernel="rbf", nu=0.05, gamma=1.0 / max(med, 1e-12)).fit(z)
+    return OneClassSVM(kernel="rbf", nu=0.05, gamma=1.0 / max(med, 1e-12)).fit(z)
+
+
+def _ocsvm(z: np.ndarray, seed: int) -> Scorer:
+    """RBF one-class SVM (:func:`fit_ocsvm`): minus its ``score_samples``."""
+    model = fit_ocsvm(z, seed)
     return lambda x: -model.score_samples(x)
 
 

@@ -155,11 +155,12 @@ def _pca_sizes(z: np.ndarray, cap: int, seed: int) -> list[int]:
 
 def closed_form_candidates(fit_raw: np.ndarray, normalizer, objective: str, cap: int,
                            seed: int = 0, hold_raw: np.ndarray | None = None,
-                           ours=None) -> list[Candidate]:
+                           ours=None, channels: int | None = None) -> list[Candidate]:
     """Closed-form candidates fitted on raw rows ``fit_raw`` (standardised by
     ``normalizer``); ``cap`` bounds the PCA latent size (see the module docstring).
     Anomaly objective with held-out rows ``hold_raw``: also the exported detectors of
-    :mod:`.detector_candidates` (kNN, GMM, the ensemble; ``ours`` adds ensemble+ours)."""
+    :mod:`.detector_candidates` (kNN, GMM, OC-SVM, the ensemble; ``ours`` adds
+    ensemble+ours; ``channels``: rows are windows, the window front-end joins)."""
     z = normalizer.transform(np.asarray(fit_raw)).astype(np.float64)
     out = [Candidate(f"pca-{q}", pca_result(z, q, normalizer))
            for q in _pca_sizes(z, cap, seed)]
@@ -169,7 +170,7 @@ def closed_form_candidates(fit_raw: np.ndarray, normalizer, objective: str, cap:
         from .detector_candidates import detector_candidates
 
         hold_z = normalizer.transform(np.asarray(hold_raw)).astype(np.float64)
-        out += detector_candidates(z, hold_z, normalizer, seed, ours)
+        out += detector_candidates(z, hold_z, normalizer, seed, ours, channels)
     return out
 
 
@@ -373,7 +374,7 @@ def compete(run_adapt, task, hold, objective: str, holdout: float, seed: int
     cap = ours.spec.latent_dim if objective == "reconstruct" else 1 << 30
     cands = [Candidate("ours", ours), *closed_form_candidates(
         fit_task.support, norm, objective, cap, seed,
-        hold if objective == "anomaly" else None, ours)]
+        hold if objective == "anomaly" else None, ours, task.info.get("channels"))]
     best, selected = select(cands, objective, hold, fit_task.support, seed)
     selected["score"] = best.score
     selection = {"candidates": [c.row() for c in cands], "selected": selected}

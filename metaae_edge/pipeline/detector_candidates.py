@@ -7,13 +7,23 @@ join ``pca-Q`` and ``gaussian`` for the anomaly objective:
   :mod:`metaae_edge.evaluate.detectors`); the bank is the fit rows, or above
   :data:`BANK_MAX` rows their k-means prototypes (edge size: the bank is n x D floats);
 - ``gmm``: the ``gmm`` detector (components and covariance type by BIC on the fit rows);
-- ``ensemble``: whitened kNN + Mahalanobis + PCA residual (PPCA-likelihood latent size),
+- ``ocsvm``: the ``ocsvm`` detector (RBF, nu = 0.05, median-heuristic gamma; above
+  :data:`BANK_MAX` fit rows, fitted on that many seeded ones): its support vectors, dual
+  coefficients and gamma in the graph;
+- ``window`` (rows declared as windows, ``channels``): Mahalanobis on the phase-invariant
+  window features of :mod:`.window_features` (per channel mean, log variance, log DFT
+  power), computed inside the graph;
+- ``ensemble``: whitened kNN + Mahalanobis + PCA residual (PPCA-likelihood latent size
+  capped at D // 2, :func:`ensemble_pca_size`),
   each divided by its standard deviation on the held-out normal rows (a z-score sum up
   to a constant). Its composition was chosen on meta-training tasks (the ``tabular``
   family's train split, 30 tasks at S = 32 and 256: the best mean of the ensembles of
   {kNN, whitened kNN, Mahalanobis, PCA, GMM} tried; docs/real_data.md), never on a real
   dataset or a query;
 - ``ensemble+ours``: the same plus the meta-learned model's reconstruction error.
+
+For windows both ensembles also hold :data:`WINDOW_PARTS` (a fixed rule chosen on the
+``sensors`` family's train split).
 
 No anomaly label and no query row is read: the scales come from the held-out normal rows.
 """
@@ -24,12 +34,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BANK_MAX", "ENSEMBLE_PARTS", "detector_candidates", "detector_result"]
+__all__ = ["BANK_MAX", "ENSEMBLE_PARTS", "WINDOW_PARTS", "detector_candidates",
+           "detector_result"]
 
 #: the most support rows a kNN bank stores; above, k-means prototypes of the fit rows
 BANK_MAX = 2048
-#: the ensemble's terms (chosen on the tabular family's train split, see the docstring)
+#: the ensemble's terms (chosen on the tabular family's train split, see the docstring;
+#: re-screened with ``gmm`` and ``ocsvm`` on the tabular and sensors train splits: neither
+#: measurably helped, docs/real_data.md)
 ENSEMBLE_PARTS = ("knn-white", "mahalanobis", "pca")
+#: added to both ensembles when the rows are declared windows (``channels``): Mahalanobis
+#: on the phase-invariant window features (the fixed rule chosen on the sensors family's
+#: train split: summed with the raw-space terms beat the raw terms and the window terms
+#: alone, docs/real_data.md)
+WINDOW_PARTS = ("spec:mahalanobis",)
 
 
 def detector_result(name: str, term, normalizer, d: int):
@@ -56,18 +74,47 @@ def _bank(z: np.ndarray, seed: int) -> np.ndarray:
     return km.cluster_centers_
 
 
-def _term(name: str, z: np.ndarray, seed: int, ours=None):
-    from ..evaluate.detectors import fit_gmm, pca_latent_size
-    from .detector_graphs import AeTerm, GmmTerm, KnnTerm, MahalanobisTerm, PcaTerm
+def ensemble_pca_size(z: np.ndarray, seed: int = 0) -> int:
+    """The ensemble's PCA latent size: the PPCA-likelihood size of
+    :func:`~metaae_edge.evaluate.detectors.pca_latent_size`, capped at D // 2 (at least 1).
 
+    With many rows the likelihood supports nearly every component and the residual is
+    left with noise directions only (italy_power S = 256: PCA 0.891 -> 0.523 ROC-AUC).
+    The cap was measured on the train splits (20 tasks each, fit / hold-out as exported):
+    the PCA term alone +0.078 (SE 0.034) ROC-AUC on tabular S = 256, +0.028 at S = 32; the
+    ensemble +0.0015 (SE 0.0009) on tabular S = 256 and unchanged (<= 0.0001) on tabular
+    S = 32 and sensors S = 32 / 256 (docs/real_data.md).
+    """
+    from ..evaluate.detectors import pca_latent_size
+
+    return max(1, min(pca_latent_size(z, seed), z.shape[1] // 2))
+
+
+def _term(name: str, z: np.ndarray, seed: int, ours=None, front=None):
+    """Detector term ``name`` fitted on model-space rows ``z``; ``spec:NAME`` is term NAME
+    on the window features of :mod:`.window_features` (``front``: their fitted constants)."""
+    from ..evaluate.detectors import fit_gmm, fit_ocsvm
+    from .detector_graphs import AeTerm, GmmTerm, KnnTerm, MahalanobisTerm, OcsvmTerm, PcaTerm
+
+    if name.startswith("spec:"):
+        from .window_features import FrontTerm, WindowFront, window_features
+
+        if front is None:
+            raise ValueError(f"term {name!r} needs the window front-end (channels)")
+        inner = _term(name[5:], window_features(z, front), seed)
+        return FrontTerm(WindowFront(front), inner)
+    if name == "ocsvm":  # fitted on at most BANK_MAX seeded rows (the SVM is O(n^2))
+        if len(z) > BANK_MAX:
+            z = z[np.random.default_rng(seed).choice(len(z), BANK_MAX, replace=False)]
+        return OcsvmTerm(fit_ocsvm(z, seed))
     if name == "knn":
         return KnnTerm(_bank(z, seed), k=5)
     if name == "knn-white":
         return KnnTerm(_bank(z, seed), k=5, whiten=True)
     if name == "mahalanobis":
         return MahalanobisTerm(z)
-    if name == "pca":
-        return PcaTerm(z, max(pca_latent_size(z, seed), 1))
+    if name == "pca":  # PPCA size capped at D // 2 (see ensemble_pca_size)
+        return PcaTerm(z, ensemble_pca_size(z, seed))
     if name == "gmm":
         return GmmTerm(fit_gmm(z, seed))
     if name == "ours":
@@ -93,29 +140,41 @@ def _scales(terms: list, hold_z: np.ndarray) -> list[float]:
 
 
 def ensemble_result(name: str, parts: tuple[str, ...], z: np.ndarray, hold_z: np.ndarray,
-                    normalizer, seed: int = 0, ours=None):
-    """The z-scored sum of ``parts`` fitted on ``z``, scaled on ``hold_z``."""
+                    normalizer, seed: int = 0, ours=None, front=None):
+    """The z-scored sum of ``parts`` fitted on ``z``, scaled on ``hold_z`` (``front``: the
+    window front-end's constants, for ``spec:`` parts)."""
     from .detector_graphs import EnsembleTerm
 
-    terms = [_term(p, z, seed, ours) for p in parts]
+    terms = [_term(p, z, seed, ours, front) for p in parts]
     term = EnsembleTerm(terms, _scales(terms, hold_z))
     return detector_result(name, term, normalizer, z.shape[1])
 
 
 def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int = 0,
-                        ours=None) -> list[Any]:
+                        ours=None, channels: int | None = None) -> list[Any]:
     """The exported detector candidates fitted on model-space rows ``z`` (see the module
-    docstring); ``ours`` (an AdaptResult of a vector autoencoder) adds ``ensemble+ours``."""
+    docstring); ``ours`` (an AdaptResult of a vector autoencoder) adds ``ensemble+ours``;
+    ``channels`` (rows are windows of that many channels) adds the window front-end's
+    :data:`WINDOW_PARTS` to both ensembles and the ``window`` candidate."""
     from .candidates import Candidate
 
     d = z.shape[1]
     if d < 2 or len(z) < 6 or len(hold_z) < 2:
         return []
+    front = None
+    if channels is not None:
+        from .window_features import check_channels, fit_front
+
+        front = fit_front(z, normalizer, check_channels(channels, d))
     out = [Candidate(n, detector_result(n, _term(n, z, seed), normalizer, d))
-           for n in ("knn", "gmm")]
-    out.append(Candidate("ensemble", ensemble_result("ensemble", ENSEMBLE_PARTS, z, hold_z,
-                                                     normalizer, seed)))
+           for n in ("knn", "gmm", "ocsvm")]
+    parts = ENSEMBLE_PARTS + (WINDOW_PARTS if front is not None else ())
+    if front is not None:
+        out.append(Candidate("window", ensemble_result("window", WINDOW_PARTS, z, hold_z,
+                                                       normalizer, seed, front=front)))
+    out.append(Candidate("ensemble", ensemble_result("ensemble", parts, z, hold_z,
+                                                     normalizer, seed, front=front)))
     if ours is not None and hasattr(ours.model, "decode"):
         out.append(Candidate("ensemble+ours", ensemble_result(
-            "ensemble+ours", (*ENSEMBLE_PARTS, "ours"), z, hold_z, normalizer, seed, ours)))
+            "ensemble+ours", (*parts, "ours"), z, hold_z, normalizer, seed, ours, front)))
     return out

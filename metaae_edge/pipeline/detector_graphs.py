@@ -24,6 +24,9 @@ Scores (model space ``z``, standardised on the fit rows, as every detector of
 - ``pca``: mean squared residual of PCA at a given latent size.
 - ``gmm``: ``-log p(z)`` of a Gaussian mixture (log-sum-exp over the components) minus
   its lower bound ``-max_k(log pi_k + log|P_k| - D/2 log 2 pi)``, so it is >= 0.
+- ``ocsvm``: an RBF one-class SVM's ``sum_i a_i - sum_i a_i exp(-gamma |z - sv_i|^2)``
+  (>= 0; minus scikit-learn's ``score_samples`` plus a constant): a MatMul to the support
+  vectors' bank, Exp, a MatMul with the dual coefficients.
 - ``ensemble``: ``sum_i s_i(z) / sd_i``, ``sd_i`` the standard deviation of term i on
   held-out normal rows: the mean of the terms' z-scores up to a constant (same ranking).
 """
@@ -37,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EnsembleTerm", "GmmTerm", "KnnTerm", "MahalanobisTerm", "PcaTerm", "ScoreAE",
-           "whitening"]
+__all__ = ["EnsembleTerm", "GmmTerm", "KnnTerm", "MahalanobisTerm", "OcsvmTerm", "PcaTerm",
+           "ScoreAE", "whitening"]
 
 
 def _buf(a: Any) -> torch.Tensor:
@@ -142,6 +145,25 @@ class GmmTerm(nn.Module):
         top = lp.max(dim=1, keepdim=True).values
         log_p = top[:, 0] + torch.log(torch.exp(lp - top).sum(dim=1))
         return torch.relu(self.bound - log_p)
+
+
+class OcsvmTerm(nn.Module):
+    """``sum(a) - sum_i a_i exp(-gamma |z - sv_i|^2)`` of a fitted RBF ``OneClassSVM``."""
+
+    def __init__(self, svm: Any):
+        super().__init__()
+        sv = np.asarray(svm.support_vectors_, np.float64)
+        a = np.asarray(svm.dual_coef_, np.float64).reshape(-1)
+        self.gamma = float(svm._gamma)
+        self.register_buffer("sv_t", _buf(sv.T.copy()))
+        self.register_buffer("sv_sq", _buf((sv * sv).sum(axis=1)))
+        self.register_buffer("alpha", _buf(a.reshape(-1, 1)))
+        self.total = float(a.sum())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        d2 = (z * z).sum(dim=1, keepdim=True) - 2.0 * (z @ self.sv_t) + self.sv_sq
+        k = torch.exp(torch.relu(d2) * (-self.gamma))
+        return torch.relu(self.total - (k @ self.alpha)[:, 0])
 
 
 class AeTerm(nn.Module):

@@ -51,6 +51,10 @@ class RealDataset:
     loader: Callable[[], Loaded]
     one_vs_rest: bool = True  # anomalies: every other class (else only ``anomaly_class``)
     anomaly_class: str | None = None
+    #: rows are windows cut at arbitrary starts from longer recordings (stride < width),
+    #: of this many channels (``info["channels"]``: the window front-end applies); None for
+    #: tables and for whole aligned series (ItalyPowerDemand: one day from midnight)
+    channels: int | None = None
 
     def available(self) -> bool:
         """Whether the package whose files hold the data is installed."""
@@ -158,11 +162,11 @@ REAL_DATASETS: dict[str, RealDataset] = {d.name: d for d in (
                 "gyroscope (6 channels, 10 Hz), windows of 20 samples (stride 10); activity "
                 "standing/walking/running/badminton", "aeon datasets/data/BasicMotions/*.ts",
                 "aeon", 120, ("Standing", "Walking", "Running", "Badminton"),
-                _windows("BasicMotions", 20, 10)),
+                _windows("BasicMotions", 20, 10), channels=6),
     RealDataset("japanese_vowels", "UEA JapaneseVowels: 12 LPC cepstrum channels of /ae/ "
                 "utterances, windows of 7 frames (stride 3); one of 9 speakers normal",
                 "aeon datasets/data/JapaneseVowels/*.ts", "aeon", 84,
-                tuple("123456789"), _windows("JapaneseVowels", 7, 3)),
+                tuple("123456789"), _windows("JapaneseVowels", 7, 3), channels=12),
     RealDataset("italy_power", "UCR ItalyPowerDemand: 24 hourly loads of one day; "
                 "Oct-Mar (1) or Apr-Sep (2) normal", "aeon datasets/data/ItalyPowerDemand/*.ts",
                 "aeon", 24, ("1", "2"), _windows("ItalyPowerDemand", 24, 24)),
@@ -236,6 +240,8 @@ def real_task(name: str, normal: int | str = 0, seed: int = 0, n_support: int = 
                         f"n_support={n_support} plus {MIN_QUERY_NORMAL} query normals")
     info = {"dataset": name, "normal_class": cls, "source": ds.source,
             "n_normal_rows": int(len(idx))}
+    if ds.channels is not None:
+        info["channels"] = ds.channels
     if objective != "anomaly":
         return Task(f"real:{name}/{cls}/{seed}", "real", data.x[sup], data.x[rest],
                     objective=objective, seed=seed, info=info)

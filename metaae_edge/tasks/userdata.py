@@ -24,7 +24,8 @@ from ..runtime.readers import (
 )
 from .base import OBJECTIVES, Noise, Task
 
-__all__ = ["MIN_SAMPLES", "SUFFIXES", "load_array", "load_task"]
+__all__ = ["MIN_SAMPLES", "SUFFIXES", "check_channels", "load_array", "load_task",
+           "with_channels"]
 
 MIN_SAMPLES = 8  # smallest data set that still leaves a usable support and query set
 
@@ -167,6 +168,33 @@ def _split_sets(x: np.ndarray, y: np.ndarray | None, query_fraction: float,
     return x[normal[n_q:]], x[q_idx], y[q_idx]
 
 
+def check_channels(channels: int | None, width: int) -> int | None:
+    """``channels`` if it divides ``width`` into windows of at least 4 samples, else a
+    one-line DataError (None passes: the rows are not declared as windows)."""
+    if channels is None:
+        return None
+    if channels < 1 or width % channels or width // channels < 4:
+        raise DataError(f"--channels {channels} does not split the {width} features into "
+                        "equal windows of >= 4 samples per channel (features = channels x "
+                        "samples, channel-major)")
+    return int(channels)
+
+
+def _channels(channels: int, width: int) -> int:
+    return int(check_channels(int(channels), width))
+
+
+def with_channels(task: Task, channels: int | None) -> Task:
+    """``task`` with its rows declared as windows of ``channels`` channels (a copy; None:
+    unchanged). Raises a one-line DataError when ``channels`` does not split the width."""
+    if channels is None:
+        return task
+    import dataclasses
+
+    info = {**task.info, "channels": _channels(channels, task.input_dim)}
+    return dataclasses.replace(task, info=info)
+
+
 def load_task(
     path: str | os.PathLike[str],
     *,
@@ -176,6 +204,7 @@ def load_task(
     labels: Sequence[int] | np.ndarray | str | os.PathLike[str] | None = None,
     noise: Noise | str | None = None,
     max_input_dim: int | None = None,
+    channels: int | None = None,
 ) -> Task:
     """Load a user's data file as a task (family ``"user"``, name = the file stem).
 
@@ -195,6 +224,9 @@ def load_task(
         labels: Optional 0/1 anomaly labels, one per sample, or a path to a file of them.
         noise: ``denoise`` corruption (a :class:`Noise` or text like ``gaussian:0.2``).
         max_input_dim: Largest feature count the model accepts.
+        channels: The rows are signal windows of this many channels, flattened
+            channel-major (feature ``c * T + t``); stored as ``info["channels"]`` (the
+            anomaly candidates' window front-end, :mod:`metaae_edge.pipeline.window_features`).
 
     Returns:
         The task with raw float32 data.
@@ -224,6 +256,8 @@ def load_task(
         source = labels if labels is not None else stored_labels
         y = None if source is None else _as_labels(source, n, p)
     support, query, query_labels = _split_sets(x, y, query_fraction, rng, p, info)
+    if channels is not None:
+        info["channels"] = _channels(channels, x.shape[1])
     return Task(
         name=p.stem,
         family="user",
