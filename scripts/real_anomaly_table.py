@@ -8,7 +8,9 @@ only, score the query, report ROC-AUC as mean and 95% Student-t interval over th
 (class, seed) units, and name the per-row best classical detector *after the fact* (an
 oracle: no detector is chosen with query labels). ``ours`` is
 ``metaae_edge.adapt.adapt`` from a checkpoint (default ``builtin:manifold``) with the
-task's anomaly objective, scored by ``query_scores``; skipped above 128 features.
+task's anomaly objective, scored by ``query_scores``; wider rows than the checkpoint's
+``max_input_dim`` (128) go through adapt's PCA front-end, as ``adapt-and-export`` does
+(``--ours-max-features`` restores a cap).
 ``ours-meta`` is what ``adapt-and-export --candidates meta`` exports ("ours" adapted on
 the support minus the 20% threshold hold-out); ``ensemble`` / ``ensemble+ours`` are the
 exported detector candidates of :mod:`metaae_edge.pipeline.detector_candidates` fitted
@@ -39,7 +41,7 @@ from metaae_edge.evaluate.detectors import DETECTORS
 from metaae_edge.tasks import create_family
 from metaae_edge.tasks.realdata import REAL_DATASETS, available_datasets, real_task
 
-OURS_MAX_FEATURES = 128
+OURS_MAX_FEATURES = 1 << 30  # every width (default of --ours-max-features)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default="builtin:manifold",
                    help="checkpoint for 'ours'; 'none' skips it")
     p.add_argument("--finetune-steps", type=int, default=30)
+    p.add_argument("--ours-max-features", type=int, default=OURS_MAX_FEATURES,
+                   help="skip ours (and the exported columns) above this many features")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="also N held-out tasks of the 'tabular' family per shot count")
     p.add_argument("--synthetic-family", default="tabular",
@@ -120,7 +124,8 @@ def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2
     return out
 
 
-def run_unit(task, detectors: list[str], ckpt, finetune_steps: int) -> dict[str, float]:
+def run_unit(task, detectors: list[str], ckpt, finetune_steps: int,
+             ours_max: int = OURS_MAX_FEATURES) -> dict[str, float]:
     """Every method's AUC on one task."""
     from sklearn.metrics import roc_auc_score
 
@@ -129,7 +134,7 @@ def run_unit(task, detectors: list[str], ckpt, finetune_steps: int) -> dict[str,
         scores = np.nan_to_num(DETECTORS[name].fit(task.support, task.seed)(task.query),
                                nan=np.inf, posinf=1e300, neginf=-1e300)
         out[name] = float(roc_auc_score(task.query_labels, scores))
-    if ckpt is not None and task.input_dim <= OURS_MAX_FEATURES:
+    if ckpt is not None and task.input_dim <= ours_max:
         out["ours"] = ours_auc(ckpt, task, finetune_steps)
         out.update(ours_cand_auc(ckpt, task, finetune_steps))
     return out
@@ -158,9 +163,9 @@ def collect(args: argparse.Namespace) -> tuple[dict, list[str]]:
     notes: list[str] = []
     for name in [n for n in args.datasets.split(",") if n]:
         ds = REAL_DATASETS[name]
-        if ckpt is not None and ds.n_features > OURS_MAX_FEATURES:
-            notes.append(f"{name}: {ds.n_features} features > {OURS_MAX_FEATURES}, "
-                         "ours skipped (MLP supernet limit)")
+        if ckpt is not None and ds.n_features > args.ours_max_features:
+            notes.append(f"{name}: {ds.n_features} features > {args.ours_max_features}, "
+                         "ours skipped (--ours-max-features)")
         for shots in (int(s) for s in args.shots.split(",")):
             for cls in pick_classes(ds.normal_classes, args.classes):
                 for seed in (int(s) for s in args.seeds.split(",")):
@@ -174,8 +179,8 @@ def collect(args: argparse.Namespace) -> tuple[dict, list[str]]:
                     key = (name, shots)
                     print(f"{name} S={shots} class {cls} seed {seed}", file=sys.stderr)
                     results[key]["_classes"].append(cls)
-                    for m, v in run_unit(task, detectors, ckpt,
-                                         args.finetune_steps).items():
+                    for m, v in run_unit(task, detectors, ckpt, args.finetune_steps,
+                                         args.ours_max_features).items():
                         results[key][m].append(v)
     for fam in args.synthetic_family.split(",") if args.synthetic else ():
         for shots in (int(s) for s in args.shots.split(",")):
@@ -185,7 +190,8 @@ def collect(args: argparse.Namespace) -> tuple[dict, list[str]]:
                                                  n_query=256)
                 key = (f"{fam} (synthetic, {args.synthetic_split} split)", shots)
                 print(f"{fam} {args.synthetic_split} {i} S={shots}", file=sys.stderr)
-                for m, v in run_unit(task, detectors, ckpt, args.finetune_steps).items():
+                for m, v in run_unit(task, detectors, ckpt, args.finetune_steps,
+                                     args.ours_max_features).items():
                     results[key][m].append(v)
     return results, notes
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Screen detector terms and their z-scored sums on meta-training (TRAIN split) tasks.
 
-Per task of the ``tabular`` and ``sensors`` families (train split: the tasks design
-choices are made on; never a real dataset), as ``adapt-and-export --candidates all``
-does: the support minus the 20% threshold hold-out is the fit rows; each exported term of
+Per task of the ``tabular``, ``sensors`` and ``activities`` families (``--families``;
+train split: the tasks design choices are made on; never a real dataset), as
+``adapt-and-export --candidates all`` does: the support minus the 20% threshold hold-out
+is the fit rows; each exported term of
 :mod:`metaae_edge.pipeline.detector_candidates` (raw model space, and for windows
 ``spec:NAME`` on the phase-invariant window features) is fitted on them and divided by
 its std on the held-out normal rows; the query labels are read only to score. Every
@@ -13,8 +14,8 @@ it. Scores are cached per task (``--cache``), so compositions can be re-screened
 
 Example::
 
-    python scripts/screen_detector_terms.py --families tabular,sensors --tasks 20 \\
-        --shots 32,256 --cache /tmp/screen.npz
+    python scripts/screen_detector_terms.py --families activities,tabular,sensors \\
+        --tasks 20 --shots 32,256 --cache /tmp/screen.npz
 """
 
 from __future__ import annotations

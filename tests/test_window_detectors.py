@@ -11,9 +11,11 @@ from metaae_edge.exporters.bundle import write_bundle
 from metaae_edge.pipeline.candidates import closed_form_candidates
 from metaae_edge.pipeline.detector_candidates import (
     WINDOW_PARTS,
+    _scales,
     detector_candidates,
     detector_result,
     ensemble_result,
+    window_weights,
 )
 from metaae_edge.pipeline.detector_graphs import OcsvmTerm, whitening
 from metaae_edge.pipeline.window_features import WindowFront, fit_front, window_features
@@ -119,7 +121,18 @@ def test_windows_add_the_front_end_to_the_ensembles():
     wins = {c.name: c for c in detector_candidates(z, zh, norm, channels=3)}
     assert plain == {"knn", "gmm", "ocsvm", "ensemble"}
     assert set(wins) == plain | {"window"}
-    assert len(wins["ensemble"].result.model.term.terms) == 4  # 3 raw-space + window
+    ens = wins["ensemble"].result.model.term
+    assert len(ens.terms) == 4  # 3 raw-space + window
+    # the window block weighs as much as the raw-space block (3 terms: window x 3)
+    scales = _scales(list(ens.terms), zh)
+    np.testing.assert_allclose(np.array(ens.coef) * scales, [1, 1, 1, 3], rtol=1e-9)
+    assert window_weights(("a", "b", "c", "ours")) == [1, 1, 1, 1, 4]
+    zt = torch.as_tensor(zh, dtype=torch.float32)
+    with torch.no_grad():
+        parts = [t(zt).double().numpy() / s for t, s in zip(ens.terms, scales)]
+        got = ens(zt).double().numpy()
+    np.testing.assert_allclose(got, sum(parts[:3]) + 3 * parts[3], rtol=1e-4, atol=1e-5)
+    assert type(ens.terms[3]).__name__ == "FrontTerm"
     names = {c.name for c in closed_form_candidates(x[:48], norm, "anomaly", 1 << 30, 0,
                                                     x[48:], channels=3)}
     assert "window" in names

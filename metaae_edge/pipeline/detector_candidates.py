@@ -22,8 +22,10 @@ join ``pca-Q`` and ``gaussian`` for the anomaly objective:
   dataset or a query;
 - ``ensemble+ours``: the same plus the meta-learned model's reconstruction error.
 
-For windows both ensembles also hold :data:`WINDOW_PARTS` (a fixed rule chosen on the
-``sensors`` family's train split).
+For windows both ensembles also hold :data:`WINDOW_PARTS`, weighted so that the window
+block weighs as much as the raw-space block (:func:`window_weights`; a fixed rule chosen
+on the ``activities`` family's train split, with ``sensors`` and ``tabular`` train for
+non-regression, docs/real_data.md).
 
 No anomaly label and no query row is read: the scales come from the held-out normal rows.
 """
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["BANK_MAX", "ENSEMBLE_PARTS", "WINDOW_PARTS", "detector_candidates",
-           "detector_result"]
+           "detector_result", "window_weights"]
 
 #: the most support rows a kNN bank stores; above, k-means prototypes of the fit rows
 BANK_MAX = 2048
@@ -44,10 +46,19 @@ BANK_MAX = 2048
 #: measurably helped, docs/real_data.md)
 ENSEMBLE_PARTS = ("knn-white", "mahalanobis", "pca")
 #: added to both ensembles when the rows are declared windows (``channels``): Mahalanobis
-#: on the phase-invariant window features (the fixed rule chosen on the sensors family's
-#: train split: summed with the raw-space terms beat the raw terms and the window terms
-#: alone, docs/real_data.md)
+#: on the phase-invariant window features, at the weight of :func:`window_weights` (the
+#: fixed rule chosen on the activities family's train split: raw + 4 x window beat raw,
+#: raw + 1 x / 2 x window and the window terms alone there, and was within 1 SE of the raw
+#: ensemble on sensors train, docs/real_data.md)
 WINDOW_PARTS = ("spec:mahalanobis",)
+
+
+def window_weights(raw_parts: tuple[str, ...]) -> list[float]:
+    """Weights of ``raw_parts + WINDOW_PARTS``: 1 per raw-space term, and the window terms
+    together as much as all raw-space terms (``ensemble+ours``: 4 raw terms, window
+    Mahalanobis x 4; ``ensemble``: 3, x 3)."""
+    w = len(raw_parts) / len(WINDOW_PARTS)
+    return [1.0] * len(raw_parts) + [w] * len(WINDOW_PARTS)
 
 
 def detector_result(name: str, term, normalizer, d: int):
@@ -140,13 +151,14 @@ def _scales(terms: list, hold_z: np.ndarray) -> list[float]:
 
 
 def ensemble_result(name: str, parts: tuple[str, ...], z: np.ndarray, hold_z: np.ndarray,
-                    normalizer, seed: int = 0, ours=None, front=None):
+                    normalizer, seed: int = 0, ours=None, front=None,
+                    weights: list[float] | None = None):
     """The z-scored sum of ``parts`` fitted on ``z``, scaled on ``hold_z`` (``front``: the
-    window front-end's constants, for ``spec:`` parts)."""
+    window front-end's constants, for ``spec:`` parts; ``weights``: per part, default 1)."""
     from .detector_graphs import EnsembleTerm
 
     terms = [_term(p, z, seed, ours, front) for p in parts]
-    term = EnsembleTerm(terms, _scales(terms, hold_z))
+    term = EnsembleTerm(terms, _scales(terms, hold_z), weights)
     return detector_result(name, term, normalizer, z.shape[1])
 
 
@@ -168,13 +180,22 @@ def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int
         front = fit_front(z, normalizer, check_channels(channels, d))
     out = [Candidate(n, detector_result(n, _term(n, z, seed), normalizer, d))
            for n in ("knn", "gmm", "ocsvm")]
-    parts = ENSEMBLE_PARTS + (WINDOW_PARTS if front is not None else ())
+    raw_plus = (ENSEMBLE_PARTS, (*ENSEMBLE_PARTS, "ours"))
+
+    def parts_of(raw: tuple[str, ...]) -> tuple[tuple[str, ...], list[float] | None]:
+        if front is None:
+            return raw, None
+        return raw + WINDOW_PARTS, window_weights(raw)
+
     if front is not None:
         out.append(Candidate("window", ensemble_result("window", WINDOW_PARTS, z, hold_z,
                                                        normalizer, seed, front=front)))
+    parts, w = parts_of(raw_plus[0])
     out.append(Candidate("ensemble", ensemble_result("ensemble", parts, z, hold_z,
-                                                     normalizer, seed, front=front)))
+                                                     normalizer, seed, front=front,
+                                                     weights=w)))
     if ours is not None and hasattr(ours.model, "decode"):
+        parts, w = parts_of(raw_plus[1])
         out.append(Candidate("ensemble+ours", ensemble_result(
-            "ensemble+ours", (*parts, "ours"), z, hold_z, normalizer, seed, ours, front)))
+            "ensemble+ours", parts, z, hold_z, normalizer, seed, ours, front, weights=w)))
     return out

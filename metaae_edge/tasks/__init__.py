@@ -1,9 +1,9 @@
 """Tasks: the datasets meta-training, adaptation and evaluation consume.
 
 Importing this package registers the built-in families (``manifold``, ``sensors``,
-``digits`` and the image families ``digits-res`` and ``shapes``); :func:`create_family`
-instantiates one by name and :func:`create_recipe` builds its meta-training recipe;
-:func:`load_task` turns a user's ``.npy`` / ``.npz`` / ``.csv``
+``activities``, ``digits`` and the image families ``digits-res`` and ``shapes``);
+:func:`create_family` instantiates one by name and :func:`create_recipe` builds its
+meta-training recipe; :func:`load_task` turns a user's ``.npy`` / ``.npz`` / ``.csv``
 file into a :class:`Task` and :func:`load_image_task` a folder of images (or an image
 array) into an image task. numpy only: scikit-learn is imported lazily by the digit
 families, Pillow by the image readers, torch never.
@@ -11,6 +11,7 @@ families, Pillow by the image readers, torch never.
 
 from __future__ import annotations
 
+from .activities import ActivitiesFamily
 from .base import (
     OBJECTIVES,
     SPLITS,
@@ -47,6 +48,7 @@ __all__ = [
     "RECIPE_FIELDS",
     "SAMPLE_KINDS",
     "SPLITS",
+    "ActivitiesFamily",
     "DigitsFamily",
     "DigitsResFamily",
     "FamilyBase",

@@ -170,6 +170,28 @@ REAL_DATASETS: dict[str, RealDataset] = {d.name: d for d in (
     RealDataset("italy_power", "UCR ItalyPowerDemand: 24 hourly loads of one day; "
                 "Oct-Mar (1) or Apr-Sep (2) normal", "aeon datasets/data/ItalyPowerDemand/*.ts",
                 "aeon", 24, ("1", "2"), _windows("ItalyPowerDemand", 24, 24)),
+    # added in r23 before any of them was scored; windows or tables from each definition
+    # (docs/real_data.md, "Fresh real datasets"):
+    RealDataset("gunpoint", "UCR GunPoint: x-coordinate of an actor's right hand over one "
+                "whole gun-draw (1) or point (2) gesture, 150 frames (a whole event: table)",
+                "aeon datasets/data/GunPoint/*.ts", "aeon", 150, ("1", "2"),
+                _windows("GunPoint", 150, 150)),
+    RealDataset("arrowhead", "UCR ArrowHead: angle-based outline of one whole projectile "
+                "point, length-normalised to 251; Avonlea / Clovis / Mix (0-2) (table)",
+                "aeon datasets/data/ArrowHead/*.ts", "aeon", 251, ("0", "1", "2"),
+                _windows("ArrowHead", 251, 251)),
+    RealDataset("osuleaf", "UCR OSULeaf: one whole leaf outline (427 samples) of six "
+                "species (1-6) (table)", "aeon datasets/data/OSULeaf/*.ts", "aeon", 427,
+                tuple("123456"), _windows("OSULeaf", 427, 427)),
+    RealDataset("acsf1", "ACS-F1 appliance power recordings (1460 samples, 20 per class, "
+                "10 appliance classes 0-9), windows of 128 samples (stride 64)",
+                "aeon datasets/data/ACSF1/*.ts", "aeon", 128, tuple("0123456789"),
+                _windows("ACSF1", 128, 64), channels=1),
+    RealDataset("pickup_gesture", "Wiimote z-axis acceleration of 10 gestures x 10 "
+                "recordings (29-361 samples), windows of 32 samples (stride 16)",
+                "aeon datasets/data/PickupGestureWiimoteZ/PickupGestureWiimoteZ_*.ts",
+                "aeon", 32, tuple(str(i) for i in range(1, 11)),
+                _windows("PickupGestureWiimoteZ", 32, 16), channels=1),
     RealDataset("photo_patches", "16x16 RGB patches (768 features) of scikit-learn's "
                 "two sample photos: one photo's patches normal, the other's anomalies",
                 "scikit-learn load_sample_images (china.jpg, flower.jpg; needs Pillow)",
