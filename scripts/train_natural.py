@@ -64,14 +64,21 @@ def space(name: str = "large") -> SupernetConfig:
         extra={"low_depth": 3, "low_widths": [32, 48], "min_depth": 2, "min_low": 1})
 
 
-def ship(ckpt_path: Path, out: Path) -> None:
-    """The model tensors and metadata only (what metaae_edge/checkpoints holds)."""
+def ship(ckpt_path: Path, out: Path, pin_no_prefilter: bool = False) -> None:
+    """The model tensors and metadata only (what metaae_edge/checkpoints holds).
+    ``pin_no_prefilter``: set the input-filter logits to (+20, 0), so the adaptation
+    keeps "none" (the median in front of the large space's CNN erased text detail on
+    the tuning pair coins -> page: docs/images.md)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     with safe_open(str(ckpt_path), "pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("opt.")}  # noqa: SIM118
+    if pin_no_prefilter and "model.arch.prefilter" in tensors:
+        logits = tensors["model.arch.prefilter"].clone().zero_()
+        logits[0] = 20.0
+        tensors["model.arch.prefilter"] = logits
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata=meta)
     print(f"shipped {out} ({out.stat().st_size:,} bytes)")
@@ -98,7 +105,14 @@ def main() -> None:
     ap.add_argument("--stop-after", type=int, default=0,
                     help="stop after this meta-step (the schedule stays --meta-steps')")
     ap.add_argument("--ship", type=Path)
+    ap.add_argument("--ship-no-prefilter", action="store_true",
+                    help="--ship with the input filter pinned to none")
+    ap.add_argument("--ship-only", action="store_true",
+                    help="only --ship the existing OUT (no training)")
     args = ap.parse_args()
+    if args.ship_only:
+        ship(args.out, args.ship, args.ship_no_prefilter)
+        return
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     res = tuple(int(v) for v in args.resolutions.split(","))
@@ -107,7 +121,9 @@ def main() -> None:
     resume = load_checkpoint(args.out) if args.resume else None
     cfg = config(args)
     if resume is not None:
-        cfg = MetaConfig.from_dict({**resume.meta_config, "meta_steps": args.meta_steps})
+        extra = {"posttrain_steps": args.posttrain_steps} if args.posttrain_steps else {}
+        cfg = MetaConfig.from_dict({**resume.meta_config, "meta_steps": args.meta_steps,
+                                    **extra})
     trainer = MetaTrainer(fam, cfg, supernet=space(args.space),
                           resume=resume, family_options={"seed": args.seed})
     t0 = time.perf_counter()
@@ -125,7 +141,7 @@ def main() -> None:
     save_checkpoint(args.out, trainer.checkpoint())
     print(f"done: {trainer.step} steps, {time.perf_counter() - t0:.0f} s")
     if args.ship:
-        ship(args.out, args.ship)
+        ship(args.out, args.ship, args.ship_no_prefilter)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def test_tasks_are_seeded_photo_crops_in_range():
     assert a.noise.kind == "gaussian" and 0.03 <= a.noise.level <= 0.2
     r = a.info["resolution"]
     assert a.support.shape == (8, r * r) and a.image_shape == (1, r, r)
-    assert 0.0 <= a.support.min() and a.support.max() <= 1.0
+    assert a.support.min() >= 0.0 and a.support.max() <= 1.0
     assert a.support.std() > 0.01  # real content, not a flat crop
 
 

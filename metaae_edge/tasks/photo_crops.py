@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ def available_photos() -> tuple[str, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pyramid(name: str) -> tuple[np.ndarray, ...]:
     """Photo ``name`` as float32 (H, W, 3) in [0, 1] at every scale of :data:`SCALES`."""
     image = require("PIL.Image", "pillow")
