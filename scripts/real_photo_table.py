@@ -9,10 +9,10 @@ denoises Gaussian-noisy patches of each ``--photos`` photo and the photo itself 
 half-width over the seeds; the last row averages the photos per seed first. ``ours`` is
 ``adapt-and-export CHECKPOINT`` on the support patches, run through the bundle; the CNN
 gets ``--budget-s`` seconds of training (default: ours' adaptation time of that seed).
-``builtin:natural`` is meta-trained on the ``photo-crops`` family (other photographs:
-``metaae_edge.tasks.photo_crops.EXCLUDED_PHOTOS`` lists the support photo, the evaluated
-ones and the docs' tuning pairs, none of which it uses) mixed with the procedural
-``natural`` family.
+``builtin:natural`` is meta-trained on the procedural ``natural`` family (no photo). A
+checkpoint trained on the ``photo-crops`` family uses other photographs only
+(``metaae_edge.tasks.photo_crops.EXCLUDED_PHOTOS`` lists the support photo, the evaluated
+ones and the docs' tuning pairs).
 
 Example::
 
