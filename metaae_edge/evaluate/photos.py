@@ -18,8 +18,9 @@ support patches, then the bundle's :class:`~metaae_edge.runtime.Runtime` on the 
 from any checkpoint (``builtin:NAME`` or a path). The CNN's wall-time budget defaults to
 ours' adaptation time on the same task. The procedural ``natural`` family uses no
 photograph; the ``photo-crops`` family (:mod:`metaae_edge.tasks.photo_crops`, tried
-in round 23, not shipped: docs/images.md) uses other photographs and excludes the support photo, every photo evaluated here by default and the docs' tuning
-pairs (``EXCLUDED_PHOTOS``).
+in round 23, not shipped: docs/images.md) uses other photographs and excludes the
+support photo, every photo evaluated here by default and the docs' tuning pairs
+(``EXCLUDED_PHOTOS``).
 """
 
 from __future__ import annotations
