@@ -2,11 +2,15 @@
 NLM + network architecture of the photo tables at search distance 6 and 3, and the
 residual net alone. Weights are random (the time does not depend on them).
 
-    python scripts/nlm_latency.py
+    python scripts/nlm_latency.py [--large]
+
+``--large``: the architectures of round 23's large denoiser space instead
+(:data:`LARGE_ARCHS`), each with ``params`` and MACs per pixel.
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 
@@ -22,6 +26,18 @@ from metaae_edge.tasks.base import Normalizer
 SMALL = (LayerSpec(8, "relu", 3),)
 ARCHS = (((5, 6, 0.24, 0.345), SMALL), ((5, 3, 0.24, 0.345), SMALL),
          ((), (LayerSpec(16, "leaky_relu", 3), LayerSpec(8, "relu", 3))))
+
+
+def _l(w: int, act: str = "relu") -> LayerSpec:
+    return LayerSpec(w, act, 3)
+
+
+#: round 23's large space (runs/final.safetensors): the seed-0 and seed-1 selections of the
+#: real-photo table and the pinned small / large points of its Pareto front
+LARGE_ARCHS = (((), (_l(24, "leaky_relu"), _l(16)), (_l(32),)),
+               ((5, 6, 0.235, 0.336), (_l(16), _l(16)), (_l(32),)),
+               ((), (_l(16), _l(16)), (_l(32),)),
+               ((), (_l(32),) * 4, (_l(48),) * 3))
 
 
 def measure(spec: ArchSpec, norm: Normalizer) -> tuple[float, float, float]:
@@ -47,10 +63,14 @@ def measure(spec: ArchSpec, norm: Normalizer) -> tuple[float, float, float]:
 def main() -> None:
     torch.manual_seed(0)
     norm = Normalizer(np.array([0.45], np.float32), np.array([0.29], np.float32))
-    for nlm, layers in ARCHS:
-        spec = ArchSpec((1, 32, 32), layers, 1, (), backbone="denoiser", nlm=nlm).validate()
+    archs = [(nlm, layers, ()) for nlm, layers in ARCHS]
+    if "--large" in sys.argv[1:]:
+        archs = list(LARGE_ARCHS)
+    for nlm, layers, low in archs:
+        spec = ArchSpec((1, 32, 32), layers, 1, low, backbone="denoiser", nlm=nlm).validate()
         med, low, export_s = measure(spec, norm)
-        print(f"{spec.describe()}  params {spec.param_count()}  512x512 median {med:.1f} ms "
+        print(f"{spec.describe()}  params {spec.param_count()}  "
+              f"MACs/px {spec.macs() / 1024:.0f}  512x512 median {med:.1f} ms "
               f"min {low:.1f} ms  (export+parity {export_s:.0f} s)", flush=True)
 
 

@@ -9,7 +9,10 @@ denoises Gaussian-noisy patches of each ``--photos`` photo and the photo itself 
 half-width over the seeds; the last row averages the photos per seed first. ``ours`` is
 ``adapt-and-export CHECKPOINT`` on the support patches, run through the bundle; the CNN
 gets ``--budget-s`` seconds of training (default: ours' adaptation time of that seed).
-The ``natural`` family is procedural, so no photo is excluded as seen in meta-training.
+``builtin:natural`` is meta-trained on the procedural ``natural`` family (no photo). A
+checkpoint trained on the ``photo-crops`` family uses other photographs only
+(``metaae_edge.tasks.photo_crops.EXCLUDED_PHOTOS`` lists the support photo, the evaluated
+ones and the docs' tuning pairs).
 
 Example::
 
@@ -44,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--full-crop", type=int, default=256)
     ap.add_argument("--json", default=None, help="write every row here")
+    ap.add_argument("--ours-candidates", default="auto", choices=("auto", "meta"),
+                    help="ours' candidate competition (meta: the adapted network alone)")
+    ap.add_argument("--ours-budget-s", type=float, default=None,
+                    help="ours' fine-tune wall-time cap (ExportOptions.budget_s)")
     args = ap.parse_args(argv)
     try:
         import torch
@@ -55,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             methods=[m for m in args.methods.split(",") if m], checkpoint=args.checkpoint,
             budget_s=args.budget_s, n_support=args.n_support, n_query=args.n_query,
             size=args.size, full_crop=args.full_crop,
-            log=lambda line: print(line, file=sys.stderr, flush=True))
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+            ours_options={"candidates": args.ours_candidates, "budget_s": args.ours_budget_s})
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -37,6 +37,27 @@ def test_one_hot_supernet_equals_extracted_net(seed):
     assert float((relaxed - x).abs().max()) > 1e-3  # the residual is not zero
 
 
+def test_min_depth_and_min_low_keep_every_point_a_real_cnn():
+    cfg = SupernetConfig.denoiser(max_input_dim=1, max_depth=4, width_choices=(16, 32),
+                                  extra={"low_depth": 3, "low_widths": [32, 48],
+                                         "min_depth": 3, "min_low": 2})
+    net = create_supernet(cfg).eval()
+    with torch.no_grad():  # the logits favour the smallest net: depth 1, no half-res stage
+        net.arch.depth.copy_(torch.tensor([5.0, 0.0, 0.0, -1.0]))
+        net.arch.low.copy_(torch.tensor([5.0, 4.0, 0.0, -1.0]))
+    spec = discretize(net, (1, 16, 16))
+    assert len(spec.encoder) == 3 and len(spec.decoder) == 2
+    with torch.no_grad():
+        probs = arch_probs(net.constrain_alpha(net.alpha(), (1, 16, 16)))
+    assert float(probs["depth"][:2].sum()) < 1e-6 and float(probs["low"][:2].sum()) < 1e-6
+    x = torch.randn(1, 1, 15, 9)
+    with torch.no_grad():  # and the pinned forward still equals the extracted net
+        relaxed, _ = net(x, arch_probs(net.constrain_alpha(net.alpha(), (1, 15, 9)),
+                                       mode="hard"))
+        compact, _ = extract(net, discretize(net, (1, 15, 9)))(x)
+    assert float((relaxed - compact).abs().max()) < 1e-5
+
+
 def test_soft_alpha_is_a_mixture_not_a_choice():
     net = _supernet(0)
     x = torch.randn(2, 1, 16, 16)

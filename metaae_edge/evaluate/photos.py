@@ -17,7 +17,10 @@ residual CNN of :mod:`.photo_baselines`, and ``ours``: the public pipeline
 support patches, then the bundle's :class:`~metaae_edge.runtime.Runtime` on the query),
 from any checkpoint (``builtin:NAME`` or a path). The CNN's wall-time budget defaults to
 ours' adaptation time on the same task. The procedural ``natural`` family uses no
-photograph, so none of them is excluded as seen in meta-training.
+photograph; the ``photo-crops`` family (:mod:`metaae_edge.tasks.photo_crops`, tried
+in round 23, not shipped: docs/images.md) uses other photographs and excludes the
+support photo, every photo evaluated here by default and the docs' tuning pairs
+(``EXCLUDED_PHOTOS``).
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ def fit_ours(checkpoint: str = DEFAULT_CHECKPOINT, **options: Any) -> Callable[.
         apply = _bundle_apply(runtime)
         apply.__dict__["_keep"] = tmp  # the bundle folder lives as long as the method
         return Fitted(apply, {"arch": report.arch, "params": report.spec.param_count(),
+                              "macs_per_pixel": report.spec.macs() / (h * w),
                               "checkpoint": checkpoint}, float(report.timings["adapt_s"]))
 
     return fit
@@ -225,9 +229,11 @@ def run_photo_eval(photos: Sequence[str], seeds: Sequence[int], *,
                    methods: Sequence[str] = METHODS, checkpoint: str = DEFAULT_CHECKPOINT,
                    budget_s: float | None = None, n_support: int = 256, n_query: int = 32,
                    size: int = 32, full_crop: int = 256, full: bool = True,
-                   log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                   log: Callable[[str], None] | None = None,
+                   ours_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Per seed: fit every method once on ``support_photo``'s patches, score it on each
-    photo of ``photos`` (which must not include the support photo)."""
+    photo of ``photos`` (which must not include the support photo). ``ours_options``:
+    :class:`~metaae_edge.pipeline.ExportOptions` fields for ours (e.g. ``candidates``)."""
     photos = list(photos)
     for p in [support_photo, *photos]:
         if p not in PHOTOS:
@@ -235,7 +241,7 @@ def run_photo_eval(photos: Sequence[str], seeds: Sequence[int], *,
     if support_photo in photos or not photos:
         raise DataError(f"evaluate at least one photo other than the support photo "
                         f"{support_photo!r}; got {photos}")
-    ours = fit_ours(checkpoint)
+    ours = fit_ours(checkpoint, **(ours_options or {}))
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         support = support_patches(support_photo, seed, n_support, size)

@@ -104,8 +104,18 @@ class DenoiserSupernet(Supernet):
             raise DataError(f"images must be at least 2x2 pixels, got {shape[1]}x{shape[2]}")
 
     def constrain_alpha(self, alpha, x_shape):
+        """Drop the input-filter logits unless :attr:`search_prefilter`; mask the depths
+        below ``extra["min_depth"]`` and half-resolution layer counts below
+        ``extra["min_low"]`` (a space whose every point is a real CNN)."""
         if not self.search_prefilter and "prefilter" in alpha:
-            return {k: v for k, v in alpha.items() if k != "prefilter"}
+            alpha = {k: v for k, v in alpha.items() if k != "prefilter"}
+        extra = self.cfg.extra or {}
+        for key, name in (("depth", "min_depth"), ("low", "min_low")):
+            floor = int(extra.get(name, 0)) - (1 if key == "depth" else 0)
+            if floor > 0 and key in alpha:
+                logits = alpha[key]
+                keep = torch.arange(len(logits), device=logits.device) >= floor
+                alpha = {**alpha, key: torch.where(keep, logits, torch.full_like(logits, -1e4))}
         return alpha
 
     # -- forward --------------------------------------------------------------------

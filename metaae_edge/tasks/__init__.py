@@ -38,6 +38,7 @@ from .kinds import (
 )
 from .manifold import ManifoldFamily
 from .natural import NaturalFamily, PoissonGaussianNoise  # noqa: F401 (registers "natural")
+from .photo_crops import PhotoCropsFamily  # noqa: F401 (registers "photo-crops")
 from .recipes import RECIPE_FIELDS, Recipe, create_recipe, family_recipe, load_recipe_file
 from .sensors import SensorsFamily
 from .tabular import TabularFamily
