@@ -100,6 +100,12 @@ class MetaAlgorithm(ABC):
         """The outer step size of the learner's own tensors (default: the weights')."""
         return cfg.outer_lr_w
 
+    def param_groups(self, cfg: MetaConfig) -> list[dict]:
+        """The outer optimiser's groups of the learner's own tensors (default one, at
+        :meth:`outer_lr`; none without tensors)."""
+        params = self.parameters()
+        return [{"params": params, "lr": self.outer_lr(cfg)}] if params else []
+
     def adapt(self, params: Params, batch: TaskBatch, inner: InnerConfig, *,
               on_step: Callable[[int, float], None] | None = None) -> Params:
         """Adapt ``params`` to a new task at adaptation time (no meta-gradient): the
@@ -137,6 +143,11 @@ class MetaAlgorithm(ABC):
         """The learner's own state, saved in the checkpoint (``learner.<key>``); by
         default its parameters."""
         return {k: v.detach() for k, v in self.named_parameters().items()}
+
+    def match_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Shape the learner's own tensors after a checkpoint's ``state`` before the
+        outer optimiser is built (e.g. Meta-SGD's optional per-step scales); default none."""
+        return None
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore :meth:`state_dict` (default: copy into the learner's parameters)."""
@@ -293,6 +304,7 @@ def learner_from_checkpoint(model: Supernet, ckpt) -> MetaAlgorithm:
     algo = create_algorithm(meta.get("algorithm", "reptile"), model)
     algo.horizon = int((meta.get("inner") or {}).get("steps", 10))
     algo.outer_loss = str(meta.get("outer_loss", "reconstruction"))
+    algo.match_state(ckpt.learner)
     algo.load_state_dict({k: v.to(next(model.parameters()).device)
                           for k, v in ckpt.learner.items()})
     return algo
