@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,10 +32,14 @@ LEARNERS = {  # label -> recipe overrides
     "model (lstm)": {"learner": "model", "update_rule": "lstm"},
     "metric": {"learner": "metric"},
     "model (metasgd v1)": {"learner": "model", "update_rule": "metasgd"},
+    "model (metasgd v2)": {"learner": "model", "update_rule": "metasgd"},
 }
-#: label -> MetaSGD class settings while it is meta-trained (``model (metasgd v1)``: the
-#: first Meta-SGD default, per-parameter log step sizes from 0, no per-step scales)
-VARIANTS = {"model (metasgd v1)": {"init_log_size": 0.0, "per_step": False}}
+#: label -> MetaSGD class settings while it is meta-trained: ``v1`` the first Meta-SGD
+#: (per-parameter log step sizes from 0), ``v2`` from log 2 plus per-tensor per-step scales
+#: (docs/learners.md: chosen on meta-validation tasks); plain ``model (metasgd)``: the
+#: class defaults
+VARIANTS = {"model (metasgd v1)": {"init_log_size": 0.0, "per_step": False},
+            "model (metasgd v2)": {"init_log_size": math.log(2.0), "per_step": True}}
 
 
 def _slug(label: str) -> str:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from metaae_edge.adapt import adapt, load_supernet
+from metaae_edge.errors import SpecError
 from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, load_checkpoint, save_checkpoint
 from metaae_edge.meta.metasgd import STEP_SLOTS, MetaSGD
 from metaae_edge.spec import SupernetConfig
@@ -15,9 +16,10 @@ SMALL = SupernetConfig(max_input_dim=64, max_depth=1, width_choices=(16, 32),
                        latent_choices=(2, 4, 8))
 
 
-def cfg(steps=4):
+def cfg(steps=4, preset=""):
     return MetaConfig(algorithm="metasgd", meta_steps=steps, meta_batch=2, warmup_steps=1,
-                      val_every=2, val_tasks=1, inner=InnerConfig(steps=3))
+                      val_every=2, val_tasks=1, inner=InnerConfig(steps=3),
+                      rule_preset=preset)
 
 
 @pytest.fixture
@@ -29,24 +31,30 @@ def options(monkeypatch):
 
 
 @pytest.mark.parametrize("opts", [{"init_log_size": 0.7}, {"per_step": True},
-                                  {"init_direction": "query"}])
+                                  {"init_direction": "query"}, {"preset": "k5"}])
 def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options, opts):
+    opts = dict(opts)
+    preset = opts.pop("preset", "")
     options(**opts)
     family = create_family("manifold")
-    full = MetaTrainer(family, cfg(), supernet=SMALL)
+    full = MetaTrainer(family, cfg(preset=preset), supernet=SMALL)
+    want = {**{"init_log_size": MetaSGD.init_log_size, "per_step": MetaSGD.per_step},
+            **MetaSGD.PRESETS.get(preset, {})}
     u0 = torch.cat([p.detach().flatten() for p in full.algorithm.log_size.values()])
-    assert torch.all(u0 == MetaSGD.init_log_size)
-    if MetaSGD.per_step:
+    assert torch.allclose(u0, torch.full_like(u0, want["init_log_size"]))
+    assert bool(full.algorithm.log_step) == want["per_step"]
+    if want["per_step"]:
         assert all(v.shape == (STEP_SLOTS,) for v in full.algorithm.log_step.values())
     before = {k: v.detach().clone() for k, v in full.algorithm.named_parameters().items()}
     full.train()
     assert any(not torch.equal(v, before[k])
                for k, v in full.algorithm.named_parameters().items())
-    half = MetaTrainer(family, cfg(steps=2), supernet=SMALL)
+    half = MetaTrainer(family, cfg(steps=2, preset=preset), supernet=SMALL)
     half.train()
     ck = load_checkpoint(save_checkpoint(tmp_path / "h.safetensors", half.checkpoint()))
-    assert MetaSGD.per_step == any(k.startswith("log_step.") for k in ck.learner)
-    resumed = MetaTrainer(family, cfg(), resume=ck)
+    assert want["per_step"] == any(k.startswith("log_step.") for k in ck.learner)
+    assert ck.meta_config["rule_preset"] == preset
+    resumed = MetaTrainer(family, cfg(preset=preset), resume=ck)
     resumed.train()
     for (n, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=n)
@@ -57,6 +65,14 @@ def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options,
     res = adapt(str(final), family.sample("test", 0), steps=2, finetune_steps=1)
     assert res.report["learner"] == "metasgd"
     assert res.report["after"]["query_mse"] < res.report["before"]["query_mse"]
+
+
+def test_an_unknown_preset_is_one_line():
+    with pytest.raises(SpecError) as exc:
+        cfg(preset="k7").validate()
+    assert str(exc.value) == "the metasgd learner has presets k5, got 'k7'"
+    with pytest.raises(SpecError, match="the reptile learner has presets none"):
+        MetaConfig(algorithm="reptile", rule_preset="k5").validate()
 
 
 def test_per_step_scales_change_the_update_and_old_checkpoints_load(tmp_path, options):

@@ -71,6 +71,8 @@ class MetaAlgorithm(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: named settings a run may pick (``MetaConfig.rule_preset``): name -> attributes
+    PRESETS: ClassVar[dict[str, dict]] = {}
     #: whether the outer update is the gradient of a query loss (so a detection outer
     #: loss, ``MetaConfig.outer_loss``, can replace the reconstruction one)
     query_loss_gradient: ClassVar[bool] = False
@@ -81,12 +83,24 @@ class MetaAlgorithm(ABC):
         self.outer_loss = "reconstruction"
 
     def configure(self, cfg: MetaConfig) -> None:
-        """Take the run's settings the learner reads (the outer loss)."""
+        """Take the run's settings the learner reads (the outer loss, a preset)."""
         self.outer_loss = cfg.outer_loss
+        preset = getattr(cfg, "rule_preset", "")
+        if preset:
+            self.apply_preset(self.PRESETS[preset])
+
+    def apply_preset(self, settings: dict) -> None:
+        """Take a preset's settings (before the outer optimiser is built)."""
+        for k, v in settings.items():
+            setattr(self, k, v)
 
     @classmethod
     def check_config(cls, cfg: MetaConfig) -> None:
         """Raise :class:`~metaae_edge.errors.SpecError` for settings this learner refuses."""
+        preset = getattr(cfg, "rule_preset", "")
+        if preset and preset not in cls.PRESETS:
+            raise SpecError(f"the {cls.name} learner has presets "
+                            f"{', '.join(cls.PRESETS) or 'none'}, got {preset!r}")
         if cfg.outer_loss != "reconstruction" and not cls.query_loss_gradient:
             raise SpecError(f"outer_loss {cfg.outer_loss} needs a learner whose outer update "
                             f"is a query-loss gradient (--algorithm fomaml or maml); "

@@ -17,6 +17,8 @@ parametrisation lets a step size grow or shrink by orders of magnitude in a shor
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .algorithms import register_algorithm
@@ -40,6 +42,10 @@ class MetaSGD(LearnedRule):
     #: also a learned log scale per parameter tensor and inner step (``log_step.<name>``,
     #: :data:`STEP_SLOTS` steps; later steps use the last), added to ``u``: a schedule
     per_step = False
+    #: ``MetaConfig.rule_preset``: ``k5`` (log step sizes from log 2, per-step scales),
+    #: chosen on meta-validation tasks for K_train = 5 (docs/learners.md); it measured
+    #: worse at K_train = 10, so it is not the default
+    PRESETS = {"k5": {"init_log_size": math.log(2.0), "per_step": True}}
     #: outer Adam step of the per-step scales (one per tensor: its gradient sums over the
     #: tensor's coordinates, so it moves coherently; at the log sizes' 0.05 a scale could
     #: drift by 4.5 in 90 meta-steps)
@@ -50,8 +56,7 @@ class MetaSGD(LearnedRule):
         self.log_size = {
             f"log_size.{k}": torch.nn.Parameter(torch.full_like(v.detach(), self.init_log_size))
             for k, v in model.named_parameters()}
-        self.log_step = ({f"log_step.{k}": torch.nn.Parameter(torch.zeros(STEP_SLOTS))
-                          for k, _ in model.named_parameters()} if self.per_step else {})
+        self.log_step = self._new_steps() if self.per_step else {}
 
     def named_parameters(self):
         return {**self.log_size, **self.log_step}
@@ -62,11 +67,22 @@ class MetaSGD(LearnedRule):
             groups.append({"params": list(self.log_step.values()), "lr": self.step_lr})
         return groups
 
+    def apply_preset(self, settings):
+        super().apply_preset(settings)
+        with torch.no_grad():
+            for u in self.log_size.values():
+                u.fill_(self.init_log_size)
+        if self.per_step and not self.log_step:
+            self.log_step = self._new_steps()
+
     def match_state(self, state):
         """A checkpoint with per-step scales gets them whatever :attr:`per_step` says."""
         if not self.log_step and any(k.startswith("log_step.") for k in state):
-            self.log_step = {
-                f"log_step.{n[len('log_size.'):]}": torch.nn.Parameter(
+            self.log_step = self._new_steps()
+
+    def _new_steps(self) -> dict[str, torch.nn.Parameter]:
+        """Zero per-step scales (the rule unchanged), one vector per parameter tensor."""
+        return {f"log_step.{n[len('log_size.'):]}": torch.nn.Parameter(
                     torch.zeros(STEP_SLOTS, device=u.device)) for n, u in self.log_size.items()}
 
     def load_state_dict(self, state):
