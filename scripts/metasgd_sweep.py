@@ -87,7 +87,8 @@ def run(family: str, name: str, opts: dict, args) -> dict:
             with torch.no_grad():
                 q[k].append(float(task_loss(trainer.model, a, batch.query(),
                                             LossConfig(inner.tau_end, "hard"))))
-    out = {"family": family, "name": name, "opts": opts, "train_s": round(secs, 1),
+    out = {"family": family, "name": name, "seed": args.seed, "opts": opts,
+           "train_s": round(secs, 1),
            **{f"val_K{k}": round(float(np.mean(v)), 4) for k, v in q.items()}}
     if hasattr(learner, "log_size"):
         u = torch.cat([p.detach().flatten() for p in learner.log_size.values()])
@@ -95,15 +96,48 @@ def run(family: str, name: str, opts: dict, args) -> dict:
     return out
 
 
+def _key(r: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(r["opts"].items()))
+
+
+def table(paths: list[Path]) -> str:
+    """Mean meta-val K=5 (and K=20) per family and configuration over the seeds it shares
+    with ``algo=reptile,k=5``, and its change against that Reptile, seed by seed."""
+    k5: dict = {}
+    k20: dict = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            k5.setdefault((r["family"], _key(r)), {})[r["seed"]] = r["val_K5"]
+            k20.setdefault((r["family"], _key(r)), {})[r["seed"]] = r["val_K20"]
+    out = ["| family | configuration | seeds | meta-val K=5 | vs Reptile K_train=5, same "
+           "seeds (per seed) | meta-val K=20 |", "|---|---|---|---|---|---|"]
+    for (fam, key), by in sorted(k5.items()):
+        base = k5.get((fam, "algo=reptile,k=5"), {})
+        seeds = sorted(s for s in by if s in base)
+        if not seeds:
+            continue
+        m, b = np.mean([by[s] for s in seeds]), np.mean([base[s] for s in seeds])
+        per = " / ".join(f"{100 * (by[s] / base[s] - 1):+.0f}%" for s in seeds)
+        out.append(f"| {fam} | {key} | {','.join(map(str, seeds))} | {m:.4f} | "
+                   f"{100 * (m / b - 1):+.1f}% ({per}) | "
+                   f"{np.mean([k20[fam, key][s] for s in seeds]):.4f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default="manifold")
-    ap.add_argument("--config", action="append", required=True)
+    ap.add_argument("--config", action="append", default=[])
+    ap.add_argument("--table", type=Path, nargs="*", help="print the table of these files")
     ap.add_argument("--meta-steps", type=int, default=120)
     ap.add_argument("--tasks", type=int, default=16, help="meta-validation tasks scored")
     ap.add_argument("--seed", type=int, default=0, help="meta-training seed and family seed")
     ap.add_argument("--out", type=Path, default=Path("runs/sweep/sweep.jsonl"))
     args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for spec in args.config:
