@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +31,19 @@ LEARNERS = {  # label -> recipe overrides
     "model (metasgd)": {"learner": "model", "update_rule": "metasgd"},
     "model (lstm)": {"learner": "model", "update_rule": "lstm"},
     "metric": {"learner": "metric"},
+    "model (metasgd v1)": {"learner": "model", "update_rule": "metasgd"},
+    "model (metasgd v2)": {"learner": "model", "update_rule": "metasgd"},
 }
+#: label -> MetaSGD class settings while it is meta-trained: ``v1`` the first Meta-SGD
+#: (per-parameter log step sizes from 0), ``v2`` from log 2 plus per-tensor per-step scales
+#: (docs/learners.md: chosen on meta-validation tasks); plain ``model (metasgd)``: the
+#: class defaults
+VARIANTS = {"model (metasgd v1)": {"init_log_size": 0.0, "per_step": False},
+            "model (metasgd v2)": {"init_log_size": math.log(2.0), "per_step": True}}
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label).strip("-")
 
 
 #: the comparison's search space: the default MLP space with depth <= 2 and widths
@@ -41,11 +54,12 @@ SPACE = {"max_input_dim": 128, "max_depth": 2, "width_choices": (16, 32, 64)}
 
 def train(family: str, label: str, seed: int, args, out: Path) -> tuple[Path, float]:
     from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, save_checkpoint
+    from metaae_edge.meta.metasgd import MetaSGD
     from metaae_edge.spec import SupernetConfig
     from metaae_edge.tasks import create_family, create_recipe
 
-    path = out / f"{family}-{LEARNERS[label].get('update_rule', LEARNERS[label]['learner'])}" \
-                 f"-{LEARNERS[label].get('algorithm', '')}-s{seed}.safetensors"
+    path = out / f"{family}-{_slug(label)}-k{args.inner_steps}-m{args.meta_steps}" \
+                 f"-s{seed}.safetensors"
     side = path.with_suffix(".json")
     if path.exists() and side.exists():
         return path, json.loads(side.read_text())["seconds"]
@@ -59,8 +73,15 @@ def train(family: str, label: str, seed: int, args, out: Path) -> tuple[Path, fl
                                        resource_lambda=recipe.resource_lambda))
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    trainer = MetaTrainer(create_family(family, seed=seed), cfg,
-                          supernet=SupernetConfig(**SPACE), family_options={"seed": seed})
+    saved = {k: getattr(MetaSGD, k) for k in VARIANTS.get(label, {})}
+    for k, v in VARIANTS.get(label, {}).items():
+        setattr(MetaSGD, k, v)
+    try:
+        trainer = MetaTrainer(create_family(family, seed=seed), cfg,
+                              supernet=SupernetConfig(**SPACE), family_options={"seed": seed})
+    finally:
+        for k, v in saved.items():
+            setattr(MetaSGD, k, v)
     trainer.train()
     seconds = time.perf_counter() - t0
     save_checkpoint(path, trainer.checkpoint())
@@ -143,7 +164,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="manifold,sensors")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--learners", default=",".join(LEARNERS))
+    ap.add_argument("--learners", default=",".join(list(LEARNERS)[:4]))
     ap.add_argument("--meta-steps", type=int, default=150)
     ap.add_argument("--meta-batch", type=int, default=2)
     ap.add_argument("--inner-steps", type=int, default=10, help="K_train of every learner")

@@ -130,7 +130,7 @@ def test_cli_plots_without_matplotlib(monkeypatch, tmp_path):
 def test_learners_are_adapted_side_by_side_on_the_same_units(tmp_path):
     """evaluate --learners: each extra checkpoint is adapted like ours on the same units,
     as ours:<algorithm>; the same checkpoint twice gives the same numbers, the metric
-    learner reports its architecture-choice time, and image families refuse the flag."""
+    learner reports its architecture-choice time, and image families accept the flag."""
     from metaae_edge.errors import CheckpointError
     from metaae_edge.meta import MetaConfig, MetaTrainer, save_checkpoint
     from metaae_edge.meta.inner import InnerConfig
@@ -156,7 +156,8 @@ def test_learners_are_adapted_side_by_side_on_the_same_units(tmp_path):
         assert math.isfinite(by["ours:metric", k]["query_mse"])
         assert by["ours:metric", k]["arch_choice_ms"] > 0
     assert summarise(raw)["methods"]["ours:metric"]["arch_choice_ms"]["mean"] > 0
-    with pytest.raises(DataError, match="--learners is not used by the image evaluation"):
-        evaluation_config("digits-res", learners=str(metric), given=["learners"])
+    # image families take the flag too (tests/test_evaluate_learners_images.py)
+    assert evaluation_config("digits-res", learners=str(metric),
+                             given=["learners"]).learners == (str(metric),)
     with pytest.raises(CheckpointError, match="nope"):  # before any work
         evaluation_config("manifold", learners="nope.safetensors")

@@ -62,10 +62,10 @@ def evaluate_cmd(
                                       "(needs metaae-edge[plot])."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest for these tiny nets)."),
     learners: str = typer.Option(
-        "", help="Vector families: further meta-checkpoints (comma-separated; e.g. trained "
-        "with --learner model or metric) adapted like ours on the same held-out tasks, as "
-        "methods ours:<algorithm> (quality at every K, adaptation and architecture-choice "
-        "time, parameters)."),
+        "", help="Further meta-checkpoints of the family's kind (comma-separated; e.g. "
+        "trained with --learner model or metric) adapted like ours on the same held-out "
+        "tasks, as methods ours:<algorithm> (quality at every K, adaptation and "
+        "architecture-choice time, parameters / MACs)."),
     bpp: float | None = typer.Option(
         None, help="Image families, reconstruct: compression budget for ours in bits per "
         "pixel of the int8 latent (JPEG and PCA are held to ours' bytes)."),

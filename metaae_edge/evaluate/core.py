@@ -160,8 +160,8 @@ class _Run:
     setup: dict[str, Any]
     inits: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
-    #: ``(method, supernet, start params, inner config)`` of ``cfg.learners``
-    extras: list[tuple[str, Any, dict[str, Any], Any]] = field(default_factory=list)
+    #: ``cfg.learners`` (:class:`~metaae_edge.evaluate.extra_learners.ExtraLearner`)
+    extras: list[Any] = field(default_factory=list)
 
 
 def run_evaluation(cfg: EvalConfig, on_progress: Callable[[str, int, int, str], None] | None = None
@@ -202,6 +202,7 @@ def _prepare(cfg: EvalConfig, prog: Callable[..., None]) -> _Run:
     from ..meta.inner import InnerConfig
     from ..tasks import create_family
     from . import baselines as B
+    from .extra_learners import load_learners
 
     meta_model, ckpt = load_supernet(cfg.checkpoint)
     scfg = ckpt.supernet
@@ -241,28 +242,9 @@ def _prepare(cfg: EvalConfig, prog: Callable[..., None]) -> _Run:
     if "weights-only" in methods:
         max_arch = B.onehot_alpha(scfg, _max_spec(meta_model, scfg))
         wo_params.update({f"arch.{k}": v for k, v in max_arch.items()})
-    extras = _learners(cfg.learners, methods, setup)
+    extras = load_learners(cfg.learners, methods, setup, cfg.family, "vector")
     return _Run(cfg, meta_model, ckpt, inner, meta_params, wo_params, methods, setup, inits,
                 extras=extras)
-
-
-def _learners(refs: tuple[str, ...], methods: list[str], setup: dict[str, Any]) -> list:
-    """The extra checkpoints of ``evaluate --learners`` as ``ours:<algorithm>`` methods."""
-    from ..adapt import load_supernet
-    from ..meta.inner import InnerConfig
-
-    extras, setup["learners"] = [], {}
-    for ref in refs:
-        model, ck = load_supernet(ref)
-        name = f"ours:{ck.meta_config.get('algorithm') or Path(str(ref)).stem}"
-        while name in methods:
-            name += "'"  # two checkpoints of one algorithm: ours:reptile, ours:reptile'
-        inner = InnerConfig(**ck.inner_config) if ck.inner_config else InnerConfig()
-        params = {k: v.detach().clone() for k, v in model.named_parameters()}
-        extras.append((name, model, params, inner))
-        methods.append(name)
-        setup["learners"][name] = {"checkpoint": str(ref), "family": ck.family}
-    return extras
 
 
 def _eval_unit(run: _Run, t: _Task, index: int, latency: bool) -> None:

@@ -7,6 +7,8 @@ set and the same step budget K:
 
 * ``ours``: ceil(K/2) supernet inner steps from the meta-checkpoint + floor(K/2)
   fine-tune steps of the extracted compact conv net (as :mod:`.core` accounts it);
+  ``ours:<algorithm>`` (``--learners``): another meta-checkpoint (Meta-SGD, LSTM rule,
+  metric retrieval, ...) adapted exactly like ours (:mod:`.extra_learners`);
 * ``fixed-scratch``: the fixed conv architecture (:func:`fixed_conv_spec`), K Adam steps
   from a random init; ``pretrain-finetune``: the same, from weights pre-trained on pooled
   meta-train tasks (all seen resolutions; the net is fully convolutional);
@@ -70,6 +72,9 @@ class ImageEvalConfig(_ConfigMixin):
     bpp: float | None = None
     cache_dir: str | None = None
     threads: int = 1
+    #: further meta-checkpoints (other learners) adapted like ``ours`` on the same units,
+    #: as methods ``ours:<their algorithm>`` (``evaluate --learners``)
+    learners: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,6 +190,7 @@ def run_image_evaluation(cfg: ImageEvalConfig,
     from ..adapt import load_supernet
     from ..meta.inner import InnerConfig
     from ..tasks import create_family
+    from .extra_learners import ExtraLearner, load_learners
 
     prog = on_progress or (lambda *a: None)
     old_threads = torch.get_num_threads()
@@ -192,8 +198,8 @@ def run_image_evaluation(cfg: ImageEvalConfig,
     try:
         meta_model, ckpt = load_supernet(cfg.checkpoint)
         inner = InnerConfig(**ckpt.inner_config) if ckpt.inner_config else InnerConfig()
-        meta = (meta_model, {k: v.detach().clone() for k, v in meta_model.named_parameters()},
-                inner)
+        meta = ExtraLearner("ours", meta_model, {k: v.detach().clone() for k, v in
+                                                 meta_model.named_parameters()}, inner)
         opts = dict(ckpt.family_options)
         probe = create_family(cfg.family, **opts)
         groups = {"seen": tuple(probe.resolutions), "unseen": tuple(probe.unseen_resolutions)}
@@ -204,6 +210,7 @@ def run_image_evaluation(cfg: ImageEvalConfig,
                                  "supernet": ckpt.supernet.to_dict(), "methods": methods,
                                  "resolutions": {g: list(r) for g, r in groups.items()},
                                  "fixed_arch": fixed_conv_spec((1, 16, 16)).describe()}
+        entries = [meta, *load_learners(cfg.learners, methods, setup, cfg.family, "image")]
         pre = None
         if "pretrain-finetune" in methods:
             cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
@@ -222,7 +229,7 @@ def run_image_evaluation(cfg: ImageEvalConfig,
                     "resolution": res}
             if cfg.objective == "denoise" and t.task.noise is not None:
                 base["noise"] = t.task.noise.kind
-            ours_bytes = _ours_rows(cfg, meta, t, base, rows)
+            ours_bytes = _ours_rows(cfg, entries, t, base, rows)
             _fixed_rows(cfg, methods, pre, t, index, base, rows)
             _classical_rows(cfg, methods, t, base, ours_bytes, rows)
             prog("tasks", u + 1, len(units), f"{t.task.name} @ {res}x{res}")
@@ -231,33 +238,38 @@ def run_image_evaluation(cfg: ImageEvalConfig,
         torch.set_num_threads(old_threads)
 
 
-def _ours_rows(cfg: ImageEvalConfig, meta: tuple, t: _ImgTask, base: dict[str, Any],
+def _ours_rows(cfg: ImageEvalConfig, entries: list, t: _ImgTask, base: dict[str, Any],
                rows: list[dict[str, Any]]) -> dict[int, int]:
-    """Ours at every K (within the ``--bpp`` budget); returns its latent bytes per K."""
+    """Ours, and each ``--learners`` checkpoint (``entries``: :class:`~metaae_edge.evaluate.
+    extra_learners.ExtraLearner`), at every K within the ``--bpp`` budget; returns ours'
+    latent bytes per K (what PCA and JPEG are held to)."""
     from ..adapt import adapt_supernet
     from .core import _split
 
-    meta_model, meta_params, inner = meta
     ours_bytes: dict[int, int] = {}
     for k in cfg.steps:
         n_in, n_ft = _split(k)
-        t0 = time.perf_counter()
-        budget = 0.0
-        if cfg.bpp and cfg.objective == "reconstruct":  # at least the smallest latent
-            budget = max(cfg.bpp * int(np.prod(t.task.image_shape)) / 8,
-                         meta_model.min_latent_size(t.task.image_shape))
-        r = adapt_supernet(meta_model, meta_params, t.task,
-                           replace(inner, steps=n_in, latent_budget=budget),
-                           finetune_steps=n_ft, finetune_lr=cfg.ours_finetune_lr,
-                           seed=t.seed)
-        sec = time.perf_counter() - t0
-        ours_bytes[k] = r.spec.latent_size()
-        rows.append({**base, "method": "ours", "K": k,
-                     **t.score_model(r.model, int8=True), "bytes": ours_bytes[k],
-                     "params": r.spec.param_count(), "macs": r.spec.macs(),
-                     "stages": r.spec.stages, "adapt_seconds": sec,
-                     "discretization_gap": r.report["discretization_gap"],
-                     "arch": r.spec.describe()})
+        for name, model, params, inner in entries:
+            t0 = time.perf_counter()
+            budget = 0.0
+            if cfg.bpp and cfg.objective == "reconstruct":  # at least the smallest latent
+                budget = max(cfg.bpp * int(np.prod(t.task.image_shape)) / 8,
+                             model.min_latent_size(t.task.image_shape))
+            r = adapt_supernet(model, params, t.task,
+                               replace(inner, steps=n_in, latent_budget=budget),
+                               finetune_steps=n_ft, finetune_lr=cfg.ours_finetune_lr,
+                               seed=t.seed)
+            sec = time.perf_counter() - t0
+            if name == "ours":
+                ours_bytes[k] = r.spec.latent_size()
+            extra = ({"arch_choice_ms": r.report["retrieval_ms"]}  # the metric learner's
+                     if "retrieval_ms" in r.report else {})
+            rows.append({**base, "method": name, "K": k,
+                         **t.score_model(r.model, int8=True), "bytes": r.spec.latent_size(),
+                         "params": r.spec.param_count(), "macs": r.spec.macs(),
+                         "stages": r.spec.stages, "adapt_seconds": sec,
+                         "discretization_gap": r.report["discretization_gap"],
+                         "arch": r.spec.describe(), **extra})
     return ours_bytes
 
 

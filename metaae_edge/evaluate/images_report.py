@@ -14,7 +14,8 @@ from .metrics import mean_ci
 __all__ = ["METRICS", "images_markdown", "summarise_images"]
 
 METRICS = ("psnr", "psnr_int8", "ssim", "query_mse", "bytes", "file_bytes", "params", "macs",
-           "adapt_seconds", "roc_auc", "pr_auc", "discretization_gap", "stages")
+           "adapt_seconds", "roc_auc", "pr_auc", "discretization_gap", "stages",
+           "arch_choice_ms")
 
 
 def _m(group: dict, method: str, metric: str) -> float | None:
@@ -125,12 +126,13 @@ def images_markdown(summary: dict[str, Any]) -> str:
                  _fmt((ms[m].get("bytes") or {}).get("mean")),
                  _fmt((ms[m].get("file_bytes") or {}).get("mean")),
                  _fmt((ms[m].get("params") or {}).get("mean")),
-                 _fmt((ms[m].get("macs") or {}).get("mean")), _ci(ms[m].get("adapt_seconds"), 3)]
+                 _fmt((ms[m].get("macs") or {}).get("mean")), _ci(ms[m].get("adapt_seconds"), 3),
+                 _ci(ms[m].get("arch_choice_ms"), 3)]
                 for m in order]
         lines += [f"## {g.capitalize()} resolutions {grp['resolutions']} (K={cfg['target_k']})",
                   "", *_table(["method", "PSNR dB", "PSNR int8 latent", "SSIM", "query MSE",
                                "ROC-AUC", "bytes/img", "file bytes", "params", "MACs",
-                               "adapt s"], rows), "",
+                               "adapt s", "arch choice ms"], rows), "",
                   f"PSNR vs K ({g}):", "",
                   *_table(["method", *[f"K={k}" for k in ks]],
                           [[m, *[_ci(grp["curves"][m].get(k), 3) for k in ks]] for m in order]),

@@ -71,6 +71,8 @@ class MetaAlgorithm(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: named settings a run may pick (``MetaConfig.rule_preset``): name -> attributes
+    PRESETS: ClassVar[dict[str, dict]] = {}
     #: whether the outer update is the gradient of a query loss (so a detection outer
     #: loss, ``MetaConfig.outer_loss``, can replace the reconstruction one)
     query_loss_gradient: ClassVar[bool] = False
@@ -81,12 +83,24 @@ class MetaAlgorithm(ABC):
         self.outer_loss = "reconstruction"
 
     def configure(self, cfg: MetaConfig) -> None:
-        """Take the run's settings the learner reads (the outer loss)."""
+        """Take the run's settings the learner reads (the outer loss, a preset)."""
         self.outer_loss = cfg.outer_loss
+        preset = getattr(cfg, "rule_preset", "")
+        if preset:
+            self.apply_preset(self.PRESETS[preset])
+
+    def apply_preset(self, settings: dict) -> None:
+        """Take a preset's settings (before the outer optimiser is built)."""
+        for k, v in settings.items():
+            setattr(self, k, v)
 
     @classmethod
     def check_config(cls, cfg: MetaConfig) -> None:
         """Raise :class:`~metaae_edge.errors.SpecError` for settings this learner refuses."""
+        preset = getattr(cfg, "rule_preset", "")
+        if preset and preset not in cls.PRESETS:
+            raise SpecError(f"the {cls.name} learner has presets "
+                            f"{', '.join(cls.PRESETS) or 'none'}, got {preset!r}")
         if cfg.outer_loss != "reconstruction" and not cls.query_loss_gradient:
             raise SpecError(f"outer_loss {cfg.outer_loss} needs a learner whose outer update "
                             f"is a query-loss gradient (--algorithm fomaml or maml); "
@@ -99,6 +113,12 @@ class MetaAlgorithm(ABC):
     def outer_lr(self, cfg: MetaConfig) -> float:
         """The outer step size of the learner's own tensors (default: the weights')."""
         return cfg.outer_lr_w
+
+    def param_groups(self, cfg: MetaConfig) -> list[dict]:
+        """The outer optimiser's groups of the learner's own tensors (default one, at
+        :meth:`outer_lr`; none without tensors)."""
+        params = self.parameters()
+        return [{"params": params, "lr": self.outer_lr(cfg)}] if params else []
 
     def adapt(self, params: Params, batch: TaskBatch, inner: InnerConfig, *,
               on_step: Callable[[int, float], None] | None = None) -> Params:
@@ -137,6 +157,11 @@ class MetaAlgorithm(ABC):
         """The learner's own state, saved in the checkpoint (``learner.<key>``); by
         default its parameters."""
         return {k: v.detach() for k, v in self.named_parameters().items()}
+
+    def match_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Shape the learner's own tensors after a checkpoint's ``state`` before the
+        outer optimiser is built (e.g. Meta-SGD's optional per-step scales); default none."""
+        return None
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore :meth:`state_dict` (default: copy into the learner's parameters)."""
@@ -293,6 +318,7 @@ def learner_from_checkpoint(model: Supernet, ckpt) -> MetaAlgorithm:
     algo = create_algorithm(meta.get("algorithm", "reptile"), model)
     algo.horizon = int((meta.get("inner") or {}).get("steps", 10))
     algo.outer_loss = str(meta.get("outer_loss", "reconstruction"))
+    algo.match_state(ckpt.learner)
     algo.load_state_dict({k: v.to(next(model.parameters()).device)
                           for k, v in ckpt.learner.items()})
     return algo

@@ -65,6 +65,9 @@ class MetaConfig:
     #: score of a query holding anomalies; ``anomaly`` objective) or ``mixed`` (both);
     #: ``meta/detect_loss.py``
     outer_loss: str = "reconstruction"
+    #: a named setting of the learner (``""``: its defaults); Meta-SGD: ``k5``
+    #: (``meta/metasgd.py`` ``PRESETS``), chosen on meta-validation for K_train = 5
+    rule_preset: str = ""
     seed: int = 0
     device: str = "cpu"
     inner: InnerConfig = field(default_factory=InnerConfig)

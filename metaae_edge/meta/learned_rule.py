@@ -66,6 +66,10 @@ class LearnedRule(MetaAlgorithm):
     horizon: int | None = None
     #: outer step size of the rule's own tensors
     rule_lr: float = 1e-2
+    #: the supernet's outer direction: ``reptile`` (``theta - theta_adapted``) or
+    #: ``query`` (the query-loss gradient at the adapted parameters, first order in the
+    #: inner gradients: the init and the rule learned jointly from one loss, FOMAML-like)
+    init_direction: str = "reptile"
 
     def outer_lr(self, cfg) -> float:
         return self.rule_lr
@@ -92,8 +96,11 @@ class LearnedRule(MetaAlgorithm):
             learner_grad = {k: torch.zeros_like(v) if r is None else r
                             for (k, v), r in zip(own.items(), pulled)}
         detached = {k: v.detach() for k, v in adapted.items()}
-        reptile = {k: params[k] - detached[k] for k in params}
-        return TaskUpdate(reptile, detached, self._report_loss(detached, batch, inner, mode),
+        if self.init_direction == "query":
+            direction = {k: g[k] for k in params}
+        else:
+            direction = {k: params[k] - detached[k] for k in params}
+        return TaskUpdate(direction, detached, self._report_loss(detached, batch, inner, mode),
                           learner_grad)
 
     def adapt(self, params: Params, batch: TaskBatch, inner: InnerConfig, *,

@@ -121,13 +121,13 @@ class MetaTrainer:
         self.model.search_prefilter = cfg.prefilter_choice == "meta"
         self.algorithm: MetaAlgorithm = create_algorithm(cfg.algorithm, self.model)
         self.algorithm.configure(cfg)  # the outer loss (meta/detect_loss.py)
+        if resume is not None:  # the learner's tensors as the checkpoint has them
+            self.algorithm.match_state(resume.learner)
         w_params = [p for n, p in self.model.named_parameters() if not n.startswith(ARCH_PREFIX)]
         a_params = list(self.model.arch.parameters())
         groups = [{"params": w_params, "lr": cfg.outer_lr_w},
                   {"params": a_params, "lr": cfg.outer_lr_a}]
-        if self.algorithm.parameters():  # a learner's own tensors (e.g. step sizes)
-            groups.append({"params": self.algorithm.parameters(),
-                           "lr": self.algorithm.outer_lr(cfg)})
+        groups += self.algorithm.param_groups(cfg)  # a learner's own (e.g. step sizes)
         self.opt = torch.optim.Adam(groups)
         #: post-training shares the outer optimiser's weight group (the same tensors)
         self.posttrainer = PostTrainer(self.model, self.cfg, self.opt.param_groups[0]["params"],

@@ -17,12 +17,17 @@ parametrisation lets a step size grow or shrink by orders of magnitude in a shor
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .algorithms import register_algorithm
 from .learned_rule import AdamMoments, LearnedRule, base_lr, trainable_names
 
-__all__ = ["MetaSGD"]
+__all__ = ["STEP_SLOTS", "MetaSGD"]
+
+#: inner steps with their own learned scale when ``MetaSGD.per_step``
+STEP_SLOTS = 20
 
 
 @register_algorithm
@@ -32,14 +37,65 @@ class MetaSGD(LearnedRule):
     name = "metasgd"
     #: outer Adam step of the log step sizes (0.05: a step size may change by ~5% a step)
     rule_lr = 5e-2
+    #: the log step sizes' start (0: the rule starts as the gradient learner's Adam)
+    init_log_size = 0.0
+    #: also a learned log scale per parameter tensor and inner step (``log_step.<name>``,
+    #: :data:`STEP_SLOTS` steps; later steps use the last), added to ``u``: a schedule
+    per_step = False
+    #: ``MetaConfig.rule_preset``: ``k5`` (log step sizes from log 2, per-step scales),
+    #: chosen on meta-validation tasks for K_train = 5 (docs/learners.md); it measured
+    #: worse at K_train = 10, so it is not the default
+    PRESETS = {"k5": {"init_log_size": math.log(2.0), "per_step": True}}
+    #: outer Adam step of the per-step scales (one per tensor: its gradient sums over the
+    #: tensor's coordinates, so it moves coherently; at the log sizes' 0.05 a scale could
+    #: drift by 4.5 in 90 meta-steps)
+    step_lr = 1e-2
 
     def __init__(self, model):
         super().__init__(model)
-        self.log_size = {f"log_size.{k}": torch.nn.Parameter(torch.zeros_like(v.detach()))
-                         for k, v in model.named_parameters()}
+        self.log_size = {
+            f"log_size.{k}": torch.nn.Parameter(torch.full_like(v.detach(), self.init_log_size))
+            for k, v in model.named_parameters()}
+        self.log_step = self._new_steps() if self.per_step else {}
 
     def named_parameters(self):
-        return dict(self.log_size)
+        return {**self.log_size, **self.log_step}
+
+    def param_groups(self, cfg):
+        groups = [{"params": list(self.log_size.values()), "lr": self.rule_lr}]
+        if self.log_step:
+            groups.append({"params": list(self.log_step.values()), "lr": self.step_lr})
+        return groups
+
+    def apply_preset(self, settings):
+        super().apply_preset(settings)
+        with torch.no_grad():
+            for u in self.log_size.values():
+                u.fill_(self.init_log_size)
+        if self.per_step and not self.log_step:
+            self.log_step = self._new_steps()
+
+    def match_state(self, state):
+        """A checkpoint with per-step scales gets them whatever :attr:`per_step` says."""
+        if not self.log_step and any(k.startswith("log_step.") for k in state):
+            self.log_step = self._new_steps()
+
+    def _new_steps(self) -> dict[str, torch.nn.Parameter]:
+        """Zero per-step scales (the rule unchanged), one vector per parameter tensor."""
+        return {f"log_step.{n[len('log_size.'):]}": torch.nn.Parameter(
+                    torch.zeros(STEP_SLOTS, device=u.device)) for n, u in self.log_size.items()}
+
+    def load_state_dict(self, state):
+        # a checkpoint from before the per-step scales: zero scales, the same rule
+        if self.log_step and not any(k.startswith("log_step.") for k in state):
+            state = {**state, **{k: torch.zeros_like(v) for k, v in self.log_step.items()}}
+        super().load_state_dict(state)
+
+    def _log_rate(self, k: str, step: int) -> torch.Tensor:
+        u = self.log_size[f"log_size.{k}"]
+        if self.log_step:
+            u = u + self.log_step[f"log_step.{k}"][min(step, STEP_SLOTS - 1)]
+        return u
 
     def rule(self, params, inner, train):
         names = set(trainable_names(params, inner))
@@ -52,7 +108,7 @@ class MetaSGD(LearnedRule):
                     new[k] = v
                     continue
                 d = moments.direction(k, grads[k], step)
-                new[k] = v - base_lr(k, inner) * self.log_size[f"log_size.{k}"].exp() * d
+                new[k] = v - base_lr(k, inner) * self._log_rate(k, step).exp() * d
             return new
 
         return update

@@ -19,7 +19,7 @@ __all__ = ["IMAGE_ONLY", "VECTOR_ONLY", "EvalReport", "evaluate", "evaluation_co
 
 #: ``evaluate`` options only the vector protocol uses (an image family refuses them) ...
 VECTOR_ONLY = ("pretrain_tasks", "maml_meta_steps", "search_archs", "search_steps",
-               "latency_tasks", "plots", "learners")
+               "latency_tasks", "plots")
 #: ... and the one only the image protocol uses
 IMAGE_ONLY = ("bpp",)
 

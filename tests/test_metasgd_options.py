@@ -1,0 +1,127 @@
+"""Meta-SGD's options: the start of the log step sizes, per-step scales and the supernet's
+outer direction; each trains, checkpoints, resumes exactly and adapts, and a checkpoint
+without per-step scales still loads."""
+
+import pytest
+import torch
+
+from metaae_edge.adapt import adapt, load_supernet
+from metaae_edge.errors import SpecError
+from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, load_checkpoint, save_checkpoint
+from metaae_edge.meta.metasgd import STEP_SLOTS, MetaSGD
+from metaae_edge.spec import SupernetConfig
+from metaae_edge.tasks import create_family
+
+SMALL = SupernetConfig(max_input_dim=64, max_depth=1, width_choices=(16, 32),
+                       latent_choices=(2, 4, 8))
+
+
+def cfg(steps=4, preset=""):
+    return MetaConfig(algorithm="metasgd", meta_steps=steps, meta_batch=2, warmup_steps=1,
+                      val_every=2, val_tasks=1, inner=InnerConfig(steps=3),
+                      rule_preset=preset)
+
+
+@pytest.fixture
+def options(monkeypatch):
+    def set_(**kw):
+        for k, v in kw.items():
+            monkeypatch.setattr(MetaSGD, k, v)
+    return set_
+
+
+@pytest.mark.parametrize("opts", [{"init_log_size": 0.7}, {"per_step": True},
+                                  {"init_direction": "query"}, {"preset": "k5"}])
+def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options, opts):
+    opts = dict(opts)
+    preset = opts.pop("preset", "")
+    options(**opts)
+    family = create_family("manifold")
+    full = MetaTrainer(family, cfg(preset=preset), supernet=SMALL)
+    want = {**{"init_log_size": MetaSGD.init_log_size, "per_step": MetaSGD.per_step},
+            **MetaSGD.PRESETS.get(preset, {})}
+    u0 = torch.cat([p.detach().flatten() for p in full.algorithm.log_size.values()])
+    assert torch.allclose(u0, torch.full_like(u0, want["init_log_size"]))
+    assert bool(full.algorithm.log_step) == want["per_step"]
+    if want["per_step"]:
+        assert all(v.shape == (STEP_SLOTS,) for v in full.algorithm.log_step.values())
+    before = {k: v.detach().clone() for k, v in full.algorithm.named_parameters().items()}
+    full.train()
+    assert any(not torch.equal(v, before[k])
+               for k, v in full.algorithm.named_parameters().items())
+    half = MetaTrainer(family, cfg(steps=2, preset=preset), supernet=SMALL)
+    half.train()
+    ck = load_checkpoint(save_checkpoint(tmp_path / "h.safetensors", half.checkpoint()))
+    assert want["per_step"] == any(k.startswith("log_step.") for k in ck.learner)
+    assert ck.meta_config["rule_preset"] == preset
+    resumed = MetaTrainer(family, cfg(preset=preset), resume=ck)
+    resumed.train()
+    for (n, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=n)
+    for n, a in full.algorithm.named_parameters().items():
+        torch.testing.assert_close(a, resumed.algorithm.named_parameters()[n], atol=1e-6,
+                                   rtol=0, msg=n)
+    final = save_checkpoint(tmp_path / "f.safetensors", resumed.checkpoint())
+    res = adapt(str(final), family.sample("test", 0), steps=2, finetune_steps=1)
+    assert res.report["learner"] == "metasgd"
+    assert res.report["after"]["query_mse"] < res.report["before"]["query_mse"]
+
+
+def test_an_unknown_preset_is_one_line():
+    with pytest.raises(SpecError) as exc:
+        cfg(preset="k7").validate()
+    assert str(exc.value) == "the metasgd learner has presets k5, got 'k7'"
+    with pytest.raises(SpecError, match="the reptile learner has presets none"):
+        MetaConfig(algorithm="reptile", rule_preset="k5").validate()
+
+
+def test_per_step_scales_change_the_update_and_old_checkpoints_load(tmp_path, options):
+    family = create_family("manifold")
+    plain = MetaTrainer(family, cfg(steps=2), supernet=SMALL)
+    plain.train()
+    old = save_checkpoint(tmp_path / "old.safetensors", plain.checkpoint())
+    options(per_step=True)
+    model, _ = load_supernet(str(old))  # no log_step.* in it: zero scales, the same rule
+    learner = model.meta_learner
+    assert all(torch.equal(v, torch.zeros(STEP_SLOTS)) for v in learner.log_step.values())
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    from metaae_edge.meta import make_batch
+
+    batch = make_batch(family.sample("test", 1), seed=1)
+    inner = InnerConfig(steps=2)
+    same = learner.adapt(params, batch, inner)
+    ref = plain.algorithm.adapt(params, batch, inner)
+    assert all(torch.equal(same[k], ref[k]) for k in ref)
+    with torch.no_grad():  # a larger second step only: the first step is unchanged
+        for v in learner.log_step.values():
+            v[1] = 1.0
+    moved = learner.adapt(params, batch, replace_steps(inner, 1))
+    assert all(torch.equal(moved[k], plain.algorithm.adapt(params, batch,
+                                                           replace_steps(inner, 1))[k])
+               for k in moved)
+    two = learner.adapt(params, batch, inner)
+    assert any(not torch.equal(two[k], ref[k]) for k in ref)
+
+
+def replace_steps(inner, steps):
+    from dataclasses import replace
+
+    return replace(inner, steps=steps)
+
+
+def test_a_per_step_checkpoint_loads_and_resumes_whatever_the_default(tmp_path, options):
+    family = create_family("manifold")
+    options(per_step=True)
+    full = MetaTrainer(family, cfg(), supernet=SMALL)
+    full.train()
+    half = MetaTrainer(family, cfg(steps=2), supernet=SMALL)
+    half.train()
+    path = save_checkpoint(tmp_path / "ps.safetensors", half.checkpoint())
+    options(per_step=False)
+    model, _ = load_supernet(str(path))
+    assert set(model.meta_learner.log_step) == set(half.algorithm.log_step)
+    resumed = MetaTrainer(family, cfg(), resume=load_checkpoint(path))
+    resumed.train()
+    for n, a in full.algorithm.named_parameters().items():
+        torch.testing.assert_close(a, resumed.algorithm.named_parameters()[n], atol=1e-6,
+                                   rtol=0, msg=n)
