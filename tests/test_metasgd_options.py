@@ -125,3 +125,23 @@ def test_a_per_step_checkpoint_loads_and_resumes_whatever_the_default(tmp_path, 
     for n, a in full.algorithm.named_parameters().items():
         torch.testing.assert_close(a, resumed.algorithm.named_parameters()[n], atol=1e-6,
                                    rtol=0, msg=n)
+
+
+def test_meta_train_rule_preset_flag_is_stored_and_an_unknown_one_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from metaae_edge.cli import app
+
+    out = tmp_path / "k5.safetensors"
+    base = ["meta-train", "--family", "manifold", "--learner", "model", "--meta-steps", "2",
+            "--meta-batch", "2", "--inner-steps", "2", "--val-every", "2",
+            "--posttrain-steps", "0"]
+    res = CliRunner().invoke(app, [*base, "--rule-preset", "k5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(out).meta_config["rule_preset"] == "k5"
+    bad = CliRunner().invoke(app, [*base, "--rule-preset", "zz", "--out",
+                                   str(tmp_path / "zz.safetensors")])
+    # the CLI's main turns a SpecError into one line and exit code 2 (tests/test_cli.py)
+    assert isinstance(bad.exception, SpecError)
+    assert "presets k5, got 'zz'" in str(bad.exception)
+    assert not (tmp_path / "zz.safetensors").exists()

@@ -52,6 +52,9 @@ AlgorithmOpt = Annotated[str, Opt(
 UpdateRuleOpt = Annotated[str, Opt(
     help="Model learner: metasgd (learned per-parameter step sizes) | lstm (coordinate-wise "
     "LSTM optimiser).")]
+RulePresetOpt = Annotated[str, Opt(
+    "--rule-preset", help="Model learner: named settings of the learned rule (metasgd: k5 = "
+    "log step sizes from log 2 and per-step scales, docs/learners.md); empty = none.")]
 MetaStepsOpt = Annotated[int | None, Opt(
     help="Outer (meta) steps (default 400; 300 for image families).")]
 MetaBatchOpt = Annotated[int | None, Opt(
@@ -116,7 +119,8 @@ BatchTasksOpt = Annotated[str, Opt(
 def meta_train_cmd(
     ctx: typer.Context, *, family: FamilyOpt = None, out: OutOpt, recipe: RecipeOpt = None,
     learner: LearnerOpt = "gradient", algorithm: AlgorithmOpt = "reptile",
-    update_rule: UpdateRuleOpt = "metasgd", meta_steps: MetaStepsOpt = None,
+    update_rule: UpdateRuleOpt = "metasgd", rule_preset: RulePresetOpt = "",
+    meta_steps: MetaStepsOpt = None,
     meta_batch: MetaBatchOpt = None, inner_steps: InnerStepsOpt = 10,
     warmup_steps: WarmupStepsOpt = -1, posttrain_steps: PosttrainStepsOpt = None,
     posttrain_tau: PosttrainTauOpt = 0.25, posttrain_bpp: PosttrainBppOpt = None,

@@ -49,7 +49,7 @@ def _checkpoint_values(ckpt) -> dict[str, Any]:
             "prefilter_choice": cfg.prefilter_choice,
             "resource_lambda": cfg.inner.resource_lambda, "latent_bpp": tuple(cfg.latent_bpp),
             "arch_sampling": cfg.sampling, "objective": cfg.objective,
-            "outer_loss": cfg.outer_loss,
+            "outer_loss": cfg.outer_loss, "rule_preset": cfg.rule_preset,
             "val_every": cfg.val_every, "seed": cfg.seed,
             "linear_bypass": ckpt.supernet.linear_bypass,
             "dense_latents": tuple(ckpt.supernet.dense_latents),
@@ -127,7 +127,7 @@ def _configs(recipe: Recipe, fam, ckpt, device: str):
         warmup_steps=recipe.warmup, posttrain_steps=recipe.posttrain_steps,
         posttrain_tau=recipe.posttrain_tau, posttrain_bpp=recipe.posttrain_bpp,
         val_every=recipe.val_every, objective=recipe.objective, latent_bpp=recipe.latent_bpp,
-        outer_loss=recipe.outer_loss,
+        outer_loss=recipe.outer_loss, rule_preset=recipe.rule_preset,
         sampling=recipe.arch_sampling, prefilter_choice=recipe.prefilter_choice,
         seed=recipe.seed, device=device, batch_tasks=recipe.batch_tasks,
         inner=InnerConfig(steps=recipe.inner_steps, resource_lambda=recipe.resource_lambda))

@@ -70,6 +70,8 @@ class Recipe:
     learner: str = "gradient"
     algorithm: str = "reptile"
     update_rule: str = "metasgd"
+    #: a learner's named settings (``meta/metasgd.py`` ``PRESETS``: ``k5``); "" = none
+    rule_preset: str = ""
     meta_steps: int = 400
     meta_batch: int = 4
     inner_steps: int = 10
