@@ -4,8 +4,9 @@ learned step sizes beat the plain inner loop at K = 1; a bad learner is one line
 
 import pytest
 import torch
+from learner_checks import assert_adapts_with_learner, assert_same_training
 
-from metaae_edge.adapt import adapt, load_supernet
+from metaae_edge.adapt import load_supernet
 from metaae_edge.errors import SpecError
 from metaae_edge.meta import (
     InnerConfig,
@@ -54,16 +55,10 @@ def test_learner_trains_checkpoints_resumes_exactly_and_adapts(tmp_path, family,
     assert ck.learner and ck.meta_config["algorithm"] == algorithm
     resumed = MetaTrainer(family, cfg(algorithm=algorithm), resume=ck)
     resumed.train()
-    for (n, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=n)
-    for n, a in full.algorithm.named_parameters().items():
-        torch.testing.assert_close(a, resumed.algorithm.named_parameters()[n], atol=1e-6,
-                                   rtol=0, msg=n)
+    assert_same_training(full, resumed)
     # the Python API adapts with the checkpoint's learner, transparently
-    final = save_checkpoint(tmp_path / "f.safetensors", resumed.checkpoint())
-    res = adapt(str(final), family.sample("test", 0), steps=2, finetune_steps=1)
-    assert res.report["learner"] == algorithm
-    assert res.report["after"]["query_mse"] < res.report["before"]["query_mse"]
+    res = assert_adapts_with_learner(resumed, tmp_path / "f.safetensors",
+                                     family.sample("test", 0), algorithm)
     if algorithm == "metric":
         assert 0 <= res.report["prototype"] < 4 and res.report["retrieval_ms"] >= 0
 

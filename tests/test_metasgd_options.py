@@ -4,8 +4,9 @@ without per-step scales still loads."""
 
 import pytest
 import torch
+from learner_checks import assert_adapts_with_learner, assert_same_training
 
-from metaae_edge.adapt import adapt, load_supernet
+from metaae_edge.adapt import load_supernet
 from metaae_edge.errors import SpecError
 from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, load_checkpoint, save_checkpoint
 from metaae_edge.meta.metasgd import STEP_SLOTS, MetaSGD
@@ -56,15 +57,9 @@ def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options,
     assert ck.meta_config["rule_preset"] == preset
     resumed = MetaTrainer(family, cfg(preset=preset), resume=ck)
     resumed.train()
-    for (n, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=n)
-    for n, a in full.algorithm.named_parameters().items():
-        torch.testing.assert_close(a, resumed.algorithm.named_parameters()[n], atol=1e-6,
-                                   rtol=0, msg=n)
-    final = save_checkpoint(tmp_path / "f.safetensors", resumed.checkpoint())
-    res = adapt(str(final), family.sample("test", 0), steps=2, finetune_steps=1)
-    assert res.report["learner"] == "metasgd"
-    assert res.report["after"]["query_mse"] < res.report["before"]["query_mse"]
+    assert_same_training(full, resumed)
+    assert_adapts_with_learner(resumed, tmp_path / "f.safetensors",
+                               family.sample("test", 0), "metasgd")
 
 
 def test_an_unknown_preset_is_one_line():
