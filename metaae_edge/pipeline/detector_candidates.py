@@ -152,12 +152,18 @@ def _scales(terms: list, hold_z: np.ndarray) -> list[float]:
 
 def ensemble_result(name: str, parts: tuple[str, ...], z: np.ndarray, hold_z: np.ndarray,
                     normalizer, seed: int = 0, ours=None, front=None,
-                    weights: list[float] | None = None):
+                    weights: list[float] | None = None, fitted: dict | None = None):
     """The z-scored sum of ``parts`` fitted on ``z``, scaled on ``hold_z`` (``front``: the
-    window front-end's constants, for ``spec:`` parts; ``weights``: per part, default 1)."""
+    window front-end's constants, for ``spec:`` parts; ``weights``: per part, default 1;
+    ``fitted``: terms already fitted on the same rows, by part name, reused and filled)."""
     from .detector_graphs import EnsembleTerm
 
-    terms = [_term(p, z, seed, ours, front) for p in parts]
+    fitted = {} if fitted is None else fitted
+    terms = []
+    for p in parts:  # each term is deterministic in (rows, seed): fit it once per call
+        if p not in fitted:
+            fitted[p] = _term(p, z, seed, ours, front)
+        terms.append(fitted[p])
     term = EnsembleTerm(terms, _scales(terms, hold_z), weights)
     return detector_result(name, term, normalizer, z.shape[1])
 
@@ -187,15 +193,18 @@ def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int
             return raw, None
         return raw + WINDOW_PARTS, window_weights(raw)
 
+    fitted: dict = {}  # the terms the candidates below share, fitted once
     if front is not None:
         out.append(Candidate("window", ensemble_result("window", WINDOW_PARTS, z, hold_z,
-                                                       normalizer, seed, front=front)))
+                                                       normalizer, seed, front=front,
+                                                       fitted=fitted)))
     parts, w = parts_of(raw_plus[0])
     out.append(Candidate("ensemble", ensemble_result("ensemble", parts, z, hold_z,
                                                      normalizer, seed, front=front,
-                                                     weights=w)))
+                                                     weights=w, fitted=fitted)))
     if ours is not None and hasattr(ours.model, "decode"):
         parts, w = parts_of(raw_plus[1])
         out.append(Candidate("ensemble+ours", ensemble_result(
-            "ensemble+ours", parts, z, hold_z, normalizer, seed, ours, front, weights=w)))
+            "ensemble+ours", parts, z, hold_z, normalizer, seed, ours, front, weights=w,
+            fitted=fitted)))
     return out
