@@ -133,15 +133,25 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def to_markdown(summary: dict[str, Any]) -> str:
     """The human report: setup, the table at the target K (sorted by quality, best first,
     every baseline shown), the curve over K, ours' stages, and the targets."""
-    cfg, setup, methods = summary["config"], summary["setup"], summary["methods"]
-    tk, anomaly = cfg["target_k"], cfg["objective"] == "anomaly"
+    anomaly = summary["config"]["objective"] == "anomaly"
+    key = "roc_auc" if anomaly else "query_mse"
+    order = sorted(summary["methods"],
+                   key=lambda m: (_mean(summary, m, key) is None,
+                                  (-1 if anomaly else 1) * (_mean(summary, m, key) or 0)))
+    lines = (_md_setup(summary) + _md_results(summary, order) + _md_curves(summary, order)
+             + _md_ours(summary) + _md_targets(summary))
+    return "\n".join(lines) + "\n"
+
+
+def _md_setup(summary: dict[str, Any]) -> list[str]:
+    cfg, setup = summary["config"], summary["setup"]
     n = cfg["tasks"] * len(cfg["seeds"])
     lines = [f"# metaae-edge evaluate: {cfg['family']} / {cfg['objective']}", "",
              f"Checkpoint `{cfg['checkpoint']}`; {cfg['tasks']} held-out test tasks x seeds "
              f"{cfg['seeds']} = {n} units; support S={cfg['shots']}; K in {cfg['steps']}; "
-             f"tables at K={tk}. Mean ± 95% Student-t half-width over units. MSE and PSNR "
-             f"in model (support-standardised) space; PSNR = 10 log10(range² / MSE), range = "
-             f"max - min of the task's query target.", "",
+             f"tables at K={cfg['target_k']}. Mean ± 95% Student-t half-width over units. MSE "
+             f"and PSNR in model (support-standardised) space; PSNR = 10 log10(range² / MSE), "
+             f"range = max - min of the task's query target.", "",
              "Step accounting: ours / weights-only / arch-only spend K as ceil(K/2) supernet "
              "inner steps + floor(K/2) compact fine-tune steps (Adam lr "
              f"{cfg['ours_finetune_lr']:g}); fixed-scratch / pretrain-finetune / fixed-maml "
@@ -159,10 +169,12 @@ def to_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"Fixed-arch MAML: {maml['algorithm']}, {maml['meta_steps']} meta-steps x "
                      f"{maml['meta_batch']} tasks x {maml['inner_steps']} inner steps"
                      f"{' (cached)' if maml.get('cached') else ''}.")
-    lines.append("")
-    key = "roc_auc" if anomaly else "query_mse"
-    order = sorted(methods, key=lambda m: (_mean(summary, m, key) is None,
-                                           (-1 if anomaly else 1) * (_mean(summary, m, key) or 0)))
+    return lines + [""]
+
+
+def _md_results(summary: dict[str, Any], order: list[str]) -> list[str]:
+    cfg, methods = summary["config"], summary["methods"]
+    anomaly = cfg["objective"] == "anomaly"
     header = ["rank", "method", "query MSE", "PSNR dB"]
     header += ["ROC-AUC", "PR-AUC"] if anomaly else []
     header += ["params", "MACs", "latency ms (ORT, b=1)", "adapt s", "train FLOPs"]
@@ -176,12 +188,16 @@ def to_markdown(summary: dict[str, Any]) -> str:
                        _fmt((s.get("macs") or {}).get("mean")),
                        _ci(s.get("latency_ms"), 3), _ci(s.get("adapt_seconds"), 3),
                        _fmt((s.get("train_flops") or {}).get("mean"))])
-    lines += [f"## Results at K={tk} (best first by {'ROC-AUC' if anomaly else 'query MSE'})", "",
-              *_table(header, rows), "",
-              f"Latency: median of {cfg['latency_runs']} onnxruntime runs (1 thread, batch 1) on "
-              f"the first {cfg['latency_tasks']} units only.", ""]
-    lines += ["## Query MSE vs adaptation steps K", ""]
-    ks = [str(k) for k in cfg["steps"]]
+    by = "ROC-AUC" if anomaly else "query MSE"
+    return [f"## Results at K={cfg['target_k']} (best first by {by})", "",
+            *_table(header, rows), "",
+            f"Latency: median of {cfg['latency_runs']} onnxruntime runs (1 thread, batch 1) on "
+            f"the first {cfg['latency_tasks']} units only.", ""]
+
+
+def _md_curves(summary: dict[str, Any], order: list[str]) -> list[str]:
+    ks = [str(k) for k in summary["config"]["steps"]]
+    lines = ["## Query MSE vs adaptation steps K", ""]
     lines += _table(["method", *[f"K={k}" for k in ks]],
                     [[m, *[_ci(summary["curves"][m].get(k)) for k in ks]]
                      for m in order if m in summary["curves"]])
@@ -190,24 +206,30 @@ def to_markdown(summary: dict[str, Any]) -> str:
         lines += _table(["method", *[f"K={k}" for k in ks]],
                         [[m, *[_ci(summary["curves_roc_auc"][m].get(k), 3) for k in ks]]
                          for m in order if m in summary["curves_roc_auc"]])
-    o = methods.get("ours", {})
-    if o:
-        lines += ["", f"## Ours: relaxed vs discretised (K={tk})", "",
-                  *_table(["relaxed supernet", "discretised (frozen)", "after fine-tune",
-                           "discretisation gap", "latent"],
-                          [[_ci(o.get("relaxed_query_mse")), _ci(o.get("discretized_query_mse")),
-                            _ci(o.get("query_mse")), _ci(o.get("discretization_gap"), 3),
-                            _ci(o.get("latent_dim"), 3)]])]
-    lines += ["", "## Targets", ""]
-    proto = all(t["protocol_ok"] for t in summary["targets"])
-    if not proto:
+    return lines
+
+
+def _md_ours(summary: dict[str, Any]) -> list[str]:
+    o = summary["methods"].get("ours", {})
+    if not o:
+        return []
+    return ["", f"## Ours: relaxed vs discretised (K={summary['config']['target_k']})", "",
+            *_table(["relaxed supernet", "discretised (frozen)", "after fine-tune",
+                     "discretisation gap", "latent"],
+                    [[_ci(o.get("relaxed_query_mse")), _ci(o.get("discretized_query_mse")),
+                      _ci(o.get("query_mse")), _ci(o.get("discretization_gap"), 3),
+                      _ci(o.get("latent_dim"), 3)]])]
+
+
+def _md_targets(summary: dict[str, Any]) -> list[str]:
+    lines = ["", "## Targets", ""]
+    if not all(t["protocol_ok"] for t in summary["targets"]):
         lines += ["Protocol of the targets: S=32, K=20, >= 50 tasks x 3 seeds. **This run is "
                   "smaller, so these verdicts are indicative only.**", ""]
-    lines += _table(["target", "measured", "threshold", "status"],
-                    [[t["target"], _fmt(t["value"], 3), _fmt(t["threshold"], 3),
-                      {"met": "MET", "missed": "**MISSED**"}.get(t["status"], "n/a")]
-                     for t in summary["targets"]])
-    return "\n".join(lines) + "\n"
+    return lines + _table(["target", "measured", "threshold", "status"],
+                          [[t["target"], _fmt(t["value"], 3), _fmt(t["threshold"], 3),
+                            {"met": "MET", "missed": "**MISSED**"}.get(t["status"], "n/a")]
+                           for t in summary["targets"]])
 
 
 # -- files --------------------------------------------------------------------------------
