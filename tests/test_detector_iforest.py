@@ -157,3 +157,14 @@ def test_listed_scored_and_written_when_selected(cli, tmp_path, monkeypatch):
     forest = fit_iforest(norm.transform(fit.support).astype(np.float64), 0)
     ref = -forest.score_samples(norm.transform(query))
     assert np.abs(np.load(tmp_path / "s.npy") - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("method", ["walk", "path"])
+def test_identical_fit_rows_root_leaves(method):
+    """Rows that cannot be split: every tree is one leaf (no walk step), as scikit-learn."""
+    z = np.ones((20, 3))
+    forest = fit_iforest(z, 0)
+    term = IforestTerm(forest, method)
+    q = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
+    assert term.depth == 0
+    assert np.abs(_torch(term, q) - (-forest.score_samples(q))).max() < 1e-6
