@@ -168,3 +168,15 @@ def test_identical_fit_rows_root_leaves(method):
     q = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
     assert term.depth == 0
     assert np.abs(_torch(term, q) - (-forest.score_samples(q))).max() < 1e-6
+
+
+def test_a_forest_on_feature_subsets_maps_its_columns():
+    """``max_features < 1`` (not the detector's setting): each tree's split features index
+    its own column subset; the tables map them back to input columns."""
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(16)
+    z = rng.standard_normal((200, 9)) * np.arange(1, 10)
+    forest = IsolationForest(n_estimators=30, max_features=0.5, random_state=0).fit(z)
+    q = (3 * rng.standard_normal((400, 9)) * np.arange(1, 10)).astype(np.float32)
+    assert np.abs(_torch(IforestTerm(forest), q) - (-forest.score_samples(q))).max() < 1e-6
