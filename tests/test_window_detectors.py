@@ -119,7 +119,7 @@ def test_windows_add_the_front_end_to_the_ensembles():
     z, zh = norm.transform(x[:48]).astype(np.float64), norm.transform(x[48:]).astype(np.float64)
     plain = {c.name for c in detector_candidates(z, zh, norm)}
     wins = {c.name: c for c in detector_candidates(z, zh, norm, channels=3)}
-    assert plain == {"knn", "gmm", "ocsvm", "ensemble"}
+    assert plain == {"knn", "gmm", "ocsvm", "iforest", "ensemble"}
     assert set(wins) == plain | {"window"}
     ens = wins["ensemble"].result.model.term
     assert len(ens.terms) == 4  # 3 raw-space + window

@@ -128,6 +128,10 @@ def _term(name: str, z: np.ndarray, seed: int, ours=None, front=None):
         return PcaTerm(z, ensemble_pca_size(z, seed))
     if name == "gmm":
         return GmmTerm(fit_gmm(z, seed))
+    if name == "iforest":  # the iforest detector's forest, walked in the graph
+        from .detector_iforest import IforestTerm, fit_iforest
+
+        return IforestTerm(fit_iforest(z, seed))
     if name == "ours":
         return AeTerm(ours.model)
     raise ValueError(f"unknown detector term {name!r}")
@@ -185,7 +189,7 @@ def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int
 
         front = fit_front(z, normalizer, check_channels(channels, d))
     out = [Candidate(n, detector_result(n, _term(n, z, seed), normalizer, d))
-           for n in ("knn", "gmm", "ocsvm")]
+           for n in ("knn", "gmm", "ocsvm", "iforest")]
     raw_plus = (ENSEMBLE_PARTS, (*ENSEMBLE_PARTS, "ours"))
 
     def parts_of(raw: tuple[str, ...]) -> tuple[tuple[str, ...], list[float] | None]:
