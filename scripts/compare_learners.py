@@ -11,7 +11,9 @@ the adaptation time and the parameter counts; means over seeds with 95% t-interv
         --seeds 0,1,2 --meta-steps 150 --meta-batch 2 --tasks 16 --out runs/learners
 
 Checkpoints are cached in ``--out`` (delete them to re-train); results go to
-``--out/results.json`` and the Markdown table to stdout.
+``--out/results.json`` and the Markdown table to stdout; ``--table A/results.json
+B/results.json ...`` prints one table of earlier runs (no training), with each
+model learner's K = 5 change against ``gradient (reptile)`` of the same family.
 """
 
 from __future__ import annotations
@@ -33,13 +35,18 @@ LEARNERS = {  # label -> recipe overrides
     "metric": {"learner": "metric"},
     "model (metasgd v1)": {"learner": "model", "update_rule": "metasgd"},
     "model (metasgd v2)": {"learner": "model", "update_rule": "metasgd"},
+    "model (metasgd v3)": {"learner": "model", "update_rule": "metasgd"},
 }
 #: label -> MetaSGD class settings while it is meta-trained: ``v1`` the first Meta-SGD
 #: (per-parameter log step sizes from 0), ``v2`` from log 2 plus per-tensor per-step scales
-#: (docs/learners.md: chosen on meta-validation tasks); plain ``model (metasgd)``: the
-#: class defaults
-VARIANTS = {"model (metasgd v1)": {"init_log_size": 0.0, "per_step": False},
-            "model (metasgd v2)": {"init_log_size": math.log(2.0), "per_step": True}}
+#: (docs/learners.md: chosen on meta-validation tasks), ``v3`` = ``v2`` plus signed
+#: per-coordinate scales (outer lr 0.01; not adopted, docs/learners.md); plain
+#: ``model (metasgd)``: the class defaults
+VARIANTS = {"model (metasgd v1)": {"init_log_size": 0.0, "per_step": False, "signed": False},
+            "model (metasgd v2)": {"init_log_size": math.log(2.0), "per_step": True,
+                                   "signed": False},
+            "model (metasgd v3)": {"init_log_size": math.log(2.0), "per_step": True,
+                                   "signed": True, "scale_lr": 1e-2}}
 
 
 def _slug(label: str) -> str:
@@ -160,6 +167,20 @@ def table(results: dict, ks: list[int]) -> str:
     return "\n".join(lines)
 
 
+def k5_change(results: dict, k: int = 5) -> str:
+    """Per family and learner: mean query MSE at K against the gradient learner's."""
+    lines = []
+    for family, by in results.items():
+        base = by.get("gradient (reptile)")
+        for label, runs in by.items():
+            if base is None or label == "gradient (reptile)":
+                continue
+            m = np.mean([r["query"][str(k)] for r in runs])
+            b = np.mean([r["query"][str(k)] for r in base])
+            lines.append(f"{family} {label}: K={k} {m:.4f} vs {b:.4f} ({100 * (m / b - 1):+.1f}%)")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="manifold,sensors")
@@ -172,8 +193,17 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=32)
     ap.add_argument("--ks", default="0,1,5,20")
     ap.add_argument("--out", type=Path, default=Path("runs/learners"))
+    ap.add_argument("--table", type=Path, nargs="*", help="print the table of these results")
     args = ap.parse_args()
     args.ks = [int(k) for k in args.ks.split(",")]
+    if args.table:
+        merged: dict = {}
+        for path in args.table:
+            for family, by in json.loads(path.read_text()).items():
+                merged.setdefault(family, {}).update(by)
+        print(table(merged, args.ks))
+        print(k5_change(merged))
+        return
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
@@ -188,6 +218,7 @@ def main() -> None:
                       f"{r['query'][str(args.ks[-1])]:.4f} (train {secs:.0f}s)", flush=True)
                 (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results, args.ks))
+    print(k5_change(results))
 
 
 if __name__ == "__main__":

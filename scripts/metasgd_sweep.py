@@ -10,7 +10,9 @@ steps, as one JSON line. A configuration is ``name`` plus ``key=value`` settings
 * ``u0w=`` / ``u0a=`` the start of the weights' / architecture logits' log step sizes,
 * ``lrw=`` the inner weight step size (any learner; training and scoring),
 * ``ps=1`` a learned log scale per tensor and inner step (``MetaSGD.per_step``),
-  ``step_lr=`` its outer step.
+  ``step_lr=`` its outer step,
+* ``sg=1`` a learned signed linear scale per coordinate (``MetaSGD.signed``),
+  ``sc_lr=`` its outer step.
 
     nice -n 10 python scripts/metasgd_sweep.py --family manifold \\
         --config "k5-u0log2:k=5,u0=0.693" --out runs/sweep/manifold.jsonl
@@ -55,7 +57,8 @@ def run(family: str, name: str, opts: dict, args) -> dict:
     from metaae_edge.meta.metasgd import MetaSGD
 
     attrs = {"u0": ("init_log_size", float), "ps": ("per_step", lambda v: bool(int(v))),
-             "rule_lr": ("rule_lr", float), "step_lr": ("step_lr", float)}
+             "rule_lr": ("rule_lr", float), "step_lr": ("step_lr", float),
+             "sg": ("signed", lambda v: bool(int(v))), "sc_lr": ("scale_lr", float)}
     saved = {a: getattr(MetaSGD, a) for a, _ in attrs.values()}
     for key, (attr, conv) in attrs.items():
         if key in opts:
@@ -93,6 +96,10 @@ def run(family: str, name: str, opts: dict, args) -> dict:
     if hasattr(learner, "log_size"):
         u = torch.cat([p.detach().flatten() for p in learner.log_size.values()])
         out["u_mean"], out["u_std"] = round(float(u.mean()), 3), round(float(u.std()), 3)
+    if getattr(learner, "scale", None):
+        s = torch.cat([p.detach().flatten() for p in learner.scale.values()])
+        out["scale_std"] = round(float(s.std()), 3)
+        out["scale_negative"] = round(float((s < 0).float().mean()), 4)
     return out
 
 

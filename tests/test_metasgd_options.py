@@ -1,6 +1,6 @@
-"""Meta-SGD's options: the start of the log step sizes, per-step scales and the supernet's
-outer direction; each trains, checkpoints, resumes exactly and adapts, and a checkpoint
-without per-step scales still loads."""
+"""Meta-SGD's options: the start of the log step sizes, per-step scales, signed scales and
+the supernet's outer direction; each trains, checkpoints, resumes exactly and adapts, and a
+checkpoint without per-step / signed scales still loads."""
 
 import pytest
 import torch
@@ -32,20 +32,23 @@ def options(monkeypatch):
 
 
 @pytest.mark.parametrize("opts", [{"init_log_size": 0.7}, {"per_step": True},
-                                  {"init_direction": "query"}, {"preset": "k5"}])
+                                  {"init_direction": "query"}, {"preset": "k5"},
+                                  {"signed": True}])
 def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options, opts):
     opts = dict(opts)
     preset = opts.pop("preset", "")
     options(**opts)
     family = create_family("manifold")
     full = MetaTrainer(family, cfg(preset=preset), supernet=SMALL)
-    want = {**{"init_log_size": MetaSGD.init_log_size, "per_step": MetaSGD.per_step},
-            **MetaSGD.PRESETS.get(preset, {})}
+    want = {**{"init_log_size": MetaSGD.init_log_size, "per_step": MetaSGD.per_step,
+               "signed": MetaSGD.signed}, **MetaSGD.PRESETS.get(preset, {})}
     u0 = torch.cat([p.detach().flatten() for p in full.algorithm.log_size.values()])
     assert torch.allclose(u0, torch.full_like(u0, want["init_log_size"]))
     assert bool(full.algorithm.log_step) == want["per_step"]
     if want["per_step"]:
         assert all(v.shape == (STEP_SLOTS,) for v in full.algorithm.log_step.values())
+    assert bool(full.algorithm.scale) == want["signed"]
+    assert all(torch.equal(v, torch.ones_like(v)) for v in full.algorithm.scale.values())
     before = {k: v.detach().clone() for k, v in full.algorithm.named_parameters().items()}
     full.train()
     assert any(not torch.equal(v, before[k])
@@ -54,6 +57,7 @@ def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options,
     half.train()
     ck = load_checkpoint(save_checkpoint(tmp_path / "h.safetensors", half.checkpoint()))
     assert want["per_step"] == any(k.startswith("log_step.") for k in ck.learner)
+    assert want["signed"] == any(k.startswith("scale.") for k in ck.learner)
     assert ck.meta_config["rule_preset"] == preset
     resumed = MetaTrainer(family, cfg(preset=preset), resume=ck)
     resumed.train()
@@ -140,3 +144,39 @@ def test_meta_train_rule_preset_flag_is_stored_and_an_unknown_one_refused(tmp_pa
     assert isinstance(bad.exception, SpecError)
     assert "presets k5, got 'zz'" in str(bad.exception)
     assert not (tmp_path / "zz.safetensors").exists()
+
+
+def test_signed_scales_change_the_update_and_load_whatever_the_default(tmp_path, options):
+    from metaae_edge.meta import make_batch
+
+    family = create_family("manifold")
+    plain = MetaTrainer(family, cfg(steps=2), supernet=SMALL)
+    plain.train()
+    old = save_checkpoint(tmp_path / "old.safetensors", plain.checkpoint())
+    options(signed=True)
+    model, _ = load_supernet(str(old))  # no scale.* in it: unit scales, the same rule
+    learner = model.meta_learner
+    assert set(learner.scale) == {f"scale.{k}" for k, _ in model.named_parameters()}
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    batch = make_batch(family.sample("test", 1), seed=1)
+    inner = InnerConfig(steps=2)
+    ref = plain.algorithm.adapt(params, batch, inner)
+    assert all(torch.equal(learner.adapt(params, batch, inner)[k], ref[k]) for k in ref)
+    name = next(k for k in params if not k.startswith("arch."))
+    with torch.no_grad():  # one tensor's scale negative: its first step flips sign
+        learner.scale[f"scale.{name}"].fill_(-1.0)
+    one = replace_steps(inner, 1)
+    flipped, base = learner.adapt(params, batch, one), plain.algorithm.adapt(params, batch, one)
+    torch.testing.assert_close(flipped[name] - params[name], -(base[name] - params[name]))
+    assert float((base[name] - params[name]).abs().max()) > 0
+    assert all(torch.equal(flipped[k], base[k]) for k in base if k != name)
+    signed = MetaTrainer(family, cfg(steps=2), supernet=SMALL)
+    signed.train()
+    assert any(not torch.equal(v, torch.ones_like(v)) for v in signed.algorithm.scale.values())
+    path = save_checkpoint(tmp_path / "sg.safetensors", signed.checkpoint())
+    options(signed=False)  # a signed checkpoint gets its scales whatever the default
+    assert not MetaTrainer(family, cfg(steps=2), supernet=SMALL).algorithm.scale
+    loaded, _ = load_supernet(str(path))
+    assert set(loaded.meta_learner.scale) == set(signed.algorithm.scale)
+    for k, v in signed.algorithm.scale.items():
+        torch.testing.assert_close(loaded.meta_learner.scale[k], v.detach(), atol=0, rtol=0)

@@ -50,6 +50,12 @@ class MetaSGD(LearnedRule):
     #: tensor's coordinates, so it moves coherently; at the log sizes' 0.05 a scale could
     #: drift by 4.5 in 90 meta-steps)
     step_lr = 1e-2
+    #: also a learned signed linear scale per parameter (``scale.<name>``, from 1),
+    #: multiplied onto ``exp(u)``: as the original Meta-SGD's alpha vector, a step size
+    #: may reach 0 or turn negative (the log scale alone keeps it positive)
+    signed = False
+    #: outer Adam step of the signed scales
+    scale_lr = 1e-2
 
     def __init__(self, model):
         super().__init__(model)
@@ -57,14 +63,17 @@ class MetaSGD(LearnedRule):
             f"log_size.{k}": torch.nn.Parameter(torch.full_like(v.detach(), self.init_log_size))
             for k, v in model.named_parameters()}
         self.log_step = self._new_steps() if self.per_step else {}
+        self.scale = self._new_scales() if self.signed else {}
 
     def named_parameters(self):
-        return {**self.log_size, **self.log_step}
+        return {**self.log_size, **self.log_step, **self.scale}
 
     def param_groups(self, cfg):
         groups = [{"params": list(self.log_size.values()), "lr": self.rule_lr}]
         if self.log_step:
             groups.append({"params": list(self.log_step.values()), "lr": self.step_lr})
+        if self.scale:
+            groups.append({"params": list(self.scale.values()), "lr": self.scale_lr})
         return groups
 
     def apply_preset(self, settings):
@@ -74,28 +83,41 @@ class MetaSGD(LearnedRule):
                 u.fill_(self.init_log_size)
         if self.per_step and not self.log_step:
             self.log_step = self._new_steps()
+        if self.signed and not self.scale:
+            self.scale = self._new_scales()
 
     def match_state(self, state):
-        """A checkpoint with per-step scales gets them whatever :attr:`per_step` says."""
+        """A checkpoint with per-step (signed) scales gets them whatever :attr:`per_step`
+        (:attr:`signed`) says."""
         if not self.log_step and any(k.startswith("log_step.") for k in state):
             self.log_step = self._new_steps()
+        if not self.scale and any(k.startswith("scale.") for k in state):
+            self.scale = self._new_scales()
 
     def _new_steps(self) -> dict[str, torch.nn.Parameter]:
         """Zero per-step scales (the rule unchanged), one vector per parameter tensor."""
         return {f"log_step.{n[len('log_size.'):]}": torch.nn.Parameter(
                     torch.zeros(STEP_SLOTS, device=u.device)) for n, u in self.log_size.items()}
 
+    def _new_scales(self) -> dict[str, torch.nn.Parameter]:
+        """Unit signed scales (the rule unchanged), one per parameter coordinate."""
+        return {f"scale.{n[len('log_size.'):]}": torch.nn.Parameter(torch.ones_like(u.detach()))
+                for n, u in self.log_size.items()}
+
     def load_state_dict(self, state):
-        # a checkpoint from before the per-step scales: zero scales, the same rule
+        # a checkpoint from before the per-step / signed scales: neutral ones, the same rule
         if self.log_step and not any(k.startswith("log_step.") for k in state):
             state = {**state, **{k: torch.zeros_like(v) for k, v in self.log_step.items()}}
+        if self.scale and not any(k.startswith("scale.") for k in state):
+            state = {**state, **{k: torch.ones_like(v) for k, v in self.scale.items()}}
         super().load_state_dict(state)
 
-    def _log_rate(self, k: str, step: int) -> torch.Tensor:
+    def _rate(self, k: str, step: int) -> torch.Tensor:
+        """The step size factor of parameter ``k`` at inner step ``step``."""
         u = self.log_size[f"log_size.{k}"]
         if self.log_step:
             u = u + self.log_step[f"log_step.{k}"][min(step, STEP_SLOTS - 1)]
-        return u
+        return u.exp() * self.scale[f"scale.{k}"] if self.scale else u.exp()
 
     def rule(self, params, inner, train):
         names = set(trainable_names(params, inner))
@@ -108,7 +130,7 @@ class MetaSGD(LearnedRule):
                     new[k] = v
                     continue
                 d = moments.direction(k, grads[k], step)
-                new[k] = v - base_lr(k, inner) * self._log_rate(k, step).exp() * d
+                new[k] = v - base_lr(k, inner) * self._rate(k, step) * d
             return new
 
         return update
