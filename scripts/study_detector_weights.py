@@ -1,29 +1,33 @@
 #!/usr/bin/env python
-"""Meta-learn the exported ensemble's term weights across tasks, leave-one-dataset-out.
+"""Meta-learn the exported ensemble's combination rule across tasks, leave-one-dataset-out.
 
-Reads the per-unit term caches of ``scripts/cache_detector_terms.py``. A rule is one
-weight per term; a unit's score is ``sum_t w_t * query_t / sd_t`` over the terms it has
-(``spec:`` terms only on window units), as ``EnsembleTerm`` exports it. The objective
-of a rule on a set of units is the mean ROC-AUC over *groups*: each real dataset (both
-shot counts together) is one group, like each synthetic family's train split. Weights
-come from :data:`GRID` by coordinate ascent on that objective from a few starts.
+Reads the per-unit term caches of ``scripts/cache_detector_terms.py``. A term's z-score
+is ``(s_t - mean_t) / sd_t`` (held-out normal rows' mean and std); a rule is an
+aggregation (``sum``: the product's EnsembleTerm; ``max``; ``sq``: sum of squared
+positive parts) and one weight per term (``spec:`` terms exist on window units only).
+The objective of a rule on a set of units is the mean ROC-AUC over *groups*: each real
+dataset (both shot counts together) is one group, like each synthetic family's train
+split.
 
-Protocol (MetaOD / ADBench style):
+Protocols (MetaOD / ADBench style), each a *chooser* from meta-training units to a rule:
 
-- ``lodo``: for each real dataset d, the weights are chosen on the other real datasets
-  and the synthetic train splits, without any unit of d; d's rows are scored with them.
-  Synthetic test rows are scored with the weights chosen on every meta-training group
-  (all real datasets + train splits), never on a test split.
-- ``all``: the weights chosen on every meta-training group (the rule one would ship; on a
-  real row it has seen that row, so it is reported as in-sample, not as a result).
-- ``current``: the rule exported before this study (raw knn-white + mahalanobis + pca +
-  ours, and 4 x spec:mahalanobis on windows); ``equal``: weight 1 on every exportable
-  term (no choice made, so no leakage).
+- ``lodo-grid[-AGG][+iforest]``: weights from ``--grid`` by coordinate ascent from three
+  starts (the current rule, equal weights, the best single term), over the exportable
+  terms (``+iforest``: IsolationForest too);
+- ``lodo-fixed``: the best of :data:`FIXED` (current / equal weights x sum / max / sq).
+
+For each real dataset d the chooser sees the other real datasets and the synthetic train
+splits, never a unit of d; d's rows are scored with its rule. Synthetic test rows are
+scored with the rule chosen on every meta-training group (never a test split). Fixed
+columns (``current``: the rule exported before this study; ``equal``...) involve no
+choice. ``lodo-grid, all (in-sample)``: the grid rule chosen on everything, scored on rows
+it saw; ``per-dataset (in-sample)``: each dataset's own best grid rule, an upper bound of
+what a per-dataset choice of weights could reach; neither is a result.
 
 Example::
 
-    python scripts/study_detector_weights.py --cache /tmp/terms \\
-        --reference /tmp/real_table.md --write-rule metaae_edge/pipeline/detector_weights.json
+    python scripts/study_detector_weights.py --cache /tmp/terms --grid-aggs sum,max \\
+        --reference /tmp/real_table.md
 """
 
 from __future__ import annotations
