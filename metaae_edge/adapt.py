@@ -58,6 +58,9 @@ __all__ = [
 
 
 Compact = CompactAE | CompactConvAE
+#: ``task.info`` key: a factor on the fine-tune's learning rate that the task's maker
+#: asks for (``ours-nlm``: a small refinement of NLM's output; see nlm_candidates)
+FINETUNE_LR_KEY = "finetune_lr_scale"
 
 
 @dataclass
@@ -189,6 +192,7 @@ def adapt_supernet(
 
     ``early_stop`` / ``budget_s`` / ``on_finetune``: the data-scaled fine-tune of
     :mod:`metaae_edge.budget` (``auto``: above ``FEW_SHOT_ROWS`` support rows).
+    ``task.info[FINETUNE_LR_KEY]`` scales ``finetune_lr``.
     ``fresh_noise``: the fine-tune steps of an image denoise task with a synthetic noise
     model train on a fresh seeded corruption each (:mod:`metaae_edge.fresh_noise`);
     False: on ``make_batch``'s one noisy copy (real pairs always are).
@@ -219,6 +223,7 @@ def adapt_supernet(
     # MLP bypass fine-tunes as it was measured (docs/evaluate.md)
     budget: dict[str, Any] = {}
     draw = support_draws(task, seed, device) if fresh_noise else None
+    finetune_lr = finetune_lr * float(task.info.get(FINETUNE_LR_KEY, 1.0))
     if scaled:
         budget = finetune_early_stop(
             compact, batch, lambda m, x, y: compact_loss(m, x, y, batch.loss),
@@ -237,6 +242,7 @@ def adapt_supernet(
         "steps": inner.steps,
         "finetune_steps": finetune_steps,
         "fresh_noise": draw is not None,
+        "finetune_lr": finetune_lr,
         "before": before,
         "relaxed": relaxed,
         "discretized_query_mse": frozen_q,

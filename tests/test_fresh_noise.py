@@ -103,8 +103,14 @@ def test_real_pairs_are_untouched(ckpt):
 
 
 def test_ours_nlm_adapts_on_several_nlm_draws():
+    from metaae_edge.adapt import FINETUNE_LR_KEY
     from metaae_edge.pipeline.candidates import Candidate
-    from metaae_edge.pipeline.nlm_candidates import NLM_DRAWS, hybrid_result, nlm_candidates
+    from metaae_edge.pipeline.nlm_candidates import (
+        NLM_DRAWS,
+        NLM_FINETUNE_LR_SCALE,
+        hybrid_result,
+        nlm_candidates,
+    )
 
     task = _task(n_support=12)
     seen = []
@@ -125,3 +131,16 @@ def test_ours_nlm_adapts_on_several_nlm_draws():
     assert np.array_equal(draws[0], paired.support_noisy) and paired.noise is None
     assert float(np.abs(draws[1] - draws[0]).mean()) > 1e-3
     assert support_draws(paired, 0) is not None and DRAWS_KEY not in task.info
+    assert paired.info[FINETUNE_LR_KEY] == NLM_FINETUNE_LR_SCALE < 1
+
+
+def test_task_lr_scale_reaches_the_finetune(ckpt):
+    from metaae_edge.adapt import FINETUNE_LR_KEY
+
+    task = _task(24)
+    still = dataclasses.replace(task, info={**task.info, FINETUNE_LR_KEY: 0.0})
+    kw = dict(steps=2, finetune_steps=8, seed=0)
+    a, b = adapt(ckpt, task, **kw), adapt(ckpt, still, **kw)
+    assert a.report["finetune_lr"] == 3e-3 and b.report["finetune_lr"] == 0.0
+    # lr 0: the fine-tune leaves the extracted net as it was, so the two differ
+    assert float((_weights(a) - _weights(b)).abs().max()) > 1e-4

@@ -32,6 +32,9 @@ NLM_PATCHES = (5, 7)
 NLM_DISTANCE = 6
 #: noise draws of the fit images whose NLM outputs the ``ours-nlm`` fine-tune cycles
 NLM_DRAWS = 4
+#: the ``ours-nlm`` fine-tune's learning rate, as a factor on the adaptation's (1e-3
+#: of 3e-3; chosen on the tuning pairs moon:page, coins:clock, docs/images.md)
+NLM_FINETUNE_LR_SCALE = 1 / 3
 
 
 def nlm_sigma(task) -> float | None:
@@ -79,7 +82,7 @@ def _nlm_pixels(rows: np.ndarray, shape, params) -> np.ndarray:
 def hybrid_result(run_adapt, fit_task, best: Candidate, seed: int):
     """``ours-nlm``: adapt the residual net on (NLM(noisy fit images), clean) and compose
     it with the NLM of ``best`` (an ``nlm-*`` candidate) into one denoiser spec."""
-    from ..adapt import AdaptResult, _arch_report
+    from ..adapt import FINETUNE_LR_KEY, AdaptResult, _arch_report
     from ..space import CompactDenoiser
     from ..space.nlm import NLMParams
 
@@ -97,6 +100,8 @@ def hybrid_result(run_adapt, fit_task, best: Candidate, seed: int):
         more = [_nlm_pixels(noise.apply(fit_task.support, rng, bounds=kind.noise_bounds),
                             shape, px) for _ in range(NLM_DRAWS - 1)]
         paired.info[DRAWS_KEY] = np.stack([noisy["support_noisy"], *more])
+    if NLM_FINETUNE_LR_SCALE != 1.0:
+        paired.info[FINETUNE_LR_KEY] = NLM_FINETUNE_LR_SCALE
     net = run_adapt(paired)
     spec = dataclasses.replace(net.spec, nlm=best.result.spec.nlm).validate()
     model = CompactDenoiser(spec)
