@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .budget import finetune_early_stop, inner_sample, max_finetune_steps, uses_early_stop
 from .errors import DataError
+from .fresh_noise import support_draws
 from .meta.checkpoint import Checkpoint, load_checkpoint
 from .meta.inner import (
     InnerConfig,
@@ -57,6 +58,9 @@ __all__ = [
 
 
 Compact = CompactAE | CompactConvAE
+#: ``task.info`` key: a factor on the fine-tune's learning rate that the task's maker
+#: asks for (``ours-nlm``: a small refinement of NLM's output; see nlm_candidates)
+FINETUNE_LR_KEY = "finetune_lr_scale"
 
 
 @dataclass
@@ -97,8 +101,13 @@ def _mse(model: Compact, x_in: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def finetune(model: Compact, batch: TaskBatch, steps: int, lr: float = 3e-3,
-             keep_best: bool = False) -> None:
+             keep_best: bool = False,
+             draw: Callable[[int], torch.Tensor] | None = None) -> None:
     """Full-batch Adam on the support set (the compact net is small; this is cheap).
+
+    ``draw``: fresh noisy support inputs per step (:mod:`metaae_edge.fresh_noise`) in
+    place of ``batch.support_in`` (not with ``keep_best``, which compares iterates on the
+    fixed inputs).
 
     ``keep_best``: end on the iterate (the start included) with the lowest support loss.
     Used for dense codes with a linear bypass, which start at the support set's
@@ -111,7 +120,8 @@ def finetune(model: Compact, batch: TaskBatch, steps: int, lr: float = 3e-3,
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     for step in range(steps + 1 if keep_best else steps):
         opt.zero_grad(set_to_none=True)
-        loss = compact_loss(model, batch.support_in, batch.support_target, batch.loss)
+        x_in = batch.support_in if draw is None or keep_best else draw(step)
+        loss = compact_loss(model, x_in, batch.support_target, batch.loss)
         if keep_best and (best is None or float(loss.detach()) < best[0]):
             best = (float(loss.detach()),
                     {k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -176,11 +186,16 @@ def adapt_supernet(
     early_stop: str = "auto",
     budget_s: float | None = None,
     on_finetune: Callable[[int, int, float], None] | None = None,
+    fresh_noise: bool = True,
 ) -> AdaptResult:
     """Adapt from given supernet parameters (meta-learned or random) to ``task``.
 
     ``early_stop`` / ``budget_s`` / ``on_finetune``: the data-scaled fine-tune of
     :mod:`metaae_edge.budget` (``auto``: above ``FEW_SHOT_ROWS`` support rows).
+    ``task.info[FINETUNE_LR_KEY]`` scales ``finetune_lr``.
+    ``fresh_noise``: the fine-tune steps of an image denoise task with a synthetic noise
+    model train on a fresh seeded corruption each (:mod:`metaae_edge.fresh_noise`);
+    False: on ``make_batch``'s one noisy copy (real pairs always are).
     """
     torch.manual_seed(seed)
     model.check_input_shape(task_input_shape(task))
@@ -207,14 +222,16 @@ def adapt_supernet(
     # a conv dense code with the bypass keeps its best support iterate (see finetune); the
     # MLP bypass fine-tunes as it was measured (docs/evaluate.md)
     budget: dict[str, Any] = {}
+    draw = support_draws(task, seed, device) if fresh_noise else None
+    finetune_lr = finetune_lr * float(task.info.get(FINETUNE_LR_KEY, 1.0))
     if scaled:
         budget = finetune_early_stop(
             compact, batch, lambda m, x, y: compact_loss(m, x, y, batch.loss),
             max_steps=max_finetune_steps(finetune_steps, len(task.support)), lr=finetune_lr,
-            seed=seed, deadline=deadline, on_step=on_finetune)
+            seed=seed, deadline=deadline, on_step=on_finetune, draw=draw)
     else:
         finetune(compact, batch, finetune_steps, finetune_lr,
-                 keep_best=spec.linear_bypass and spec.backbone == "conv")
+                 keep_best=spec.linear_bypass and spec.backbone == "conv", draw=draw)
     compact.eval()
     after = {
         "support_mse": _mse(compact, batch.support_in, batch.support_target),
@@ -224,6 +241,8 @@ def adapt_supernet(
         "task": task.summary(),
         "steps": inner.steps,
         "finetune_steps": finetune_steps,
+        "fresh_noise": draw is not None,
+        "finetune_lr": finetune_lr,
         "before": before,
         "relaxed": relaxed,
         "discretized_query_mse": frozen_q,
@@ -264,6 +283,7 @@ def adapt(
     early_stop: str = "auto",
     budget_s: float | None = None,
     on_finetune: Callable[[int, int, float], None] | None = None,
+    fresh_noise: bool = True,
 ) -> AdaptResult:
     """Adapt a meta-checkpoint to ``task`` and freeze its architecture.
 
@@ -291,6 +311,9 @@ def adapt(
         budget_s: wall-time cap (seconds from the start of adaptation) of the data-scaled
             fine-tune.
         on_finetune: its progress callback ``(step, max_steps, held_out_loss)``.
+        fresh_noise: image denoising with a synthetic noise model: a fresh seeded
+            corruption of the support images per fine-tune step (default) instead of
+            the one noisy copy; early stopping still judges on that one copy.
 
     An MLP checkpoint adapts wider data (more than its ``max_input_dim`` features) through
     the PCA front-end of :mod:`metaae_edge.projection`, folded into the compact network.
@@ -312,7 +335,8 @@ def adapt(
         raise ValueError(f"init must be 'meta' or 'random', got {init!r}")
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     kw = dict(finetune_steps=finetune_steps, seed=seed, device=device, on_step=on_step,
-              early_stop=early_stop, budget_s=budget_s, on_finetune=on_finetune)
+              early_stop=early_stop, budget_s=budget_s, on_finetune=on_finetune,
+              fresh_noise=fresh_noise)
     if is_wide(model, task):
         result = adapt_wide(model, params, task, inner, **kw)
     else:

@@ -61,12 +61,16 @@ def _loss(model, loss_fn, x, y) -> float:
 
 def finetune_early_stop(model, batch, loss_fn: Callable, *, max_steps: int, lr: float,
                         seed: int, deadline: float | None = None,
-                        on_step: Callable[[int, int, float], None] | None = None
+                        on_step: Callable[[int, int, float], None] | None = None,
+                        draw: Callable[[int], torch.Tensor] | None = None
                         ) -> dict[str, Any]:
     """Mini-batch Adam with early stopping on held-out support rows; returns its report.
 
     ``loss_fn(model, x_in, target)`` is the compact net's loss; ``deadline`` a
     ``time.perf_counter()`` value; ``on_step(step, max_steps, held_out_loss)``.
+    ``draw(step)``: fresh noisy inputs of all support rows for that step
+    (:mod:`metaae_edge.fresh_noise`); the held-out rows are always judged on
+    ``batch.support_in`` (one fixed copy), so the stopping point stays deterministic.
     """
     n = len(batch.support_in)
     n_val = int(min(max(round(0.1 * n), 8), 2048))
@@ -90,8 +94,9 @@ def finetune_early_stop(model, batch, loss_fn: Callable, *, max_steps: int, lr: 
             break
         pick = torch.randint(len(train), (bsz,), generator=gen) if bsz < len(train) else \
             slice(None)
+        xs = xt if draw is None else draw(step)[train]
         opt.zero_grad(set_to_none=True)
-        loss_fn(model, xt[pick], yt[pick]).backward()
+        loss_fn(model, xs[pick], yt[pick]).backward()
         opt.step()
         step += 1
         if step % _EVAL_EVERY and step != max_steps:
@@ -111,7 +116,8 @@ def finetune_early_stop(model, batch, loss_fn: Callable, *, max_steps: int, lr: 
     return {"mode": "early_stop", "steps_run": step, "best_step": best[1],
             "stopped_by": why, "held_out_rows": n_val, "batch_rows": bsz,
             "held_out_mse_start": start, "held_out_mse_best": best[0],
-            "max_steps": max_steps, "epochs": step * bsz / max(len(train), 1)}
+            "max_steps": max_steps, "epochs": step * bsz / max(len(train), 1),
+            "fresh_noise": draw is not None}
 
 
 def max_finetune_steps(finetune_steps: int, n_support: int) -> int:

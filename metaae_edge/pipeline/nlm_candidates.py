@@ -7,7 +7,9 @@
 * ``ours-nlm``: the residual network refining the NLM output (``out = u - f(u)``, ``u`` =
   NLM of the input), adapted from the checkpoint on pairs (NLM of the noisy fit images,
   clean fit images) with the best NLM candidate's settings (chosen on the held-out
-  images first).
+  images first). Its fine-tune cycles :data:`NLM_DRAWS` noise draws of the fit images
+  (their NLM outputs precomputed; :mod:`metaae_edge.fresh_noise`), the first of which is
+  the fixed copy the adaptation's early stopping judges on.
 
 Only for Gaussian noise of a known sigma (``--noise gaussian:S``): NLM's weights subtract
 the expected noise distance ``2 sigma^2``.
@@ -19,14 +21,20 @@ import dataclasses
 
 import numpy as np
 
+from ..fresh_noise import DRAWS_KEY
 from .candidates import Candidate, with_support
 
-__all__ = ["NLM_DISTANCE", "NLM_H_FACTORS", "NLM_PATCHES", "hybrid_result", "nlm_candidates",
-           "nlm_sigma"]
+__all__ = ["NLM_DISTANCE", "NLM_DRAWS", "NLM_H_FACTORS", "NLM_PATCHES", "hybrid_result",
+           "nlm_candidates", "nlm_sigma"]
 
 NLM_H_FACTORS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 NLM_PATCHES = (5, 7)
 NLM_DISTANCE = 6
+#: noise draws of the fit images whose NLM outputs the ``ours-nlm`` fine-tune cycles
+NLM_DRAWS = 4
+#: the ``ours-nlm`` fine-tune's learning rate, as a factor on the adaptation's (1e-3
+#: of 3e-3; chosen on the tuning pairs moon:page, coins:clock, docs/images.md)
+NLM_FINETUNE_LR_SCALE = 1 / 3
 
 
 def nlm_sigma(task) -> float | None:
@@ -74,7 +82,7 @@ def _nlm_pixels(rows: np.ndarray, shape, params) -> np.ndarray:
 def hybrid_result(run_adapt, fit_task, best: Candidate, seed: int):
     """``ours-nlm``: adapt the residual net on (NLM(noisy fit images), clean) and compose
     it with the NLM of ``best`` (an ``nlm-*`` candidate) into one denoiser spec."""
-    from ..adapt import AdaptResult, _arch_report
+    from ..adapt import FINETUNE_LR_KEY, AdaptResult, _arch_report
     from ..space import CompactDenoiser
     from ..space.nlm import NLMParams
 
@@ -88,6 +96,12 @@ def hybrid_result(run_adapt, fit_task, best: Candidate, seed: int):
         corrupted = noise.apply(rows, rng, bounds=kind.noise_bounds)
         noisy[f"{name}_noisy"] = _nlm_pixels(corrupted, shape, px)
     paired = dataclasses.replace(with_support(fit_task, fit_task.support), noise=None, **noisy)
+    if NLM_DRAWS > 1:  # the fine-tune cycles these (metaae_edge.fresh_noise); draw 0 as before
+        more = [_nlm_pixels(noise.apply(fit_task.support, rng, bounds=kind.noise_bounds),
+                            shape, px) for _ in range(NLM_DRAWS - 1)]
+        paired.info[DRAWS_KEY] = np.stack([noisy["support_noisy"], *more])
+    if NLM_FINETUNE_LR_SCALE != 1.0:
+        paired.info[FINETUNE_LR_KEY] = NLM_FINETUNE_LR_SCALE
     net = run_adapt(paired)
     spec = dataclasses.replace(net.spec, nlm=best.result.spec.nlm).validate()
     model = CompactDenoiser(spec)
