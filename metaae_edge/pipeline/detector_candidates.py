@@ -10,6 +10,10 @@ join ``pca-Q`` and ``gaussian`` for the anomaly objective:
 - ``ocsvm``: the ``ocsvm`` detector (RBF, nu = 0.05, median-heuristic gamma; above
   :data:`BANK_MAX` fit rows, fitted on that many seeded ones): its support vectors, dual
   coefficients and gamma in the graph;
+- ``iforest``: the ``iforest`` detector (IsolationForest, 200 trees), walked level by level
+  in the graph (:mod:`.detector_iforest`); scored and recorded, never in the ensembles
+  (weight 0 in every leave-one-dataset-out fold of the r24 combination study,
+  docs/real_data.md);
 - ``window`` (rows declared as windows, ``channels``): Mahalanobis on the phase-invariant
   window features of :mod:`.window_features` (per channel mean, log variance, log DFT
   power), computed inside the graph;
