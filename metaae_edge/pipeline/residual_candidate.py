@@ -7,7 +7,7 @@ contract, exported by the same ONNX exporter, parity and INT8 gates):
 - encoder: no hidden layer; its linear map is 0 with bias ``-V mean`` and the bypass
   encoder is ``V`` (the top Q principal directions of the standardised fit rows), so the
   latent is PCA's code ``V (x - mean)``; kept fixed.
-- decoder: ``x_hat = V^T z + g(z)`` with ``g`` one hidden ReLU layer (the bypass decoder
+- decoder: ``x_hat = V^T z + g(z)`` with ``g`` one hidden ReLU layer of 128 (the bypass decoder
   ``V^T`` plus the MLP). ``g``'s last layer starts at 0 weight and bias ``mean``, so the
   untrained candidate *is* PCA-Q; only ``g`` (and, if ``train_bypass``, ``V^T``) is
   trained, full-batch Adam on the fit rows with early stopping on an inner 20% split of
@@ -57,7 +57,7 @@ def _pca_model(z: np.ndarray, q: int, hidden: int, seed: int):
     return model
 
 
-def fit_residual(z: np.ndarray, q: int, *, hidden: int = 64, steps: int = 1500,
+def fit_residual(z: np.ndarray, q: int, *, hidden: int = 128, steps: int = 1500,
                  lr: float = 3e-3, weight_decay: float = 1e-4, train_bypass: bool = False,
                  val_z: np.ndarray | None = None, seed: int = 0, every: int = 10,
                  batch: int | None = None):
