@@ -19,6 +19,9 @@ a hidden activation is what ``encoder=()`` already means.
   components ``V`` (bias ``-V mean``), decoder weight ``V^T`` (bias ``mean``): the score is
   PCA's squared reconstruction error / D, the detector ``pca`` of
   :mod:`metaae_edge.evaluate.detectors` at that Q.
+- ``pca+residual-Q`` (reconstruct only, :mod:`.residual_candidate`): PCA-Q's code and a
+  small MLP correcting PCA's reconstruction (the MLP bypass contract); chosen only if it
+  beats the best PCA candidate by more than one standard error on the held-out rows.
 - ``gaussian`` (anomaly only): one Gaussian, Ledoit-Wolf covariance, written as a
   full-rank linear "autoencoder" whose residual is the whitened deviation: encoder
   ``W = Sigma^-1/2`` (latent = whitened coordinates), decoder ``W^-1 - I`` with bias
@@ -60,6 +63,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .residual_candidate import RESIDUAL_PREFIX, refit, residual_candidates, residual_gate
 
 __all__ = ["CANDIDATE_MODES", "Candidate", "Competition", "closed_form_candidates",
            "compete", "pseudo_anomalies", "row_scores", "select", "selection_score",
@@ -273,7 +278,8 @@ def select(candidates: list[Candidate], objective: str, hold_raw: np.ndarray,
         c.score = float(r.mean())
     names = [c.name for c in candidates]
     inc = next((names.index(n) for n in INCUMBENT[objective] if n in names), 0)
-    best = max((i for i in range(len(candidates)) if i != inc),
+    gated = residual_gate(names, rows)  # pca+residual: > 1 SE better than the best PCA
+    best = max((i for i in range(len(candidates)) if i != inc and i not in gated),
                key=lambda i: (candidates[i].score, -i), default=inc)
     diff = rows[best] - rows[inc]
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
@@ -375,6 +381,8 @@ def compete(run_adapt, task, hold, objective: str, holdout: float, seed: int
     cands = [Candidate("ours", ours), *closed_form_candidates(
         fit_task.support, norm, objective, cap, seed,
         hold if objective == "anomaly" else None, ours, task.info.get("channels"))]
+    if objective == "reconstruct":
+        cands += residual_candidates(fit_task.support, norm, cands, seed)
     best, selected = select(cands, objective, hold, fit_task.support, seed)
     selected["score"] = best.score
     selection = {"candidates": [c.row() for c in cands], "selected": selected}
@@ -383,6 +391,8 @@ def compete(run_adapt, task, hold, objective: str, holdout: float, seed: int
     if best.name == "ours":  # reconstruct: the winner is refitted on every support row
         ours = run_adapt(task)
         return Competition(ours, ours, selection)
+    if best.name.startswith(RESIDUAL_PREFIX):
+        return Competition(refit(best.name, task, seed), ours, selection, ours_on_task=False)
     full = task.normalizer()
     z = full.transform(task.support).astype(np.float64)
     winner = pca_result(z, best.result.spec.latent_dim, full, best.name)
