@@ -192,3 +192,21 @@ def test_adapt_and_export_adds_a_density_except_for_denoise(tmp_path):
     dn = load_export_task("builtin:sensors", task="sensors:0", objective="denoise")
     rep = adapt_and_export("builtin:sensors", dn, ExportOptions(out=tmp_path / "d", **fast))
     assert "density" not in rep.manifest
+
+
+def test_density_choice_on_many_codes_uses_a_seeded_subsample():
+    """Above MAX_SELECT_CODES the (components, shrinkage) grid is cross-validated on a
+    seeded subsample; the final mixture still sees every code and finds the 3 clusters."""
+    from metaae_edge.runtime.density import MAX_SELECT_CODES
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+    codes = centres[rng.integers(3, size=MAX_SELECT_CODES + 904)] + rng.normal(size=(5000, 2))
+    a = fit_density(codes, seed=0)
+    assert a.info["n_codes"] == 5000
+    assert f"on {MAX_SELECT_CODES} seeded codes" in a.info["selection"]
+    assert a.info["components"] == 3
+    b = fit_density(codes, seed=0)
+    assert np.array_equal(a.means, b.means)
+    small = fit_density(codes[:400], seed=0)
+    assert "seeded codes" not in small.info["selection"]
