@@ -219,20 +219,10 @@ def adapt_supernet(
         relaxed = _mse_pair(model, adapted, batch, inner.tau_end)
         spec, compact, choices = _freeze(model, adapted, task, batch, inner, compress)
     frozen_q = _mse(compact, batch.query_in, batch.query_target)
-    # a conv dense code with the bypass keeps its best support iterate (see finetune); the
-    # MLP bypass fine-tunes as it was measured (docs/evaluate.md)
-    budget: dict[str, Any] = {}
     draw = support_draws(task, seed, device) if fresh_noise else None
     finetune_lr = finetune_lr * float(task.info.get(FINETUNE_LR_KEY, 1.0))
-    if scaled:
-        budget = finetune_early_stop(
-            compact, batch, lambda m, x, y: compact_loss(m, x, y, batch.loss),
-            max_steps=max_finetune_steps(finetune_steps, len(task.support)), lr=finetune_lr,
-            seed=seed, deadline=deadline, on_step=on_finetune, draw=draw)
-    else:
-        finetune(compact, batch, finetune_steps, finetune_lr,
-                 keep_best=spec.linear_bypass and spec.backbone == "conv", draw=draw)
-    compact.eval()
+    budget = _tune(compact, spec, batch, task, draw, scaled=scaled, steps=finetune_steps,
+                   lr=finetune_lr, seed=seed, deadline=deadline, on_finetune=on_finetune)
     after = {
         "support_mse": _mse(compact, batch.support_in, batch.support_target),
         "query_mse": _mse(compact, batch.query_in, batch.query_target),
@@ -259,6 +249,26 @@ def adapt_supernet(
     }
     return AdaptResult(compact, spec, task.normalizer(), report,
                        {k: v.detach() for k, v in adapted.items()})
+
+
+def _tune(compact: Compact, spec: ArchSpec, batch: TaskBatch, task: Task, draw, *,
+          scaled: bool, steps: int, lr: float, seed: int, deadline: float | None,
+          on_finetune) -> dict[str, Any]:
+    """Fine-tune the frozen network (data-scaled with early stopping when ``scaled``) and
+    put it in eval mode; the early-stop report, ``{}`` for the plain fine-tune. A conv
+    dense code with the bypass keeps its best support iterate (see finetune); the MLP
+    bypass fine-tunes as it was measured (docs/evaluate.md)."""
+    budget: dict[str, Any] = {}
+    if scaled:
+        budget = finetune_early_stop(
+            compact, batch, lambda m, x, y: compact_loss(m, x, y, batch.loss),
+            max_steps=max_finetune_steps(steps, len(task.support)), lr=lr,
+            seed=seed, deadline=deadline, on_step=on_finetune, draw=draw)
+    else:
+        finetune(compact, batch, steps, lr,
+                 keep_best=spec.linear_bypass and spec.backbone == "conv", draw=draw)
+    compact.eval()
+    return budget
 
 
 def _arch_report(spec: ArchSpec) -> dict[str, Any]:

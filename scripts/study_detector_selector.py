@@ -172,10 +172,7 @@ def summary(cols: dict, rows: list, ref: dict, kind: str) -> list[str]:
                    f"exported (measured) "
                    f"{np.mean([ref[r].get('exported', np.nan) for r in have]):.4f}")
     for m in cols:
-        d = np.array([cols[m][r] - cols["current"][r] for r in sel])
-        line = (f"  {m}: - current {d.mean():+.4f} (SE over rows "
-                f"{d.std(ddof=1) / np.sqrt(len(d)):.4f}, up / down "
-                f"{int((d > 1e-9).sum())} / {int((d < -1e-9).sum())})")
+        line = sw.vs_current(cols, m, sel)
         if have:
             g = np.array([cols[m][r] - ref[r]["oracle"] for r in have])
             line += (f"; rows >= best classical - 0.005: "

@@ -234,6 +234,14 @@ def protocols(args) -> dict:
     return out
 
 
+def vs_current(cols: dict, m: str, sel: list) -> str:
+    """``  m: - current +d (SE over rows s, up / down u / v)`` over the rows ``sel``."""
+    d = np.array([cols[m][r] - cols["current"][r] for r in sel])
+    return (f"  {m}: - current {d.mean():+.4f} (SE over rows "
+            f"{d.std(ddof=1) / np.sqrt(len(d)):.4f}, up / down "
+            f"{int((d > 1e-9).sum())} / {int((d < -1e-9).sum())})")
+
+
 def summary(cols: dict, rows: list, ref: dict, kind: str) -> str:
     sel = [r for r in rows if ("synthetic" in r[0]) == (kind == "test")]
     out = [f"Mean over the {len(sel)} {kind} rows: " + ", ".join(
@@ -244,10 +252,7 @@ def summary(cols: dict, rows: list, ref: dict, kind: str) -> str:
         out.append(f"best classical {np.mean([ref[r]['oracle'] for r in have]):.4f}, "
                    f"exported (measured) {exp:.4f} ({len(have)} rows)")
     for m in (m for m in cols if "in-sample" not in m):
-        d = np.array([cols[m][r] - cols["current"][r] for r in sel])
-        line = (f"  {m}: - current {d.mean():+.4f} (SE over rows "
-                f"{d.std(ddof=1) / np.sqrt(len(d)):.4f}, up / down "
-                f"{int((d > 1e-9).sum())} / {int((d < -1e-9).sum())})")
+        line = vs_current(cols, m, sel)
         if have:
             g = np.array([cols[m][r] - ref[r]["oracle"] for r in have])
             line += (f"; - best classical {g.mean():+.4f}, rows below best classical - "

@@ -74,22 +74,29 @@ def test_an_unknown_preset_is_one_line():
         MetaConfig(algorithm="reptile", rule_preset="k5").validate()
 
 
-def test_per_step_scales_change_the_update_and_old_checkpoints_load(tmp_path, options):
+def _old_checkpoint_under(tmp_path, options, **opts):
+    """A 2-step Meta-SGD run saved with the default options, then loaded with ``opts`` set:
+    ``(family, trainer, model, params, batch, inner, reference adaptation)``."""
+    from metaae_edge.meta import make_batch
+
     family = create_family("manifold")
     plain = MetaTrainer(family, cfg(steps=2), supernet=SMALL)
     plain.train()
     old = save_checkpoint(tmp_path / "old.safetensors", plain.checkpoint())
-    options(per_step=True)
-    model, _ = load_supernet(str(old))  # no log_step.* in it: zero scales, the same rule
-    learner = model.meta_learner
-    assert all(torch.equal(v, torch.zeros(STEP_SLOTS)) for v in learner.log_step.values())
+    options(**opts)
+    model, _ = load_supernet(str(old))
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    from metaae_edge.meta import make_batch
-
     batch = make_batch(family.sample("test", 1), seed=1)
     inner = InnerConfig(steps=2)
+    return family, plain, model, params, batch, inner, plain.algorithm.adapt(params, batch, inner)
+
+
+def test_per_step_scales_change_the_update_and_old_checkpoints_load(tmp_path, options):
+    _, plain, model, params, batch, inner, ref = _old_checkpoint_under(
+        tmp_path, options, per_step=True)
+    learner = model.meta_learner  # no log_step.* in the checkpoint: zero scales, same rule
+    assert all(torch.equal(v, torch.zeros(STEP_SLOTS)) for v in learner.log_step.values())
     same = learner.adapt(params, batch, inner)
-    ref = plain.algorithm.adapt(params, batch, inner)
     assert all(torch.equal(same[k], ref[k]) for k in ref)
     with torch.no_grad():  # a larger second step only: the first step is unchanged
         for v in learner.log_step.values():
@@ -147,20 +154,10 @@ def test_meta_train_rule_preset_flag_is_stored_and_an_unknown_one_refused(tmp_pa
 
 
 def test_signed_scales_change_the_update_and_load_whatever_the_default(tmp_path, options):
-    from metaae_edge.meta import make_batch
-
-    family = create_family("manifold")
-    plain = MetaTrainer(family, cfg(steps=2), supernet=SMALL)
-    plain.train()
-    old = save_checkpoint(tmp_path / "old.safetensors", plain.checkpoint())
-    options(signed=True)
-    model, _ = load_supernet(str(old))  # no scale.* in it: unit scales, the same rule
-    learner = model.meta_learner
+    family, plain, model, params, batch, inner, ref = _old_checkpoint_under(
+        tmp_path, options, signed=True)
+    learner = model.meta_learner  # no scale.* in the checkpoint: unit scales, same rule
     assert set(learner.scale) == {f"scale.{k}" for k, _ in model.named_parameters()}
-    params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    batch = make_batch(family.sample("test", 1), seed=1)
-    inner = InnerConfig(steps=2)
-    ref = plain.algorithm.adapt(params, batch, inner)
     assert all(torch.equal(learner.adapt(params, batch, inner)[k], ref[k]) for k in ref)
     name = next(k for k in params if not k.startswith("arch."))
     with torch.no_grad():  # one tensor's scale negative: its first step flips sign
