@@ -8,8 +8,8 @@ time shift: the distance of a query ``x`` to a bank series ``y`` is
     d(x, y) = min_{|s| <= w} || shift_s(x) - y ||^2,
 
 ``shift_s`` moving every channel by ``s`` samples with zero fill (no wrap-around), summed
-over channels. The score is the distance to the ``k``-th nearest bank series, square-rooted
-(as ``KnnTerm``). Expanded, ``d_s = sum_t shift_s(x)_t^2 + |y|^2 - 2 <shift_s(x), y>``:
+over channels. The score is the distance to the ``k``-th nearest bank series plus a
+floor of :data:`DIST_FLOOR` per sample and channel, square-rooted (as ``KnnTerm``). Expanded, ``d_s = sum_t shift_s(x)_t^2 + |y|^2 - 2 <shift_s(x), y>``:
 both sums over ``t`` are one Conv1d each of the (zero-padded) query, with the bank as
 filters and with a ones filter, so the graph is Conv, TopK, Sqrt (no loop over shifts).
 
@@ -37,6 +37,11 @@ __all__ = ["ShiftKnnTerm", "fit_series", "series_rows", "series_term", "shift_kn
 
 #: the floor of the per-row variance, as a fraction of the fit rows' mean per-row variance
 VAR_FLOOR = 1e-2
+#: added to the squared distance, per sample and channel (a query equal to a bank series
+#: would score sqrt(0): float32 rounding there differs between torch and onnxruntime,
+#: amplified by the square roots of the score and of the vector contract; monotone, so the
+#: ranking is unchanged)
+DIST_FLOOR = 1e-3
 
 
 def _prep(z: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
@@ -70,7 +75,7 @@ def series_rows(z: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
 def shift_knn_reference(z: np.ndarray, bank: np.ndarray, cfg: dict[str, Any], w: int,
                         k: int) -> np.ndarray:
     """The numpy reference: k-th smallest ``min_s |shift_s(x) - y|^2`` over the bank
-    (preprocessed series ``bank``, (B, C, T)), square-rooted."""
+    (preprocessed series ``bank``, (B, C, T)), plus the floor, square-rooted."""
     x = _prep(z, cfg)
     t = x.shape[2]
     best = np.full((len(x), len(bank)), np.inf)
@@ -83,7 +88,8 @@ def shift_knn_reference(z: np.ndarray, bank: np.ndarray, cfg: dict[str, Any], w:
         d = ((xs[:, None] - bank[None]) ** 2).sum(axis=(2, 3))
         best = np.minimum(best, d)
     kk = min(k, len(bank))
-    return np.sqrt(np.maximum(np.sort(best, axis=1)[:, kk - 1], 0.0))
+    floor = DIST_FLOOR * x.shape[1] * t
+    return np.sqrt(np.maximum(np.sort(best, axis=1)[:, kk - 1], 0.0) + floor)
 
 
 def _buf(a: Any) -> torch.Tensor:
@@ -100,6 +106,7 @@ class ShiftKnnTerm(nn.Module):
         self.w = int(min(max(w, 0), self.t - 1))
         self.k = int(min(k, len(bank)))
         self.znorm = bool(cfg["znorm"])
+        self.floor = DIST_FLOOR * self.c * self.t
         self.register_buffer("mean", _buf(cfg["mean"]))
         self.register_buffer("std", _buf(cfg["std"]))
         self.register_buffer("eps", _buf(np.asarray(cfg["eps"]).reshape(1, self.c, 1)))
@@ -119,14 +126,15 @@ class ShiftKnnTerm(nn.Module):
         return c / torch.sqrt(var + self.eps)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = F.pad(self._series(z), (self.w, self.w))
-        # conv output j holds shift s = w - j: sum_t x_pad[t + j] * y[t]
-        cross = F.conv1d(x, self.bank)  # (N, B, 2w + 1)
-        x_sq = F.conv1d(x * x, self.ones)  # (N, 1, 2w + 1): |shift_s(x)|^2
+        x = self._series(z)
+        # zero padding by the Conv's own pads (a Pad node would be opset 18); output j
+        # holds shift s = w - j: sum_t x_pad[t + j] * y[t]
+        cross = F.conv1d(x, self.bank, padding=self.w)  # (N, B, 2w + 1)
+        x_sq = F.conv1d(x * x, self.ones, padding=self.w)  # (N, 1, 2w + 1): |shift_s(x)|^2
         d2 = x_sq + self.bank_sq - 2.0 * cross
         best = torch.topk(d2, 1, dim=2, largest=False).values[:, :, 0]  # min over shifts
         kth = torch.topk(best, self.k, dim=1, largest=False).values[:, self.k - 1]
-        return torch.sqrt(torch.relu(kth))
+        return torch.sqrt(torch.relu(kth) + self.floor)
 
 
 def series_term(z: np.ndarray, normalizer, channels: int, znorm: bool, w_frac: float,

@@ -1,0 +1,107 @@
+"""The shift-tolerant nearest-neighbour term (pipeline/series_term.py): its Conv1d graph
+equals the numpy reference (in torch and served by onnxruntime without torch), and a
+query that is a copy of a support series shifted by at most ``w`` samples is at distance
+0 (scores the floor)."""
+
+import numpy as np
+import pytest
+import torch
+
+from metaae_edge.exporters.bundle import write_bundle
+from metaae_edge.pipeline.detector_candidates import detector_result
+from metaae_edge.pipeline.series_term import (
+    ShiftKnnTerm,
+    fit_series,
+    series_rows,
+    series_term,
+    shift_knn_reference,
+)
+from metaae_edge.tasks.base import Normalizer
+
+SCORE = """
+import sys, numpy as np
+from metaae_edge.runtime import Runtime
+rt = Runtime.load(sys.argv[1])
+np.save(sys.argv[3], rt.score(np.load(sys.argv[2])))
+assert not loaded("torch")
+"""
+
+
+def _series(n, c=2, t=40, seed=0, pad=0):
+    """Bumps at random positions on a slow wave; ``pad`` samples of the row's own mean at
+    both ends (so a shift by <= pad with that fill keeps the row's mean and variance)."""
+    rng = np.random.default_rng(seed)
+    tt = np.arange(t)
+    pos = rng.uniform(0.3 * t, 0.7 * t, (n, 1, 1))
+    x = np.exp(-0.5 * ((tt - pos) / 3.0) ** 2) * rng.uniform(1, 2, (n, c, 1))
+    x = x + 0.3 * np.sin(2 * np.pi * tt / t + rng.uniform(0, 1, (n, c, 1)))
+    x = x + 0.05 * rng.standard_normal(x.shape) + np.arange(c)[None, :, None]
+    if pad:
+        m = x.mean(axis=2, keepdims=True)
+        x = np.concatenate([np.repeat(m, pad, 2), x, np.repeat(m, pad, 2)], axis=2)
+    return x.reshape(n, -1).astype(np.float32)
+
+
+def _shift(x, c, s):
+    """Every channel moved by ``s`` samples, the freed samples filled with the channel's
+    mean (equal to the padding of ``_series``)."""
+    n = len(x)
+    w = x.reshape(n, c, -1).astype(np.float64)
+    m = w.mean(axis=2, keepdims=True)
+    out = np.roll(w, s, axis=2)
+    if s > 0:
+        out[:, :, :s] = m
+    elif s < 0:
+        out[:, :, s:] = m
+    return out.reshape(n, -1).astype(np.float32)
+
+
+@pytest.mark.parametrize("znorm", [True, False])
+def test_graph_equals_numpy_reference(znorm):
+    x = _series(50)
+    norm = Normalizer.fit(x[:40])
+    z, zq = norm.transform(x[:40]).astype(np.float64), norm.transform(x[40:]).astype(np.float64)
+    cfg = fit_series(z, norm, 2, znorm)
+    bank = series_rows(z, cfg)
+    for w, k in ((0, 1), (4, 1), (8, 5)):
+        ref = shift_knn_reference(zq, bank, cfg, w, k)
+        with torch.no_grad():
+            got = ShiftKnnTerm(bank, cfg, w, k)(torch.as_tensor(zq, dtype=torch.float32))
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-3, atol=1e-3)
+        assert ref.min() > 0.1  # not a trivially zero score
+
+
+def test_a_shifted_support_series_scores_zero_up_to_w(tmp_path, python_without):
+    pad, c = 6, 2
+    x = _series(30, c=c, pad=pad)
+    norm = Normalizer.fit(x)
+    z = norm.transform(x).astype(np.float64)
+    term = series_term(z, norm, c, True, 0.1, 1)  # w = round(0.1 * 52) = 5
+    assert term.w == 5
+    base = x[:6]
+    queries = [_shift(base, c, s) for s in (0, 3, -5, 5)]
+    far = _shift(base, c, 6) + 0.0
+    with torch.no_grad():
+        def score(q):
+            return term(torch.as_tensor(norm.transform(q), dtype=torch.float32)).numpy()
+
+        typical = score(_series(6, c=c, seed=9, pad=pad))
+        floor = term.floor  # the squared score of a distance of 0
+        for q in queries:  # distance 0 up to float32
+            assert (score(q) ** 2 - floor).max() < 1e-3 * (typical ** 2).min()
+        assert (score(far) ** 2 - floor).min() > 0.02 * (typical ** 2).min()  # beyond w
+    # served by onnxruntime (torch blocked): the same scores
+    res = detector_result("shift-knn", term, norm, x.shape[1])
+    bundle = write_bundle(tmp_path / "b", model=res.model, spec=res.spec,
+                          normalizer=res.normalizer, task_summary={"name": "s"},
+                          objective="anomaly", reference=x[:16], threshold=None,
+                          reports={"adaptation": res.report}, seed=0)
+    q = np.concatenate([*queries, _series(6, c=c, seed=9, pad=pad)])
+    np.save(tmp_path / "q.npy", q)
+    run = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
+    assert run.returncode == 0, run.stderr
+    served = np.load(tmp_path / "s.npy")
+    ref = shift_knn_reference(norm.transform(q).astype(np.float64), term.bank.double().numpy(),
+                              fit_series(z, norm, c, True), 5, 1)
+    np.testing.assert_allclose(served, ref, rtol=2e-3, atol=2e-3)
+    assert (served[:24] ** 2 - term.floor).max() < 1e-3 * (served[24:] ** 2).min()
