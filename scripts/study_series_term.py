@@ -61,8 +61,6 @@ def _z(d, name: str) -> np.ndarray:
 
 def unit_aucs(cache: str, series_cache: str, datasets: list[str]) -> list[dict]:
     """Per unit: group, row, split and the ROC-AUC of every rule of :func:`rules`."""
-    from scipy.stats import rankdata
-
     base = {u_path: u for u_path, u in zip(
         sorted(p for p in glob.glob(os.path.join(cache, "*.npz"))
                if _keep(p, datasets)), load(cache, datasets))}
@@ -82,13 +80,20 @@ def unit_aucs(cache: str, series_cache: str, datasets: list[str]) -> list[dict]:
             if on and wo > 0:
                 s = s + wo * oc
             cols.append(s)
-        r = rankdata(np.stack(cols, axis=1), axis=0)
-        pos = u.y == 1
-        npos, nneg = int(pos.sum()), int((~pos).sum())
-        auc = (r[pos].sum(0) - npos * (npos + 1) / 2) / (npos * nneg)
-        out.append({"group": u.group, "row": u.row, "split": u.split, "auc": auc,
-                    "kind": kind})
+        alone = [_z(d, v[0]) if kind != "table" else cur for v in variants()]
+        out.append({"group": u.group, "row": u.row, "split": u.split, "kind": kind,
+                    "auc": _auc(np.stack(cols, axis=1), u.y),
+                    "alone": _auc(np.stack(alone, axis=1), u.y)})
     return out
+
+
+def _auc(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    r = rankdata(s, axis=0)
+    pos = y == 1
+    npos, nneg = int(pos.sum()), int((~pos).sum())
+    return (r[pos].sum(0) - npos * (npos + 1) / 2) / (npos * nneg)
 
 
 def _keep(path: str, datasets: list[str]) -> bool:
@@ -192,7 +197,37 @@ def main(argv=None) -> int:
     real = [r for r in rows if "synthetic" not in r[0]]
     test = [r for r in rows if "synthetic" in r[0]]
     print("\n" + "\n".join(summary(cols, real, ref, "real") + summary(cols, test, ref, "test")))
+    diagnostic(units, grid, i_all, rows, ref)
     return 0
+
+
+def diagnostic(units: list[dict], grid: list, i_all: int, rows: list, ref: dict) -> None:
+    """After the result, not evidence: the all-group rule on series rows only, the chosen
+    variant alone, and the best variant alone per row (in-sample, an oracle)."""
+    v, w, _, wo = grid[i_all]
+    if w == 0:
+        return
+    names = [x[0] for x in variants()]
+    j_series = grid.index((v, w, "series", wo))
+    cols = {"current": row_means(units, 0), "all-group rule on series rows only":
+            row_means(units, j_series)}
+    alone: dict[tuple, list[np.ndarray]] = {}
+    for u in units:
+        alone.setdefault(u["row"], []).append(u["alone"])
+    mean_alone = {r: np.mean(a, axis=0) for r, a in alone.items()}
+    cols[f"{v} alone"] = {r: float(a[names.index(v)]) for r, a in mean_alone.items()}
+    cols["best variant alone (oracle)"] = {r: float(a.max()) for r, a in mean_alone.items()}
+    print("\nDiagnostic (after the result, in-sample, not evidence; tables: current):")
+    print("\n| dataset | S | " + " | ".join(cols) + " | best variant | best classical |")
+    print("|" + " --- |" * (len(cols) + 4))
+    for r in rows:
+        orc = f"{ref[r]['oracle_name']} ({ref[r]['oracle']:.3f})" if r in ref else "-"
+        best = names[int(np.argmax(mean_alone[r]))]
+        print(f"| {r[0]} | {r[1]} | " + " | ".join(f"{cols[m][r]:.4f}" for m in cols)
+              + f" | {best} | {orc} |")
+    real = [r for r in rows if "synthetic" not in r[0]]
+    print("Real-row means: " + ", ".join(
+        f"{m} {np.mean([cols[m][r] for r in real]):.4f}" for m in cols))
 
 
 if __name__ == "__main__":

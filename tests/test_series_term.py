@@ -105,3 +105,57 @@ def test_a_shifted_support_series_scores_zero_up_to_w(tmp_path, python_without):
                               fit_series(z, norm, c, True), 5, 1)
     np.testing.assert_allclose(served, ref, rtol=2e-3, atol=2e-3)
     assert (served[:24] ** 2 - term.floor).max() < 1e-3 * (served[24:] ** 2).min()
+
+
+def _csv(tmp_path, n=40, seed=0):
+    path = tmp_path / "s.csv"
+    np.savetxt(path, _series(n, c=1, t=48, seed=seed), delimiter=",")  # 48 features
+    return path
+
+
+def test_series_declaration_adds_the_shift_knn_candidate(cli, tmp_path):
+    from metaae_edge.pipeline.detector_candidates import SHIFT_KNN, detector_candidates
+
+    x = _series(40, c=1, t=48)
+    norm = Normalizer.fit(x[:32])
+    z, zh = norm.transform(x[:32]).astype(np.float64), norm.transform(x[32:]).astype(np.float64)
+    plain = {c.name for c in detector_candidates(z, zh, norm)}
+    cands = {c.name: c for c in detector_candidates(z, zh, norm, series=1)}
+    assert set(cands) == plain | {"shift-knn"}
+    term = cands["shift-knn"].result.model.term
+    assert (term.znorm, term.w, term.k) == (SHIFT_KNN[0], round(SHIFT_KNN[1] * 48), 1)
+    # the ensembles are unchanged by the declaration (the term is scored, not summed)
+    assert len(cands["ensemble"].result.model.term.terms) == 3
+    code, out, err = cli("adapt-and-export", "builtin:manifold", "--data", _csv(tmp_path),
+                         "--series", 1, "--objective", "anomaly", "--candidates", "all",
+                         "--out", tmp_path / "b", "--finetune-steps", 2, "--steps", 2)
+    log = " ".join((out + err).split())
+    assert code == 0, log
+    assert "selected ensemble+ours" in log and "parity vs torch: passed=True" in log
+    import json
+
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert "shift-knn" in {c["name"] for c in manifest["reports"]["candidates"]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--series", 5), "--series 5 does not split the 48 features into equal series"),
+    (("--series", 0), "--series 0 does not split the 48"),
+    (("--series", 13), "--series 13 does not split the 48"),
+    (("--series", 1, "--channels", 3), "either as windows (--channels) or as whole series"),
+])
+def test_bad_series_declaration_is_one_line_exit_2(cli, tmp_path, args, message):
+    code, out, err = cli("adapt-and-export", "builtin:manifold", "--data", _csv(tmp_path),
+                         *args, "--objective", "anomaly", "--out", tmp_path / "b")
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "b").exists()
+
+
+def test_real_series_declarations():
+    from metaae_edge.tasks.realdata import REAL_DATASETS
+
+    series = {n for n, d in REAL_DATASETS.items() if d.series is not None}
+    assert series == {"italy_power", "gunpoint", "arrowhead", "osuleaf"}
+    assert not any(d.series and d.channels for d in REAL_DATASETS.values())

@@ -9,9 +9,10 @@ time shift: the distance of a query ``x`` to a bank series ``y`` is
 
 ``shift_s`` moving every channel by ``s`` samples with zero fill (no wrap-around), summed
 over channels. The score is the distance to the ``k``-th nearest bank series plus a
-floor of :data:`DIST_FLOOR` per sample and channel, square-rooted (as ``KnnTerm``). Expanded, ``d_s = sum_t shift_s(x)_t^2 + |y|^2 - 2 <shift_s(x), y>``:
-both sums over ``t`` are one Conv1d each of the (zero-padded) query, with the bank as
-filters and with a ones filter, so the graph is Conv, TopK, Sqrt (no loop over shifts).
+floor of :data:`DIST_FLOOR` per sample and channel, square-rooted (as ``KnnTerm``).
+Expanded, ``d_s = sum_t shift_s(x)_t^2 + |y|^2 - 2 <shift_s(x), y>``: both sums over
+``t`` are one Conv1d each of the (zero-padded) query, with the bank as filters and with a
+ones filter, so the graph is Conv, TopK, Sqrt (no loop over shifts).
 
 Before the shift each series is mapped back to raw units (``z * std + mean``, the bundle's
 normaliser) and, with ``znorm`` (UCR practice), z-normalised per row and channel:
