@@ -170,12 +170,19 @@ def summary(cols: dict, sel: list, ref: dict, label: str) -> list[str]:
 
 
 def main(argv=None) -> int:
+    global WEIGHTS, SCOPES
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", required=True)
     p.add_argument("--series-cache", required=True)
     p.add_argument("--datasets", default=REAL12)
     p.add_argument("--reference", default=None, help="real_anomaly_table.py output(s)")
+    p.add_argument("--weights", default=",".join(f"{w:g}" for w in WEIGHTS),
+                   help="grid of W (the pre-declared protocol: 0,1,2,4)")
+    p.add_argument("--scopes", default=",".join(SCOPES),
+                   help="scopes searched (the pre-declared protocol: series,ordered)")
     args = p.parse_args(argv)
+    WEIGHTS = tuple(float(w) for w in args.weights.split(","))
+    SCOPES = tuple(args.scopes.split(","))
     units = unit_aucs(args.cache, args.series_cache, args.datasets.split(","))
     ref: dict = {}
     for path in (args.reference or "").split(","):
@@ -220,14 +227,16 @@ def diagnostic(units: list[dict], grid: list, i_all: int, rows: list, ref: dict)
     print("\nDiagnostic (after the result, in-sample, not evidence; tables: current):")
     print("\n| dataset | S | " + " | ".join(cols) + " | best variant | best classical |")
     print("|" + " --- |" * (len(cols) + 4))
+    tables = {u["row"] for u in units if u["kind"] == "table"}
     for r in rows:
         orc = f"{ref[r]['oracle_name']} ({ref[r]['oracle']:.3f})" if r in ref else "-"
-        best = names[int(np.argmax(mean_alone[r]))]
-        print(f"| {r[0]} | {r[1]} | " + " | ".join(f"{cols[m][r]:.4f}" for m in cols)
+        best = "-" if r in tables else names[int(np.argmax(mean_alone[r]))]
+        print(f"| {r[0]} | {r[1]} | " + " | ".join(
+            "-" if r in tables and "alone" in m else f"{cols[m][r]:.4f}" for m in cols)
               + f" | {best} | {orc} |")
-    real = [r for r in rows if "synthetic" not in r[0]]
-    print("Real-row means: " + ", ".join(
-        f"{m} {np.mean([cols[m][r] for r in real]):.4f}" for m in cols))
+    ordered = [r for r in rows if "synthetic" not in r[0] and r not in tables]
+    print(f"Means over the {len(ordered)} real series / window rows: " + ", ".join(
+        f"{m} {np.mean([cols[m][r] for r in ordered]):.4f}" for m in cols))
 
 
 if __name__ == "__main__":
