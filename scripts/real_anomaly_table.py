@@ -19,7 +19,10 @@ on the same rows, and ``exported`` what ``--candidates all`` exports (chosen by
 
 Tasks that know their channel count (the windowed real datasets, ``sensors``) pass it on,
 so the exported ensembles include the window front-end (``--candidates all`` with
-``--channels``). ``--synthetic-family tabular,sensors`` adds held-out family tasks.
+``--channels``); rows declared as whole series (``info["series"]``) or windows also get
+the ``shift-knn`` column, the exported shift-tolerant kNN candidate (scored, not chosen;
+not counted as a classical detector, not in the paired summary line).
+``--synthetic-family tabular,sensors`` adds held-out family tasks.
 
 Example::
 
@@ -89,6 +92,8 @@ def ours_auc(ckpt, task, finetune_steps: int) -> float:
 
 #: the columns of metaae-edge (every other column is a classical detector)
 OURS_COLUMNS = ("ours", "ours-meta", "ensemble", "ensemble+ours", "exported")
+#: exported candidates shown where present (series / window rows), not in the paired line
+EXTRA_COLUMNS = ("shift-knn",)
 
 
 def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2
@@ -109,7 +114,7 @@ def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2
     ours = adapt(ckpt, fit, finetune_steps=finetune_steps)
     cands = [Candidate("ours", ours), *closed_form_candidates(
         fit.support, fit.normalizer(), "anomaly", 1 << 30, 0, hold, ours,
-        task.info.get("channels"))]
+        task.info.get("channels"), task.info.get("series"))]
     best, _ = select(cands, "anomaly", hold, fit.support, 0)
     print(f"  selected {best.name}", file=sys.stderr)
 
@@ -119,7 +124,8 @@ def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2
 
     by_name = {c.name: c.result for c in cands}
     out = {"ours-meta": auc(ours), "exported": auc(best.result)}
-    out.update({n: auc(by_name[n]) for n in ("ensemble", "ensemble+ours") if n in by_name})
+    out.update({n: auc(by_name[n]) for n in ("ensemble", "ensemble+ours", *EXTRA_COLUMNS)
+                if n in by_name})
     out["_selected"] = best.name
     return out
 
@@ -204,7 +210,8 @@ def table(results: dict, methods: list[str]) -> str:
     paired: list[list[float]] = []  # OURS_COLUMNS, then best classical
     for (name, shots), res in results.items():
         stats = {m: mean_ci(res[m]) for m in methods if res.get(m)}
-        classical = {m: s for m, s in stats.items() if m not in OURS_COLUMNS}
+        classical = {m: s for m, s in stats.items()
+                     if m not in OURS_COLUMNS + EXTRA_COLUMNS}
         best = max(classical, key=lambda m: classical[m][0])
         best_means.append(classical[best][0])
         if all(m in stats for m in OURS_COLUMNS):
@@ -252,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.detectors.split(",")
     if any("ours" in r for r in results.values()):
         methods += list(OURS_COLUMNS)
+        methods += [m for m in EXTRA_COLUMNS if any(m in r for r in results.values())]
     print(table(results, methods))
     print("\nExported candidate (units per row):\n\n" + selected_table(results))
     for note in dict.fromkeys(notes):

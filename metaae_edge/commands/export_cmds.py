@@ -22,6 +22,12 @@ _CHANNELS = typer.Option(
     "channel-major (feature c * T + t). With --objective anomaly --candidates all, the "
     "exported detectors also score phase-invariant window features (per-channel mean, log "
     "variance, log DFT power) computed inside the graph (docs/real_data.md).")
+_SERIES = typer.Option(
+    None, "--series", help="Each row is one whole time-ordered series (one event, outline "
+    "or day, aligned) of this many channels, flattened channel-major. With --objective "
+    "anomaly --candidates all, the exported ensembles also score a shift-tolerant "
+    "nearest-neighbour distance to the support series, computed inside the graph "
+    "(docs/real_data.md). Not together with --channels.")
 _OBJECTIVE = typer.Option("reconstruct", help="reconstruct | denoise | anomaly.")
 _NOISE = typer.Option(
     None, help="Denoising corruption: gaussian:SIGMA or salt-pepper:P, in standardised "
@@ -69,7 +75,8 @@ _SIGN_KEY = typer.Option(
 def adapt_and_export_cmd(
     checkpoint: str = typer.Argument(..., help="Checkpoint file or builtin:NAME."),
     out: Path = _OUT, data: Path | None = _DATA, task: str | None = _TASK,
-    channels: int | None = _CHANNELS, objective: str = _OBJECTIVE,
+    channels: int | None = _CHANNELS, series: int | None = _SERIES,
+    objective: str = _OBJECTIVE,
     noise: str | None = _NOISE, steps: int | None = _STEPS,
     finetune_steps: int = _FINETUNE, early_stop: str = _EARLY_STOP,
     budget_s: float | None = _BUDGET, arch_lr: float | None = _ARCH_LR,
@@ -94,7 +101,7 @@ def adapt_and_export_cmd(
         budget_s=budget_s).validate()
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
-    t = _load_task(ckpt, data, task, channels, objective, noise, seed)
+    t = _load_task(ckpt, data, task, (channels, series), objective, noise, seed)
     report = adapt_and_export(
         ckpt, t, options, progress=RichProgress(),
         log=lambda line: console.print(line, highlight=False, markup=False),
@@ -106,15 +113,16 @@ def adapt_and_export_cmd(
     _raise_refused(report, max_quality_drop)
 
 
-def _load_task(ckpt, data, task, channels, objective, noise, seed):
-    """The export task (``pipeline.load_export_task``), its rows declared as windows of
-    ``channels`` channels (a bad count: one line, exit 2)."""
+def _load_task(ckpt, data, task, layout, objective, noise, seed):
+    """The export task (``pipeline.load_export_task``), its rows declared as windows or
+    whole series (``layout``: ``(channels, series)``; a bad count or both: one line,
+    exit 2)."""
     from ..pipeline import load_export_task
-    from ..tasks.userdata import with_channels
+    from ..tasks.userdata import with_channels, with_series
 
     t = load_export_task(ckpt, data=data, task=task, objective=objective, noise=noise,
                          seed=seed)
-    return with_channels(t, channels)
+    return with_series(with_channels(t, layout[0]), layout[1])
 
 
 def _raise_refused(report, max_quality_drop: float) -> None:

@@ -160,12 +160,13 @@ def _pca_sizes(z: np.ndarray, cap: int, seed: int) -> list[int]:
 
 def closed_form_candidates(fit_raw: np.ndarray, normalizer, objective: str, cap: int,
                            seed: int = 0, hold_raw: np.ndarray | None = None,
-                           ours=None, channels: int | None = None) -> list[Candidate]:
+                           ours=None, channels: int | None = None,
+                           series: int | None = None) -> list[Candidate]:
     """Closed-form candidates fitted on raw rows ``fit_raw`` (standardised by
     ``normalizer``); ``cap`` bounds the PCA latent size (see the module docstring).
     Anomaly objective with held-out rows ``hold_raw``: also the exported detectors of
     :mod:`.detector_candidates` (kNN, GMM, OC-SVM, the ensemble; ``ours`` adds
-    ensemble+ours; ``channels``: rows are windows, the window front-end joins)."""
+    ensemble+ours; ``channels`` / ``series``: windows / whole series, see there)."""
     z = normalizer.transform(np.asarray(fit_raw)).astype(np.float64)
     out = [Candidate(f"pca-{q}", pca_result(z, q, normalizer))
            for q in _pca_sizes(z, cap, seed)]
@@ -175,7 +176,7 @@ def closed_form_candidates(fit_raw: np.ndarray, normalizer, objective: str, cap:
         from .detector_candidates import detector_candidates
 
         hold_z = normalizer.transform(np.asarray(hold_raw)).astype(np.float64)
-        out += detector_candidates(z, hold_z, normalizer, seed, ours, channels)
+        out += detector_candidates(z, hold_z, normalizer, seed, ours, channels, series)
     return out
 
 
@@ -380,7 +381,8 @@ def compete(run_adapt, task, hold, objective: str, holdout: float, seed: int
     cap = ours.spec.latent_dim if objective == "reconstruct" else 1 << 30
     cands = [Candidate("ours", ours), *closed_form_candidates(
         fit_task.support, norm, objective, cap, seed,
-        hold if objective == "anomaly" else None, ours, task.info.get("channels"))]
+        hold if objective == "anomaly" else None, ours, task.info.get("channels"),
+        task.info.get("series"))]
     if objective == "reconstruct":
         cands += residual_candidates(fit_task.support, norm, cands, seed)
     best, selected = select(cands, objective, hold, fit_task.support, seed)

@@ -17,6 +17,11 @@ join ``pca-Q`` and ``gaussian`` for the anomaly objective:
 - ``window`` (rows declared as windows, ``channels``): Mahalanobis on the phase-invariant
   window features of :mod:`.window_features` (per channel mean, log variance, log DFT
   power), computed inside the graph;
+- ``shift-knn`` (rows declared as whole series, ``series``, or as windows, ``channels``):
+  distance to the nearest support series under a time shift of up to 20% of the series
+  length, each series z-normalised (:mod:`.series_term`, :data:`SHIFT_KNN`); scored and
+  recorded, never in the ensembles: added to them it did not pass the leave-one-dataset-out
+  shipping condition of the r25 series study (docs/real_data.md);
 - ``ensemble``: whitened kNN + Mahalanobis + PCA residual (PPCA-likelihood latent size
   capped at D // 2, :func:`ensemble_pca_size`),
   each divided by its standard deviation on the held-out normal rows (a z-score sum up
@@ -40,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BANK_MAX", "ENSEMBLE_PARTS", "WINDOW_PARTS", "detector_candidates",
+__all__ = ["BANK_MAX", "ENSEMBLE_PARTS", "SHIFT_KNN", "WINDOW_PARTS", "detector_candidates",
            "detector_result", "window_weights"]
 
 #: the most support rows a kNN bank stores; above, k-means prototypes of the fit rows
@@ -55,6 +60,9 @@ ENSEMBLE_PARTS = ("knn-white", "mahalanobis", "pca")
 #: raw + 1 x / 2 x window and the window terms alone there, and was within 1 SE of the raw
 #: ensemble on sensors train, docs/real_data.md)
 WINDOW_PARTS = ("spec:mahalanobis",)
+#: the ``shift-knn`` candidate's (znorm, largest shift as a fraction of T, k): the variant
+#: the r25 series study's chooser picked on every meta-training group (docs/real_data.md)
+SHIFT_KNN = (True, 0.2, 1)
 
 
 def window_weights(raw_parts: tuple[str, ...]) -> list[float]:
@@ -177,11 +185,13 @@ def ensemble_result(name: str, parts: tuple[str, ...], z: np.ndarray, hold_z: np
 
 
 def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int = 0,
-                        ours=None, channels: int | None = None) -> list[Any]:
+                        ours=None, channels: int | None = None,
+                        series: int | None = None) -> list[Any]:
     """The exported detector candidates fitted on model-space rows ``z`` (see the module
     docstring); ``ours`` (an AdaptResult of a vector autoencoder) adds ``ensemble+ours``;
     ``channels`` (rows are windows of that many channels) adds the window front-end's
-    :data:`WINDOW_PARTS` to both ensembles and the ``window`` candidate."""
+    :data:`WINDOW_PARTS` to both ensembles and the ``window`` candidate; ``series`` (each
+    row a whole series of that many channels) or ``channels`` adds ``shift-knn``."""
     from .candidates import Candidate
 
     d = z.shape[1]
@@ -194,6 +204,13 @@ def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int
         front = fit_front(z, normalizer, check_channels(channels, d))
     out = [Candidate(n, detector_result(n, _term(n, z, seed), normalizer, d))
            for n in ("knn", "gmm", "ocsvm", "iforest")]
+    ordered = series if series is not None else channels
+    if ordered is not None:
+        from ..tasks.userdata import check_series
+        from .series_term import series_term
+
+        term = series_term(z, normalizer, check_series(ordered, d), *SHIFT_KNN, seed)
+        out.append(Candidate("shift-knn", detector_result("shift-knn", term, normalizer, d)))
     raw_plus = (ENSEMBLE_PARTS, (*ENSEMBLE_PARTS, "ours"))
 
     def parts_of(raw: tuple[str, ...]) -> tuple[tuple[str, ...], list[float] | None]:

@@ -55,6 +55,10 @@ class RealDataset:
     #: of this many channels (``info["channels"]``: the window front-end applies); None for
     #: tables and for whole aligned series (ItalyPowerDemand: one day from midnight)
     channels: int | None = None
+    #: rows are whole time-ordered series (one event, outline or day per row, aligned by
+    #: the archive) of this many channels (``info["series"]``: the shift-tolerant
+    #: nearest-neighbour term applies); None for tables and for windows (``channels``)
+    series: int | None = None
 
     def available(self) -> bool:
         """Whether the package whose files hold the data is installed."""
@@ -169,20 +173,20 @@ REAL_DATASETS: dict[str, RealDataset] = {d.name: d for d in (
                 tuple("123456789"), _windows("JapaneseVowels", 7, 3), channels=12),
     RealDataset("italy_power", "UCR ItalyPowerDemand: 24 hourly loads of one day; "
                 "Oct-Mar (1) or Apr-Sep (2) normal", "aeon datasets/data/ItalyPowerDemand/*.ts",
-                "aeon", 24, ("1", "2"), _windows("ItalyPowerDemand", 24, 24)),
+                "aeon", 24, ("1", "2"), _windows("ItalyPowerDemand", 24, 24), series=1),
     # added in r23 before any of them was scored; windows or tables from each definition
     # (docs/real_data.md, "Fresh real datasets"):
     RealDataset("gunpoint", "UCR GunPoint: x-coordinate of an actor's right hand over one "
                 "whole gun-draw (1) or point (2) gesture, 150 frames (a whole event: table)",
                 "aeon datasets/data/GunPoint/*.ts", "aeon", 150, ("1", "2"),
-                _windows("GunPoint", 150, 150)),
+                _windows("GunPoint", 150, 150), series=1),
     RealDataset("arrowhead", "UCR ArrowHead: angle-based outline of one whole projectile "
                 "point, length-normalised to 251; Avonlea / Clovis / Mix (0-2) (table)",
                 "aeon datasets/data/ArrowHead/*.ts", "aeon", 251, ("0", "1", "2"),
-                _windows("ArrowHead", 251, 251)),
+                _windows("ArrowHead", 251, 251), series=1),
     RealDataset("osuleaf", "UCR OSULeaf: one whole leaf outline (427 samples) of six "
                 "species (1-6) (table)", "aeon datasets/data/OSULeaf/*.ts", "aeon", 427,
-                tuple("123456"), _windows("OSULeaf", 427, 427)),
+                tuple("123456"), _windows("OSULeaf", 427, 427), series=1),
     RealDataset("acsf1", "ACS-F1 appliance power recordings (1460 samples, 20 per class, "
                 "10 appliance classes 0-9), windows of 128 samples (stride 64)",
                 "aeon datasets/data/ACSF1/*.ts", "aeon", 128, tuple("0123456789"),
@@ -264,6 +268,8 @@ def real_task(name: str, normal: int | str = 0, seed: int = 0, n_support: int = 
             "n_normal_rows": int(len(idx))}
     if ds.channels is not None:
         info["channels"] = ds.channels
+    if ds.series is not None:
+        info["series"] = ds.series
     if objective != "anomaly":
         return Task(f"real:{name}/{cls}/{seed}", "real", data.x[sup], data.x[rest],
                     objective=objective, seed=seed, info=info)

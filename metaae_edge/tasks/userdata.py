@@ -24,8 +24,8 @@ from ..runtime.readers import (
 )
 from .base import OBJECTIVES, Noise, Task
 
-__all__ = ["MIN_SAMPLES", "SUFFIXES", "check_channels", "load_array", "load_task",
-           "with_channels"]
+__all__ = ["MIN_SAMPLES", "SUFFIXES", "check_channels", "check_series", "load_array",
+           "load_task", "with_channels", "with_series"]
 
 MIN_SAMPLES = 8  # smallest data set that still leaves a usable support and query set
 
@@ -168,31 +168,57 @@ def _split_sets(x: np.ndarray, y: np.ndarray | None, query_fraction: float,
     return x[normal[n_q:]], x[q_idx], y[q_idx]
 
 
-def check_channels(channels: int | None, width: int) -> int | None:
-    """``channels`` if it divides ``width`` into windows of at least 4 samples, else a
-    one-line DataError (None passes: the rows are not declared as windows)."""
+def check_channels(channels: int | None, width: int, flag: str = "--channels",
+                   what: str = "windows") -> int | None:
+    """``channels`` if it divides ``width`` into windows (``what``) of at least 4 samples,
+    else a one-line DataError (None passes: the rows are not declared as windows)."""
     if channels is None:
         return None
     if channels < 1 or width % channels or width // channels < 4:
-        raise DataError(f"--channels {channels} does not split the {width} features into "
-                        "equal windows of >= 4 samples per channel (features = channels x "
+        raise DataError(f"{flag} {channels} does not split the {width} features into "
+                        f"equal {what} of >= 4 samples per channel (features = channels x "
                         "samples, channel-major)")
     return int(channels)
+
+
+def check_series(series: int | None, width: int) -> int | None:
+    """``series`` (channels of a whole series per row) if it splits ``width`` as
+    :func:`check_channels` requires, else a one-line DataError."""
+    return check_channels(series, width, "--series", "series")
 
 
 def _channels(channels: int, width: int) -> int:
     return int(check_channels(int(channels), width))
 
 
-def with_channels(task: Task, channels: int | None) -> Task:
-    """``task`` with its rows declared as windows of ``channels`` channels (a copy; None:
-    unchanged). Raises a one-line DataError when ``channels`` does not split the width."""
-    if channels is None:
-        return task
+def _declare(task: Task, key: str, value: int) -> Task:
     import dataclasses
 
-    info = {**task.info, "channels": _channels(channels, task.input_dim)}
-    return dataclasses.replace(task, info=info)
+    other = {"channels": "series", "series": "channels"}[key]
+    if task.info.get(other) is not None:
+        raise DataError("declare the rows either as windows (--channels) or as whole "
+                        "series (--series), not both")
+    return dataclasses.replace(task, info={**task.info, key: value})
+
+
+def with_channels(task: Task, channels: int | None) -> Task:
+    """``task`` with its rows declared as windows of ``channels`` channels (a copy; None:
+    unchanged). Raises a one-line DataError when ``channels`` does not split the width or
+    the rows are already declared as whole series."""
+    if channels is None:
+        return task
+    return _declare(task, "channels", _channels(channels, task.input_dim))
+
+
+def with_series(task: Task, series: int | None) -> Task:
+    """``task`` with each row declared as one whole time-ordered series of ``series``
+    channels (a copy; None: unchanged; ``info["series"]``: the anomaly candidates'
+    shift-tolerant nearest-neighbour term, :mod:`metaae_edge.pipeline.series_term`).
+    Raises a one-line DataError when ``series`` does not split the width or the rows are
+    already declared as windows."""
+    if series is None:
+        return task
+    return _declare(task, "series", int(check_series(int(series), task.input_dim)))
 
 
 def load_task(
@@ -205,6 +231,7 @@ def load_task(
     noise: Noise | str | None = None,
     max_input_dim: int | None = None,
     channels: int | None = None,
+    series: int | None = None,
 ) -> Task:
     """Load a user's data file as a task (family ``"user"``, name = the file stem).
 
@@ -227,6 +254,9 @@ def load_task(
         channels: The rows are signal windows of this many channels, flattened
             channel-major (feature ``c * T + t``); stored as ``info["channels"]`` (the
             anomaly candidates' window front-end, :mod:`metaae_edge.pipeline.window_features`).
+        series: Each row is one whole time-ordered series of this many channels (same
+            layout); stored as ``info["series"]`` (the shift-tolerant kNN term,
+            :mod:`metaae_edge.pipeline.series_term`). Not together with ``channels``.
 
     Returns:
         The task with raw float32 data.
@@ -256,8 +286,13 @@ def load_task(
         source = labels if labels is not None else stored_labels
         y = None if source is None else _as_labels(source, n, p)
     support, query, query_labels = _split_sets(x, y, query_fraction, rng, p, info)
+    if channels is not None and series is not None:
+        raise DataError("declare the rows either as windows (--channels) or as whole "
+                        "series (--series), not both")
     if channels is not None:
         info["channels"] = _channels(channels, x.shape[1])
+    if series is not None:
+        info["series"] = int(check_series(series, x.shape[1]))
     return Task(
         name=p.stem,
         family="user",
