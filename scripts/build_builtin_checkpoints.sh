@@ -18,7 +18,7 @@ dest=metaae_edge/checkpoints
 families=("$@")
 [ ${#families[@]} -gt 0 ] || families=(manifold sensors digits digits-res digits-res-codec tabular)
 for fam in "${families[@]}"; do
-  [ "$fam" = nlm-refiner ] && { OMP_NUM_THREADS=1 python scripts/train_nlm_refiner.py --out "$dest/nlm-refiner.safetensors"; continue; }
+  [ "$fam" = nlm-refiner ] && { OMP_NUM_THREADS=1 python scripts/train_nlm_refiner.py --out "$dest/refiners/nlm-refiner.safetensors"; continue; }
   [ "$fam" = natural ] && { python scripts/train_natural.py "$(mktemp -d)/n.safetensors" --meta-steps 800 --stop-after 500 --val-every 25 --ship "$dest/natural.safetensors"; continue; }
   tmp=$(mktemp -d)
   args=(--family "$fam")

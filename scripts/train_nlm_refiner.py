@@ -1,5 +1,6 @@
 """Pre-train the joint NLM refiner (``out = u - f([x, u])``, u = NLM(x)) shipped as
-``metaae_edge/checkpoints/nlm-refiner.safetensors`` (:mod:`metaae_edge.pipeline.nlm_refiner`).
+``metaae_edge/checkpoints/refiners/nlm-refiner.safetensors``
+(:mod:`metaae_edge.pipeline.nlm_refiner`).
 
 Multi-task supervised training (not meta-learned): every task is one ``photo-crops``
 training photo (:data:`~metaae_edge.tasks.photo_crops.TRAIN_PHOTOS`, left 80% of the
@@ -15,7 +16,8 @@ its relative error. Validation: tasks cut from the right 20% of the
 same photos; the weights with the lowest validation MSE are kept.
 
     OMP_NUM_THREADS=1 nice -n 10 python scripts/train_nlm_refiner.py \
-        --data /tmp/nlm_refiner_data.npz --out metaae_edge/checkpoints/nlm-refiner.safetensors
+        --data /tmp/nlm_refiner_data.npz \
+        --out metaae_edge/checkpoints/refiners/nlm-refiner.safetensors
 
 Deterministic (seeded) on one thread.
 """
@@ -127,7 +129,7 @@ def train(data: dict[str, np.ndarray], steps: int, batch: int, lr: float, seed: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="/tmp/nlm_refiner_data.npz")
-    ap.add_argument("--out", default="metaae_edge/checkpoints/nlm-refiner.safetensors")
+    ap.add_argument("--out", default="metaae_edge/checkpoints/refiners/nlm-refiner.safetensors")
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--val-tasks", type=int, default=60)
     ap.add_argument("--crops", type=int, default=32)

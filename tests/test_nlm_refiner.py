@@ -49,7 +49,7 @@ def test_joint_spec_field_round_trips_and_is_validated():
 
 def test_shipped_refiner_loads_and_is_not_plain_nlm():
     model = load_refiner(shape=(1, 32, 32), nlm=NLM)
-    assert model is not None, "metaae_edge/checkpoints/nlm-refiner.safetensors is missing"
+    assert model is not None, "metaae_edge/checkpoints/refiners/nlm-refiner.safetensors is missing"
     assert 1_000 <= model.spec.param_count() <= 30_000
     assert float(model.tail.weight.abs().sum()) > 0
     x = torch.rand(2, 1, 24, 24)

@@ -27,7 +27,8 @@ from ..errors import CheckpointError
 __all__ = ["JOINT_DRAWS", "JOINT_FINETUNE_LR", "JOINT_FINETUNE_STEPS", "REFINER_FILE",
            "joint_result", "load_refiner", "refiner_model", "save_refiner"]
 
-REFINER_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / "nlm-refiner.safetensors"
+REFINER_FILE = (Path(__file__).resolve().parent.parent / "checkpoints" / "refiners"
+                / "nlm-refiner.safetensors")
 #: fine-tune steps of the pre-trained refiner on the fit images (0: used as shipped)
 JOINT_FINETUNE_STEPS = 0
 JOINT_FINETUNE_LR = 1e-4
