@@ -19,7 +19,7 @@ same photos; the weights with the lowest validation MSE are kept.
         --data /tmp/nlm_refiner_data.npz \
         --out metaae_edge/checkpoints/refiners/nlm-refiner.safetensors
 
-Deterministic (seeded) on one thread.
+Seeded (data, initialisation, batches); bit-identity of a rerun was not checked.
 """
 
 from __future__ import annotations
