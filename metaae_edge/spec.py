@@ -41,7 +41,8 @@ _OMITTED_AT_DEFAULT: dict[str, Callable[[Any], bool]] = {"linear_bypass": operat
                                        "prefilter": lambda v: v == "none",
                                        "dense_latent": operator.not_,
                                        "smoothing": operator.not_,
-                                       "nlm": operator.not_}
+                                       "nlm": operator.not_,
+                                       "nlm_joint": operator.not_}
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,9 @@ class ArchSpec:
     #: denoiser only: non-local means on the input, (patch size, patch distance, h, sigma)
     #: in model units (:mod:`metaae_edge.space.nlm`); () = none
     nlm: tuple[float, ...] = ()
+    #: denoiser with ``nlm`` and layers only: the residual network sees the input and its
+    #: NLM, ``out = u - f([z, u])`` (its latent is ``[z, u]``, 2 C channels)
+    nlm_joint: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the spec stays hashable.
@@ -168,6 +172,11 @@ class ArchSpec:
             raise SpecError("smoothing is only defined for the denoiser backbone")
         if self.nlm and self.backbone != "denoiser":
             raise SpecError("nlm is only defined for the denoiser backbone")
+        if not isinstance(self.nlm_joint, bool):
+            raise SpecError(f"nlm_joint must be true or false, got {self.nlm_joint!r}")
+        if self.nlm_joint and not (self.nlm and self.encoder):
+            raise SpecError("nlm_joint needs nlm and at least one layer (the network that "
+                            "sees the input and its NLM)")
         kind.validate_options(self)  # prefilter / dense code / bypass: defined per kind
         return self
 
@@ -235,7 +244,7 @@ class ArchSpec:
             raise SpecError(f"an ArchSpec must be a JSON object, got {type(d).__name__}")
         known = {"input_shape", "encoder", "latent_dim", "decoder", "backbone",
                  "output_activation", "linear_bypass", "prefilter", "dense_latent",
-                 "smoothing", "nlm"}
+                 "smoothing", "nlm", "nlm_joint"}
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"unknown ArchSpec field(s): {', '.join(sorted(unknown))}")
@@ -261,6 +270,7 @@ class ArchSpec:
             dense_latent=d.get("dense_latent", 0),
             smoothing=d.get("smoothing", 0),
             nlm=d.get("nlm", ()),
+            nlm_joint=d.get("nlm_joint", False),
         )
         return spec.validate()
 

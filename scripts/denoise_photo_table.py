@@ -1,7 +1,8 @@
 """Residual denoiser on scikit-image photos: ours vs Gaussian / NLM / BM3D, meta vs random.
 
     python scripts/denoise_photo_table.py [CKPT] [--steps K] [--finetune F] [--pairs N]
-        [--pair SUPPORT:QUERY ...] [--no-random] [--no-hybrid]
+        [--pair SUPPORT:QUERY ...] [--no-random] [--no-hybrid] [--joint-steps N]
+        [--refiner FILE]
 
 Per pair (support photo, query photo): 256 clean 32x32 patches of the support photo
 (``adapt`` on them with Gaussian noise sigma 0.1, pixel units), 64 noisy patches of the
@@ -11,7 +12,9 @@ classical candidate selection of ``adapt-and-export`` (held-out support images);
 tuned on the noisy support patches; BM3D at the true sigma. Then the 512x512 latency of
 the selected bundle with 1 onnxruntime thread. ``nlm graph`` / ``ours-nlm``: the best
 held-out NLM candidate (the exported NLM graph's torch module) and the hybrid (the
-residual net on the NLM output) on the query, whichever was selected.
+residual net on the NLM output) on the query, whichever was selected; ``ours-nlm-joint``
+the pre-trained refiner that sees the input and the NLM output (``--joint-steps``: its
+fine-tune steps, ``--refiner``: another refiner file; :mod:`metaae_edge.pipeline.nlm_refiner`).
 """
 
 from __future__ import annotations
@@ -97,8 +100,9 @@ def ours(ckpt, sup, qry, qry_noisy, args, random_start: bool = False):
     extra = []
     if nlms:
         extra.append(("nlm-graph", pool[max(nlms, key=lambda c: c["score"])["name"]]))
-    if "ours-nlm" in pool:
-        extra.append(("ours-nlm", pool["ours-nlm"]))
+    for name in ("ours-nlm", "ours-nlm-joint"):
+        if name in pool:
+            extra.append((name, pool[name]))
     res = {}
     for name, r in (("net", comp.ours), ("selected", comp.winner), *extra):
         z = r.normalizer.transform(qry_noisy.reshape(len(qry), -1)).reshape(qry.shape)
@@ -144,12 +148,21 @@ def main() -> None:
     ap.add_argument("--no-random", dest="random", action="store_false")
     ap.add_argument("--no-hybrid", dest="hybrid", action="store_false")
     ap.add_argument("--no-latency", dest="latency", action="store_false")
+    ap.add_argument("--joint-steps", type=int, default=None,
+                    help="fine-tune steps of ours-nlm-joint (default: the shipped setting)")
+    ap.add_argument("--refiner", default=None, help="an NLM refiner file for ours-nlm-joint")
     args = ap.parse_args()
+    from metaae_edge.pipeline import nlm_refiner
+
+    if args.joint_steps is not None:
+        nlm_refiner.JOINT_FINETUNE_STEPS = args.joint_steps
+    if args.refiner:
+        nlm_refiner.REFINER_FILE = nlm_refiner.Path(args.refiner)
     pairs = [tuple(p.split(":")) for p in args.pair] or PAIRS[:args.pairs]
     torch.set_num_threads(1)
     ckpt = load_checkpoint(args.checkpoint)
     print("support -> query | noisy | gaussian | nlm | bm3d | ours net | ours selected (which) "
-          "| random-start net | nlm graph | ours-nlm")
+          "| random-start net | nlm graph | ours-nlm | ours-nlm-joint")
     rows = []
     for sname, qname in pairs:
         rng = np.random.default_rng(0)
@@ -162,7 +175,8 @@ def main() -> None:
                 else {"net": float("nan")})
         rows.append([base["noisy"], base["gaussian"], base["nlm"], base["bm3d"], mine["net"],
                      mine["selected"], rand["net"], mine.get("nlm-graph", float("nan")),
-                     mine.get("ours-nlm", float("nan"))])
+                     mine.get("ours-nlm", float("nan")),
+                     mine.get("ours-nlm-joint", float("nan"))])
         print(f"{sname} -> {qname} | " + " | ".join(f"{v:.2f}" for v in rows[-1][:6])
               + f" ({sel}) | " + " | ".join(f"{v:.2f}" for v in rows[-1][6:])
               + f"  [{comp.winner.spec.describe()}, {comp.winner.spec.param_count()} params, "

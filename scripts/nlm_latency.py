@@ -2,10 +2,12 @@
 NLM + network architecture of the photo tables at search distance 6 and 3, and the
 residual net alone. Weights are random (the time does not depend on them).
 
-    python scripts/nlm_latency.py [--large]
+    python scripts/nlm_latency.py [--large] [--joint]
 
 ``--large``: the architectures of round 23's large denoiser space instead
-(:data:`LARGE_ARCHS`), each with ``params`` and MACs per pixel.
+(:data:`LARGE_ARCHS`), each with ``params`` and MACs per pixel. ``--joint``: the shipped
+NLM refiner (``ours-nlm-joint``: NLM p5 d6, the input and its NLM into the refiner's
+convs) and the same refiner after NLM at distance 3.
 """
 
 from __future__ import annotations
@@ -66,8 +68,15 @@ def main() -> None:
     archs = [(nlm, layers, ()) for nlm, layers in ARCHS]
     if "--large" in sys.argv[1:]:
         archs = list(LARGE_ARCHS)
+    joint = "--joint" in sys.argv[1:]
+    if joint:
+        from metaae_edge.pipeline.nlm_refiner import load_refiner
+
+        layers = load_refiner().spec.encoder
+        archs = [((5, 6, 0.24, 0.345), layers, ()), ((5, 3, 0.24, 0.345), layers, ())]
     for nlm, layers, low in archs:
-        spec = ArchSpec((1, 32, 32), layers, 1, low, backbone="denoiser", nlm=nlm).validate()
+        spec = ArchSpec((1, 32, 32), layers, 1, low, backbone="denoiser", nlm=nlm,
+                        nlm_joint=joint).validate()
         med, low, export_s = measure(spec, norm)
         print(f"{spec.describe()}  params {spec.param_count()}  "
               f"MACs/px {spec.macs() / 1024:.0f}  512x512 median {med:.1f} ms "

@@ -127,7 +127,7 @@ def test_nlm_candidate_is_chosen_when_the_data_make_it_best():
         return AdaptResult(CompactDenoiser(spec).eval(), spec, t.normalizer(),
                            _arch_report(spec), {})
 
-    comp = denoiser_compete(untrained, _edge_task(), 0.2, 0, hybrid=False)
+    comp = denoiser_compete(untrained, _edge_task(), 0.2, 0, hybrid=False, joint=False)
     sel = comp.selection["selected"]
     assert sel["name"].startswith("nlm-"), comp.selection
     assert comp.winner.spec.nlm and not comp.winner.spec.encoder

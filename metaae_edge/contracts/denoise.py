@@ -11,7 +11,9 @@ A denoiser has no code. Its graphs keep the image contract's names: ``latent`` i
 (the filtered, normalised input, C x H x W), so ``encoder.onnx`` is the input filter and
 ``decoder.onnx`` the residual network; ``score`` / ``error_map`` are the energy of the
 removed residual (anomaly by residual). The ``reconstruct`` objective with a latent
-budget, and any codec use, are refused (:data:`CODEC_REFUSAL`).
+budget, and any codec use, are refused (:data:`CODEC_REFUSAL`). With ``nlm_joint`` the
+latent is ``[z, u]`` (2 C channels: the normalised input and its NLM) and the decoder graph
+computes ``u - f([z, u])``.
 """
 
 from __future__ import annotations
@@ -57,8 +59,11 @@ class DenoiserContract(ImageContract):
         self.spatial_multiple = 1
         self.input_hint = (f"This bundle takes {c}-channel images of any height and width "
                            f"(adapted at {h}x{w})")
+        self.latent_channels = 2 * c if spec.nlm_joint else c
         self.latent_hint = (f"This bundle's 'latent' is the filtered {c}-channel image at "
-                            "the input's height and width")
+                            "the input's height and width" + (
+                                " after the normalised input (2 x C channels)"
+                                if spec.nlm_joint else ""))
 
     @classmethod
     def matches(cls, spec: ArchSpec) -> bool:
@@ -91,17 +96,20 @@ class DenoiserContract(ImageContract):
     # -- IO -------------------------------------------------------------------------
     def latent_shape(self, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
         h, w = hw or self.spec.input_shape[1:]
-        return (self.channels, h, w)
+        return (self.latent_channels, h, w)
 
     def io_section(self) -> tuple[dict[str, Any], dict[str, Any]]:
         inp, outputs = super().io_section()
         inp["note"] = (f"height and width may be any sizes; the architecture was adapted at "
                        f"{self.spec.input_shape[1]}x{self.spec.input_shape[2]}")
         outputs["reconstruction"]["definition"] = "the denoised image, u - f(u)"
-        outputs["latent"] = {"shape": [None, self.channels, None, None],
-                             "dims": ["batch", self.channels, "latent_height", "latent_width"],
+        lc = self.latent_channels
+        outputs["latent"] = {"shape": [None, lc, None, None],
+                             "dims": ["batch", lc, "latent_height", "latent_width"],
                              "dtype": "float32", "spatial_divisor": 1,
-                             "definition": "u: the filtered, normalised input (no code)"}
+                             "definition": "[z, u]: the normalised input, then its NLM u "
+                                           "(no code)" if self.spec.nlm_joint else
+                             "u: the filtered, normalised input (no code)"}
         return inp, outputs
 
     def export_example(self, batch: int = 3) -> tuple[int, ...]:
@@ -113,7 +121,7 @@ class DenoiserContract(ImageContract):
         c = s.input_shape[0]
         h, w = hw or s.input_shape[1:]
         full, half = h * w, (-(-h // 2)) * (-(-w // 2))
-        out, cin = [], c
+        out, cin = [], 2 * c if s.nlm_joint else c
         for layer in s.encoder:
             out.append((cin, layer.width, layer.kernel, full))
             cin = layer.width
@@ -148,7 +156,8 @@ class DenoiserContract(ImageContract):
             parts.append(s.prefilter)
         if s.nlm:
             p, d, h, sigma = s.nlm
-            parts.insert(1, f"nlm p{int(p)} d{int(d)} h{h:.3g} s{sigma:.3g}")
+            parts.insert(1, f"nlm p{int(p)} d{int(d)} h{h:.3g} s{sigma:.3g}"
+                         + (" +input" if s.nlm_joint else ""))
         if s.smoothing:
             parts.append(f"smooth k{s.smoothing}")
         if not s.encoder:

@@ -12,8 +12,9 @@ held-out images (corrupted with the task's noise, seeded) against their clean ve
 * ``identity``: the noisy input unchanged;
 * with Gaussian noise of a known sigma (:mod:`.nlm_candidates`): non-local means
   ``nlm-pP-hF`` (scikit-image's fast mode as an exported graph, ``h`` and the patch size
-  chosen on the held-out images like the Gaussian's sigma) and ``ours-nlm``, the residual
-  network adapted to refine the best NLM's output.
+  chosen on the held-out images like the Gaussian's sigma), ``ours-nlm``, the residual
+  network adapted to refine the best NLM's output, and ``ours-nlm-joint``, the shipped
+  pre-trained network that sees the input and that NLM's output (:mod:`.nlm_refiner`).
 
 The lowest held-out MSE is exported, so the bundle is never worse on that split than a
 filter it could have chosen. "ours" is exported as adapted on the fit split (the model
@@ -30,6 +31,7 @@ import numpy as np
 from ..errors import DataError
 from .candidates import Candidate, Competition, with_support
 from .nlm_candidates import hybrid_result, nlm_candidates, nlm_sigma
+from .nlm_refiner import joint_result
 
 __all__ = ["GAUSSIAN_SIGMAS", "classical_result", "denoiser_compete", "denoiser_select",
            "gaussian_kernel"]
@@ -98,10 +100,10 @@ def _candidates(fit_task, shape, norm) -> list[Candidate]:
 
 
 def denoiser_compete(run_adapt, task, holdout: float, seed: int,
-                     hybrid: bool = True) -> Competition:
+                     hybrid: bool = True, joint: bool = True) -> Competition:
     """Adapt "ours" on a split of ``task``'s support, select among it and the classical
     filters on the held-out images (see the module docstring); ``hybrid``: also adapt
-    ``ours-nlm`` (a second adaptation)."""
+    ``ours-nlm`` (a second adaptation); ``joint``: also ``ours-nlm-joint``."""
     if task.noise is None and task.support_noisy is None:
         raise DataError("denoising needs a noise model: pass --noise, e.g. gaussian:0.1")
     split = _split(task, holdout, seed)
@@ -124,11 +126,11 @@ def denoiser_compete(run_adapt, task, holdout: float, seed: int,
         cands += nlm_candidates(shape, norm, sigma)
     for c in cands:
         c.score = -_hold_mse(c.result, noisy_z, clean_z)  # higher is better
-    if sigma is not None and hybrid:
-        best_nlm = max((c for c in cands if c.name.startswith("nlm-")), key=lambda c: c.score)
-        mixed = Candidate("ours-nlm", hybrid_result(run_adapt, fit_task, best_nlm, seed))
-        mixed.score = -_hold_mse(mixed.result, noisy_z, clean_z)
-        cands.append(mixed)
+    if sigma is not None:
+        cands += _nlm_nets(run_adapt, fit_task, cands, seed, hybrid, joint)
+        for c in cands:
+            if c.score is None:
+                c.score = -_hold_mse(c.result, noisy_z, clean_z)
     best = max(cands, key=lambda c: c.score)
     runner = max((c for c in cands if c is not best), key=lambda c: c.score)
     selected: dict[str, Any] = {"name": best.name, "score": best.score,
@@ -140,6 +142,20 @@ def denoiser_compete(run_adapt, task, holdout: float, seed: int,
     comp = Competition(best.result, ours, selection, ours_on_task=False)
     comp.pool = {c.name: c.result for c in cands}  # every candidate's AdaptResult (scripts)
     return comp
+
+
+def _nlm_nets(run_adapt, fit_task, cands, seed: int, hybrid: bool,
+              joint: bool) -> list[Candidate]:
+    """``ours-nlm`` (``hybrid``) and ``ours-nlm-joint`` (``joint``, when a refiner is
+    shipped) on the best-scoring ``nlm-*`` candidate's settings (not yet scored)."""
+    best_nlm = max((c for c in cands if c.name.startswith("nlm-")), key=lambda c: c.score)
+    out = []
+    if hybrid:
+        out.append(Candidate("ours-nlm", hybrid_result(run_adapt, fit_task, best_nlm, seed)))
+    res = joint_result(fit_task, best_nlm, seed) if joint else None
+    if res is not None:
+        out.append(Candidate("ours-nlm-joint", res))
+    return out
 
 
 def denoiser_select(run_adapt, task, options):

@@ -8,7 +8,9 @@ input filter and ``smoothing`` (> 0) a k x k per-channel linear filter (edge-rep
 borders) after it; ``nlm`` (when set) non-local means (:mod:`metaae_edge.space.nlm`)
 before both. A spec with no layers is a classical filter (Gaussian: ``smoothing`` with
 Gaussian weights; median: ``prefilter="median3"``; NLM: ``nlm``); with layers and ``nlm``
-the residual network refines the NLM output.
+the residual network refines the NLM output; with ``nlm_joint`` it sees both, the input
+and its NLM: ``encode`` returns ``[z, u]`` (2 C channels) and ``out = u - f([z, u])``,
+``f`` in units of the NLM's noise sigma (``sigma f'([z, u] / sigma)``).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class CompactDenoiser(nn.Module):
         c = spec.input_shape[0]
         if spec.smoothing:
             self.smooth = nn.Conv2d(c, c, spec.smoothing, groups=c, bias=False)
-        body, cin = [], c
+        body, cin = [], 2 * c if spec.nlm_joint else c
         for layer in spec.encoder:
             body.append(nn.Conv2d(cin, layer.width, layer.kernel, padding=layer.kernel // 2))
             cin = layer.width
@@ -79,17 +81,32 @@ class CompactDenoiser(nn.Module):
             self.tail = nn.Conv2d(cin, c, CONV_OUTPUT_KERNEL, padding=CONV_OUTPUT_KERNEL // 2)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        z = x
         if self.spec.nlm:
             x = nl_means(x, NLMParams.from_tuple(self.spec.nlm))
         x = prefilter_fn(self.spec.prefilter)(x)
         if self.spec.smoothing:
             p = self.spec.smoothing // 2
             x = self.smooth(F.pad(x, (p, p, p, p), mode="replicate"))
-        return x
+        return torch.cat([z, x], 1) if self.spec.nlm_joint else x
+
+    @property
+    def joint_scale(self) -> float:
+        """``nlm_joint``: 1 / the NLM's noise sigma (model units), so ``f`` sees and
+        predicts in units of the noise; 1 without a sigma."""
+        sigma = float(self.spec.nlm[3]) if self.spec.nlm else 0.0
+        return 1.0 / sigma if sigma > 0 else 1.0
 
     def decode(self, u: torch.Tensor) -> torch.Tensor:
         if not self.spec.encoder:
             return u
+        if self.spec.nlm_joint:  # u = [z, NLM(z)]: the residual is taken from NLM(z)
+            k = self.joint_scale
+            return u[:, self.spec.input_shape[0]:] - self.residual(u * k) * (1.0 / k)
+        return u - self.residual(u)
+
+    def residual(self, u: torch.Tensor) -> torch.Tensor:
+        """``f(u)``: the layers and the tail (the predicted noise)."""
         h = u
         for conv, layer in zip(self.body, self.spec.encoder):
             h = activation_fn(layer.activation)(conv(h))
@@ -100,7 +117,7 @@ class CompactDenoiser(nn.Module):
                     F.conv2d(g, conv.weight, conv.bias, stride=2 if j == 0 else 1,
                              padding=layer.kernel // 2))
             h = h + self.merge(_upsample_like(g, u))
-        return u - self.tail(h)
+        return self.tail(h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = self.encode(x)
