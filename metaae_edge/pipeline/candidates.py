@@ -31,9 +31,10 @@ a hidden activation is what ``encoder=()`` already means.
   objective only, where the product is the score.
 
 Selection criteria (higher is better), then (reconstruct) a one-standard-error rule: the
-best closed-form candidate replaces "ours" only if it beats "ours" by more than one
-standard error of their paired per-row difference on the held-out rows (few held-out rows
-and several candidates make the top held-out score partly luck). For anomaly tasks the
+best-scoring PCA candidate is the incumbent, and ours or pca+residual replaces it only if
+it beats it by more than one standard error of their paired per-row difference on the
+held-out rows (few held-out rows and several candidates make the top held-out score partly
+luck; before r25 "ours" was the incumbent, docs/real_data.md). For anomaly tasks the
 exported detectors of :mod:`.detector_candidates` join, and the incumbent
 (``ensemble+ours``) is exported: every candidate is still scored and reported, but on the
 tabular family's meta-training tasks letting a challenger replace it lost ROC-AUC
