@@ -192,3 +192,34 @@ def test_cli_says_whose_query_mse_it_prints(cli, tmp_path):
     log = " ".join((out + err).split())
     assert code == 0 and "query MSE" in log
     assert "selected" not in log and "not exported" not in log
+
+
+def _fake(names, rows, monkeypatch):
+    """Candidates named ``names`` whose held-out per-row scores are ``rows``."""
+    from types import SimpleNamespace
+
+    from metaae_edge.pipeline import candidates as cmod
+
+    norm = Normalizer.fit(np.zeros((4, 2), np.float32) + np.arange(4)[:, None])
+    table = {id(r): r for r in rows}
+    cands = [cmod.Candidate(n, SimpleNamespace(normalizer=norm, tag=id(r)))
+             for n, r in zip(names, rows)]
+    monkeypatch.setattr(cmod, "row_scores", lambda res, *a: table[res.tag])
+    return cands
+
+
+@pytest.mark.parametrize("gain,winner", [(0.0005, "pca-4"), (0.5, "ours")])
+def test_reconstruct_incumbent_is_the_best_pca(gain, winner, monkeypatch):
+    from metaae_edge.pipeline.candidates import select
+
+    rng = np.random.default_rng(0)
+    base = -rng.uniform(1, 2, 40)
+    noise = 0.01 * rng.standard_normal(40)
+    noise -= noise.mean()  # the paired difference has mean exactly `gain`, SE ~0.0016
+    names = ["ours", "pca-2", "pca-4"]
+    # ours' held-out score is above the best PCA's in both cases; only a gain of more than
+    # one standard error of the paired difference replaces the PCA
+    cands = _fake(names, [base + gain + noise, base - 1, base], monkeypatch)
+    chosen, sel = select(cands, "reconstruct", np.zeros((4, 2)), np.zeros((8, 2)))
+    assert sel["incumbent"] == "pca-4" and chosen.name == winner
+    assert sel["vs_incumbent"]["challenger"] == "ours"

@@ -41,6 +41,15 @@ def test_untrained_candidate_is_pca_exactly():
     assert abs(_mse(model, z) - _mse(pca, z)) < 1e-6
 
 
+def test_encoder_correction_starts_at_pca_and_trains():
+    z = Normalizer.fit(_curve(200)).transform(_curve(200)).astype(np.float64)
+    model, info = fit_residual(z, 2, steps=0, val_z=z[:10], enc_hidden=16)
+    assert len(model.encoder.layers) == 2
+    assert abs(_mse(model, z) - _mse(pca_result(z, 2, None).model, z)) < 1e-6
+    trained, info = fit_residual(z, 2, steps=200, enc_hidden=16)
+    assert info["val_mse"] < info["pca_val_mse"]
+
+
 def test_residual_beats_pca_on_a_curve_and_not_on_linear_data():
     x, q = _curve(400, seed=1), _curve(300, seed=2)
     norm = Normalizer.fit(x)
