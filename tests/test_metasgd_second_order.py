@@ -91,3 +91,16 @@ def test_second_order_leaves_adaptation_and_the_reptile_direction_as_they_are(
     up = learner.task_update(params, batch, inner, "softmax", None)  # init: Reptile
     for k in params:
         torch.testing.assert_close(up.grad[k], params[k] - ref[k], atol=1e-12, rtol=0)
+
+
+def test_an_exactly_zero_gradient_gives_a_finite_second_order_derivative():
+    from metaae_edge.meta.learned_rule import AdamMoments
+
+    theta = torch.tensor([0.0, 2.0], requires_grad=True)
+    g = theta * torch.tensor([1.0, 3.0])  # the first coordinate's gradient is exactly 0
+    graph, plain = AdamMoments(graph=True), AdamMoments()
+    d = graph.direction("w", g, 0)
+    torch.testing.assert_close(d.detach(), plain.direction("w", g, 0), atol=1e-6, rtol=0)
+    d = d + graph.direction("w", 2 * g, 1)
+    (grad,) = torch.autograd.grad(d.sum(), theta)
+    assert torch.isfinite(grad).all()

@@ -37,7 +37,9 @@ class AdamMoments:
 
     ``graph`` (second-order meta-training, :attr:`LearnedRule.second_order`): both
     moments keep the gradients' graph, so the direction is differentiable in the
-    parameters the gradients were taken at (matches finite differences in float64).
+    parameters the gradients were taken at (matches finite differences in float64); the
+    second moment is floored at 1e-30 there (a coordinate with an exactly-zero gradient:
+    its derivative would be NaN, its value moves by 1e-15 against eps = 1e-8).
     """
 
     def __init__(self, graph: bool = False) -> None:
@@ -51,7 +53,10 @@ class AdamMoments:
         s = 0.999 * s + 0.001 * g * g
         self.state[k] = (m, s)
         t = step + 1
-        return (m / (1 - 0.9**t)) / ((s / (1 - 0.999**t)).sqrt() + 1e-8)
+        s_hat = s / (1 - 0.999**t)
+        if self.graph:  # sqrt's derivative at an exactly-zero gradient is inf * 0 = NaN
+            s_hat = s_hat.clamp_min(1e-30)
+        return (m / (1 - 0.9**t)) / (s_hat.sqrt() + 1e-8)
 
 
 def base_lr(k: str, inner: InnerConfig) -> float:
