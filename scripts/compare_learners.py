@@ -36,12 +36,15 @@ LEARNERS = {  # label -> recipe overrides
     "model (metasgd v1)": {"learner": "model", "update_rule": "metasgd"},
     "model (metasgd v2)": {"learner": "model", "update_rule": "metasgd"},
     "model (metasgd v3)": {"learner": "model", "update_rule": "metasgd"},
+    "model (metasgd k5so)": {"learner": "model", "update_rule": "metasgd",
+                             "rule_preset": "k5so"},
 }
 #: label -> MetaSGD class settings while it is meta-trained: ``v1`` the first Meta-SGD
 #: (per-parameter log step sizes from 0), ``v2`` from log 2 plus per-tensor per-step scales
 #: (docs/learners.md: chosen on meta-validation tasks), ``v3`` = ``v2`` plus signed
 #: per-coordinate scales (outer lr 0.01; not adopted, docs/learners.md); plain
-#: ``model (metasgd)``: the class defaults
+#: ``model (metasgd)``: the class defaults; ``model (metasgd k5so)`` is the ``k5so`` preset
+#: (``MetaConfig.rule_preset``, stored in the checkpoint)
 VARIANTS = {"model (metasgd v1)": {"init_log_size": 0.0, "per_step": False, "signed": False},
             "model (metasgd v2)": {"init_log_size": math.log(2.0), "per_step": True,
                                    "signed": False},
@@ -76,6 +79,7 @@ def train(family: str, label: str, seed: int, args, out: Path) -> tuple[Path, fl
     cfg = MetaConfig(algorithm=recipe.meta_algorithm, meta_steps=recipe.meta_steps,
                      meta_batch=recipe.meta_batch, warmup_steps=recipe.warmup,
                      val_every=recipe.meta_steps, val_tasks=4, seed=seed,
+                     rule_preset=recipe.rule_preset,
                      inner=InnerConfig(steps=recipe.inner_steps,
                                        resource_lambda=recipe.resource_lambda))
     torch.manual_seed(seed)

@@ -12,7 +12,9 @@ steps, as one JSON line. A configuration is ``name`` plus ``key=value`` settings
 * ``ps=1`` a learned log scale per tensor and inner step (``MetaSGD.per_step``),
   ``step_lr=`` its outer step,
 * ``sg=1`` a learned signed linear scale per coordinate (``MetaSGD.signed``),
-  ``sc_lr=`` its outer step.
+  ``sc_lr=`` its outer step,
+* ``so=1`` second-order meta-gradients through the rule (``MetaSGD.second_order``; with
+  ``dir=query`` the init's too: MAML through the learned rule).
 
     nice -n 10 python scripts/metasgd_sweep.py --family manifold \\
         --config "k5-u0log2:k=5,u0=0.693" --out runs/sweep/manifold.jsonl
@@ -69,6 +71,8 @@ def run(family: str, name: str, opts: dict, args) -> dict:
         for attr, v in saved.items():
             setattr(MetaSGD, attr, v)
     learner = trainer.algorithm
+    if "so" in opts:  # read at every meta-step, not at construction: on the instance
+        learner.second_order = bool(int(opts["so"]))
     with torch.no_grad():  # separate starts for weights (u0w) and architecture logits (u0a)
         for key, prefix in (("u0w", "log_size.arch."), ("u0a", "log_size.arch.")):
             for tensor, p in getattr(learner, "log_size", {}).items():

@@ -1,6 +1,7 @@
-"""Meta-SGD's options: the start of the log step sizes, per-step scales, signed scales and
-the supernet's outer direction; each trains, checkpoints, resumes exactly and adapts, and a
-checkpoint without per-step / signed scales still loads."""
+"""Meta-SGD's options: the start of the log step sizes, per-step scales, signed scales,
+second-order meta-gradients and the supernet's outer direction; each trains, checkpoints,
+resumes exactly and adapts, and a checkpoint without per-step / signed scales still loads;
+the ``k5`` / ``k5so`` presets are stored, resume and adapt-and-export from the CLI."""
 
 import pytest
 import torch
@@ -32,8 +33,9 @@ def options(monkeypatch):
 
 
 @pytest.mark.parametrize("opts", [{"init_log_size": 0.7}, {"per_step": True},
-                                  {"init_direction": "query"}, {"preset": "k5"},
-                                  {"signed": True}])
+                                  {"init_direction": "query"}, {"preset": "k5"}, {"preset": "k5so"},
+                                  {"signed": True}, {"second_order": True},
+                                  {"second_order": True, "init_direction": "query"}])
 def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options, opts):
     opts = dict(opts)
     preset = opts.pop("preset", "")
@@ -41,7 +43,9 @@ def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options,
     family = create_family("manifold")
     full = MetaTrainer(family, cfg(preset=preset), supernet=SMALL)
     want = {**{"init_log_size": MetaSGD.init_log_size, "per_step": MetaSGD.per_step,
-               "signed": MetaSGD.signed}, **MetaSGD.PRESETS.get(preset, {})}
+               "signed": MetaSGD.signed, "second_order": MetaSGD.second_order},
+            **MetaSGD.PRESETS.get(preset, {})}
+    assert full.algorithm.second_order == want["second_order"]
     u0 = torch.cat([p.detach().flatten() for p in full.algorithm.log_size.values()])
     assert torch.allclose(u0, torch.full_like(u0, want["init_log_size"]))
     assert bool(full.algorithm.log_step) == want["per_step"]
@@ -69,7 +73,7 @@ def test_metasgd_option_trains_checkpoints_resumes_and_adapts(tmp_path, options,
 def test_an_unknown_preset_is_one_line():
     with pytest.raises(SpecError) as exc:
         cfg(preset="k7").validate()
-    assert str(exc.value) == "the metasgd learner has presets k5, got 'k7'"
+    assert str(exc.value) == "the metasgd learner has presets k5, k5so, got 'k7'"
     with pytest.raises(SpecError, match="the reptile learner has presets none"):
         MetaConfig(algorithm="reptile", rule_preset="k5").validate()
 
@@ -138,18 +142,28 @@ def test_meta_train_rule_preset_flag_is_stored_and_an_unknown_one_refused(tmp_pa
 
     from metaae_edge.cli import app
 
-    out = tmp_path / "k5.safetensors"
     base = ["meta-train", "--family", "manifold", "--learner", "model", "--meta-steps", "2",
             "--meta-batch", "2", "--inner-steps", "2", "--val-every", "2",
             "--posttrain-steps", "0"]
-    res = CliRunner().invoke(app, [*base, "--rule-preset", "k5", "--out", str(out)])
+    for preset in ("k5", "k5so"):
+        out = tmp_path / f"{preset}.safetensors"
+        res = CliRunner().invoke(app, [*base, "--rule-preset", preset, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert load_checkpoint(out).meta_config["rule_preset"] == preset
+    # the k5so checkpoint resumes (more meta-steps, same preset) and adapts-and-exports
+    res = CliRunner().invoke(app, [*base[:6], "3", *base[7:], "--resume", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert load_checkpoint(out).meta_config["rule_preset"] == "k5"
+    resumed = load_checkpoint(out)
+    assert (resumed.step, resumed.meta_config["rule_preset"]) == (3, "k5so")
+    res = CliRunner().invoke(app, ["adapt-and-export", str(out), "--task", "manifold:3",
+                                   "--out", str(tmp_path / "bundle")])
+    assert res.exit_code == 0, res.output
+    assert '"learner": "metasgd"' in (tmp_path / "bundle" / "manifest.json").read_text()
     bad = CliRunner().invoke(app, [*base, "--rule-preset", "zz", "--out",
                                    str(tmp_path / "zz.safetensors")])
     # the CLI's main turns a SpecError into one line and exit code 2 (tests/test_cli.py)
     assert isinstance(bad.exception, SpecError)
-    assert "presets k5, got 'zz'" in str(bad.exception)
+    assert "presets k5, k5so, got 'zz'" in str(bad.exception)
     assert not (tmp_path / "zz.safetensors").exists()
 
 

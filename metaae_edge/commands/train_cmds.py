@@ -54,7 +54,8 @@ UpdateRuleOpt = Annotated[str, Opt(
     "LSTM optimiser).")]
 RulePresetOpt = Annotated[str, Opt(
     "--rule-preset", help="Model learner: named settings of the learned rule (metasgd: k5 = "
-    "log step sizes from log 2 and per-step scales, docs/learners.md); empty = none.")]
+    "log step sizes from log 2 and per-step scales; k5so = log step sizes from 0, per-step scales, "
+    "second-order meta-gradients; docs/learners.md); empty = none.")]
 MetaStepsOpt = Annotated[int | None, Opt(
     help="Outer (meta) steps (default 400; 300 for image families).")]
 MetaBatchOpt = Annotated[int | None, Opt(

@@ -44,8 +44,11 @@ class MetaSGD(LearnedRule):
     per_step = False
     #: ``MetaConfig.rule_preset``: ``k5`` (log step sizes from log 2, per-step scales),
     #: chosen on meta-validation tasks for K_train = 5 (docs/learners.md); it measured
-    #: worse at K_train = 10, so it is not the default
-    PRESETS = {"k5": {"init_log_size": math.log(2.0), "per_step": True}}
+    #: worse at K_train = 10, so it is not the default. ``k5so``: log step sizes from 0
+    #: (the inner Adam lr), per-step scales, second-order meta-gradients
+    #: (:attr:`second_order`), chosen on meta-validation for K_train = 5 (docs/learners.md)
+    PRESETS = {"k5": {"init_log_size": math.log(2.0), "per_step": True},
+               "k5so": {"init_log_size": 0.0, "per_step": True, "second_order": True}}
     #: outer Adam step of the per-step scales (one per tensor: its gradient sums over the
     #: tensor's coordinates, so it moves coherently; at the log sizes' 0.05 a scale could
     #: drift by 4.5 in 90 meta-steps)
@@ -121,7 +124,7 @@ class MetaSGD(LearnedRule):
 
     def rule(self, params, inner, train):
         names = set(trainable_names(params, inner))
-        moments = AdamMoments()
+        moments = AdamMoments(graph=train and self.second_order)
 
         def update(p, grads, step):
             new = {}
