@@ -140,17 +140,23 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     ckpt = load_checkpoint(args.checkpoint)
+    write_unit_caches(args, lambda task: unit_terms(task, ckpt))
+    return 0
+
+
+def write_unit_caches(args, terms) -> None:
+    """One ``KEY.npz`` under ``args.out`` per unit of :func:`units` (``terms(task)``'s
+    arrays), skipping units already cached; written to a temporary file, then renamed."""
     t_all = time.time()
     for key, make in units(args):
         path = os.path.join(args.out, key + ".npz")
         if os.path.exists(path):
             continue
         t0 = time.time()
-        np.savez(path + ".tmp.npz", **unit_terms(make(), ckpt))
+        np.savez(path + ".tmp.npz", **terms(make()))
         os.replace(path + ".tmp.npz", path)
         print(f"{key} {time.time() - t0:.1f}s", file=sys.stderr)
     print(f"{time.time() - t_all:.0f} s", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -66,21 +65,12 @@ def main(argv=None) -> int:
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from cache_detector_terms import parse_args, units
+    from cache_detector_terms import parse_args, write_unit_caches
 
     torch.set_num_threads(1)
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    t_all = time.time()
-    for key, make in units(args):
-        path = os.path.join(args.out, key + ".npz")
-        if os.path.exists(path):
-            continue
-        t0 = time.time()
-        np.savez(path + ".tmp.npz", **unit_series_terms(make()))
-        os.replace(path + ".tmp.npz", path)
-        print(f"{key} {time.time() - t0:.1f}s", file=sys.stderr)
-    print(f"{time.time() - t_all:.0f} s", file=sys.stderr)
+    write_unit_caches(args, unit_series_terms)
     return 0
 
 

@@ -36,3 +36,24 @@ def torch_reference(model: CompactConvAE, norm: Normalizer,
         return {"reconstruction": (r * std + mean).numpy(), "latent": latent.numpy(),
                 "score": sq.mean(dim=(1, 2, 3)).numpy(),
                 "error_map": sq.mean(dim=1, keepdim=True).numpy()}
+
+
+def edge_task(n: int = 40, res: int = 32, margin: int = 8, max_side: int = 20):
+    """A denoise task (Gaussian 0.1) of piecewise-constant images: a flat background and 3
+    flat rectangles (corner within ``res - margin``, sides 6 .. ``max_side`` - 1), sharp
+    edges: NLM's regime, and one where NLM leaves noise on the flat parts a net can remove."""
+    from metaae_edge.tasks.base import Noise, Task
+
+    rng = np.random.default_rng(0)
+    imgs = np.empty((n, res, res), np.float32)
+    for k in range(n):
+        img = np.full((res, res), rng.uniform(0.2, 0.8), np.float32)
+        for _ in range(3):
+            y, x = rng.integers(0, res - margin, 2)
+            value = rng.uniform(0, 1)  # drawn before the sides, as the slice assignment did
+            h, w = rng.integers(6, max_side), rng.integers(6, max_side)
+            img[y:y + h, x:x + w] = value
+        imgs[k] = img
+    x = imgs.reshape(n, -1)
+    return Task("edges", "test", x, x[:8], objective="denoise", normalization="global",
+                noise=Noise("gaussian", 0.1), image_shape=(1, res, res))

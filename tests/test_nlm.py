@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from image_helpers import edge_task
 
 from metaae_edge.errors import SpecError
 from metaae_edge.space.nlm import NLMParams, nl_means, reflect_pad
@@ -97,23 +98,6 @@ def test_spec_field_round_trips_and_is_validated():
         ArchSpec((4,), (), 2, (), nlm=(5, 6, 0.1, 0.1)).validate()
 
 
-def _edge_task(n: int = 40, res: int = 32):
-    """Piecewise-constant images (a few flat rectangles, sharp edges): NLM's regime."""
-    from metaae_edge.tasks.base import Noise, Task
-
-    rng = np.random.default_rng(0)
-    imgs = np.empty((n, res, res), np.float32)
-    for k in range(n):
-        img = np.full((res, res), rng.uniform(0.2, 0.8), np.float32)
-        for _ in range(3):
-            y, x = rng.integers(0, res - 8, 2)
-            img[y:y + rng.integers(6, 20), x:x + rng.integers(6, 20)] = rng.uniform(0, 1)
-        imgs[k] = img
-    x = imgs.reshape(n, -1)
-    return Task("edges", "test", x, x[:8], objective="denoise", normalization="global",
-                noise=Noise("gaussian", 0.1), image_shape=(1, res, res))
-
-
 def test_nlm_candidate_is_chosen_when_the_data_make_it_best():
     from metaae_edge.adapt import AdaptResult, _arch_report
     from metaae_edge.pipeline.image_candidates import denoiser_compete
@@ -127,7 +111,8 @@ def test_nlm_candidate_is_chosen_when_the_data_make_it_best():
         return AdaptResult(CompactDenoiser(spec).eval(), spec, t.normalizer(),
                            _arch_report(spec), {})
 
-    comp = denoiser_compete(untrained, _edge_task(), 0.2, 0, hybrid=False, joint=False)
+    task = edge_task(res=32, margin=8, max_side=20)
+    comp = denoiser_compete(untrained, task, 0.2, 0, hybrid=False, joint=False)
     sel = comp.selection["selected"]
     assert sel["name"].startswith("nlm-"), comp.selection
     assert comp.winner.spec.nlm and not comp.winner.spec.encoder

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from image_helpers import edge_task
 
 from metaae_edge.errors import SpecError
 from metaae_edge.pipeline import nlm_refiner
@@ -85,23 +86,6 @@ def test_joint_graph_equals_torch_at_any_size(tmp_path):
     assert rt.bundle.manifest["outputs"]["latent"]["shape"][1] == 2
 
 
-def _edge_task(n: int = 40, res: int = 24):
-    """Piecewise-constant images: NLM leaves noise on the flat parts a net can remove."""
-    from metaae_edge.tasks.base import Noise, Task
-
-    rng = np.random.default_rng(0)
-    imgs = np.empty((n, res, res), np.float32)
-    for k in range(n):
-        img = np.full((res, res), rng.uniform(0.2, 0.8), np.float32)
-        for _ in range(3):
-            y, x = rng.integers(0, res - 6, 2)
-            img[y:y + rng.integers(6, 14), x:x + rng.integers(6, 14)] = rng.uniform(0, 1)
-        imgs[k] = img
-    x = imgs.reshape(n, -1)
-    return Task("edges", "test", x, x[:8], objective="denoise", normalization="global",
-                noise=Noise("gaussian", 0.1), image_shape=(1, res, res))
-
-
 def _untrained(t):
     from metaae_edge.adapt import AdaptResult, _arch_report
     from metaae_edge.space import CompactDenoiser
@@ -118,7 +102,8 @@ def _compete(monkeypatch, path, steps: int):
     monkeypatch.setattr(nlm_refiner, "REFINER_FILE", path)
     monkeypatch.setattr(nlm_refiner, "JOINT_FINETUNE_STEPS", steps)
     monkeypatch.setattr(nlm_refiner, "JOINT_FINETUNE_LR", 3e-3)
-    comp = denoiser_compete(_untrained, _edge_task(), 0.2, 0, hybrid=False)
+    task = edge_task(res=24, margin=6, max_side=14)
+    comp = denoiser_compete(_untrained, task, 0.2, 0, hybrid=False)
     return comp, {c["name"]: c["score"] for c in comp.selection["candidates"]}
 
 

@@ -191,14 +191,29 @@ def _channels(channels: int, width: int) -> int:
     return int(check_channels(int(channels), width))
 
 
+def _one_declaration(channels: int | None, series: int | None) -> None:
+    """A one-line DataError when the rows are declared both as windows and as series."""
+    if channels is not None and series is not None:
+        raise DataError("declare the rows either as windows (--channels) or as whole "
+                        "series (--series), not both")
+
+
+def _declarations(channels: int | None, series: int | None, width: int) -> dict[str, int]:
+    """The ``info`` entries of a window (``channels``) or whole-series declaration."""
+    _one_declaration(channels, series)
+    if channels is not None:
+        return {"channels": _channels(channels, width)}
+    if series is not None:
+        return {"series": int(check_series(series, width))}
+    return {}
+
+
 def _declare(task: Task, key: str, value: int) -> Task:
     import dataclasses
 
-    other = {"channels": "series", "series": "channels"}[key]
-    if task.info.get(other) is not None:
-        raise DataError("declare the rows either as windows (--channels) or as whole "
-                        "series (--series), not both")
-    return dataclasses.replace(task, info={**task.info, key: value})
+    info = {**task.info, key: value}
+    _one_declaration(info.get("channels"), info.get("series"))
+    return dataclasses.replace(task, info=info)
 
 
 def with_channels(task: Task, channels: int | None) -> Task:
@@ -286,13 +301,7 @@ def load_task(
         source = labels if labels is not None else stored_labels
         y = None if source is None else _as_labels(source, n, p)
     support, query, query_labels = _split_sets(x, y, query_fraction, rng, p, info)
-    if channels is not None and series is not None:
-        raise DataError("declare the rows either as windows (--channels) or as whole "
-                        "series (--series), not both")
-    if channels is not None:
-        info["channels"] = _channels(channels, x.shape[1])
-    if series is not None:
-        info["series"] = int(check_series(series, x.shape[1]))
+    info.update(_declarations(channels, series, x.shape[1]))
     return Task(
         name=p.stem,
         family="user",
