@@ -205,16 +205,7 @@ def main(argv=None) -> int:
     rows = [r for r in dict.fromkeys(u.row for u in units) if "train" not in r[0]]
     cols = {m: {r: float(np.mean([v[i] for i, u in enumerate(units) if u.row == r]))
                 for r in rows} for m, v in per_unit.items()}
-    print("\n| dataset | S | units | exported (measured) | " + " | ".join(cols)
-          + " | best classical |")
-    print("|" + " --- |" * (len(cols) + 5))
-    for r in rows:
-        rf = ref.get(r, {})
-        exp = f"{rf['exported']:.3f}" if "exported" in rf else "-"
-        orc = f"{rf['oracle_name']} ({rf['oracle']:.3f})" if "oracle" in rf else "-"
-        n = sum(u.row == r for u in units)
-        print(f"| {r[0]} | {r[1]} | {n} | {exp} | "
-              + " | ".join(f"{cols[m][r]:.4f}" for m in cols) + f" | {orc} |")
+    sw.print_row_table(units, cols, ref)
     for kind in ("real", "test"):
         print("\n" + "\n".join(summary(cols, rows, ref, kind)))
     return 0

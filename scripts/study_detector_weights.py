@@ -234,6 +234,23 @@ def protocols(args) -> dict:
     return out
 
 
+def print_row_table(units, cols: dict, ref: dict) -> list:
+    """Print the per-row markdown table (``cols``: method -> row -> mean AUC, beside the
+    measured exported detector and the best classical of ``ref``); returns its rows."""
+    rows = [r for r in dict.fromkeys(u.row for u in units) if "train" not in r[0]]
+    print("\n| dataset | S | units | exported (measured) | " + " | ".join(cols)
+          + " | best classical |")
+    print("|" + " --- |" * (len(cols) + 5))
+    for r in rows:
+        rf = ref.get(r, {})
+        exp = f"{rf['exported']:.3f}" if "exported" in rf else "-"
+        orc = f"{rf['oracle_name']} ({rf['oracle']:.3f})" if "oracle" in rf else "-"
+        n = sum(u.row == r for u in units)
+        print(f"| {r[0]} | {r[1]} | {n} | {exp} | "
+              + " | ".join(f"{cols[m][r]:.4f}" for m in cols) + f" | {orc} |")
+    return rows
+
+
 def vs_current(cols: dict, m: str, sel: list) -> str:
     """``  m: - current +d (SE over rows s, up / down u / v)`` over the rows ``sel``."""
     d = np.array([cols[m][r] - cols["current"][r] for r in sel])
@@ -306,17 +323,7 @@ def main(argv=None) -> int:
     for g in dict.fromkeys(u.group for u in units if u.split != "train"):
         own = [u for u in units if u.group == g]
         own_col.update(row_means(own, choose(own, EXPORTABLE)))
-    rows = [r for r in dict.fromkeys(u.row for u in units) if "train" not in r[0]]
-    n_units = {r: sum(u.row == r for u in units) for r in rows}
-    print("\n| dataset | S | units | exported (measured) | " + " | ".join(cols)
-          + " | best classical |")
-    print("|" + " --- |" * (len(cols) + 5))
-    for r in rows:
-        rf = ref.get(r, {})
-        exp = f"{rf['exported']:.3f}" if "exported" in rf else "-"
-        orc = f"{rf['oracle_name']} ({rf['oracle']:.3f})" if "oracle" in rf else "-"
-        print(f"| {r[0]} | {r[1]} | {n_units[r]} | {exp} | "
-              + " | ".join(f"{cols[m][r]:.4f}" for m in cols) + f" | {orc} |")
+    rows = print_row_table(units, cols, ref)
     for kind in ("real", "test"):
         print("\n" + summary(cols, rows, ref, kind))
     print("\n" + bounds(units, cols))

@@ -35,7 +35,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cache_series_terms import variants  # noqa: E402
-from study_detector_weights import CURRENT, REAL12, TERMS, load, reference, vec  # noqa: E402
+from study_detector_weights import (  # noqa: E402
+    CURRENT,
+    REAL12,
+    TERMS,
+    load,
+    reference,
+    vec,
+    vs_current,
+)
 
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 OCSVM_WEIGHTS = (0.0, 1.0, 2.0)
@@ -157,10 +165,7 @@ def summary(cols: dict, sel: list, ref: dict, label: str) -> list[str]:
     for m in cols:
         if m == "current":
             continue
-        d = np.array([cols[m][r] - cols["current"][r] for r in sel])
-        line = (f"  {m}: - current {d.mean():+.4f} (SE over rows "
-                f"{d.std(ddof=1) / np.sqrt(len(d)):.4f}, up / down "
-                f"{int((d > 1e-9).sum())} / {int((d < -1e-9).sum())})")
+        line = vs_current(cols, m, sel)
         if have:
             g = np.array([cols[m][r] - ref[r]["oracle"] for r in have])
             line += (f"; - best classical {g.mean():+.4f}, rows >= best classical - "
