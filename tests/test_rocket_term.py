@@ -121,3 +121,46 @@ def test_served_bundle_equals_the_reference(tmp_path, python_without):
     f = rocket_features_reference(zq, fit)
     y = (f - term.term.mean.double().numpy()) @ term.term.w.double().numpy()
     np.testing.assert_allclose(served, (y * y).sum(axis=1), rtol=2e-3)
+
+
+def test_series_ensemble_holds_the_rocket_term_and_serves_its_score(tmp_path,
+                                                                    python_without):
+    """On a series-declared task the exported ensemble+ours is the r27 rule: its rocket
+    part equals the numpy reference, and the served bundle equals the torch model."""
+    from metaae_edge.pipeline.candidates import pca_result
+    from metaae_edge.pipeline.detector_candidates import (
+        ROCKET,
+        ROCKET_WEIGHT,
+        detector_candidates,
+    )
+
+    x = _series(60, c=1, t=48, seed=5)
+    norm = Normalizer.fit(x[:40])
+    z, zh = (norm.transform(a).astype(np.float64) for a in (x[:40], x[40:50]))
+    ours = pca_result(z, 4, norm, "pca-4")  # a vector autoencoder standing in for ours
+    cands = {c.name: c.result for c in detector_candidates(z, zh, norm, ours=ours, series=1)}
+    res = cands["ensemble+ours"]
+    ens = res.model.term
+    assert [t["name"] for t in res.report["terms"]][-1] == "rocket"
+    assert res.report["terms"][-1]["weight"] == ROCKET_WEIGHT
+    rocket = ens.terms[-1]
+    assert rocket is cands["rocket"].model.term  # one fitted term, scored and summed
+    q = x[50:]
+    zq = norm.transform(q).astype(np.float64)
+    fit = fit_rocket(z, norm, 1, ROCKET[0], ROCKET[1])
+    f = rocket_features_reference(zq, fit)
+    y = (f - rocket.term.mean.double().numpy()) @ rocket.term.w.double().numpy()
+    with torch.no_grad():
+        zt = torch.as_tensor(zq, dtype=torch.float32)
+        parts = [t(zt).double().numpy() * c for t, c in zip(ens.terms, ens.coef)]
+        total = ens(zt).double().numpy()
+    np.testing.assert_allclose(parts[-1], (y * y).sum(axis=1) * ens.coef[-1], rtol=2e-3)
+    np.testing.assert_allclose(total, np.sum(parts, axis=0), rtol=1e-5)
+    bundle = write_bundle(tmp_path / "b", model=res.model, spec=res.spec,
+                          normalizer=res.normalizer, task_summary={"name": "r"},
+                          objective="anomaly", reference=x[40:50], threshold=None,
+                          reports={"adaptation": res.report}, seed=0)
+    np.save(tmp_path / "q.npy", q)
+    run = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), total, rtol=2e-3)
