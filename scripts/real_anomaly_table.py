@@ -20,7 +20,8 @@ on the same rows, and ``exported`` what ``--candidates all`` exports (chosen by
 Tasks that know their channel count (the windowed real datasets, ``sensors``) pass it on,
 so the exported ensembles include the window front-end (``--candidates all`` with
 ``--channels``); rows declared as whole series (``info["series"]``) or windows also get
-the ``shift-knn`` column, the exported shift-tolerant kNN candidate (scored, not chosen;
+the ``shift-knn`` and ``rocket`` columns, the exported shift-tolerant kNN and MiniRocket
+candidates alone (scored, not chosen;
 not counted as a classical detector, not in the paired summary line).
 ``--synthetic-family tabular,sensors`` adds held-out family tasks.
 
@@ -93,7 +94,7 @@ def ours_auc(ckpt, task, finetune_steps: int) -> float:
 #: the columns of metaae-edge (every other column is a classical detector)
 OURS_COLUMNS = ("ours", "ours-meta", "ensemble", "ensemble+ours", "exported")
 #: exported candidates shown where present (series / window rows), not in the paired line
-EXTRA_COLUMNS = ("shift-knn",)
+EXTRA_COLUMNS = ("shift-knn", "rocket")
 
 
 def ours_cand_auc(ckpt, task, finetune_steps: int, holdout: float = 0.2

@@ -12,6 +12,9 @@ windows). Grid: :data:`WEIGHTS` x the cached variants x :data:`SCOPES` x
 only if it is strictly better, so ties keep the simpler rule (rules are ordered by
 ``W``, then ``Wo``, then the variant).
 
+With ``--rocket-cache`` (``scripts/cache_rocket_terms.py``, r27) the variants are the
+MiniRocket term's and ``Wo`` is 0: rules are ``current + W x z(one rocket variant)``.
+
 Objective of a rule on a set of units: the mean over groups (a real dataset, both S
 together; a synthetic family's train split) of the mean unit ROC-AUC. For each real
 dataset d the rule is chosen without any unit of d and scored on d's rows only
@@ -34,7 +37,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cache_series_terms import variants  # noqa: E402
+import cache_rocket_terms  # noqa: E402
+import cache_series_terms  # noqa: E402
 from study_detector_weights import (  # noqa: E402
     CURRENT,
     REAL12,
@@ -48,11 +52,18 @@ from study_detector_weights import (  # noqa: E402
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 OCSVM_WEIGHTS = (0.0, 1.0, 2.0)
 SCOPES = ("series", "ordered")
+#: the variants searched: the shift-kNN cache's (r25) or, with ``--rocket-cache``, the
+#: MiniRocket term's (r27: no OC-SVM weight, ``OCSVM_WEIGHTS = (0,)``)
+VARIANTS = [v[0] for v in cache_series_terms.variants()]
+
+
+def variant_names() -> list[str]:
+    return list(VARIANTS)
 
 
 def rules() -> list[tuple[str, float, str, float]]:
     """``(variant, W, scope, Wo)``; the first is the current rule."""
-    names = [v[0] for v in variants()]
+    names = variant_names()
     out = [("-", 0.0, "series", 0.0)]
     for w in WEIGHTS:
         for wo in OCSVM_WEIGHTS:
@@ -88,7 +99,7 @@ def unit_aucs(cache: str, series_cache: str, datasets: list[str]) -> list[dict]:
             if on and wo > 0:
                 s = s + wo * oc
             cols.append(s)
-        alone = [_z(d, v[0]) if kind != "table" else cur for v in variants()]
+        alone = [_z(d, v) if kind != "table" else cur for v in variant_names()]
         out.append({"group": u.group, "row": u.row, "split": u.split, "kind": kind,
                     "auc": _auc(np.stack(cols, axis=1), u.y),
                     "alone": _auc(np.stack(alone, axis=1), u.y)})
@@ -175,10 +186,13 @@ def summary(cols: dict, sel: list, ref: dict, label: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    global WEIGHTS, SCOPES
+    global WEIGHTS, SCOPES, OCSVM_WEIGHTS, VARIANTS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", required=True)
-    p.add_argument("--series-cache", required=True)
+    terms = p.add_mutually_exclusive_group(required=True)
+    terms.add_argument("--series-cache", help="scripts/cache_series_terms.py output (r25)")
+    terms.add_argument("--rocket-cache", help="scripts/cache_rocket_terms.py output (r27: "
+                       "rocket variants, no OC-SVM weight)")
     p.add_argument("--datasets", default=REAL12)
     p.add_argument("--reference", default=None, help="real_anomaly_table.py output(s)")
     p.add_argument("--weights", default=",".join(f"{w:g}" for w in WEIGHTS),
@@ -188,7 +202,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     WEIGHTS = tuple(float(w) for w in args.weights.split(","))
     SCOPES = tuple(args.scopes.split(","))
-    units = unit_aucs(args.cache, args.series_cache, args.datasets.split(","))
+    if args.rocket_cache:
+        OCSVM_WEIGHTS = (0.0,)
+        VARIANTS = [v[0] for v in cache_rocket_terms.variants()]
+    units = unit_aucs(args.cache, args.series_cache or args.rocket_cache,
+                      args.datasets.split(","))
     ref: dict = {}
     for path in (args.reference or "").split(","):
         ref.update(reference(path) if path else {})
@@ -219,7 +237,7 @@ def diagnostic(units: list[dict], grid: list, i_all: int, rows: list, ref: dict)
     v, w, _, wo = grid[i_all]
     if w == 0:
         return
-    names = [x[0] for x in variants()]
+    names = variant_names()
     j_series = grid.index((v, w, "series", wo))
     cols = {"current": row_means(units, 0), "all-group rule on series rows only":
             row_means(units, j_series)}

@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 
 import cache_detector_terms as cache  # noqa: E402
+import cache_rocket_terms  # noqa: E402
 import study_detector_weights as study  # noqa: E402
 
 
@@ -44,6 +45,12 @@ def test_cached_terms_rebuild_the_exported_ensemble(family):
     assert "iforest@query" in terms and terms["iforest@hold"].shape == (6,)
     rebuilt = sum(w * terms[f"{t}@query"] / terms[f"{t}@sd"]
                   for t, w in study.CURRENT.items() if f"{t}@query" in terms)
+    if windows:  # the r27 rule: + 4 x the rocket variant, from the rocket cache
+        from metaae_edge.pipeline.detector_candidates import ROCKET, ROCKET_WEIGHT
+
+        r = cache_rocket_terms.unit_rocket_terms(task)
+        name = "rocket:z{:d}:d{:d}:ppv:{}".format(*ROCKET)
+        rebuilt = rebuilt + ROCKET_WEIGHT * r[f"{name}@query"] / r[f"{name}@sd"]
     served = _exported_ensemble(task, ckpt)
     np.testing.assert_allclose(rebuilt, served, rtol=2e-4, atol=1e-4)
     assert np.array_equal(terms["_labels"], task.query_labels)

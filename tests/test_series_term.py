@@ -113,7 +113,7 @@ def _csv(tmp_path, n=40, seed=0):
     return path
 
 
-def test_series_declaration_adds_the_shift_knn_candidate(cli, tmp_path):
+def test_series_declaration_adds_the_shift_knn_and_rocket_candidates(cli, tmp_path):
     from metaae_edge.pipeline.detector_candidates import SHIFT_KNN, detector_candidates
 
     x = _series(40, c=1, t=48)
@@ -121,10 +121,10 @@ def test_series_declaration_adds_the_shift_knn_candidate(cli, tmp_path):
     z, zh = norm.transform(x[:32]).astype(np.float64), norm.transform(x[32:]).astype(np.float64)
     plain = {c.name for c in detector_candidates(z, zh, norm)}
     cands = {c.name: c for c in detector_candidates(z, zh, norm, series=1)}
-    assert set(cands) == plain | {"shift-knn"}
+    assert set(cands) == plain | {"shift-knn", "rocket"}
     term = cands["shift-knn"].result.model.term
     assert (term.znorm, term.w, term.k) == (SHIFT_KNN[0], round(SHIFT_KNN[1] * 48), 1)
-    # the ensembles are unchanged by the declaration (the term is scored, not summed)
+    # the ensemble is unchanged by the declaration (shift-knn is scored, never summed)
     assert len(cands["ensemble"].result.model.term.terms) == 3
     code, out, err = cli("adapt-and-export", "builtin:manifold", "--data", _csv(tmp_path),
                          "--series", 1, "--objective", "anomaly", "--candidates", "all",
@@ -135,7 +135,13 @@ def test_series_declaration_adds_the_shift_knn_candidate(cli, tmp_path):
     import json
 
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert "shift-knn" in {c["name"] for c in manifest["reports"]["candidates"]}
+    rows = {c["name"]: c for c in manifest["reports"]["candidates"]}
+    assert {"shift-knn", "rocket"} <= set(rows)
+    # the exported ensemble+ours holds the rocket term at its weight (r27 rule)
+    assert rows["ensemble+ours"]["terms"] == [
+        {"name": n, "weight": 1.0} for n in ("knn-white", "mahalanobis", "pca", "ours")
+    ] + [{"name": "rocket", "weight": 4.0}]
+    assert manifest["reports"]["selected"]["name"] == "ensemble+ours"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -120,7 +120,7 @@ def test_windows_add_the_front_end_to_the_ensembles():
     plain = {c.name for c in detector_candidates(z, zh, norm)}
     wins = {c.name: c for c in detector_candidates(z, zh, norm, channels=3)}
     assert plain == {"knn", "gmm", "ocsvm", "iforest", "ensemble"}
-    assert set(wins) == plain | {"window", "shift-knn"}  # windows are time-ordered too
+    assert set(wins) == plain | {"window", "shift-knn", "rocket"}  # time-ordered too
     ens = wins["ensemble"].result.model.term
     assert len(ens.terms) == 4  # 3 raw-space + window
     # the window block weighs as much as the raw-space block (3 terms: window x 3)

@@ -91,9 +91,14 @@ class Candidate:
     score: float | None = None
 
     def row(self) -> dict[str, Any]:
-        """The manifest's ``candidates`` entry: name, architecture, selection score."""
-        return {"name": self.name, "arch": self.result.spec.describe(),
-                "latent_dim": self.result.spec.latent_dim, "score": self.score}
+        """The manifest's ``candidates`` entry: name, architecture, selection score, and
+        for a detector ensemble its summed ``terms`` (name, weight)."""
+        row = {"name": self.name, "arch": self.result.spec.describe(),
+               "latent_dim": self.result.spec.latent_dim, "score": self.score}
+        terms = (getattr(self.result, "report", None) or {}).get("terms")
+        if terms:
+            row["terms"] = terms
+        return row
 
 
 def uses_candidates(mode: str, objective: str, image: bool) -> bool:

@@ -22,6 +22,10 @@ join ``pca-Q`` and ``gaussian`` for the anomaly objective:
   length, each series z-normalised (:mod:`.series_term`, :data:`SHIFT_KNN`); scored and
   recorded, never in the ensembles: added to them it did not pass the leave-one-dataset-out
   shipping condition of the r25 series study (docs/real_data.md);
+- ``rocket`` (rows declared as whole series or windows): MiniRocket features (84 dilated
+  length-9 kernels, smooth PPV pooling, :mod:`.rocket_term`) of each row z-normalised
+  with its first-difference channels, scored by their Ledoit-Wolf Mahalanobis distance
+  (:data:`ROCKET`); scored and recorded, and summed into ``ensemble+ours`` (below);
 - ``ensemble``: whitened kNN + Mahalanobis + PCA residual (PPCA-likelihood latent size
   capped at D // 2, :func:`ensemble_pca_size`),
   each divided by its standard deviation on the held-out normal rows (a z-score sum up
@@ -34,7 +38,12 @@ join ``pca-Q`` and ``gaussian`` for the anomaly objective:
 For windows both ensembles also hold :data:`WINDOW_PARTS`, weighted so that the window
 block weighs as much as the raw-space block (:func:`window_weights`; a fixed rule chosen
 on the ``activities`` family's train split, with ``sensors`` and ``tabular`` train for
-non-regression, docs/real_data.md).
+non-regression, docs/real_data.md). On rows declared as whole series or windows
+``ensemble+ours`` also holds the ``rocket`` term at weight :data:`ROCKET_WEIGHT`: the rule
+the r27 rocket study chose on every meta-training group, which passed its
+leave-one-dataset-out shipping condition (15 real rows 0.8678 -> 0.9077, SE 0.0199;
+docs/real_data.md). The manifest's adaptation report lists every summed term and its
+weight (``terms``).
 
 No anomaly label and no query row is read: the scales come from the held-out normal rows.
 """
@@ -45,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BANK_MAX", "ENSEMBLE_PARTS", "SHIFT_KNN", "WINDOW_PARTS", "detector_candidates",
-           "detector_result", "window_weights"]
+__all__ = ["BANK_MAX", "ENSEMBLE_PARTS", "ROCKET", "ROCKET_WEIGHT", "SHIFT_KNN", "WINDOW_PARTS",
+           "detector_candidates", "detector_result", "window_weights"]
 
 #: the most support rows a kNN bank stores; above, k-means prototypes of the fit rows
 BANK_MAX = 2048
@@ -63,6 +72,11 @@ WINDOW_PARTS = ("spec:mahalanobis",)
 #: the ``shift-knn`` candidate's (znorm, largest shift as a fraction of T, k): the variant
 #: the r25 series study's chooser picked on every meta-training group (docs/real_data.md)
 SHIFT_KNN = (True, 0.2, 1)
+#: the ``rocket`` term's (znorm, first-difference channels, score) and its weight in
+#: ``ensemble+ours`` on series / window rows: ``current + 4 x rocket:z1:d1:ppv:maha`` on
+#: series and window rows, the rule the r27 study chose on every meta-training group
+ROCKET = (True, True, "maha")
+ROCKET_WEIGHT = 4.0
 
 
 def window_weights(raw_parts: tuple[str, ...]) -> list[float]:
@@ -181,7 +195,10 @@ def ensemble_result(name: str, parts: tuple[str, ...], z: np.ndarray, hold_z: np
             fitted[p] = _term(p, z, seed, ours, front)
         terms.append(fitted[p])
     term = EnsembleTerm(terms, _scales(terms, hold_z), weights)
-    return detector_result(name, term, normalizer, z.shape[1])
+    res = detector_result(name, term, normalizer, z.shape[1])
+    w = [1.0] * len(parts) if weights is None else [float(v) for v in weights]
+    res.report["terms"] = [{"name": p, "weight": v} for p, v in zip(parts, w)]
+    return res
 
 
 def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int = 0,
@@ -191,7 +208,8 @@ def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int
     docstring); ``ours`` (an AdaptResult of a vector autoencoder) adds ``ensemble+ours``;
     ``channels`` (rows are windows of that many channels) adds the window front-end's
     :data:`WINDOW_PARTS` to both ensembles and the ``window`` candidate; ``series`` (each
-    row a whole series of that many channels) or ``channels`` adds ``shift-knn``."""
+    row a whole series of that many channels) or ``channels`` adds ``shift-knn`` and
+    ``rocket``, and ``rocket`` x :data:`ROCKET_WEIGHT` to ``ensemble+ours``."""
     from .candidates import Candidate
 
     d = z.shape[1]
@@ -205,12 +223,9 @@ def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int
     out = [Candidate(n, detector_result(n, _term(n, z, seed), normalizer, d))
            for n in ("knn", "gmm", "ocsvm", "iforest")]
     ordered = series if series is not None else channels
+    fitted: dict = {}  # the terms the candidates below share, fitted once
     if ordered is not None:
-        from ..tasks.userdata import check_series
-        from .series_term import series_term
-
-        term = series_term(z, normalizer, check_series(ordered, d), *SHIFT_KNN, seed)
-        out.append(Candidate("shift-knn", detector_result("shift-knn", term, normalizer, d)))
+        out += _ordered_candidates(z, normalizer, ordered, seed, fitted)
     raw_plus = (ENSEMBLE_PARTS, (*ENSEMBLE_PARTS, "ours"))
 
     def parts_of(raw: tuple[str, ...]) -> tuple[tuple[str, ...], list[float] | None]:
@@ -218,7 +233,6 @@ def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int
             return raw, None
         return raw + WINDOW_PARTS, window_weights(raw)
 
-    fitted: dict = {}  # the terms the candidates below share, fitted once
     if front is not None:
         out.append(Candidate("window", ensemble_result("window", WINDOW_PARTS, z, hold_z,
                                                        normalizer, seed, front=front,
@@ -229,7 +243,27 @@ def detector_candidates(z: np.ndarray, hold_z: np.ndarray, normalizer, seed: int
                                                      weights=w, fitted=fitted)))
     if ours is not None and hasattr(ours.model, "decode"):
         parts, w = parts_of(raw_plus[1])
+        if ordered is not None:  # the r27 rule: + ROCKET_WEIGHT x rocket
+            w = ([1.0] * len(parts) if w is None else w) + [ROCKET_WEIGHT]
+            parts = (*parts, "rocket")
         out.append(Candidate("ensemble+ours", ensemble_result(
             "ensemble+ours", parts, z, hold_z, normalizer, seed, ours, front, weights=w,
             fitted=fitted)))
     return out
+
+
+def _ordered_candidates(z: np.ndarray, normalizer, ordered: int, seed: int,
+                        fitted: dict) -> list[Any]:
+    """``shift-knn`` and ``rocket`` on rows declared series / windows of ``ordered``
+    channels; the rocket term also goes into ``fitted`` (for ``ensemble+ours``)."""
+    from ..tasks.userdata import check_series
+    from .candidates import Candidate
+    from .rocket_term import rocket_term
+    from .series_term import series_term
+
+    d = z.shape[1]
+    c = check_series(ordered, d)
+    shift = series_term(z, normalizer, c, *SHIFT_KNN, seed)
+    fitted["rocket"] = rocket_term(z, normalizer, c, *ROCKET, seed)
+    return [Candidate("shift-knn", detector_result("shift-knn", shift, normalizer, d)),
+            Candidate("rocket", detector_result("rocket", fitted["rocket"], normalizer, d))]
