@@ -55,20 +55,26 @@ def check_parent(parent: Checkpoint, family: str, family_options: dict[str, Any]
     if parent.family != family:
         raise CheckpointError(f"{where} was meta-trained on family {parent.family!r}, not "
                               f"{family!r}; warm-start from a checkpoint of the same family")
-    differ = sorted(k for k in set(parent.family_options) & set(family_options)
-                    if parent.family_options[k] != family_options[k])
+    theirs, mine = parent.family_options, family_options
+    differ = sorted(k for k in set(theirs) & set(mine) if theirs[k] != mine[k])
     if differ:
         raise CheckpointError(
-            f"{where} has family options {', '.join(f'{k}={parent.family_options[k]!r}' for k in differ)}"
-            f", this run {', '.join(f'{k}={family_options[k]!r}' for k in differ)}; use the same")
+            f"{where} has family options {_pairs(theirs, differ)}, this run "
+            f"{_pairs(mine, differ)}; warm-start from a checkpoint of the same options")
     if supernet is not None and supernet != parent.supernet:
+        a, b = parent.supernet.to_dict(), supernet.to_dict()
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise CheckpointError(f"{where} has another search space than this run's "
-                              f"({parent.supernet.to_dict()} vs {supernet.to_dict()})")
+                              f"({_pairs(a, keys)} vs {_pairs(b, keys)})")
     algorithm = str((parent.meta_config or {}).get("algorithm", "reptile"))
     if learner_of(algorithm) != "gradient":
         raise CheckpointError(f"{where} is a {learner_of(algorithm)} learner ({algorithm}) "
                               f"checkpoint; a warm start takes a gradient learner's (reptile)")
     return parent.supernet
+
+
+def _pairs(d: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k}={d.get(k)!r}" for k in keys)
 
 
 def warm_config(cfg: MetaConfig, parent: Checkpoint) -> MetaConfig:
