@@ -10,7 +10,14 @@ the adaptation time and the parameter counts; means over seeds with 95% t-interv
     nice -n 10 python scripts/compare_learners.py --families manifold,sensors \\
         --seeds 0,1,2 --meta-steps 150 --meta-batch 2 --tasks 16 --out runs/learners
 
-Checkpoints are cached in ``--out`` (delete them to re-train); results go to
+Warm starts (``meta/warmstart.py``): a label ``warm L`` (``warm model (metasgd k5so)``,
+``warm gradient (reptile)``: the same outer-lr schedule without a learned rule) meta-trains
+learner ``L`` from the ``gradient (reptile)`` checkpoint of ``--init-from-steps`` meta-steps
+(trained and cached like any other) up to ``--meta-steps`` in all, at ``--init-lr-scale``;
+its ``meta-train s`` is the parent's plus its own. ``--split val`` scores the
+meta-validation tasks instead of ``test`` (to choose settings).
+
+Checkpoints are cached in ``--ckpt-dir`` (default ``--out``; delete them to re-train); results go to
 ``--out/results.json`` and the Markdown table to stdout; ``--table A/results.json
 B/results.json ...`` prints one table of earlier runs (no training), with each
 model learner's K = 5 change against ``gradient (reptile)`` of the same family.
@@ -62,42 +69,68 @@ def _slug(label: str) -> str:
 SPACE = {"max_input_dim": 128, "max_depth": 2, "width_choices": (16, 32, 64)}
 
 
+WARM = "warm "
+
+
+def _parent(family: str, label: str, seed: int, args, out: Path):
+    """A warm label's parent (the cached Reptile checkpoint of ``--init-from-steps``) and
+    its meta-train seconds; ``(None, 0)`` for other labels."""
+    from argparse import Namespace
+
+    from metaae_edge.meta import load_checkpoint
+
+    if not label.startswith(WARM):
+        return None, 0.0
+    if not args.init_from_steps:
+        raise SystemExit(f"{label}: give --init-from-steps (the parent Reptile's meta-steps)")
+    path, seconds = train(family, "gradient (reptile)", seed,
+                          Namespace(**{**vars(args), "meta_steps": args.init_from_steps}), out)
+    return load_checkpoint(path), seconds
+
+
 def train(family: str, label: str, seed: int, args, out: Path) -> tuple[Path, float]:
     from metaae_edge.meta import InnerConfig, MetaConfig, MetaTrainer, save_checkpoint
     from metaae_edge.meta.metasgd import MetaSGD
     from metaae_edge.spec import SupernetConfig
     from metaae_edge.tasks import create_family, create_recipe
 
-    path = out / f"{family}-{_slug(label)}-k{args.inner_steps}-m{args.meta_steps}" \
+    warm = (f"-from{args.init_from_steps}-ils{args.init_lr_scale:g}"
+            if label.startswith(WARM) else "")
+    path = out / f"{family}-{_slug(label)}-k{args.inner_steps}-m{args.meta_steps}{warm}" \
                  f"-s{seed}.safetensors"
     side = path.with_suffix(".json")
     if path.exists() and side.exists():
         return path, json.loads(side.read_text())["seconds"]
-    recipe = create_recipe(family, **LEARNERS[label], meta_steps=args.meta_steps,
+    parent, parent_s = _parent(family, label, seed, args, out)
+    base = label.removeprefix(WARM)
+    recipe = create_recipe(family, **LEARNERS[base], meta_steps=args.meta_steps,
                            meta_batch=args.meta_batch, inner_steps=args.inner_steps,
                            seed=seed)
     cfg = MetaConfig(algorithm=recipe.meta_algorithm, meta_steps=recipe.meta_steps,
                      meta_batch=recipe.meta_batch, warmup_steps=recipe.warmup,
                      val_every=recipe.meta_steps, val_tasks=4, seed=seed,
                      rule_preset=recipe.rule_preset,
+                     init_lr_scale=args.init_lr_scale if parent else 1.0,
                      inner=InnerConfig(steps=recipe.inner_steps,
                                        resource_lambda=recipe.resource_lambda))
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    saved = {k: getattr(MetaSGD, k) for k in VARIANTS.get(label, {})}
-    for k, v in VARIANTS.get(label, {}).items():
+    saved = {k: getattr(MetaSGD, k) for k in VARIANTS.get(base, {})}
+    for k, v in VARIANTS.get(base, {}).items():
         setattr(MetaSGD, k, v)
     try:
         trainer = MetaTrainer(create_family(family, seed=seed), cfg,
-                              supernet=SupernetConfig(**SPACE), family_options={"seed": seed})
+                              supernet=SupernetConfig(**SPACE), family_options={"seed": seed},
+                              init_from=parent)
     finally:
         for k, v in saved.items():
             setattr(MetaSGD, k, v)
     trainer.train()
-    seconds = time.perf_counter() - t0
+    own = time.perf_counter() - t0
     save_checkpoint(path, trainer.checkpoint())
-    side.write_text(json.dumps({"seconds": seconds}))
-    return path, seconds
+    side.write_text(json.dumps({"seconds": own + parent_s, "own_seconds": own,
+                                "parent_seconds": parent_s}))
+    return path, own + parent_s
 
 
 def evaluate(path: Path, family: str, seed: int, args) -> dict:
@@ -116,7 +149,7 @@ def evaluate(path: Path, family: str, seed: int, args) -> dict:
            "choice_ms": [], "params": [],
            "learner_params": sum(v.numel() for v in learner.named_parameters().values())}
     for i in range(args.tasks):
-        task = fam.sample("test", i, n_support=args.shots)
+        task = fam.sample(args.split, i, n_support=args.shots)
         batch = make_batch(task, seed=i)
         for k in args.ks:
             t0 = time.perf_counter()
@@ -197,6 +230,13 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=32)
     ap.add_argument("--ks", default="0,1,5,20")
     ap.add_argument("--out", type=Path, default=Path("runs/learners"))
+    ap.add_argument("--ckpt-dir", type=Path, help="checkpoint cache (default --out)")
+    ap.add_argument("--split", choices=("test", "val"), default="test",
+                    help="the tasks scored: held-out test, or meta-validation (to choose)")
+    ap.add_argument("--init-from-steps", type=int, default=0,
+                    help="warm labels: the parent Reptile's meta-steps")
+    ap.add_argument("--init-lr-scale", type=float, default=1.0,
+                    help="warm labels: outer lr scale (cosine-decayed over the warm run)")
     ap.add_argument("--table", type=Path, nargs="*", help="print the table of these results")
     args = ap.parse_args()
     args.ks = [int(k) for k in args.ks.split(",")]
@@ -210,13 +250,15 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
+    ckpts = args.ckpt_dir or args.out
+    ckpts.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     for family in args.families.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             for label in args.learners.split(","):
-                path, secs = train(family, label, seed, args, args.out)
+                path, secs = train(family, label, seed, args, ckpts)
                 r = json.loads(json.dumps(evaluate(path, family, seed, args)))
-                r.update(train_s=secs, seed=seed)
+                r.update(train_s=secs, seed=seed, split=args.split, meta_steps=args.meta_steps)
                 results.setdefault(family, {}).setdefault(label, []).append(r)
                 print(f"{family} seed {seed} {label}: K={args.ks[-1]} "
                       f"{r['query'][str(args.ks[-1])]:.4f} (train {secs:.0f}s)", flush=True)

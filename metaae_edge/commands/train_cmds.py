@@ -112,6 +112,14 @@ DenseLatentsOpt = Annotated[str, Opt(
     "image, e.g. 8,16,32,64) beside the spatial latent; trained by budgeted post-training "
     "tasks and searched by budgeted adaptations (--latent-bytes). Off by default: measured "
     "worse at 1 bit/pixel on digits-res (docs/images.md).", hidden=True)]
+InitFromOpt = Annotated[str, Opt(
+    "--init-from", help="Warm start: a gradient-learner (reptile) checkpoint of the same family "
+    "and space; its weights and architecture logits are the start, the learner's own tensors "
+    "start as its preset says, --meta-steps is the total counted from its step "
+    "(docs/learners.md).")]
+InitLrScaleOpt = Annotated[float, Opt(
+    "--init-lr-scale", help="Warm start: the outer step sizes are this x the base ones, "
+    "cosine-decayed to 0 over the run.")]
 BatchTasksOpt = Annotated[str, Opt(
     "--batch-tasks", help="Run a meta-batch's inner loops as one vmap: auto (where it "
     "measurably pays) | on | off (one task after the other); docs/distributed.md.")]
@@ -131,7 +139,8 @@ def meta_train_cmd(
     val_every: ValEveryOpt = 50, seed: SeedOpt = 0, device: DeviceOpt = "cpu",
     threads: ThreadsOpt = 1, resume: ResumeOpt = False, nproc: NprocOpt = None,
     linear_bypass: LinearBypassOpt = False, dense_latents: DenseLatentsOpt = "",
-    batch_tasks: BatchTasksOpt = "auto",
+    batch_tasks: BatchTasksOpt = "auto", init_from: InitFromOpt = "",
+    init_lr_scale: InitLrScaleOpt = 1.0,
 ) -> None:
     """Meta-train the searchable autoencoder (weights and architecture) on a task family.
 

@@ -68,6 +68,14 @@ class MetaConfig:
     #: a named setting of the learner (``""``: its defaults); Meta-SGD: ``k5``
     #: (``meta/metasgd.py`` ``PRESETS``), chosen on meta-validation for K_train = 5
     rule_preset: str = ""
+    #: a warm start (``meta/warmstart.py``): the gradient-learner checkpoint the supernet
+    #: started from (path as given, and its sha256), its step (this run's first) and the
+    #: scale of the outer step sizes, cosine-decayed from ``init_step`` to ``meta_steps``;
+    #: ``""``: a fresh run
+    init_from: str = ""
+    init_from_sha256: str = ""
+    init_step: int = 0
+    init_lr_scale: float = 1.0
     seed: int = 0
     device: str = "cpu"
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -104,6 +112,12 @@ class MetaConfig:
             raise SpecError(f"inner steps must be >= 1, got {self.inner.steps}")
         if self.batch_tasks not in ("auto", "on", "off"):
             raise SpecError(f"batch_tasks must be auto, on or off, got {self.batch_tasks!r}")
+        if self.init_lr_scale <= 0:
+            raise SpecError(f"init_lr_scale must be > 0, got {self.init_lr_scale:g}")
+        if self.init_from and self.meta_steps <= self.init_step:
+            raise SpecError(f"--meta-steps of a warm start is the total, counted from the "
+                            f"parent checkpoint's step {self.init_step}: give more than "
+                            f"{self.init_step}, got {self.meta_steps}")
         algorithm.check_config(self)
         return self
 

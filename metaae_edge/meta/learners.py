@@ -49,6 +49,7 @@ from .inner import (
 from .optstate import adam_state, restore_adam_state
 from .posttrain import PostTrainer, draw_subnetwork
 from .trainstate import Streams, capture_rng, restore_train_state, train_state_of
+from .warmstart import check_parent, lr_factor, warm_config
 
 __all__ = ["ALGORITHMS", "MAML_MAX_INNER_STEPS", "MetaConfig", "MetaTrainer",
            "evaluate_adaptation", "task_objective"]
@@ -96,6 +97,10 @@ class MetaTrainer:
         family_options: recorded in the checkpoint (how the family was created).
         plan: this process's share of each meta-batch (default all of it;
             :mod:`~metaae_edge.meta.distributed`).
+        init_from: a gradient learner's checkpoint of the same family and space to
+            warm-start from (:mod:`~metaae_edge.meta.warmstart`: its weights and
+            architecture logits, its step; the outer step sizes ``cfg.init_lr_scale`` x
+            base, cosine-decayed to ``cfg.meta_steps``); ignored with ``resume``.
     """
 
     def __init__(
@@ -106,12 +111,16 @@ class MetaTrainer:
         resume: Checkpoint | None = None,
         family_options: dict[str, Any] | None = None,
         plan: TaskPlan | None = None,
+        init_from: Checkpoint | None = None,
     ):
-        self.family, self.cfg = family, cfg.validate()
-        self.plan = plan or TaskPlan()
         self.family_options = dict(family_options or {})
         if resume is not None:
-            supernet = resume.supernet
+            supernet, init_from = resume.supernet, None
+        elif init_from is not None:
+            supernet = check_parent(init_from, family.name, self.family_options, supernet)
+            cfg = warm_config(cfg, init_from)
+        self.family, self.cfg = family, cfg.validate()
+        self.plan = plan or TaskPlan()
         if supernet is None:  # the space of the family's sample kind (images: conv)
             probe = family.sample("val", 0, objective=task_objective(cfg.objective, 0))
             supernet = probe.sample_kind.default_space()
@@ -129,6 +138,7 @@ class MetaTrainer:
                   {"params": a_params, "lr": cfg.outer_lr_a}]
         groups += self.algorithm.param_groups(cfg)  # a learner's own (e.g. step sizes)
         self.opt = torch.optim.Adam(groups)
+        self._base_lr = [g["lr"] for g in self.opt.param_groups]  # the warm-start schedule's
         #: post-training shares the outer optimiser's weight group (the same tensors)
         self.posttrainer = PostTrainer(self.model, self.cfg, self.opt.param_groups[0]["params"],
                                        self.plan)
@@ -136,6 +146,9 @@ class MetaTrainer:
         self.metrics: list[dict[str, Any]] = []
         if resume is not None:
             self._restore(resume)
+        elif init_from is not None:  # the parent's supernet and step; fresh learner and Adam
+            self.model.load_state_dict({k: v.to(cfg.device) for k, v in init_from.state.items()})
+            self.step, self.metrics = init_from.step, list(init_from.metrics)
         self._val = [
             make_batch(family.sample("val", i, objective=task_objective(cfg.objective, i)),
                        cfg.device, seed=i, image_basis=uses_basis(self.model))
@@ -288,6 +301,9 @@ class MetaTrainer:
             p.grad = total[name]
         for name, p in self.algorithm.named_parameters().items():
             p.grad = learner[name]
+        factor = lr_factor(cfg, self.step)  # 1 but in a warm start (a function of the step)
+        for group, base in zip(self.opt.param_groups, self._base_lr):
+            group["lr"] = base * factor
         self.opt.step()
         return self._finish_step(loss)
 

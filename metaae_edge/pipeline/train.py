@@ -53,6 +53,7 @@ def _checkpoint_values(ckpt) -> dict[str, Any]:
             "val_every": cfg.val_every, "seed": cfg.seed,
             "linear_bypass": ckpt.supernet.linear_bypass,
             "dense_latents": tuple(ckpt.supernet.dense_latents),
+            "init_from": cfg.init_from, "init_lr_scale": cfg.init_lr_scale,
             "_meta_steps": cfg.meta_steps}
 
 
@@ -128,6 +129,7 @@ def _configs(recipe: Recipe, fam, ckpt, device: str):
         posttrain_tau=recipe.posttrain_tau, posttrain_bpp=recipe.posttrain_bpp,
         val_every=recipe.val_every, objective=recipe.objective, latent_bpp=recipe.latent_bpp,
         outer_loss=recipe.outer_loss, rule_preset=recipe.rule_preset,
+        init_from=recipe.init_from, init_lr_scale=recipe.init_lr_scale,
         sampling=recipe.arch_sampling, prefilter_choice=recipe.prefilter_choice,
         seed=recipe.seed, device=device, batch_tasks=recipe.batch_tasks,
         inner=InnerConfig(steps=recipe.inner_steps, resource_lambda=recipe.resource_lambda))
@@ -178,7 +180,7 @@ def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
     """
     import torch
 
-    from ..meta import MetaTrainer
+    from ..meta import MetaTrainer, load_checkpoint
     from ..meta.distributed import check_world, plan_from_env
     from ..tasks import create_family
 
@@ -190,8 +192,10 @@ def meta_train(recipe: Recipe, out: str | Path, *, resume: bool = False,
     fam = create_family(recipe.family, seed=recipe.seed)
     cfg, supernet = _configs(recipe, fam, ckpt, device)
     check_world(plan.world, cfg.meta_batch)
+    # a warm start (meta/warmstart.py): a fresh run from a gradient learner's checkpoint
+    parent = load_checkpoint(recipe.init_from) if recipe.init_from and ckpt is None else None
     trainer = MetaTrainer(fam, cfg, supernet=supernet, resume=ckpt,
-                          family_options={"seed": recipe.seed}, plan=plan)
+                          family_options={"seed": recipe.seed}, plan=plan, init_from=parent)
     plan.check_in_sync(trainer)
     progress = progress or NullProgress()
     t0, last_val = time.perf_counter(), ""

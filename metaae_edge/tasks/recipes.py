@@ -94,6 +94,12 @@ class Recipe:
     #: run a meta-batch's inner loops as one vmap: auto | on | off (a speed setting; a
     #: resume may change it; meta/batched.py)
     batch_tasks: str = "auto"
+    #: warm start (meta/warmstart.py): a gradient learner's checkpoint of the same family
+    #: and space whose weights and architecture logits this run starts from, at its step
+    #: (``meta_steps`` is then the total); "" = a fresh run
+    init_from: str = ""
+    #: a warm start's outer step sizes: this x the base ones, cosine-decayed over the run
+    init_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name, kind in _KINDS.items():
@@ -123,6 +129,11 @@ class Recipe:
             raise SpecError(f"--posttrain-tau must be > 0, got {self.posttrain_tau:g}")
         if self.batch_tasks not in ("auto", "on", "off"):
             raise SpecError(f"--batch-tasks must be auto, on or off, got {self.batch_tasks!r}")
+        if self.init_lr_scale <= 0:
+            raise SpecError(f"--init-lr-scale must be > 0, got {self.init_lr_scale:g}")
+        if self.init_lr_scale != 1.0 and not self.init_from:
+            raise SpecError("--init-lr-scale scales the outer step sizes of a warm start: "
+                            "give --init-from CKPT too")
         for name in _TUPLE_FLOAT:
             object.__setattr__(self, name, _budgets(name, getattr(self, name)))
         object.__setattr__(self, "dense_latents", _sizes(self.dense_latents))
