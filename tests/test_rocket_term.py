@@ -164,3 +164,25 @@ def test_series_ensemble_holds_the_rocket_term_and_serves_its_score(tmp_path,
     run = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
     assert run.returncode == 0, run.stderr
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), total, rtol=2e-3)
+
+
+def test_runtime_chunks_a_rocket_bundle_by_its_convolutions(tmp_path):
+    """The graph declares its widest activation (84 x T per sample); the runtime sizes
+    its chunks by it, and chunked scores equal one call."""
+    from metaae_edge.runtime import Runtime
+    from metaae_edge.runtime.api import AUTO_CHUNK_ELEMENTS
+
+    x = _series(50, c=1, t=40)
+    norm = Normalizer.fit(x[:40])
+    z = norm.transform(x[:40]).astype(np.float64)
+    res = detector_result("rocket", rocket_term(z, norm, 1, True, True), norm, 40)
+    bundle = write_bundle(tmp_path / "b", model=res.model, spec=res.spec,
+                          normalizer=res.normalizer, task_summary={"name": "r"},
+                          objective="anomaly", reference=x[40:], threshold=None,
+                          reports={"adaptation": res.report}, seed=0)
+    rt = Runtime.load(bundle)
+    assert rt._widen == pytest.approx(84.0)
+    q = _series(3000, c=1, t=40, seed=8)
+    assert rt._chunk(q) == AUTO_CHUNK_ELEMENTS // (84 * 40) < len(q)
+    np.testing.assert_allclose(rt.score(q)[:500], Runtime.load(bundle, max_batch=500).score(
+        q[:500]), rtol=1e-6)
