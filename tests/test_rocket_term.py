@@ -51,7 +51,7 @@ def test_kernel_bank_and_dilations():
     assert w.shape == (84, 9) and np.all(w.sum(axis=1) == 0)
     assert len({tuple(r) for r in w}) == 84
     assert dilations(7) == [1] and dilations(24) == [1, 2]
-    assert dilations(150) == [1, 2, 4, 8, 18]
+    assert dilations(150) == [1, 2, 4, 8, 18]  # 2^log2(18) floors to 17 without care
 
 
 @pytest.mark.parametrize("znorm, diff", [(False, False), (True, True)])
@@ -103,24 +103,6 @@ def test_an_anomaly_of_another_shape_scores_higher(score):
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(np.r_[np.zeros(20), np.ones(20)], s) > 0.95
-
-
-def test_served_bundle_equals_the_reference(tmp_path, python_without):
-    x, norm, z, zq = _fit_rows()
-    fit = fit_rocket(z, norm, 2, False, True)
-    term = rocket_term(z, norm, 2, False, True, "maha")
-    res = detector_result("rocket", term, norm, x.shape[1])
-    bundle = write_bundle(tmp_path / "b", model=res.model, spec=res.spec,
-                          normalizer=res.normalizer, task_summary={"name": "r"},
-                          objective="anomaly", reference=x[40:], threshold=None,
-                          reports={"adaptation": res.report}, seed=0)
-    np.save(tmp_path / "q.npy", x[40:])
-    run = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
-    assert run.returncode == 0, run.stderr
-    served = np.load(tmp_path / "s.npy")
-    f = rocket_features_reference(zq, fit)
-    y = (f - term.term.mean.double().numpy()) @ term.term.w.double().numpy()
-    np.testing.assert_allclose(served, (y * y).sum(axis=1), rtol=2e-3)
 
 
 def test_series_ensemble_holds_the_rocket_term_and_serves_its_score(tmp_path,
