@@ -51,7 +51,7 @@ def test_kernel_bank_and_dilations():
     assert w.shape == (84, 9) and np.all(w.sum(axis=1) == 0)
     assert len({tuple(r) for r in w}) == 84
     assert dilations(7) == [1] and dilations(24) == [1, 2]
-    assert dilations(150) == [1, 2, 4, 8, 18]
+    assert dilations(150) == [1, 2, 4, 8, 18]  # 2^log2(18) floors to 17 without care
 
 
 @pytest.mark.parametrize("znorm, diff", [(False, False), (True, True)])
@@ -105,24 +105,6 @@ def test_an_anomaly_of_another_shape_scores_higher(score):
     assert roc_auc_score(np.r_[np.zeros(20), np.ones(20)], s) > 0.95
 
 
-def test_served_bundle_equals_the_reference(tmp_path, python_without):
-    x, norm, z, zq = _fit_rows()
-    fit = fit_rocket(z, norm, 2, False, True)
-    term = rocket_term(z, norm, 2, False, True, "maha")
-    res = detector_result("rocket", term, norm, x.shape[1])
-    bundle = write_bundle(tmp_path / "b", model=res.model, spec=res.spec,
-                          normalizer=res.normalizer, task_summary={"name": "r"},
-                          objective="anomaly", reference=x[40:], threshold=None,
-                          reports={"adaptation": res.report}, seed=0)
-    np.save(tmp_path / "q.npy", x[40:])
-    run = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
-    assert run.returncode == 0, run.stderr
-    served = np.load(tmp_path / "s.npy")
-    f = rocket_features_reference(zq, fit)
-    y = (f - term.term.mean.double().numpy()) @ term.term.w.double().numpy()
-    np.testing.assert_allclose(served, (y * y).sum(axis=1), rtol=2e-3)
-
-
 def test_series_ensemble_holds_the_rocket_term_and_serves_its_score(tmp_path,
                                                                     python_without):
     """On a series-declared task the exported ensemble+ours is the r27 rule: its rocket
@@ -164,3 +146,25 @@ def test_series_ensemble_holds_the_rocket_term_and_serves_its_score(tmp_path,
     run = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
     assert run.returncode == 0, run.stderr
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), total, rtol=2e-3)
+
+
+def test_runtime_chunks_a_rocket_bundle_by_its_convolutions(tmp_path):
+    """The graph declares its widest activation (84 x T per sample); the runtime sizes
+    its chunks by it, and chunked scores equal one call."""
+    from metaae_edge.runtime import Runtime
+    from metaae_edge.runtime.api import AUTO_CHUNK_ELEMENTS
+
+    x = _series(50, c=1, t=40)
+    norm = Normalizer.fit(x[:40])
+    z = norm.transform(x[:40]).astype(np.float64)
+    res = detector_result("rocket", rocket_term(z, norm, 1, True, True), norm, 40)
+    bundle = write_bundle(tmp_path / "b", model=res.model, spec=res.spec,
+                          normalizer=res.normalizer, task_summary={"name": "r"},
+                          objective="anomaly", reference=x[40:], threshold=None,
+                          reports={"adaptation": res.report}, seed=0)
+    rt = Runtime.load(bundle)
+    assert rt._widen == pytest.approx(84.0)
+    q = _series(3000, c=1, t=40, seed=8)
+    assert rt._chunk(q) == AUTO_CHUNK_ELEMENTS // (84 * 40) < len(q)
+    np.testing.assert_allclose(rt.score(q)[:500], Runtime.load(bundle, max_batch=500).score(
+        q[:500]), rtol=1e-6)

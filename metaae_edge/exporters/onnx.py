@@ -176,8 +176,21 @@ def _split(proto: onnx.ModelProto, spec: ArchSpec) -> dict[str, onnx.ModelProto]
     return graphs
 
 
+#: graph metadata: the widest activation per input value a module of the model declares
+#: (``activation_width``: values per sample), read by the runtime to size its chunks
+ACTIVATION_KEY = "metaae_edge.activation_factor"
+
+
+def activation_factor(model: nn.Module, input_values: int) -> float | None:
+    """The largest ``activation_width`` a submodule of ``model`` declares, over
+    ``input_values`` (values per sample); None if none declares one."""
+    widths = [float(m.activation_width) for m in model.modules()
+              if getattr(m, "activation_width", None)]
+    return max(widths) / max(1, input_values) if widths else None
+
+
 def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
-            exporter: str) -> onnx.ModelProto:
+            exporter: str, factor: float | None = None) -> onnx.ModelProto:
     """Check opset and batch axis, lower the IR version, attach metadata, run the checker."""
     got = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
     if got.get("ai.onnx") != opset:
@@ -204,6 +217,8 @@ def _finish(proto: onnx.ModelProto, role: str, spec: ArchSpec, opset: int,
         "onnx.version": onnx.__version__,
     }
     meta.update(contract.graph_metadata(role))
+    if factor is not None and role != "decoder":
+        meta[ACTIVATION_KEY] = f"{factor:.6g}"
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     proto.doc_string = f"metaae-edge {role}: {spec.describe()}"
@@ -272,8 +287,9 @@ def export_onnx(
         raise ExportError(f"exporting with the {exporter} exporter failed: "
                           f"{exc}".splitlines()[0]) from exc
     out_dir = Path(out_dir)
+    factor = activation_factor(m, int(np.prod(contract.export_example()[1:])))
     for role, graph in graphs.items():
-        graph = _finish(graph, role, spec, opset, exporter)
+        graph = _finish(graph, role, spec, opset, exporter, factor)
         onnx.save_model(graph, str(out_dir / graphs_for(spec)[role][0]))
     report = check_parity(m, normalizer, out_dir, reference, tolerances=tolerances)
     return {**report, "opset": opset, "exporter": exporter}

@@ -169,6 +169,9 @@ class RocketFeatures(nn.Module):
             self.register_buffer(f"inv_tau{i}", _buf(1.0 / np.asarray(tau).reshape(1, -1, 1)))
         self.register_buffer("mean", _buf(fit["feat_mean"]))
         self.register_buffer("inv_sd", _buf(1.0 / np.asarray(fit["feat_sd"])))
+        #: values per sample of the widest activation (one dilation's Conv output), which
+        #: the exporter records so the runtime chunks large inputs by it
+        self.activation_width = int(np.asarray(fit["weights"][0]).shape[0]) * self.t
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.prep(z)

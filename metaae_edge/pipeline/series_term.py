@@ -165,6 +165,8 @@ class ShiftKnnTerm(nn.Module):
         self.register_buffer("bank", _buf(bank))  # (B, C, T): Conv1d filters
         self.register_buffer("bank_sq", _buf((bank * bank).sum(axis=(1, 2)).reshape(1, -1, 1)))
         self.register_buffer("ones", _buf(np.ones((1, self.c, self.t))))
+        #: values per sample of the widest activation (the cross term, bank x shifts)
+        self.activation_width = len(bank) * (2 * self.w + 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.prep(z)

@@ -49,12 +49,23 @@ AUTO_CHUNK_ROWS = 32768
 AUTO_CHUNK_ELEMENTS = 8 * 2**20
 
 
-def _width_factor(spec: ArchSpec) -> float:
+def _width_factor(spec: ArchSpec, runner: Any = None) -> float:
     """The widest activation per input element (hidden widths over input features, or
-    channels over input channels), at least 1."""
+    channels over input channels; or what the graph's ``metaae_edge.activation_factor``
+    metadata declares, e.g. a detector's convolutions), at least 1."""
     widths = [layer.width for layer in (*spec.encoder, *spec.decoder)] + [spec.latent_dim]
     base = spec.input_shape[0]
-    return max(1.0, max(widths) / max(1, base))
+    return max(1.0, max(widths) / max(1, base), _graph_factor(runner))
+
+
+def _graph_factor(runner: Any) -> float:
+    """The activation factor an onnxruntime graph declares in its metadata, else 0."""
+    session = getattr(runner, "session", None)
+    try:
+        meta = session.get_modelmeta().custom_metadata_map if session is not None else {}
+        return float(meta.get("metaae_edge.activation_factor", 0.0))
+    except (AttributeError, ValueError):
+        return 0.0
 
 
 class Runtime:
@@ -89,7 +100,7 @@ class Runtime:
         self.precision = precision
         self.max_batch = max_batch
         self._check_finite = check_finite
-        self._widen = _width_factor(bundle.spec)
+        self._widen = _width_factor(bundle.spec, runner)
         self._config = config
         self._lock = threading.Lock()
         self._runners: dict[str, OrtRunner] = {"autoencoder": runner}
