@@ -11,7 +11,7 @@ import torch
 from image_helpers import edge_task
 
 from metaae_edge.errors import SpecError
-from metaae_edge.space.nlm import NLMParams, nl_means, reflect_pad
+from metaae_edge.space.nlm import NLMParams, nl_means, nl_means_full, reflect_pad
 from metaae_edge.spec import ArchSpec
 
 
@@ -45,6 +45,23 @@ def test_matches_scikit_image_fast_mode_on_a_real_photo(params):
     assert abs(_psnr(ours, clean) - _psnr(sk, clean)) < 0.05
     assert _psnr(ours, np.clip(sk, 0, 1)) > 60
     assert np.abs(ours - sk).max() < 0.01
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 37, 23), (2, 1, 3, 5), (1, 1, 1, 1), (1, 1, 2, 9),
+                                   (1, 3, 17, 12)])
+@pytest.mark.parametrize("params", [NLMParams(5, 6, 0.3, 0.2), NLMParams(7, 3, 0.5, 0.3),
+                                    NLMParams(3, 2, 0.15, 0.1), NLMParams(5, 1, 1.0, 0.0)])
+def test_symmetric_window_equals_every_shift_computed(shape, params):
+    # the half window plus mirrored crops is the full window's filter, at every pixel
+    # (the border included: images smaller than the search window, odd sizes, RGB)
+    x = torch.as_tensor(np.random.default_rng(sum(shape)).uniform(0, 1, shape),
+                        dtype=torch.float32)
+    with torch.no_grad():
+        got, want = nl_means(x, params), nl_means_full(x, params)
+    assert got.shape == want.shape == x.shape
+    assert (got - want).abs().max() < 1e-5
+    # and the filter does something here: not the identity
+    assert (got - x).abs().max() > 1e-2 or shape == (1, 1, 1, 1)
 
 
 def test_colour_channels_share_the_weights_like_scikit_image():

@@ -16,10 +16,13 @@ approximation of ``exp`` (a few % off); here ``exp`` is exact (``tests/test_nlm.
 measures the PSNR gap to scikit-image on real photos).
 
 Export: the reflect pad is two Gathers whose indices come from the image's data (a
-cumulative sum of ones, Mod); the shifted copies are two one-hot Convs (search rows,
-then columns), processed a few search rows at a time; the box sum is two AveragePools
-(separable), then Exp, a cut-off mask (GreaterOrEqual, Cast, Mul) and ReduceSum. No Loop
-or custom op: it runs in ONNX Runtime at any height and width, at opset 17.
+cumulative sum of ones, Mod); the search window is symmetric (``w_{-t}(p) = w_t(p - t)``),
+so only the shifts of half of it are computed, each from two static Slices of the padded
+image; the box sum is two AveragePools (separable), then Exp, a cut-off mask and the
+weighted sum, to which each computed shift adds its own and its mirror's term (Slices of
+one weight map). No Loop or custom op: it runs in ONNX Runtime at any height and width,
+at opset 17. :func:`nl_means_full` (every shift by one-hot Convs, the graph before
+session 27) is kept as the reference the tests and ``scripts/nlm_latency.py`` compare to.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DISTANCE_CUTOFF", "NLMParams", "nl_means", "reflect_pad"]
+__all__ = ["DISTANCE_CUTOFF", "NLMParams", "nl_means", "nl_means_full", "reflect_pad"]
 
 #: scikit-image's cut-off: a shift whose normalised patch distance exceeds it gets no weight
 DISTANCE_CUTOFF = 5.0
@@ -109,13 +112,57 @@ def _one_hot(taps: int, rows: bool, dtype, device) -> torch.Tensor:
     return w.view(taps, 1, taps, 1) if rows else w.view(taps, 1, 1, taps)
 
 
-def nl_means(x: torch.Tensor, params: NLMParams, rows_per_chunk: int = 4) -> torch.Tensor:
+def nl_means(x: torch.Tensor, params: NLMParams) -> torch.Tensor:
     """Non-local means of ``x`` (N, C, H, W) (see the module docstring). A fixed filter:
     differentiable, but nothing in it is trained.
 
-    The shifted copies are two one-hot convolutions (rows, then columns per row), so the
-    graph has a few dozen nodes; ``rows_per_chunk`` search rows are processed at a time
-    (``(2 d + 1) * rows_per_chunk`` shifted images in memory at once).
+    Symmetric search window: ``w_{-t}(p) = w_t(p - t)`` (the same squared differences,
+    summed over the shifted box), so patch distances are computed only for the shift 0
+    (``w = 1``) and half the others, ``t = (a, b)`` with ``a > 0`` or ``a = 0, b > 0``,
+    each on the image and its copy moved by ``-t`` (``(H + a) x (W + |b|)``); the mirrored
+    shift's weights and values are that map's other crop. One Slice per shifted copy.
+    """
+    s = int(params.patch_size) | 1  # odd, as scikit-image makes it
+    o, d, c = s // 2, int(params.patch_distance), x.shape[1]
+    h2s2 = c * float(params.h) ** 2 * s * s
+    var2 = 2.0 * float(params.sigma) ** 2
+    xp = reflect_pad(x, o + d)
+    num, den = x, 1.0  # the shift 0: distance 0, weight exactly 1
+    for a, b in _half_window(d):
+        bl, br = max(b, 0), max(-b, 0)
+        # x(q) and x(q + t) for q in the rows -a-o .. H-1+o, the columns -bl-o .. W-1+br+o
+        xa = _crop(xp, d - a, d, d - bl, d - br)
+        xb = _crop(xp, d, d - a, d - br, d - bl)
+        diff = xa - xb
+        diff = (diff * diff).sum(1, keepdim=True) - c * var2
+        # box rows / columns q - o + 1 .. q + o: window start index q + 1; -distance
+        neg = torch.clamp(_box(diff, 2 * o)[..., 1:, 1:] * (-1.0 / h2s2), max=0.0)
+        w = torch.exp(neg) * (neg >= -DISTANCE_CUTOFF).to(neg.dtype)  # on q = p and p - t
+        w_here, w_back = _crop(w, a, 0, bl, br), _crop(w, 0, a, br, bl)
+        num = (num + w_here * _crop(xb, o + a, o, o + bl, o + br)
+               + w_back * _crop(xa, o, o + a, o + br, o + bl))
+        den = den + w_here + w_back
+    return num / den
+
+
+def _half_window(d: int) -> list[tuple[int, int]]:
+    """The shifts ``(a, b)`` of the half window: ``a > 0``, or ``a = 0`` and ``b > 0``."""
+    return [(a, b) for a in range(d + 1) for b in range(-d, d + 1) if a > 0 or b > 0]
+
+
+def _crop(t: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """``t`` without ``top`` / ``bottom`` rows and ``left`` / ``right`` columns (static
+    Slices: negative ends relative to the size)."""
+    t = t[..., top:-bottom, :] if bottom else t[..., top:, :]
+    return t[..., left:-right] if right else t[..., left:]
+
+
+def nl_means_full(x: torch.Tensor, params: NLMParams, rows_per_chunk: int = 4) -> torch.Tensor:
+    """:func:`nl_means` computing every shift (the graph before session 27): the
+    reference ``tests/test_nlm.py`` and ``scripts/nlm_latency.py --variants old`` compare
+    the symmetric one with. The shifted copies are two one-hot convolutions (rows, then
+    columns per row), so the graph has a few dozen nodes; ``rows_per_chunk`` search rows
+    are processed at a time (``(2 d + 1) * rows_per_chunk`` shifted images in memory).
     """
     s = int(params.patch_size) | 1  # odd, as scikit-image makes it
     o, d = s // 2, int(params.patch_distance)
@@ -125,7 +172,7 @@ def nl_means(x: torch.Tensor, params: NLMParams, rows_per_chunk: int = 4) -> tor
     var2 = 2.0 * float(params.sigma) ** 2
     xp = reflect_pad(x, o + d).flatten(0, 1).unsqueeze(1)  # (N C, 1, H + 2o + 2d, ...)
     # x's rows / columns -o .. H + o - 1 (the centre patches' boxes)
-    centre = _crop(xp, d, d, 2 * d).unflatten(0, (n, c))
+    centre = _crop(xp, d, d, d, d).unflatten(0, (n, c))
     by_row = F.conv2d(xp, _one_hot(taps, True, x.dtype, x.device))  # (N C, taps, H + 2o, .)
     col_w = _one_hot(taps, False, x.dtype, x.device)
     num, den = None, None
@@ -144,11 +191,3 @@ def nl_means(x: torch.Tensor, params: NLMParams, rows_per_chunk: int = 4) -> tor
         num = contrib if num is None else num + contrib
         den = wsum if den is None else den + wsum
     return num / den
-
-
-def _crop(xp: torch.Tensor, top: int, left: int, cut: int) -> torch.Tensor:
-    """``xp[..., top : top + H', left : left + W']`` with ``H' = H_p - cut`` (static
-    Slices: negative ends relative to the padded size)."""
-    bottom, right = cut - top, cut - left
-    r = xp[..., top:-bottom, :] if bottom else xp[..., top:, :]
-    return r[..., left:-right] if right else r[..., left:]
