@@ -119,42 +119,53 @@ def nl_means(x: torch.Tensor, params: NLMParams) -> torch.Tensor:
     Symmetric search window: ``w_{-t}(p) = w_t(p - t)`` (the same squared differences,
     summed over the shifted box), so patch distances are computed only for the shift 0
     (``w = 1``) and half the others, ``t = (a, b)`` with ``a > 0`` or ``a = 0, b > 0``,
-    each on the image and its copy moved by ``-t`` (``(H + a) x (W + |b|)``); the mirrored
-    shift's weights and values are that map's other crop. One Slice per shifted copy.
+    one search row ``a`` at a time (its shifts stacked on an axis), on the image and its
+    copy moved by ``-t``; the mirrored shift's weights are that map's other crop.
     """
-    s = int(params.patch_size) | 1  # odd, as scikit-image makes it
+    s = int(params.patch_size) | 1
     o, d, c = s // 2, int(params.patch_distance), x.shape[1]
     h2s2 = c * float(params.h) ** 2 * s * s
     var2 = 2.0 * float(params.sigma) ** 2
-    xp = reflect_pad(x, o + d)
-    num, den = x, 1.0  # the shift 0: distance 0, weight exactly 1
-    for a, b in _half_window(d):
-        bl, br = max(b, 0), max(-b, 0)
-        # x(q) and x(q + t) for q in the rows -a-o .. H-1+o, the columns -bl-o .. W-1+br+o
-        xa = _crop(xp, d - a, d, d - bl, d - br)
-        xb = _crop(xp, d, d - a, d - br, d - bl)
-        diff = xa - xb
-        diff = (diff * diff).sum(1, keepdim=True) - c * var2
-        # box rows / columns q - o + 1 .. q + o: window start index q + 1; -distance
-        neg = torch.clamp(_box(diff, 2 * o)[..., 1:, 1:] * (-1.0 / h2s2), max=0.0)
-        w = torch.exp(neg) * (neg >= -DISTANCE_CUTOFF).to(neg.dtype)  # on q = p and p - t
-        w_here, w_back = _crop(w, a, 0, bl, br), _crop(w, 0, a, br, bl)
-        num = (num + w_here * _crop(xb, o + a, o, o + bl, o + br)
-               + w_back * _crop(xa, o, o + a, o + br, o + bl))
-        den = den + w_here + w_back
+    xp = reflect_pad(x, o + 2 * d + 1)
+    num, den = x, 1.0
+    for a in range(d + 1):
+        b0 = 1 if a == 0 else -d  # this row's shifts (a, b0 .. d)
+        if b0 > d:
+            continue
+        # q in rows -a-o+1 .. H-1+o, columns -d-o+1 .. W+d+o: the boxes of E (rows -a .. H-1,
+        # columns -d .. W+d), where the weights of (a, b) at p and at p - (a, b) lie
+        xa = _cut(_cut(xp, -2, 2 * d - a + 2, 2 * d + 1), -1, d + 2, d)
+        rows = _cut(xp, -2, 2 * d + 2, 2 * d + 1 - a)
+        xb = torch.stack([_cut(rows, -1, d + 2 + b, d - b) for b in range(b0, d + 1)], 3)
+        diff = xa.unsqueeze(3) - xb  # (N, C, rows, shifts, columns)
+        diff = diff * diff
+        diff = (diff.sum(1, keepdim=True) if c > 1 else diff) - c * var2
+        box = F.avg_pool3d(F.avg_pool3d(diff, (2 * o, 1, 1), stride=1), (1, 1, 2 * o), stride=1)
+        neg = torch.clamp(box * float(4 * o * o) * (-1.0 / h2s2), max=0.0)
+        w = torch.exp(neg) * (neg >= -DISTANCE_CUTOFF).to(neg.dtype)
+        # (a, b)'s own term at p: rows a .., columns d .. d + W - 1 of E
+        here = _cut(_cut(w, -3, a, 0), -1, d, d + 1)
+        xt = _cut(_cut(xb, -3, a + o - 1, o), -1, d + o - 1, d + o + 1)
+        num = num + (here * xt).sum(3)
+        den = den + here.sum(3)
+        # the mirrored (-a, -b) at p: w and x at p - (a, b); shift b's column offset is
+        # removed by reading the (shifts, columns) plane with rows one shorter (a skew)
+        xe = _cut(_cut(xa, -2, o - 1, o + a), -1, o - 1, o)
+        xe = torch.cat([xe, torch.ones_like(xe[:, :1])], 1).unsqueeze(3)
+        m = _cut(w, -3, 0, a) * xe  # (N, C + 1, H, shifts, W + 2d + 1)
+        ns, we = m.shape[3], m.shape[4]
+        m = m.flatten(3)[..., :ns * (we - 1)].unflatten(3, (ns, we - 1)).sum(3)
+        m = _cut(m, -1, d - b0, d + b0)
+        num, den = num + m[:, :c], den + m[:, c:]
     return num / den
 
 
-def _half_window(d: int) -> list[tuple[int, int]]:
-    """The shifts ``(a, b)`` of the half window: ``a > 0``, or ``a = 0`` and ``b > 0``."""
-    return [(a, b) for a in range(d + 1) for b in range(-d, d + 1) if a > 0 or b > 0]
-
-
-def _crop(t: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
-    """``t`` without ``top`` / ``bottom`` rows and ``left`` / ``right`` columns (static
-    Slices: negative ends relative to the size)."""
-    t = t[..., top:-bottom, :] if bottom else t[..., top:, :]
-    return t[..., left:-right] if right else t[..., left:]
+def _cut(t: torch.Tensor, dim: int, start: int, cut: int) -> torch.Tensor:
+    """``t`` without its first ``start`` and last ``cut`` entries along ``dim`` (a static
+    Slice: the end relative to the size)."""
+    idx = [slice(None)] * t.dim()
+    idx[dim] = slice(start, -cut if cut else None)
+    return t[tuple(idx)]
 
 
 def nl_means_full(x: torch.Tensor, params: NLMParams, rows_per_chunk: int = 4) -> torch.Tensor:
@@ -172,7 +183,7 @@ def nl_means_full(x: torch.Tensor, params: NLMParams, rows_per_chunk: int = 4) -
     var2 = 2.0 * float(params.sigma) ** 2
     xp = reflect_pad(x, o + d).flatten(0, 1).unsqueeze(1)  # (N C, 1, H + 2o + 2d, ...)
     # x's rows / columns -o .. H + o - 1 (the centre patches' boxes)
-    centre = _crop(xp, d, d, d, d).unflatten(0, (n, c))
+    centre = xp[..., d:-d, d:-d].unflatten(0, (n, c)) if d else xp.unflatten(0, (n, c))
     by_row = F.conv2d(xp, _one_hot(taps, True, x.dtype, x.device))  # (N C, taps, H + 2o, .)
     col_w = _one_hot(taps, False, x.dtype, x.device)
     num, den = None, None
