@@ -3,6 +3,12 @@ NLM + network architecture of the photo tables at search distance 6 and 3, and t
 residual net alone. Weights are random (the time does not depend on them).
 
     python scripts/nlm_latency.py [--large] [--joint]
+    python scripts/nlm_latency.py --variants old,new [--reps 7]
+
+``--variants old,new``: the NLM graph before session 27 (every shift, ``nl_means_full``)
+against the symmetric one (``nl_means``), each as NLM alone (p5 d6 and d3) and as the
+shipped joint bundle (NLM p5 d6 + refiner), the variants' reps interleaved (one rep of
+each in turn), median of ``--reps``, with the load average beside each line.
 
 ``--large``: the architectures of round 23's large denoiser space instead
 (:data:`LARGE_ARCHS`), each with ``params`` and MACs per pixel. ``--joint``: the shipped
@@ -62,8 +68,59 @@ def measure(spec: ArchSpec, norm: Normalizer) -> tuple[float, float, float]:
     return 1000 * float(np.median(ts)), 1000 * min(ts), export_s
 
 
+def _bundle(tmp: str, spec: ArchSpec, norm: Normalizer, nlm_fn):
+    """Export ``spec``'s bundle with ``nlm_fn`` as its NLM; (Runtime, export s)."""
+    from unittest import mock
+
+    ref = np.random.default_rng(0).uniform(0, 1, (4, 32 * 32)).astype(np.float32)
+    torch.manual_seed(0)  # the same (random) refiner weights for every variant
+    t0 = time.perf_counter()
+    with mock.patch("metaae_edge.space.denoise_compact.nl_means", nlm_fn):
+        b = write_bundle(tmp, model=CompactDenoiser(spec).eval(), spec=spec, normalizer=norm,
+                         task_summary={"name": "lat"}, objective="denoise", reference=ref,
+                         threshold=None, reports={}, seed=0)
+    return Runtime.load(b, threads=1), time.perf_counter() - t0
+
+
+def variants(names: list[str], reps: int) -> None:
+    """Interleaved old / new NLM graphs, 512x512, 1 thread, median of ``reps``."""
+    import os
+
+    from metaae_edge.pipeline.nlm_refiner import load_refiner
+    from metaae_edge.space.nlm import nl_means, nl_means_full
+
+    fns = {"old": nl_means_full, "new": nl_means}
+    norm = Normalizer(np.array([0.45], np.float32), np.array([0.29], np.float32))
+    joint = load_refiner().spec.encoder
+    cases = [("nlm p5 d6 alone", (5, 6, 0.24, 0.345), (), False),
+             ("nlm p5 d3 alone", (5, 3, 0.24, 0.345), (), False),
+             ("joint bundle (nlm p5 d6 + refiner)", (5, 6, 0.24, 0.345), joint, True)]
+    x = np.random.default_rng(1).uniform(0, 1, (1, 1, 512, 512)).astype(np.float32)
+    for label, nlm, layers, is_joint in cases:
+        spec = ArchSpec((1, 32, 32), layers, 1, (), backbone="denoiser", nlm=nlm,
+                        nlm_joint=is_joint).validate()
+        with tempfile.TemporaryDirectory() as tmp:
+            rts = {v: _bundle(f"{tmp}/{v}", spec, norm, fns[v]) for v in names}
+            outs = {v: rt.denoise(x) for v, (rt, _) in rts.items()}
+            ts = {v: [] for v in names}
+            for _ in range(reps):
+                for v, (rt, _) in rts.items():
+                    t = time.perf_counter()
+                    rt.denoise(x)
+                    ts[v].append(1000 * (time.perf_counter() - t))
+        gap = max(float(np.abs(o - outs[names[0]]).max()) for o in outs.values())
+        times = "  ".join(f"{v} {np.median(ts[v]):.1f} ms (export {rts[v][1]:.0f} s)"
+                          for v in names)
+        print(f"{label}: {times}  max |diff| {gap:.2e}  load average "
+              f"{' '.join(f'{a:.2f}' for a in os.getloadavg())}", flush=True)
+
+
 def main() -> None:
     torch.manual_seed(0)
+    argv = sys.argv[1:]
+    if "--variants" in argv:
+        reps = int(argv[argv.index("--reps") + 1]) if "--reps" in argv else 7
+        return variants(argv[argv.index("--variants") + 1].split(","), max(7, reps))
     norm = Normalizer(np.array([0.45], np.float32), np.array([0.29], np.float32))
     archs = [(nlm, layers, ()) for nlm, layers in ARCHS]
     if "--large" in sys.argv[1:]:
