@@ -17,10 +17,11 @@ measures the PSNR gap to scikit-image on real photos).
 
 Export: the reflect pad is two Gathers whose indices come from the image's data (a
 cumulative sum of ones, Mod); the search window is symmetric (``w_{-t}(p) = w_t(p - t)``),
-so only the shifts of half of it are computed, each from two static Slices of the padded
-image; the box sum is two AveragePools (separable), then Exp, a cut-off mask and the
-weighted sum, to which each computed shift adds its own and its mirror's term (Slices of
-one weight map). No Loop or custom op: it runs in ONNX Runtime at any height and width,
+so only the shifts of half of it are computed, one search row at a time (its shifts
+stacked from static Slices of the padded image); the box sum is two 3-D AveragePools
+(separable), then Exp, a cut-off mask and the weighted sum, to which each row adds its
+own and its mirror's terms (the mirror's per-shift column offset removed by a skew
+Reshape). No Loop or custom op: it runs in ONNX Runtime at any height and width,
 at opset 17. :func:`nl_means_full` (every shift by one-hot Convs, the graph before
 session 27) is kept as the reference the tests and ``scripts/nlm_latency.py`` compare to.
 """
