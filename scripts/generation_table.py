@@ -20,7 +20,8 @@ not comparable with N generated rows).
 ``--cache DIR`` keeps each exported bundle (DIR/FAMILY-SPLIT-CANDIDATES-INDEX); a cached
 bundle is reused with its density refitted by the current code (``add_density`` on a
 copy, the same fit adapt-and-export stages), so density changes are measured on the same
-adapted models. ``--json FILE`` writes every task's metrics.
+adapted models (``--residual pooled``: the density of bundles before session 27, one
+pooled residual). ``--json FILE`` writes every task's metrics.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def task_for(family: str, split: str, index: int):
 
 
 def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
-               tmp: Path) -> tuple[Path, str]:
+               tmp: Path, per_component: bool = True) -> tuple[Path, str]:
     """``(bundle, selected model)``: exported into ``cached`` once, then reused with its
     density refitted (on a copy under ``tmp``); without a cache, exported under ``tmp``."""
     from metaae_edge.exporters.density import add_density
@@ -76,7 +77,7 @@ def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
             return out, sel
     sel = (cached / "selected.txt").read_text()
     shutil.copytree(cached, tmp / "b")
-    add_density(tmp / "b", task.support, seed=index)
+    add_density(tmp / "b", task.support, seed=index, per_component=per_component)
     return tmp / "b", sel
 
 
@@ -90,7 +91,8 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
     n_held = len(task.query)
     n = args.samples or n_held
     with tempfile.TemporaryDirectory() as tmp:
-        path, sel = bundle_for(task, ckpt, index, args.candidates, cached, Path(tmp))
+        path, sel = bundle_for(task, ckpt, index, args.candidates, cached, Path(tmp),
+                               args.residual == "component")
         rt = Runtime.load(path)
         ours = rt.generate(n, seed=index, temperature=args.temperature).reshape(n, -1)
         means = rt.generate(n, seed=index, temperature=args.temperature,
@@ -104,7 +106,7 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
                "pca sampling": pca, "support rows": sup}
     bw = median_bandwidth(held)
     out = {m: sample_metrics(s, held, bw) for m, s in samples.items()}
-    extra = "".join(f", {k}={density[k]}" for k in ("residual_mix", "temperature")
+    extra = "".join(f", {k}={density[k]}" for k in ("residual_prior_rows", "temperature")
                     if k in density)
     out["info"] = f"{sel} k={density['components']}{extra}, pca q={q}"
     return out
@@ -160,6 +162,8 @@ def main() -> None:
                     help="for families without a builtin checkpoint of their name")
     ap.add_argument("--candidates", default="auto", choices=("auto", "meta"))
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--residual", default="component", choices=("component", "pooled"),
+                    help="cached bundles: refit per-component residuals, or pooled only")
     ap.add_argument("--cache", default=None, help="folder of exported bundles to reuse")
     ap.add_argument("--json", default=None, help="write every task's metrics here")
     args = ap.parse_args()

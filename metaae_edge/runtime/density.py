@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import BundleError, DataError
 
-__all__ = ["DENSITY_FILE", "DENSITY_ROLE", "Density", "fit_density"]
+__all__ = ["DENSITY_FILE", "DENSITY_ROLE", "Density", "fit_density", "fit_residual",
+           "pooled_residual"]
 
 DENSITY_FILE = "density.npz"
 MAX_FULL_RESIDUAL = 256
@@ -56,14 +57,31 @@ class Density:
     #: beyond MAX_FULL_RESIDUAL values, where residual_chol holds the stds (d,))
     residual_mean: np.ndarray | None = field(default=None, compare=False)
     residual_chol: np.ndarray | None = field(default=None, compare=False)
+    #: optional (newer bundles): one residual Gaussian per latent component, (K, d) means
+    #: and (K, d, d) Cholesky factors ((K, d) stds when diagonal), fitted on the support
+    #: rows by their responsibilities and shrunk towards the pooled residual above
+    #: (:mod:`.density_residual`); a sample's noise is its latent component's
+    residual_means: np.ndarray | None = field(default=None, compare=False)
+    residual_chols: np.ndarray | None = field(default=None, compare=False)
 
-    def residual_noise(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
-        """``n`` flattened draws of the residual noise model (None: the bundle has none)."""
+    def residual_noise(self, n: int, rng: np.random.Generator,
+                       comp: np.ndarray | None = None) -> np.ndarray | None:
+        """``n`` flattened draws of the residual noise model (None: the bundle has none);
+        ``comp``: each draw's latent component (used when the bundle stores per-component
+        residuals)."""
         if self.residual_chol is None:
             return None
         eps = rng.standard_normal((n, len(self.residual_mean)))
-        c = self.residual_chol
-        return self.residual_mean + (eps * c if c.ndim == 1 else eps @ c.T)
+        if self.residual_chols is None or comp is None:
+            c = self.residual_chol
+            return self.residual_mean + (eps * c if c.ndim == 1 else eps @ c.T)
+        out = np.empty_like(eps)
+        for k in range(self.components):  # per component: never (n, d, d) in memory
+            rows = comp == k
+            c = self.residual_chols[k]
+            out[rows] = self.residual_means[k] + (eps[rows] * c if c.ndim == 1
+                                                  else eps[rows] @ c.T)
+        return out
 
     @property
     def dim(self) -> int:
@@ -77,11 +95,16 @@ class Density:
                ) -> np.ndarray:
         """``n`` latent codes (n, *latent_shape) float32, reproducible by ``seed``;
         ``temperature`` scales the spread around each component's mean."""
+        return self.draw(n, seed, temperature)[0]
+
+    def draw(self, n: int, seed: int | None = None, temperature: float = 1.0
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes, components)``: :meth:`sample`'s codes and each one's component."""
         rng = np.random.default_rng(seed)
         comp = rng.choice(self.components, size=n, p=self.weights)
         eps = rng.standard_normal((n, self.dim))
         z = self.means[comp] + temperature * np.einsum("nij,nj->ni", self.chols[comp], eps)
-        return z.reshape(n, *self.latent_shape).astype(np.float32)
+        return z.reshape(n, *self.latent_shape).astype(np.float32), comp
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """Per-row log density of codes ``z`` (n, ...) (flattened)."""
@@ -92,6 +115,9 @@ class Density:
         buf = io.BytesIO()
         extra = {} if self.residual_chol is None else {
             "residual_mean": self.residual_mean, "residual_chol": self.residual_chol}
+        if self.residual_chols is not None:  # new optional keys: old readers ignore them
+            extra.update(residual_means=self.residual_means,
+                         residual_chols=self.residual_chols)
         np.savez(buf, weights=self.weights, means=self.means, chols=self.chols,
                  latent_shape=np.asarray(self.latent_shape, np.int64), **extra)
         return buf.getvalue()
@@ -109,19 +135,31 @@ class Density:
                 w, m, c, shape = (np.asarray(f[k], np.float64) if k != "latent_shape"
                                   else np.asarray(f[k]) for k in
                                   ("weights", "means", "chols", "latent_shape"))
-                rm, rc = (np.asarray(f[k], np.float32) if k in f.files else None
-                          for k in ("residual_mean", "residual_chol"))
+                rm, rc, rms, rcs = (np.asarray(f[k], np.float32) if k in f.files else None
+                                    for k in ("residual_mean", "residual_chol",
+                                              "residual_means", "residual_chols"))
         except (OSError, KeyError, ValueError) as exc:
             raise BundleError(f"{path}: not a readable latent density ({exc})") from None
         shape = tuple(int(v) for v in shape.reshape(-1))
-        why = _invalid(w, m, c, shape, latent_shape)
-        if why is None and ((rm is None) != (rc is None) or rm is not None and not (
-                rm.ndim == 1 and rc.shape in ((len(rm),), (len(rm), len(rm)))
-                and np.all(np.isfinite(rm)) and np.all(np.isfinite(rc)))):
-            why = "residual_mean / residual_chol do not match"
+        why = _invalid(w, m, c, shape, latent_shape) or _invalid_residual(rm, rc, rms, rcs,
+                                                                          len(w))
         if why:
             raise BundleError(f"{path}: invalid latent density: {why}")
-        return cls(w, m, c, shape, residual_mean=rm, residual_chol=rc)
+        return cls(w, m, c, shape, residual_mean=rm, residual_chol=rc, residual_means=rms,
+                   residual_chols=rcs)
+
+
+def _invalid_residual(rm, rc, rms, rcs, k: int) -> str | None:
+    """Why the residual arrays do not fit each other (None: they do, or are absent)."""
+    finite = all(a is None or np.all(np.isfinite(a)) for a in (rm, rc, rms, rcs))
+    if (rm is None) != (rc is None) or rm is not None and not (
+            rm.ndim == 1 and rc.shape in ((len(rm),), (len(rm), len(rm))) and finite):
+        return "residual_mean / residual_chol do not match"
+    if (rms is None) != (rcs is None) or rms is not None and (
+            rm is None or rms.shape != (k, len(rm)) or rcs.shape != (k, *rc.shape)
+            or not finite):
+        return "residual_means / residual_chols do not match the components and residual"
+    return None
 
 
 def _invalid(w, m, c, shape, expected) -> str | None:
@@ -242,8 +280,15 @@ def fit_residual(resid: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     """``(mean, chol)`` of the residual noise model of flattened residuals (n, d): one
     shrunk Gaussian as :func:`fit_density` chooses it, or (d > MAX_FULL_RESIDUAL) the
     per-value means and stds."""
+    return pooled_residual(resid, seed)[:2]
+
+
+def pooled_residual(resid: np.ndarray, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """:func:`fit_residual` and the shrinkage it chose (None: diagonal)."""
     x = np.asarray(resid, np.float64).reshape(len(resid), -1)
     if x.shape[1] > MAX_FULL_RESIDUAL:
-        return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
+        return x.mean(0).astype(np.float32), x.std(0).astype(np.float32), None
     g = fit_density(x, seed=seed, max_components=1)
-    return g.means[0].astype(np.float32), g.chols[0].astype(np.float32)
+    return (g.means[0].astype(np.float32), g.chols[0].astype(np.float32),
+            float(g.info["shrinkage"]))
