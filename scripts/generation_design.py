@@ -18,8 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generation_table import ci, task_for  # noqa: E402
 

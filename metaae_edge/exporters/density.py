@@ -48,12 +48,12 @@ def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int
     resid = support - rt.reconstruct(support)  # raw units: the decoder's noise model
     r_mean, r_chol, shrink = pooled_residual(resid, seed=seed)
     r_means, r_chols, r_info = (None, None, {}) if not per_component else \
-        fit_component_residuals(resid, responsibilities(density, codes), shrink or 0.0,
-                                diagonal=shrink is None, seed=seed)
+        fit_component_residuals(resid, responsibilities(density, codes), shrink, seed=seed)
     density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol,
                                   residual_means=r_means, residual_chols=r_chols)
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
                "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info,
+               **({} if shrink is None else {"residual_shrinkage": list(shrink)}),
                **({} if r_means is None else {"residual_components": len(r_means)}),
                **r_info}
     return rt, density.to_bytes(), section

@@ -83,23 +83,26 @@ def _loglik(resid: np.ndarray, resp: np.ndarray, means: np.ndarray,
     return (top + np.log(np.exp(a - top).sum(1, keepdims=True)))[:, 0]
 
 
-def _pooled(x: np.ndarray, shrink: float, diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
+def _pooled(x: np.ndarray, shrink: tuple[float, str] | None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """The pooled residual Gaussian as :func:`~.density.fit_residual` fits it, at a given
-    shrinkage (the one it chose on all rows)."""
+    (shrinkage, target) (the one it chose on all rows; None: diagonal)."""
     mean = x.mean(0)
-    if diagonal:
+    if shrink is None:
         return mean, np.maximum(x.var(0), 1e-12)
     floor = 1e-4 * float(x.var(0).mean()) + 1e-8
-    return mean, _covariance(x, np.ones(len(x)), mean, shrink, floor)
+    return mean, _covariance(x, np.ones(len(x)), mean, shrink[0], floor, shrink[1])
 
 
-def fit_component_residuals(resid: np.ndarray, resp: np.ndarray, shrink: float, *,
-                            diagonal: bool = False, seed: int = 0, folds: int = 4
+def fit_component_residuals(resid: np.ndarray, resp: np.ndarray,
+                            shrink: tuple[float, str] | None, *, seed: int = 0,
+                            folds: int = 4
                             ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """``(means, chols, info)`` of per-component residuals of ``resid`` (n, d) with
     responsibilities ``resp`` (n, K), ``nu`` by held-out log-likelihood; ``(None, None,
-    info)`` when the pooled model (``nu = inf``) wins or K = 1. ``chols`` are (K, d, d)
-    lower Cholesky factors, or (K, d) stds when ``diagonal``."""
+    info)`` when the pooled model (``nu = inf``) wins or K = 1. ``shrink``: the pooled
+    residual's (shrinkage, target) (:func:`~.density.pooled_residual`), None when it is
+    diagonal. ``chols`` are (K, d, d) lower Cholesky factors, or (K, d) stds (diagonal)."""
     x = np.asarray(resid, np.float64).reshape(len(resid), -1)
     if resp.shape[1] < 2:
         return None, None, {}
@@ -110,7 +113,7 @@ def fit_component_residuals(resid: np.ndarray, resp: np.ndarray, shrink: float, 
         fold_ll = []
         for part in parts:
             train = np.setdiff1d(idx, part)
-            mean, cov = _pooled(x[train], shrink, diagonal)
+            mean, cov = _pooled(x[train], shrink)
             m, c = component_residuals(x[train], resp[train], mean, cov, nu)
             fold_ll.append(_loglik(x[part], resp[part], m, c).mean())
         scores[nu] = float(np.mean(fold_ll))
@@ -120,7 +123,7 @@ def fit_component_residuals(resid: np.ndarray, resp: np.ndarray, shrink: float, 
                                    for k, v in scores.items()}}
     if math.isinf(nu):
         return None, None, info
-    mean, cov = _pooled(x, shrink, diagonal)
+    mean, cov = _pooled(x, shrink)
     m, c = component_residuals(x, resp, mean, cov, nu)
-    chols = np.sqrt(c) if diagonal else np.linalg.cholesky(c)
+    chols = np.sqrt(c) if shrink is None else np.linalg.cholesky(c)
     return m.astype(np.float32), chols.astype(np.float32), info
