@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density, pooled_residual
-from ..runtime.density_residual import fit_component_residuals, responsibilities
+from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density
+from ..runtime.density_residual import fit_residuals, responsibilities
 from .writer import BundleWriter
 
 __all__ = ["GENERATIVE_OBJECTIVES", "add_density", "stage_density"]
@@ -46,14 +46,13 @@ def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int
     codes = rt.encode(support)
     density = fit_density(codes, seed=seed, max_components=max_components)
     resid = support - rt.reconstruct(support)  # raw units: the decoder's noise model
-    r_mean, r_chol, shrink = pooled_residual(resid, seed=seed)
-    r_means, r_chols, r_info = (None, None, {}) if not per_component else \
-        fit_component_residuals(resid, responsibilities(density, codes), shrink, seed=seed)
+    resp = responsibilities(density, codes) if per_component else None
+    r_mean, r_chol, r_means, r_chols, r_info = fit_residuals(
+        resid, resp, support.reshape(len(support), -1).std(0), seed=seed)
     density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol,
                                   residual_means=r_means, residual_chols=r_chols)
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
                "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info,
-               **({} if shrink is None else {"residual_shrinkage": list(shrink)}),
                **({} if r_means is None else {"residual_components": len(r_means)}),
                **r_info}
     return rt, density.to_bytes(), section

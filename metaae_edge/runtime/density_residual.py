@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .density import _LOG2PI, Density, _covariance, _log_prob
+from .density import _LOG2PI, TARGETS, Density, _covariance, _log_prob, pooled_residual
 
-__all__ = ["PRIOR_ROWS", "component_residuals", "fit_component_residuals",
+__all__ = ["PRIOR_ROWS", "component_residuals", "fit_component_residuals", "fit_residuals",
            "responsibilities"]
 
 #: candidate prior strengths (pseudo-rows of the pooled residual); inf: the pooled model
@@ -127,3 +127,29 @@ def fit_component_residuals(resid: np.ndarray, resp: np.ndarray,
     m, c = component_residuals(x, resp, mean, cov, nu)
     chols = np.sqrt(c) if shrink is None else np.linalg.cholesky(c)
     return m.astype(np.float32), chols.astype(np.float32), info
+
+
+def fit_residuals(resid: np.ndarray, resp: np.ndarray | None, scale: np.ndarray, *,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                          np.ndarray | None, dict[str, Any]]:
+    """``(mean, chol, means, chols, info)``: the pooled residual Gaussian and (``resp``
+    given, K > 1) the per-component ones, fitted on residuals divided by ``scale`` (the
+    support's per-value std, raw units), where the scaled identity is a meaningful
+    shrinkage target (the input-space Ledoit-Wolf baseline's, in the task's model space)
+    beside the diagonal, then scaled back to raw units. ``means`` / ``chols`` are None
+    when the pooled model predicts held-out support residuals at least as well."""
+    x = np.asarray(resid, np.float64).reshape(len(resid), -1)
+    s = np.asarray(scale, np.float64).reshape(-1)
+    s = np.where(s > 1e-12 * max(float(s.max()), 1e-30), s, 1.0)
+    mean, chol, shrink = pooled_residual(x / s, seed=seed, targets=TARGETS)
+    info: dict[str, Any] = {} if shrink is None else {"residual_shrinkage": list(shrink)}
+    means = chols = None
+    if resp is not None:
+        means, chols, more = fit_component_residuals(x / s, resp, shrink, seed=seed)
+        info.update(more)
+    back = s.astype(np.float32)  # diag(s) L: rows scaled, still lower triangular
+    mean, chol = mean * back, (chol * back if chol.ndim == 1 else chol * back[:, None])
+    if means is not None:
+        means = means * back
+        chols = chols * back if chols.ndim == 2 else chols * back[None, :, None]
+    return mean, chol, means, chols, info
