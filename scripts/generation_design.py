@@ -4,7 +4,8 @@ for a grid of latent temperatures (``--temperatures``) and residual noise scales
 (``--residual-scales``, the decoder's noise model multiplied by the scale), against the
 task's held-out rows, and the ratio of the held-out to the support reconstruction
 residual (mean squared, raw units): how much the support's own residual understates the
-decoder's error on new rows.
+decoder's error on new rows; and the temperature ``choose_temperature`` picks on support
+folds, with its MMD^2 minus T=1's (the grid must hold its choices, 0.9 / 1.0 / 1.1).
 
     python scripts/generation_design.py --cache DIR --families digits,tabular --tasks 10
 """
@@ -12,6 +13,7 @@ decoder's error on new rows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import shutil
 import sys
@@ -28,6 +30,8 @@ def unit(family: str, index: int, args) -> dict:
     """MMD^2 per (temperature, scale) and the residual ratio of one cached train task."""
     from metaae_edge.exporters.density import add_density
     from metaae_edge.runtime import Runtime
+    from metaae_edge.runtime.density_temperature import choose_temperature
+    from metaae_edge.runtime.generate import load_density
 
     task = task_for(family, "train", index)
     cached = Path(args.cache) / f"{family}-train-auto-{index}"
@@ -42,6 +46,8 @@ def unit(family: str, index: int, args) -> dict:
         sup_r = ((task.support - rt.reconstruct(task.support)) ** 2).mean()
         held_r = ((task.query - rt.reconstruct(task.query)) ** 2).mean()
         out["ratio"] = float(held_r / sup_r)
+        density = dataclasses.replace(load_density(rt.bundle), info=rt.manifest["density"])
+        out["chosen"] = choose_temperature(rt.encode(task.support), density, seed=index)[0]
         for t in args.temperatures:
             means = rt.generate(args.samples, seed=index, temperature=t, residual=False)
             noise = rt.generate(args.samples, seed=index, temperature=t) - means
@@ -68,6 +74,11 @@ def main() -> None:
         print(f"# {family}: held-out / support residual MSE {m:.3f} ± {h:.3f}; "
               + " ".join(f"{u['ratio']:.2f}" for u in units))
         base = [u[(1.0, 1.0)] for u in units]
+        if all((u["chosen"], 1.0) in u for u in units):
+            dm, dh = ci([u[(u["chosen"], 1.0)] - b for u, b in zip(units, base)])
+            print(f"# {family}: temperature chosen on support folds "
+                  + " ".join(f"{u['chosen']:g}" for u in units)
+                  + f"; MMD^2 minus T=1: {dm:+.4f} ± {dh:.4f}")
         for t, s in itertools.product(args.temperatures, args.residual_scales):
             m, h = ci([u[(t, s)] for u in units])
             dm, dh = ci([u[(t, s)] - b for u, b in zip(units, base)])

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density
 from ..runtime.density_residual import fit_residuals, responsibilities
+from ..runtime.density_temperature import choose_temperature
 from .writer import BundleWriter
 
 __all__ = ["GENERATIVE_OBJECTIVES", "add_density", "stage_density"]
@@ -49,12 +50,14 @@ def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int
     resp = responsibilities(density, codes) if per_component else None
     r_mean, r_chol, r_means, r_chols, r_info = fit_residuals(
         resid, resp, support.reshape(len(support), -1).std(0), seed=seed)
+    temp, t_info = choose_temperature(codes, density, seed=seed)
     density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol,
-                                  residual_means=r_means, residual_chols=r_chols)
+                                  residual_means=r_means, residual_chols=r_chols,
+                                  temperature=temp)
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
                "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info,
                **({} if r_means is None else {"residual_components": len(r_means)}),
-               **r_info}
+               **r_info, "temperature": temp, "temperature_mmd2": t_info}
     return rt, density.to_bytes(), section
 
 

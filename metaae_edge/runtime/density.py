@@ -65,6 +65,9 @@ class Density:
     #: (:mod:`.density_residual`); a sample's noise is its latent component's
     residual_means: np.ndarray | None = field(default=None, compare=False)
     residual_chols: np.ndarray | None = field(default=None, compare=False)
+    #: optional (newer bundles): the latent temperature chosen on support folds
+    #: (:mod:`.density_temperature`); a caller's temperature multiplies it; 1.0 if absent
+    temperature: float = field(default=1.0, compare=False)
 
     def residual_noise(self, n: int, rng: np.random.Generator,
                        comp: np.ndarray | None = None) -> np.ndarray | None:
@@ -105,7 +108,8 @@ class Density:
         rng = np.random.default_rng(seed)
         comp = rng.choice(self.components, size=n, p=self.weights)
         eps = rng.standard_normal((n, self.dim))
-        z = self.means[comp] + temperature * np.einsum("nij,nj->ni", self.chols[comp], eps)
+        t = temperature * self.temperature
+        z = self.means[comp] + t * np.einsum("nij,nj->ni", self.chols[comp], eps)
         return z.reshape(n, *self.latent_shape).astype(np.float32), comp
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:
@@ -120,6 +124,8 @@ class Density:
         if self.residual_chols is not None:  # new optional keys: old readers ignore them
             extra.update(residual_means=self.residual_means,
                          residual_chols=self.residual_chols)
+        if self.temperature != 1.0:
+            extra["temperature"] = np.asarray(self.temperature, np.float64)
         np.savez(buf, weights=self.weights, means=self.means, chols=self.chols,
                  latent_shape=np.asarray(self.latent_shape, np.int64), **extra)
         return buf.getvalue()
@@ -140,15 +146,19 @@ class Density:
                 rm, rc, rms, rcs = (np.asarray(f[k], np.float32) if k in f.files else None
                                     for k in ("residual_mean", "residual_chol",
                                               "residual_means", "residual_chols"))
+                temp = np.asarray(f["temperature"], np.float64) if "temperature" in f.files \
+                    else np.asarray(1.0)
         except (OSError, KeyError, ValueError) as exc:
             raise BundleError(f"{path}: not a readable latent density ({exc})") from None
         shape = tuple(int(v) for v in shape.reshape(-1))
         why = _invalid(w, m, c, shape, latent_shape) or _invalid_residual(rm, rc, rms, rcs,
                                                                           len(w))
+        if why is None and not (temp.shape == () and np.isfinite(temp) and 0 < temp <= 10):
+            why = f"temperature {temp!r} is not a number in (0, 10]"
         if why:
             raise BundleError(f"{path}: invalid latent density: {why}")
         return cls(w, m, c, shape, residual_mean=rm, residual_chol=rc, residual_means=rms,
-                   residual_chols=rcs)
+                   residual_chols=rcs, temperature=float(temp))
 
 
 def _invalid_residual(rm, rc, rms, rcs, k: int) -> str | None:
