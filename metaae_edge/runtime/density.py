@@ -283,6 +283,9 @@ def fit_density(codes: np.ndarray, *, seed: int = 0, max_components: int = 5,
     sel = x
     if len(x) > MAX_SELECT_CODES:
         sel = x[np.random.default_rng(seed).choice(len(x), MAX_SELECT_CODES, replace=False)]
+        # thousands of codes estimate a covariance well; the scaled-identity target is for
+        # small supports, and the doubled grid cost a 20,000-row export 7 s (26.5 -> 33.6 s)
+        targets = targets[:1]
     grid = {(k, a, t): _cv_score(sel, k, a, folds, seed, t) for k in ks for a in shrinkage
             for t in targets}
     k, a, t = max(grid, key=grid.get)
