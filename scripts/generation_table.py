@@ -3,20 +3,32 @@ through decoder.onnx) against a Gaussian in input space and PCA sampling (PPCA),
 by MMD^2 (RBF, median heuristic) and k-NN precision / recall (k = 3) against the task's
 held-out rows (its query; never the support the bundle and the baselines were fitted on).
 
-    python scripts/generation_table.py --families manifold,sensors,tabular,digits,wine,digits-res \
-        --tasks 3
+    python scripts/generation_table.py --families manifold,sensors,tabular,digits,wine \
+        --tasks 20 --samples 1024 --cache /tmp/gen-cache
 
-Each family: tasks 0..T-1 of its test split (real data ``wine``: normal class 0, seeds
-0..T-1), seed = task index for adaptation, density and sampling. Prints a markdown table,
-mean ± 95% t-interval over the tasks (docs/generation.md quotes it). ``ours`` adds the
-bundle's residual noise model to the decoded samples, ``ours, decoded means`` does not.
-``support rows`` is
-the real support itself scored the same way: the level real data reaches.
+Each family: tasks 0..T-1 of its ``--split`` (real data ``wine``: test = normal class 0,
+train = normal class 1, seeds 0..T-1), seed = task index for adaptation, density and
+sampling. ``--samples N``: N rows per generated method against all held-out rows
+(unbiased MMD^2 allows unequal sizes; 0: as many as the task has held-out rows). Prints a
+markdown table, mean ± 95% t-interval over the tasks, then the paired differences of
+ours' MMD^2 minus each baseline's per task (mean ± 95% t-interval; ``*``: the interval
+excludes 0). ``ours`` adds the bundle's residual noise model to the decoded samples,
+``ours, decoded means`` does not. ``support rows`` is the real support itself scored the
+same way: the level real data reaches (its precision / recall are at the support's size,
+not comparable with N generated rows).
+
+``--cache DIR`` keeps each exported bundle (DIR/FAMILY-SPLIT-CANDIDATES-INDEX); a cached
+bundle is reused with its density refitted by the current code (``add_density`` on a
+copy, the same fit adapt-and-export stages), so density changes are measured on the same
+adapted models (``--residual pooled``: the density of bundles before session 27, one
+pooled residual). ``--json FILE`` writes every task's metrics.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,30 +45,57 @@ from metaae_edge.evaluate.generation import (
 CHECKPOINTS = {"manifold": "manifold", "sensors": "sensors", "digits": "digits",
                "digits-res": "digits-res"}  # others: --checkpoint
 METHODS = ("ours", "ours, decoded means", "input gaussian", "pca sampling", "support rows")
+BASELINES = ("input gaussian", "pca sampling")
+WINE_NORMAL = {"test": 0, "train": 1}
 
 
-def _task(family: str, index: int):
+def task_for(family: str, split: str, index: int):
+    """Task ``index`` of ``family``'s ``split`` (wine: normal class by split)."""
     from metaae_edge.tasks import create_family
     from metaae_edge.tasks.realdata import real_task
 
     if family == "wine":
-        return real_task("wine", normal=0, seed=index, n_support=32, objective="reconstruct")
-    return create_family(family, seed=0).sample("test", index, objective="reconstruct")
+        return real_task("wine", normal=WINE_NORMAL[split], seed=index, n_support=32,
+                         objective="reconstruct")
+    return create_family(family, seed=0).sample(split, index, objective="reconstruct")
 
 
-def _unit(family: str, index: int, ckpt, candidates: str, temperature: float) -> dict:
-    """Every method's metrics on one task, plus what the bundle holds."""
+def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
+               tmp: Path, per_component: bool = True) -> tuple[Path, str]:
+    """``(bundle, selected model)``: exported into ``cached`` once, then reused with its
+    density refitted (on a copy under ``tmp``); without a cache, exported under ``tmp``."""
+    from metaae_edge.exporters.density import add_density
     from metaae_edge.pipeline.export import ExportOptions, adapt_and_export
+
+    if cached is None or not (cached / "manifest.json").exists():
+        out = tmp / "b" if cached is None else cached
+        rep = adapt_and_export(ckpt, task, ExportOptions(out=out, seed=index,
+                                                         candidates=candidates))
+        sel = rep.selection["selected"]["name"] if rep.selection else "ours"
+        (out / "selected.txt").write_text(sel)  # not a bundle file: loaders ignore it
+        if cached is None:
+            return out, sel
+    sel = (cached / "selected.txt").read_text()
+    shutil.copytree(cached, tmp / "b")
+    add_density(tmp / "b", task.support, seed=index, per_component=per_component)
+    return tmp / "b", sel
+
+
+def unit(family: str, split: str, index: int, ckpt, args) -> dict:
+    """Every method's metrics on one task, plus what the bundle holds."""
     from metaae_edge.runtime import Runtime
 
-    task = _task(family, index)
+    task = task_for(family, split, index)
+    cached = None if args.cache is None else \
+        Path(args.cache) / f"{family}-{split}-{args.candidates}-{index}"
+    n_held = len(task.query)
+    n = args.samples or n_held
     with tempfile.TemporaryDirectory() as tmp:
-        rep = adapt_and_export(ckpt, task, ExportOptions(out=Path(tmp) / "b", seed=index,
-                                                         candidates=candidates))
-        rt = Runtime.load(Path(tmp) / "b")
-        n = len(task.query)
-        ours = rt.generate(n, seed=index, temperature=temperature).reshape(n, -1)
-        means = rt.generate(n, seed=index, temperature=temperature,
+        path, sel = bundle_for(task, ckpt, index, args.candidates, cached, Path(tmp),
+                               args.residual == "component")
+        rt = Runtime.load(path)
+        ours = rt.generate(n, seed=index, temperature=args.temperature).reshape(n, -1)
+        means = rt.generate(n, seed=index, temperature=args.temperature,
                             residual=False).reshape(n, -1)
         density = rt.manifest["density"]
     norm = task.normalizer()
@@ -67,57 +106,86 @@ def _unit(family: str, index: int, ckpt, candidates: str, temperature: float) ->
                "pca sampling": pca, "support rows": sup}
     bw = median_bandwidth(held)
     out = {m: sample_metrics(s, held, bw) for m, s in samples.items()}
-    sel = rep.selection["selected"]["name"] if rep.selection else "ours"
-    out["info"] = f"{sel} {rep.arch.split(' -> ')[1] if ' -> ' in rep.arch else rep.arch}, " \
-                  f"gmm k={density['components']}, pca q={q}"
+    extra = "".join(f", {k}={density[k]}" for k in ("residual_prior_rows", "temperature")
+                    if k in density)
+    out["info"] = f"{sel} k={density['components']}{extra}, pca q={q}"
     return out
 
 
-def _ci(v: list[float]) -> str:
+def ci(v: list[float]) -> tuple[float, float]:
+    """``(mean, half-width of the 95% t-interval)``."""
     from scipy import stats
 
-    a = np.asarray(v)
-    h = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0
-    return f"{a.mean():.4f} ± {h:.4f}"
+    a = np.asarray(v, np.float64)
+    h = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 \
+        else 0.0
+    return float(a.mean()), float(h)
 
 
-def _rows(family: str, units: list[dict]) -> list[str]:
-    rows = []
+def _fmt(v: list[float]) -> str:
+    m, h = ci(v)
+    return f"{m:.4f} ± {h:.4f}"
+
+
+def rows(family: str, units: list[dict]) -> list[str]:
+    out = []
     for m in METHODS:
         vals = {k: [u[m][k] for u in units] for k in ("mmd2", "precision", "recall")}
         wins = "" if m != "ours" else str(sum(
-            u["ours"]["mmd2"] < min(u["input gaussian"]["mmd2"], u["pca sampling"]["mmd2"])
+            u["ours"]["mmd2"] < min(u[b]["mmd2"] for b in BASELINES)
             for u in units)) + f"/{len(units)}"
-        rows.append(f"| {family} | {m} | {_ci(vals['mmd2'])} | {_ci(vals['precision'])} | "
-                    f"{_ci(vals['recall'])} | {wins} |")
-    return rows
+        out.append(f"| {family} | {m} | {_fmt(vals['mmd2'])} | {_fmt(vals['precision'])} | "
+                   f"{_fmt(vals['recall'])} | {wins} |")
+    return out
+
+
+def paired_row(family: str, units: list[dict]) -> str:
+    """``| family | ours - input gaussian | ours - pca sampling | tasks |`` (MMD^2)."""
+    cells = []
+    for b in BASELINES:
+        m, h = ci([u["ours"]["mmd2"] - u[b]["mmd2"] for u in units])
+        sig = " *" if abs(m) > h else ""
+        cells.append(f"{m:+.4f} ± {h:.4f}{sig}")
+    return f"| {family} | {cells[0]} | {cells[1]} | {len(units)} |"
 
 
 def main() -> None:
     from metaae_edge.meta import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--families", default="manifold,sensors,tabular,digits,wine,digits-res")
+    ap.add_argument("--families", default="manifold,sensors,tabular,digits,wine")
     ap.add_argument("--tasks", type=int, default=3)
+    ap.add_argument("--split", default="test", choices=("train", "test"))
+    ap.add_argument("--samples", type=int, default=0,
+                    help="generated rows per method (0: as many as held-out rows)")
     ap.add_argument("--checkpoint", default="builtin:manifold",
                     help="for families without a builtin checkpoint of their name")
     ap.add_argument("--candidates", default="auto", choices=("auto", "meta"))
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--residual", default="component", choices=("component", "pooled"),
+                    help="cached bundles: refit per-component residuals, or pooled only")
+    ap.add_argument("--cache", default=None, help="folder of exported bundles to reuse")
+    ap.add_argument("--json", default=None, help="write every task's metrics here")
     args = ap.parse_args()
     lines = ["| family | method | MMD² (lower better) | precision | recall | ours best MMD² |",
              "| --- | --- | --- | --- | --- | --- |"]
+    paired = ["| family | ours − input gaussian | ours − pca sampling | tasks |",
+              "| --- | --- | --- | --- |"]
+    dump = {}
     for family in args.families.split(","):
         name = CHECKPOINTS.get(family)
         ckpt = load_checkpoint(f"builtin:{name}" if name else args.checkpoint)
         t0 = time.perf_counter()
-        units = [_unit(family, i, ckpt, args.candidates, args.temperature)
-                 for i in range(args.tasks)]
+        units = [unit(family, args.split, i, ckpt, args) for i in range(args.tasks)]
         print(f"# {family}: {time.perf_counter() - t0:.0f} s; "
               + "; ".join(u["info"] for u in units), flush=True)
-        rows = _rows(family, units)
-        print("\n".join(rows), flush=True)
-        lines += rows
-    print("\n".join(lines))
+        lines += rows(family, units)
+        paired.append(paired_row(family, units))
+        print("\n".join(lines[-len(METHODS):] + [paired[-1]]), flush=True)
+        dump[family] = units
+    print("\n".join(lines + [""] + paired))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dump, indent=1))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density, fit_residual
+from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density
+from ..runtime.density_residual import fit_residuals, responsibilities
+from ..runtime.density_temperature import choose_temperature
 from .writer import BundleWriter
 
 __all__ = ["GENERATIVE_OBJECTIVES", "add_density", "stage_density"]
@@ -32,8 +34,8 @@ __all__ = ["GENERATIVE_OBJECTIVES", "add_density", "stage_density"]
 GENERATIVE_OBJECTIVES = ("reconstruct", "anomaly")
 
 
-def _fit(bundle: str | Path, support: np.ndarray, seed: int,
-         max_components: int) -> tuple[Any, bytes, dict[str, Any]]:
+def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int,
+         per_component: bool = True) -> tuple[Any, bytes, dict[str, Any]]:
     """``(runtime, density.npz bytes, manifest section)`` of ``support`` through the bundle
     at ``bundle`` (its graphs on ort-cpu)."""
     from ..runtime import Runtime
@@ -45,10 +47,17 @@ def _fit(bundle: str | Path, support: np.ndarray, seed: int,
     codes = rt.encode(support)
     density = fit_density(codes, seed=seed, max_components=max_components)
     resid = support - rt.reconstruct(support)  # raw units: the decoder's noise model
-    r_mean, r_chol = fit_residual(resid, seed=seed)
-    density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol)
+    resp = responsibilities(density, codes) if per_component else None
+    r_mean, r_chol, r_means, r_chols, r_info = fit_residuals(
+        resid, resp, support.reshape(len(support), -1).std(0), seed=seed)
+    temp, t_info = choose_temperature(codes, density, seed=seed)
+    density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol,
+                                  residual_means=r_means, residual_chols=r_chols,
+                                  temperature=temp)
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
-               "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info}
+               "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info,
+               **({} if r_means is None else {"residual_components": len(r_means)}),
+               **r_info, "temperature": temp, "temperature_mmd2": t_info}
     return rt, density.to_bytes(), section
 
 
@@ -65,11 +74,12 @@ def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.nd
 
 
 def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
-                max_components: int = 5, sign_key: Any = None,
+                max_components: int = 5, per_component: bool = True, sign_key: Any = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit the latent density of ``support`` (raw samples or images) and add it to the
-    existing ``bundle``; returns the manifest's ``density`` section."""
-    rt, data, section = _fit(bundle, support, seed, max_components)
+    existing ``bundle``; returns the manifest's ``density`` section. ``per_component``
+    False: only the pooled residual noise model (what bundles before session 27 hold)."""
+    rt, data, section = _fit(bundle, support, seed, max_components, per_component)
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
         writer.path(DENSITY_FILE).write_bytes(data)
         writer.add(DENSITY_FILE, DENSITY_ROLE)

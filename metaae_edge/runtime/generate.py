@@ -54,8 +54,9 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
     """``n`` new samples from ``rt``'s bundle (a :class:`~metaae_edge.runtime.Runtime`),
     raw units, (n, D) or, for image bundles, (n, C, H, W); the same ``seed`` gives the
     same samples. ``residual``: add the decoder's noise model (a Gaussian fitted to the
-    support's reconstruction residual; probabilistic PCA's isotropic noise, generalised),
-    when the bundle stores one; False gives the decoded means.
+    support's reconstruction residual; probabilistic PCA's isotropic noise, generalised;
+    in newer bundles one per latent component, the sample's), when the bundle stores one;
+    False gives the decoded means.
 
     Raises:
         InputError: a bad ``n`` or ``temperature``.
@@ -67,9 +68,9 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
         raise InputError(f"temperature must be a number in (0, 10], got {temperature!r}")
     density = load_density(rt.bundle, rt.precision)
     rng = np.random.default_rng(seed)
-    z = density.sample(n, seed=int(rng.integers(2**63)), temperature=float(temperature))
+    z, comp = density.draw(n, seed=int(rng.integers(2**63)), temperature=float(temperature))
     x = rt.decode(z)
-    noise = density.residual_noise(n, rng) if residual else None
+    noise = density.residual_noise(n, rng, comp) if residual else None
     if noise is not None:
         x = x + noise.reshape(x.shape).astype(np.float32)
     return x
