@@ -3,12 +3,15 @@ NLM + network architecture of the photo tables at search distance 6 and 3, and t
 residual net alone. Weights are random (the time does not depend on them).
 
     python scripts/nlm_latency.py [--large] [--joint]
-    python scripts/nlm_latency.py --variants old,new [--reps 7]
+    python scripts/nlm_latency.py --variants old,rows,new [--reps 7]
 
-``--variants old,new``: the NLM graph before session 27 (every shift, ``nl_means_full``)
-against the symmetric one (``nl_means``), each as NLM alone (p5 d6 and d3) and as the
-shipped joint bundle (NLM p5 d6 + refiner), the variants' reps interleaved (one rep of
-each in turn), median of ``--reps``, with the load average beside each line.
+``--variants old,rows,new``: the NLM graph before session 27 (every shift, traced from
+``nl_means_full``), session 27's symmetric one traced from ``nl_means_rows``, and the
+shipped one (``nl_means``: one placeholder node at export, replaced by the graph
+:mod:`metaae_edge.exporters.nlm_graph` builds), each as NLM alone (p5 d6 and d3) and as
+the shipped joint bundle (NLM p5 d6 + refiner), the variants' reps interleaved (one rep
+of each in turn), median of ``--reps``, with the export time (bundle write, parity
+included) and the load average beside each line.
 
 ``--large``: the architectures of round 23's large denoiser space instead
 (:data:`LARGE_ARCHS`), each with ``params`` and MACs per pixel. ``--joint``: the shipped
@@ -87,9 +90,9 @@ def variants(names: list[str], reps: int) -> None:
     import os
 
     from metaae_edge.pipeline.nlm_refiner import load_refiner
-    from metaae_edge.space.nlm import nl_means, nl_means_full
+    from metaae_edge.space.nlm import nl_means, nl_means_full, nl_means_rows
 
-    fns = {"old": nl_means_full, "new": nl_means}
+    fns = {"old": nl_means_full, "rows": nl_means_rows, "new": nl_means}
     norm = Normalizer(np.array([0.45], np.float32), np.array([0.29], np.float32))
     joint = load_refiner().spec.encoder
     cases = [("nlm p5 d6 alone", (5, 6, 0.24, 0.345), (), False),
@@ -109,7 +112,7 @@ def variants(names: list[str], reps: int) -> None:
                     rt.denoise(x)
                     ts[v].append(1000 * (time.perf_counter() - t))
         gap = max(float(np.abs(o - outs[names[0]]).max()) for o in outs.values())
-        times = "  ".join(f"{v} {np.median(ts[v]):.1f} ms (export {rts[v][1]:.0f} s)"
+        times = "  ".join(f"{v} {np.median(ts[v]):.1f} ms (export {rts[v][1]:.1f} s)"
                           for v in names)
         print(f"{label}: {times}  max |diff| {gap:.2e}  load average "
               f"{' '.join(f'{a:.2f}' for a in os.getloadavg())}", flush=True)

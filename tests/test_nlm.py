@@ -11,7 +11,14 @@ import torch
 from image_helpers import edge_task
 
 from metaae_edge.errors import SpecError
-from metaae_edge.space.nlm import NLMParams, nl_means, nl_means_full, reflect_pad
+from metaae_edge.space.nlm import (
+    NLMParams,
+    nl_means,
+    nl_means_full,
+    nl_means_rows,
+    nlm_export_placeholder,
+    reflect_pad,
+)
 from metaae_edge.spec import ArchSpec
 
 
@@ -62,6 +69,49 @@ def test_symmetric_window_equals_every_shift_computed(shape, params):
     assert (got - want).abs().max() < 1e-5
     # and the filter does something here: not the identity
     assert (got - x).abs().max() > 1e-2 or shape == (1, 1, 1, 1)
+    # the graph the bundles ship (onnx.helper, per shift of the half window): the same
+    import onnxruntime as ort
+
+    from metaae_edge.exporters.nlm_graph import nlm_model
+
+    sess = ort.InferenceSession(nlm_model(params, shape[1]).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    onnx_out = sess.run(None, {"x": x.numpy()})[0]
+    assert np.abs(onnx_out - want.numpy()).max() < 1e-5
+
+
+def test_helper_graph_is_valid_onnx_at_each_opset_the_exporter_allows():
+    import onnx
+
+    from metaae_edge.exporters.nlm_graph import nlm_model
+
+    for opset in (13, 17, 20):
+        model = nlm_model(NLMParams(5, 6, 0.3, 0.2), 1, opset)
+        onnx.checker.check_model(model, full_check=True)
+        ops = [n.op_type for n in model.graph.node]
+        assert ops.count("Exp") == 84  # half of the 13 x 13 window, the shift 0 excluded
+
+
+def test_placeholder_is_one_op_with_the_settings_and_the_torch_values():
+    x = torch.as_tensor(np.random.default_rng(3).uniform(0, 1, (1, 1, 19, 14)),
+                        dtype=torch.float32)
+    p = NLMParams(5, 2, 0.3, 0.2)
+    with nlm_export_placeholder():
+        graph = torch.export.export(_NLM(p), (x,)).graph
+        inside = nl_means(x, p)
+    calls = [n for n in graph.nodes if n.op == "call_function"]
+    assert [str(n.target) for n in calls] == ["metaae_edge.nlm.default"]
+    assert calls[0].args[1:] == p.as_tuple()
+    assert torch.equal(inside, nl_means_rows(x, p)) and torch.equal(nl_means(x, p), inside)
+
+
+class _NLM(torch.nn.Module):
+    def __init__(self, params):
+        super().__init__()
+        self.params = params
+
+    def forward(self, x):
+        return nl_means(x, self.params)
 
 
 def test_colour_channels_share_the_weights_like_scikit_image():
@@ -144,6 +194,8 @@ def test_nlm_candidate_is_chosen_when_the_data_make_it_best():
 
 @pytest.mark.slow
 def test_nlm_bundle_runs_any_size_and_equals_torch(tmp_path):
+    import onnx
+
     from metaae_edge.exporters.bundle import write_bundle
     from metaae_edge.runtime import Runtime
     from metaae_edge.space import CompactDenoiser
@@ -152,16 +204,22 @@ def test_nlm_bundle_runs_any_size_and_equals_torch(tmp_path):
 
     torch.manual_seed(0)
     spec = ArchSpec((1, 16, 16), (LayerSpec(8, "relu", 3),), 1, (), backbone="denoiser",
-                    nlm=(5, 3, 0.3, 0.4)).validate()
+                    nlm=(5, 6, 0.3, 0.4)).validate()
     model = CompactDenoiser(spec).eval()
     norm = Normalizer(np.array([0.45], np.float32), np.array([0.25], np.float32))
     ref = np.random.default_rng(0).uniform(0, 1, (6, 1, 16, 16)).astype(np.float32)
-    bundle = write_bundle(tmp_path / "b", model=model, spec=spec, normalizer=norm,
-                          task_summary={"name": "nlm"}, objective="denoise",
-                          reference=ref.reshape(6, -1), threshold=None, reports={}, seed=0)
     x = np.random.default_rng(1).uniform(0, 1, (1, 1, 67, 101)).astype(np.float32)
-    got = Runtime.load(bundle, threads=1).denoise(x)
     with torch.no_grad():
         want = (model((torch.as_tensor(x) - 0.45) / 0.25)[0] * 0.25 + 0.45).numpy()
-    assert got.shape == (1, 1, 67, 101)
-    assert np.abs(got - want).max() < 1e-4  # stated tolerance: 1e-4 raw units
+    for exporter in ("dynamo", "torchscript"):
+        bundle = write_bundle(tmp_path / exporter, model=model, spec=spec, normalizer=norm,
+                              task_summary={"name": "nlm"}, objective="denoise",
+                              reference=ref.reshape(6, -1), threshold=None, reports={},
+                              seed=0, exporter=exporter)
+        got = Runtime.load(bundle, threads=1).denoise(x)
+        assert got.shape == (1, 1, 67, 101)
+        assert np.abs(got - want).max() < 1e-4  # stated tolerance: 1e-4 raw units
+        # the placeholder was replaced by the helper graph: no custom domain is left
+        enc = onnx.load(str(tmp_path / exporter / "encoder.onnx"))
+        assert {o.domain for o in enc.opset_import} == {""}
+        assert [n.op_type for n in enc.graph.node].count("Exp") == 84

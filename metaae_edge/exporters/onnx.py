@@ -114,6 +114,22 @@ def _quiet() -> Iterator[None]:
 
 def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
                         exporter: str, contract: IOContract) -> onnx.ModelProto:
+    """Export ``module``; a spec with ``nlm``: NLM as one placeholder node, then spliced
+    (:mod:`.nlm_graph`: the graph built with ``onnx.helper``, not traced)."""
+    spec = contract.spec
+    if not getattr(spec, "nlm", None):
+        return _trace(module, example, opset, exporter, contract, {})
+    from ..space.nlm import nlm_export_placeholder
+    from .nlm_graph import splice_nlm, translation_table
+
+    with nlm_export_placeholder():
+        proto = _trace(module, example, opset, exporter, contract, translation_table())
+    splice_nlm(proto, spec.input_shape[0])  # none if the module's NLM was traced as ops
+    return proto
+
+
+def _trace(module: nn.Module, example: torch.Tensor, opset: int, exporter: str,
+           contract: IOContract, custom: dict) -> onnx.ModelProto:
     _, inputs, outputs = contract.graphs["autoencoder"]
     Dim = torch.export.Dim
     with _quiet(), torch.no_grad():
@@ -124,7 +140,7 @@ def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
             program = torch.onnx.export(
                 module, (example,), dynamo=True, opset_version=opset, input_names=list(inputs),
                 output_names=list(outputs), dynamic_shapes={inputs[0]: axes}, optimize=True,
-                verbose=False, external_data=False)
+                verbose=False, external_data=False, custom_translation_table=custom or None)
             proto = program.model_proto
         else:
             buf = io.BytesIO()

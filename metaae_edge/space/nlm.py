@@ -15,25 +15,33 @@ one deliberate difference: scikit-image's ``_fast_exp`` is Schraudolph's bit-tri
 approximation of ``exp`` (a few % off); here ``exp`` is exact (``tests/test_nlm.py``
 measures the PSNR gap to scikit-image on real photos).
 
-Export: the reflect pad is two Gathers whose indices come from the image's data (a
-cumulative sum of ones, Mod); the search window is symmetric (``w_{-t}(p) = w_t(p - t)``),
-so only the shifts of half of it are computed, one search row at a time (its shifts
-stacked from static Slices of the padded image); the box sum is two 3-D AveragePools
-(separable), then Exp, a cut-off mask and the weighted sum, to which each row adds its
-own and its mirror's terms (the mirror's per-shift column offset removed by a skew
-Reshape). No Loop or custom op: it runs in ONNX Runtime at any height and width,
-at opset 17. :func:`nl_means_full` (every shift by one-hot Convs, the graph before
+Torch: :func:`nl_means_rows` (session 27) uses the symmetric search window
+(``w_{-t}(p) = w_t(p - t)``), so only the shifts of half of it are computed, one search
+row at a time (its shifts stacked from static Slices of the padded image; the reflect pad
+two Gathers whose indices come from the image's data); the box sum is two 3-D
+AveragePools (separable), then Exp, a cut-off mask and the weighted sum, to which each
+row adds its own and its mirror's terms (the mirror's per-shift column offset removed by
+a skew Reshape). :func:`nl_means_full` (every shift by one-hot Convs, the graph before
 session 27) is kept as the reference the tests and ``scripts/nlm_latency.py`` compare to.
+
+Export (session 28): tracing either took the dynamo exporter 35-50 s at distance 6. Inside
+:func:`nlm_export_placeholder` (which ``export_onnx`` enters), :func:`nl_means` is one
+opaque custom op; the exporters write it as a placeholder node and
+:mod:`metaae_edge.exporters.nlm_graph` replaces it by the same filter built node by node
+with ``onnx.helper`` (the symmetric window one shift at a time, opset 13-20, any H x W).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DISTANCE_CUTOFF", "NLMParams", "nl_means", "nl_means_full", "reflect_pad"]
+__all__ = ["DISTANCE_CUTOFF", "NLMParams", "nl_means", "nl_means_full", "nl_means_rows",
+           "nlm_export_placeholder", "reflect_pad"]
 
 #: scikit-image's cut-off: a shift whose normalised patch distance exceeds it gets no weight
 DISTANCE_CUTOFF = 5.0
@@ -113,7 +121,43 @@ def _one_hot(taps: int, rows: bool, dtype, device) -> torch.Tensor:
     return w.view(taps, 1, taps, 1) if rows else w.view(taps, 1, 1, taps)
 
 
+_PLACEHOLDER = {"on": False}
+
+
+@contextlib.contextmanager
+def nlm_export_placeholder() -> Iterator[None]:
+    """While active, :func:`nl_means` is the one opaque op ``torch.ops.metaae_edge.nlm``
+    (its settings as arguments): the ONNX exporters write it as a single placeholder node
+    that :func:`metaae_edge.exporters.nlm_graph.splice_nlm` replaces by the NLM graph
+    built with ``onnx.helper`` (milliseconds, instead of tracing hundreds of ops)."""
+    before = _PLACEHOLDER["on"]
+    _PLACEHOLDER["on"] = True
+    try:
+        yield
+    finally:
+        _PLACEHOLDER["on"] = before
+
+
+@torch.library.custom_op("metaae_edge::nlm", mutates_args=())
+def _nlm_op(x: torch.Tensor, patch_size: int, patch_distance: int, h: float,
+            sigma: float) -> torch.Tensor:
+    return nl_means_rows(x, NLMParams(patch_size, patch_distance, h, sigma))
+
+
+@_nlm_op.register_fake
+def _nlm_fake(x, patch_size, patch_distance, h, sigma):
+    return torch.empty_like(x)
+
+
 def nl_means(x: torch.Tensor, params: NLMParams) -> torch.Tensor:
+    """Non-local means of ``x`` (N, C, H, W) (see the module docstring): :func:`nl_means_rows`,
+    or, inside :func:`nlm_export_placeholder`, the op the exporters splice the graph into."""
+    if _PLACEHOLDER["on"]:
+        return torch.ops.metaae_edge.nlm(x, *params.as_tuple())
+    return nl_means_rows(x, params)
+
+
+def nl_means_rows(x: torch.Tensor, params: NLMParams) -> torch.Tensor:
     """Non-local means of ``x`` (N, C, H, W) (see the module docstring). A fixed filter:
     differentiable, but nothing in it is trained.
 
