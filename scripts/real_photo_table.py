@@ -31,6 +31,21 @@ from metaae_edge.errors import DataError
 from metaae_edge.evaluate.photos import METHODS, PHOTOS, photo_markdown, run_photo_eval
 
 
+def _candidate_settings(distance: int | None, refiner: str | None) -> None:
+    """``--nlm-distance`` / ``--refiner``: the denoiser competition's NLM search distance
+    and joint refiner for this run (module settings, read when the candidates are made)."""
+    from pathlib import Path
+
+    from metaae_edge.pipeline import nlm_candidates, nlm_refiner
+
+    if distance is not None:
+        nlm_candidates.NLM_DISTANCE = int(distance)
+    if refiner is not None:
+        if not Path(refiner).is_file():
+            raise SystemExit(f"error: no refiner file {refiner}")
+        nlm_refiner.REFINER_FILE = Path(refiner)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", default="astronaut,coffee,chelsea,rocket,brick,grass",
@@ -51,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="ours' candidate competition (meta: the adapted network alone)")
     ap.add_argument("--ours-budget-s", type=float, default=None,
                     help="ours' fine-tune wall-time cap (ExportOptions.budget_s)")
+    ap.add_argument("--nlm-distance", type=int, default=None,
+                    help="the NLM candidates' search distance (default: NLM_DISTANCE, 6)")
+    ap.add_argument("--refiner", default=None,
+                    help="the ours-nlm-joint refiner file (default: the shipped one)")
     args = ap.parse_args(argv)
+    _candidate_settings(args.nlm_distance, args.refiner)
     try:
         import torch
         torch.set_num_threads(1)

@@ -7,7 +7,8 @@ training photo (:data:`~metaae_edge.tasks.photo_crops.TRAIN_PHOTOS`, left 80% of
 columns; the excluded photos are never read) with the family's per-task grey conversion,
 contrast and gamma, ``--crops`` crops of ``--res`` pixels, a Gaussian sigma drawn from
 ``--sigma-range`` and an NLM setting drawn as the ``ours-nlm`` candidates pick them
-(patch 5 or 7, distance 6, ``h = F sigma``, F in NLM_H_FACTORS, the true sigma). NLM is
+(patch 5 or 7, distance ``--distance``, default 6, ``h = F sigma``, F in NLM_H_FACTORS,
+the true sigma). NLM is
 this package's graph NLM (:func:`~metaae_edge.space.nlm.nl_means`), computed once per
 crop and cached (``--data``). Every task is normalised by its clean crops' mean / std,
 as adaptation normalises a support set; the network's inputs and loss are in units of
@@ -32,8 +33,9 @@ import numpy as np
 import torch
 
 
-def _task(rs: np.random.Generator, photos, split: str, n: int, res: int, sigma_range):
-    from metaae_edge.pipeline.nlm_candidates import NLM_DISTANCE, NLM_H_FACTORS, NLM_PATCHES
+def _task(rs: np.random.Generator, photos, split: str, n: int, res: int, sigma_range,
+          distance: int):
+    from metaae_edge.pipeline.nlm_candidates import NLM_H_FACTORS, NLM_PATCHES
     from metaae_edge.space.nlm import NLMParams, nl_means
     from metaae_edge.tasks.photo_crops import _task_params, render_crops
 
@@ -44,14 +46,14 @@ def _task(rs: np.random.Generator, photos, split: str, n: int, res: int, sigma_r
     patch = NLM_PATCHES[int(rs.integers(len(NLM_PATCHES)))]
     factor = NLM_H_FACTORS[int(rs.integers(len(NLM_H_FACTORS)))]
     with torch.no_grad():
-        u = nl_means(torch.as_tensor(noisy), NLMParams(patch, NLM_DISTANCE, factor * sigma,
+        u = nl_means(torch.as_tensor(noisy), NLMParams(patch, distance, factor * sigma,
                                                        sigma)).numpy()
     mean, std = float(clean.mean()), float(clean.std()) + 1e-6
     return [(a - mean) / std for a in (noisy, u, clean)]
 
 
 def make_data(path: str, n_tasks: int, n_val: int, n: int, res: int, sigma_range,
-              seed: int) -> dict[str, np.ndarray]:
+              seed: int, distance: int) -> dict[str, np.ndarray]:
     """(noisy, nlm, clean) crops in task-normalised units for train and val, cached."""
     from metaae_edge.tasks.photo_crops import available_photos
 
@@ -65,7 +67,7 @@ def make_data(path: str, n_tasks: int, n_val: int, n: int, res: int, sigma_range
         rs = np.random.default_rng(s)
         parts = []
         for i in range(count):
-            parts.append(_task(rs, photos, split, n, res, sigma_range))
+            parts.append(_task(rs, photos, split, n, res, sigma_range, distance))
             if i % 100 == 99:
                 print(f"{split} task {i + 1}/{count} ({time.time() - t0:.0f} s)", flush=True)
         for j, name in enumerate(("x", "u", "c")):
@@ -143,10 +145,16 @@ def main() -> None:
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-only", action="store_true")
+    ap.add_argument("--distance", type=int, default=None,
+                    help="NLM search distance of the training data (default: NLM_DISTANCE)")
     args = ap.parse_args()
+    if args.distance is None:
+        from metaae_edge.pipeline.nlm_candidates import NLM_DISTANCE
+
+        args.distance = NLM_DISTANCE
     torch.set_num_threads(1)
     data = make_data(args.data, args.tasks, args.val_tasks, args.crops, args.res,
-                     tuple(args.sigma_range), args.seed)
+                     tuple(args.sigma_range), args.seed, args.distance)
     if args.data_only:
         return
     from metaae_edge.pipeline.nlm_refiner import save_refiner
@@ -154,7 +162,7 @@ def main() -> None:
     model, info = train(data, args.steps, args.batch, args.lr, args.seed, args.width,
                         args.depth, args.val_every)
     info.update({k: getattr(args, k) for k in ("tasks", "crops", "res", "steps", "batch",
-                                                 "lr", "seed")})
+                                                 "lr", "seed", "distance")})
     info["sigma_range"] = list(args.sigma_range)
     save_refiner(model, args.out, info)
     print(f"wrote {args.out}: {sum(p.numel() for p in model.parameters())} params, {info}")
