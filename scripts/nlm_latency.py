@@ -4,6 +4,7 @@ residual net alone. Weights are random (the time does not depend on them).
 
     python scripts/nlm_latency.py [--large] [--joint]
     python scripts/nlm_latency.py --variants old,rows,new [--reps 7]
+    python scripts/nlm_latency.py --small [--reps 7]
 
 ``--variants old,rows,new``: the NLM graph before session 27 (every shift, traced from
 ``nl_means_full``), session 27's symmetric one traced from ``nl_means_rows``, and the
@@ -118,9 +119,46 @@ def variants(names: list[str], reps: int) -> None:
               f"{' '.join(f'{a:.2f}' for a in os.getloadavg())}", flush=True)
 
 
+#: session 28's small joint refiners ``(NLM distance, width, depth)`` (patch 5)
+SMALL_JOINT = ((2, 8, 2), (2, 8, 3), (2, 12, 2), (1, 8, 2), (1, 8, 3), (1, 12, 3), (3, 8, 2),
+               (6, 24, 4))
+
+
+def small_joint(reps: int) -> None:
+    """``--small``: NLM p5 at distance d + a joint refiner of ``depth`` x ``width``c, every
+    one in :data:`SMALL_JOINT` (the last: the shipped size), reps interleaved, median."""
+    import os
+
+    from metaae_edge.space.nlm import nl_means
+
+    norm = Normalizer(np.array([0.45], np.float32), np.array([0.29], np.float32))
+    x = np.random.default_rng(1).uniform(0, 1, (1, 1, 512, 512)).astype(np.float32)
+    rts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for d, width, depth in SMALL_JOINT:
+            spec = ArchSpec((1, 32, 32), (LayerSpec(width, "relu", 3),) * depth, 1, (),
+                            backbone="denoiser", nlm=(5, d, 0.24, 0.345),
+                            nlm_joint=True).validate()
+            rts[spec] = _bundle(f"{tmp}/{len(rts)}", spec, norm, nl_means)[0]
+            rts[spec].denoise(x)
+        ts = {k: [] for k in rts}
+        for _ in range(reps):
+            for k, rt in rts.items():
+                t = time.perf_counter()
+                rt.denoise(x)
+                ts[k].append(1000 * (time.perf_counter() - t))
+    for spec, t in ts.items():
+        print(f"{spec.describe()}  params {spec.param_count()}  MACs/px "
+              f"{spec.macs() / 1024:.0f}  512x512 median {np.median(t):.1f} ms "
+              f"min {min(t):.1f} ms", flush=True)
+    print(f"load average {' '.join(f'{a:.2f}' for a in os.getloadavg())}")
+
+
 def main() -> None:
     torch.manual_seed(0)
     argv = sys.argv[1:]
+    if "--small" in argv:
+        return small_joint(int(argv[argv.index("--reps") + 1]) if "--reps" in argv else 7)
     if "--variants" in argv:
         reps = int(argv[argv.index("--reps") + 1]) if "--reps" in argv else 7
         return variants(argv[argv.index("--variants") + 1].split(","), max(7, reps))

@@ -59,6 +59,22 @@ def test_shipped_refiner_loads_and_is_not_plain_nlm():
     assert float(gap) > 1e-4
 
 
+def test_small_distance_1_refiner_loads_with_its_training_settings():
+    import json
+
+    from safetensors import safe_open
+
+    from metaae_edge.pipeline.nlm_refiner import REFINER_FILE
+
+    path = REFINER_FILE.parent / "nlm-refiner-d1-w8x3.safetensors"
+    model = load_refiner(path, shape=(1, 32, 32), nlm=(5, 1, 0.8, 1.0))
+    assert model.spec.param_count() == 1_393 and model.spec.nlm[1] == 1
+    with safe_open(str(path), "pt") as f:
+        info = json.loads(f.metadata()["info"])
+    assert info["distance"] == 1 and info["val_rel_mse"] < info["val_nlm_rel_mse"]
+    assert float(model.tail.weight.abs().sum()) > 0
+
+
 def test_joint_graph_equals_torch_at_any_size(tmp_path):
     from metaae_edge.exporters.bundle import write_bundle
     from metaae_edge.runtime import Runtime
