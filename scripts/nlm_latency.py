@@ -119,14 +119,15 @@ def variants(names: list[str], reps: int) -> None:
               f"{' '.join(f'{a:.2f}' for a in os.getloadavg())}", flush=True)
 
 
-#: session 28's small joint refiners ``(NLM distance, width, depth)`` (patch 5)
-SMALL_JOINT = ((2, 8, 2), (2, 8, 3), (2, 12, 2), (1, 8, 2), (1, 8, 3), (1, 12, 3), (3, 8, 2),
-               (6, 24, 4))
+#: session 28's small joint refiners ``(NLM patch, distance, width, depth)``; the last: the
+#: shipped refiner at distance 6
+SMALL_JOINT = ((5, 2, 8, 2), (5, 2, 8, 3), (5, 2, 12, 2), (5, 1, 8, 2), (5, 1, 8, 3),
+               (7, 1, 8, 3), (5, 1, 12, 3), (5, 3, 8, 2), (5, 6, 24, 4), (7, 6, 24, 4))
 
 
 def small_joint(reps: int) -> None:
-    """``--small``: NLM p5 at distance d + a joint refiner of ``depth`` x ``width``c, every
-    one in :data:`SMALL_JOINT` (the last: the shipped size), reps interleaved, median."""
+    """``--small``: NLM at patch p, distance d + a joint refiner of ``depth`` x ``width``c,
+    every one in :data:`SMALL_JOINT`, reps interleaved, median."""
     import os
 
     from metaae_edge.space.nlm import nl_means
@@ -135,9 +136,9 @@ def small_joint(reps: int) -> None:
     x = np.random.default_rng(1).uniform(0, 1, (1, 1, 512, 512)).astype(np.float32)
     rts = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for d, width, depth in SMALL_JOINT:
+        for patch, d, width, depth in SMALL_JOINT:
             spec = ArchSpec((1, 32, 32), (LayerSpec(width, "relu", 3),) * depth, 1, (),
-                            backbone="denoiser", nlm=(5, d, 0.24, 0.345),
+                            backbone="denoiser", nlm=(patch, d, 0.24, 0.345),
                             nlm_joint=True).validate()
             rts[spec] = _bundle(f"{tmp}/{len(rts)}", spec, norm, nl_means)[0]
             rts[spec].denoise(x)
