@@ -61,7 +61,7 @@ def kernel_terms(z: np.ndarray, seed: int = 0) -> dict:
 
     def pca(x):
         r = x - mu
-        return ((r - r @ basis @ basis.T) ** 2).sum(1)
+        return ((r - r @ basis @ basis.T) ** 2).mean(1)
 
     return {"pca-ppca": pca,
             "parzen": lambda x: parzen_score(bank, g, x),
