@@ -78,3 +78,22 @@ def test_lodo_never_shows_a_fold_its_held_out_dataset(monkeypatch):
     study.lodo(units, lambda _: None)
     assert seen[0] == {"a", "b", "t (train)"}  # all meta-training groups, no test split
     assert seen[1:] == [{"b", "t (train)"}, {"a", "t (train)"}]
+
+
+def test_pseudo_criterion_is_the_mean_auc_and_pick_respects_tau():
+    import study_pseudo_select as sel
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    normal = rng.normal(size=20)
+    pseudo = {k: rng.normal(loc=m, size=40) for k, m in zip(sel.KINDS, (0.5, 1.0, 2.0))}
+    want = np.mean([roc_auc_score(np.r_[np.zeros(20), np.ones(40)], np.r_[normal, a])
+                    for a in pseudo.values()])
+    assert abs(sel.pseudo_auc(normal, pseudo) - want) < 1e-12
+    crit = {"base": 0.90, **{t: 0.80 for t in sel.OPTIONS}, "iforest": 0.93}
+    assert sel.pick(crit, np.inf) == "base" and sel.pick(crit, 0.05) == "base"
+    assert sel.pick(crit, 0.02) == "iforest" and sel.pick(crit, 0.0) == "iforest"
+    # the window term only on windows, rocket on series and windows, at the shipped weights
+    assert "spec:mahalanobis" not in sel.base_parts("series")
+    assert sel.base_parts("window")["rocket"] == 4.0 == sel.base_parts("window")["spec:mahalanobis"]
+    assert "rocket" not in sel.base_parts("table")
