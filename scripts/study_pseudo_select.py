@@ -31,6 +31,9 @@ from study_kernel_terms import ROCKET  # noqa: E402
 from study_series_term import _auc, _keep, _z, choose, row_means, summary  # noqa: E402
 
 OPTIONS = ("ocsvm", "knn", "gmm", "iforest", "pca-ppca", "parzen-white")
+#: ``--options additive`` (secondary, after the main result): base + ADD_WEIGHT x one term
+ADD_WEIGHT = 2.0
+MODE = "single"
 TAUS = (np.inf, 0.1, 0.05, 0.02, 0.01, 0.0)
 KINDS = ("dependency", "local", "global")
 
@@ -50,22 +53,31 @@ def base_parts(kind: str) -> dict[str, float]:
     return w
 
 
+def option_weights(kind: str) -> dict[str, dict[str, float]]:
+    """Every option's terms and weights (``base`` first) under :data:`MODE`."""
+    base = base_parts(kind)
+    if MODE == "single":
+        return {"base": base, **{t: {t: 1.0} for t in OPTIONS}}
+    return {"base": base, **{f"base+{ADD_WEIGHT:g}*{t}": {**base, t: ADD_WEIGHT}
+                             for t in OPTIONS}}
+
+
 def criterion(p, kind: str) -> dict[str, float]:
-    """Pseudo-anomaly AUC of ``base`` and of each option, from one pseudo-cache unit."""
+    """Pseudo-anomaly AUC of every option's z-score sum, from one pseudo-cache unit."""
     def zs(t, part):
         return (p[f"{t}@{part}"] - p[f"{t}@hold"].mean()) / float(p[f"{t}@sd"])
 
-    w = base_parts(kind)
-    hold = sum(v * zs(t, "hold") for t, v in w.items())
-    pseudo = {k: sum(v * zs(t, f"pseudo:{k}") for t, v in w.items()) for k in KINDS}
-    out = {"base": pseudo_auc(hold, pseudo)}
-    for t in OPTIONS:
-        out[t] = pseudo_auc(p[f"{t}@hold"], {k: p[f"{t}@pseudo:{k}"] for k in KINDS})
+    out = {}
+    for name, w in option_weights(kind).items():
+        hold = sum(v * zs(t, "hold") for t, v in w.items())
+        out[name] = pseudo_auc(hold, {k: sum(v * zs(t, f"pseudo:{k}") for t, v in w.items())
+                                      for k in KINDS})
     return out
 
 
 def pick(crit: dict[str, float], tau: float) -> str:
-    best = max(OPTIONS, key=lambda t: (crit[t], -OPTIONS.index(t)))
+    names = [n for n in crit if n != "base"]
+    best = max(names, key=lambda t: (crit[t], -names.index(t)))
     return best if crit[best] - crit["base"] > tau else "base"
 
 
@@ -82,11 +94,11 @@ def unit_aucs(args, datasets: list[str]) -> list[dict]:
         q = {n: _z(t, n) for n in CURRENT if f"{n}@query" in t.files}
         if kind != "table":
             q["rocket"] = _z(rk, ROCKET[0])
-        base = sum(v * q[n] for n, v in base_parts(kind).items())
-        alone = {n: _z(kd if n in ("pca-ppca", "parzen-white") else t, n) for n in OPTIONS}
+        q.update({n: _z(kd if n in ("pca-ppca", "parzen-white") else t, n) for n in OPTIONS})
+        opts = option_weights(kind)
         crit = criterion(p, kind)
         picks = [pick(crit, tau) for tau in TAUS]
-        cols = np.stack([base if c == "base" else alone[c] for c in picks], 1)
+        cols = np.stack([sum(v * q[n] for n, v in opts[c].items()) for c in picks], 1)
         out.append({"group": u.group, "row": u.row, "split": u.split, "picks": picks,
                     "auc": _auc(cols, u.y)})
     return out
@@ -115,7 +127,12 @@ def main(argv=None) -> int:
         p.add_argument(a, required=True)
     p.add_argument("--datasets", default=REAL12)
     p.add_argument("--reference", default=None)
+    p.add_argument("--options", choices=("single", "additive"), default="single",
+                   help="single (the protocol): base or one term alone; additive "
+                   "(secondary): base or base + 2 x one term")
     args = p.parse_args(argv)
+    global MODE
+    MODE = args.options
     units = unit_aucs(args, args.datasets.split(","))
     ref: dict = {}
     for path in (args.reference or "").split(","):
