@@ -159,5 +159,37 @@ def write_unit_caches(args, terms) -> None:
     print(f"{time.time() - t_all:.0f} s", file=sys.stderr)
 
 
+def time_ordered_unit(task):
+    """The shared start of the series-term caches: ``(out, channels, prepared)`` where
+    ``out`` holds ``_labels`` and ``_kind`` (``series``, ``window`` or ``table``) and, for
+    time-ordered rows only (``channels`` not None), ``prepared`` is ``(z, hz, qz, norm)``:
+    the fit rows (support minus the 20% threshold hold-out), hold-out and query in model
+    space, and the normaliser."""
+    from metaae_edge.pipeline.export import split_holdout
+
+    out = {"_labels": np.asarray(task.query_labels, np.int8)}
+    c = task.info.get("series") or task.info.get("channels")
+    out["_kind"] = np.array("series" if task.info.get("series") else
+                            "window" if c else "table")
+    if c is None:
+        return out, None, None
+    fit, hold = split_holdout(task, 0.2, 0)
+    norm = fit.normalizer()
+    z, hz, qz = (norm.transform(np.asarray(a)).astype(np.float64)
+                 for a in (fit.support, hold, task.query))
+    return out, int(c), (z, hz, qz, norm)
+
+
+def run_cli(terms, argv=None) -> int:
+    """``main`` of a cache script whose ``terms(task)`` needs no checkpoint."""
+    import torch
+
+    torch.set_num_threads(1)
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    write_unit_caches(args, terms)
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cache_detector_terms import run_cli, time_ordered_unit  # noqa: E402
+
 ZNORM = (0, 1)
 DIFF = (0, 1)
 SCORES = ("maha", "knn")
@@ -48,24 +51,17 @@ def _scores(term, rows: np.ndarray, chunk: int = 256) -> np.ndarray:
 
 def unit_rocket_terms(task, seed: int = 0) -> dict[str, np.ndarray]:
     from metaae_edge.pipeline.detector_candidates import _scales
-    from metaae_edge.pipeline.export import split_holdout
     from metaae_edge.pipeline.rocket_term import fit_rocket, rocket_score_term
 
-    out = {"_labels": np.asarray(task.query_labels, np.int8)}
-    c = task.info.get("series") or task.info.get("channels")
-    out["_kind"] = np.array("series" if task.info.get("series") else
-                            "window" if c else "table")
+    out, c, prepared = time_ordered_unit(task)
     if c is None:
         return out
-    fit, hold = split_holdout(task, 0.2, 0)
-    norm = fit.normalizer()
-    z, hz, qz = (norm.transform(np.asarray(a)).astype(np.float64)
-                 for a in (fit.support, hold, task.query))
+    z, hz, qz, norm = prepared
     fitted: dict = {}
     for name, zn, df, score in variants():
         if (zn, df) not in fitted:
-            fitted[zn, df] = fit_rocket(z, norm, int(c), zn, df, seed)
-        t = rocket_score_term(fitted[zn, df], score, z.shape[1] // int(c), seed)
+            fitted[zn, df] = fit_rocket(z, norm, c, zn, df, seed)
+        t = rocket_score_term(fitted[zn, df], score, z.shape[1] // c, seed)
         out[f"{name}@sd"] = np.float64(_scales([t], hz)[0])
         out[f"{name}@hold"] = _scores(t, hz)
         out[f"{name}@query"] = _scores(t, qz)
@@ -73,16 +69,7 @@ def unit_rocket_terms(task, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def main(argv=None) -> int:
-    import torch
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from cache_detector_terms import parse_args, write_unit_caches
-
-    torch.set_num_threads(1)
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    write_unit_caches(args, unit_rocket_terms)
-    return 0
+    return run_cli(unit_rocket_terms, argv)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cache_detector_terms import run_cli, time_ordered_unit  # noqa: E402
+
 ZNORM = (0, 1)
 W_FRACS = (0.0, 0.05, 0.1, 0.2)
 KS = (1, 5)
@@ -38,21 +41,14 @@ def unit_series_terms(task, seed: int = 0) -> dict[str, np.ndarray]:
     import torch
 
     from metaae_edge.pipeline.detector_candidates import _scales
-    from metaae_edge.pipeline.export import split_holdout
     from metaae_edge.pipeline.series_term import series_term
 
-    out = {"_labels": np.asarray(task.query_labels, np.int8)}
-    c = task.info.get("series") or task.info.get("channels")
-    out["_kind"] = np.array("series" if task.info.get("series") else
-                            "window" if c else "table")
+    out, c, prepared = time_ordered_unit(task)
     if c is None:
         return out
-    fit, hold = split_holdout(task, 0.2, 0)
-    norm = fit.normalizer()
-    z, hz, qz = (norm.transform(np.asarray(a)).astype(np.float64)
-                 for a in (fit.support, hold, task.query))
+    z, hz, qz, norm = prepared
     for name, zn, frac, k in variants():
-        t = series_term(z, norm, int(c), zn, frac, k, seed)
+        t = series_term(z, norm, c, zn, frac, k, seed)
         out[f"{name}@sd"] = np.float64(_scales([t], hz)[0])
         with torch.no_grad():
             for part, rows in (("hold", hz), ("query", qz)):
@@ -62,16 +58,7 @@ def unit_series_terms(task, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def main(argv=None) -> int:
-    import torch
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from cache_detector_terms import parse_args, write_unit_caches
-
-    torch.set_num_threads(1)
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    write_unit_caches(args, unit_series_terms)
-    return 0
+    return run_cli(unit_series_terms, argv)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
+from vector_helpers import SCORE_TORCH_FREE
 
 from metaae_edge.exporters.bundle import write_bundle
 from metaae_edge.pipeline.candidates import Candidate, closed_form_candidates, pca_result, select
@@ -14,15 +15,6 @@ from metaae_edge.pipeline.detector_candidates import detector_candidates, ensemb
 from metaae_edge.pipeline.detector_graphs import whitening
 from metaae_edge.tasks import create_family
 from metaae_edge.tasks.base import Normalizer
-
-SCORE = """
-import sys, numpy as np
-from metaae_edge.runtime import Runtime
-assert not loaded("torch")
-rt = Runtime.load(sys.argv[1])
-np.save(sys.argv[3], rt.score(np.load(sys.argv[2])))
-assert not loaded("torch")
-"""
 
 
 def _rows(seed=0, n=120, d=6):
@@ -39,7 +31,7 @@ def _served(tmp_path, python_without, result, query, name):
                           objective="anomaly", reference=query[:16], threshold=None,
                           reports={"adaptation": result.report}, seed=0)
     np.save(tmp_path / "q.npy", query)
-    res = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / f"{name}.npy")
+    res = python_without(SCORE_TORCH_FREE, bundle, tmp_path / "q.npy", tmp_path / f"{name}.npy")
     assert res.returncode == 0, res.stderr
     return np.load(tmp_path / f"{name}.npy")
 

@@ -54,16 +54,35 @@ def _max_diff(a: Path, b: Path) -> float:
 
 
 def _nproc2(out: Path, run: dict, *extra: str) -> subprocess.CompletedProcess:
+    """The 2-rank run; run once more (from scratch) only if a worker died of a signal.
+
+    A worker killed by SIGABRT half-way (exit code -6) was seen once in a clean-clone CI
+    run under full-suite load and never reproduced in 18 reruns, loaded or not; a rank that
+    computes wrong weights still fails the comparison, and a crash that repeats still fails
+    the test (with the head and tail of the workers' output, where the cause is)."""
     cmd = [sys.executable, "-m", "metaae_edge", "meta-train", "--family", "manifold",
            "--out", str(out), *_flags(run), "--nproc", "2", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT,
-                          timeout=300)
+    env = {**_env(), "TORCH_SHOW_CPP_STACKTRACES": "1"}
+    for attempt in range(2):
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT,
+                             timeout=300)
+        if res.returncode == 0 or "(exit code -" not in res.stderr or attempt:
+            return res
+        print(f"worker died of a signal, rerunning once:\n{res.stderr[:3000]}")
+        out.unlink(missing_ok=True)
+    return res
+
+
+def _failure(res: subprocess.CompletedProcess) -> str:
+    """What a failed run printed: the start (the worker's own error) and the end."""
+    err = res.stderr
+    return err if len(err) < 6000 else f"{err[:3000]}\n...\n{err[-3000:]}"
 
 
 def test_two_gloo_ranks_equal_one_process_after_20_meta_steps(tmp_path, monkeypatch):
     dist = tmp_path / "dist.safetensors"
     res = _nproc2(dist, RUN)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, _failure(res)
     assert "after 20 meta-steps" in res.stdout and res.stdout.count("wrote ") == 1
     ref = _reference(tmp_path, monkeypatch, RUN)
     assert _max_diff(dist, ref) < TOL
@@ -80,7 +99,7 @@ def test_two_ranks_equal_one_process_for_maml_gradients(tmp_path, monkeypatch, a
     run = {**RUN, "meta_batch": 4, "batch_tasks": "off"}  # the loop on both sides
     dist = tmp_path / "dist.safetensors"
     res = _nproc2(dist, run, "--algorithm", algorithm)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, _failure(res)
     assert _max_diff(dist, _reference(tmp_path, monkeypatch, run, algorithm)) < TOL
 
 

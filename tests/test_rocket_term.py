@@ -6,6 +6,7 @@ shape scores above the normal series."""
 import numpy as np
 import pytest
 import torch
+from vector_helpers import SCORE_TORCH_FREE, bump_series
 
 from metaae_edge.exporters.bundle import write_bundle
 from metaae_edge.pipeline.detector_candidates import detector_result
@@ -19,28 +20,9 @@ from metaae_edge.pipeline.rocket_term import (
 from metaae_edge.pipeline.series_term import SeriesPrep, fit_series, series_rows
 from metaae_edge.tasks.base import Normalizer
 
-SCORE = """
-import sys, numpy as np
-from metaae_edge.runtime import Runtime
-rt = Runtime.load(sys.argv[1])
-np.save(sys.argv[3], rt.score(np.load(sys.argv[2])))
-assert not loaded("torch")
-"""
-
-
-def _series(n, c=2, t=40, seed=0, width=3.0):
-    """A bump of ``width`` at a random position on a slow wave, plus noise."""
-    rng = np.random.default_rng(seed)
-    tt = np.arange(t)
-    pos = rng.uniform(0.3 * t, 0.7 * t, (n, 1, 1))
-    x = np.exp(-0.5 * ((tt - pos) / width) ** 2) * rng.uniform(1, 2, (n, c, 1))
-    x = x + 0.3 * np.sin(2 * np.pi * tt / t + rng.uniform(0, 1, (n, c, 1)))
-    x = x + 0.05 * rng.standard_normal(x.shape) + np.arange(c)[None, :, None]
-    return x.reshape(n, -1).astype(np.float32)
-
 
 def _fit_rows(n=40, c=2, t=40):
-    x = _series(n + 10, c=c, t=t)
+    x = bump_series(n + 10, c=c, t=t)
     norm = Normalizer.fit(x[:n])
     return (x, norm, norm.transform(x[:n]).astype(np.float64),
             norm.transform(x[n:]).astype(np.float64))
@@ -92,8 +74,8 @@ def test_bank_is_seeded_and_order_free():
 
 @pytest.mark.parametrize("score", ["maha", "knn"])
 def test_an_anomaly_of_another_shape_scores_higher(score):
-    x = _series(60, c=1, t=64, seed=3)
-    odd = _series(20, c=1, t=64, seed=4, width=12.0)  # a wide bump, same energy range
+    x = bump_series(60, c=1, t=64, seed=3)
+    odd = bump_series(20, c=1, t=64, seed=4, width=12.0)  # a wide bump, same energy range
     norm = Normalizer.fit(x[:40])
     z = norm.transform(x[:40]).astype(np.float64)
     q = norm.transform(np.concatenate([x[40:], odd])).astype(np.float32)
@@ -116,7 +98,7 @@ def test_series_ensemble_holds_the_rocket_term_and_serves_its_score(tmp_path,
         detector_candidates,
     )
 
-    x = _series(60, c=1, t=48, seed=5)
+    x = bump_series(60, c=1, t=48, seed=5)
     norm = Normalizer.fit(x[:40])
     z, zh = (norm.transform(a).astype(np.float64) for a in (x[:40], x[40:50]))
     ours = pca_result(z, 4, norm, "pca-4")  # a vector autoencoder standing in for ours
@@ -143,7 +125,7 @@ def test_series_ensemble_holds_the_rocket_term_and_serves_its_score(tmp_path,
                           objective="anomaly", reference=x[40:50], threshold=None,
                           reports={"adaptation": res.report}, seed=0)
     np.save(tmp_path / "q.npy", q)
-    run = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
+    run = python_without(SCORE_TORCH_FREE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
     assert run.returncode == 0, run.stderr
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), total, rtol=2e-3)
 
@@ -154,7 +136,7 @@ def test_runtime_chunks_a_rocket_bundle_by_its_convolutions(tmp_path):
     from metaae_edge.runtime import Runtime
     from metaae_edge.runtime.api import AUTO_CHUNK_ELEMENTS
 
-    x = _series(50, c=1, t=40)
+    x = bump_series(50, c=1, t=40)
     norm = Normalizer.fit(x[:40])
     z = norm.transform(x[:40]).astype(np.float64)
     res = detector_result("rocket", rocket_term(z, norm, 1, True, True), norm, 40)
@@ -164,7 +146,7 @@ def test_runtime_chunks_a_rocket_bundle_by_its_convolutions(tmp_path):
                           reports={"adaptation": res.report}, seed=0)
     rt = Runtime.load(bundle)
     assert rt._widen == pytest.approx(84.0)
-    q = _series(3000, c=1, t=40, seed=8)
+    q = bump_series(3000, c=1, t=40, seed=8)
     assert rt._chunk(q) == AUTO_CHUNK_ELEMENTS // (84 * 40) < len(q)
     np.testing.assert_allclose(rt.score(q)[:500], Runtime.load(bundle, max_batch=500).score(
         q[:500]), rtol=1e-6)

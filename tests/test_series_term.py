@@ -6,6 +6,7 @@ query that is a copy of a support series shifted by at most ``w`` samples is at 
 import numpy as np
 import pytest
 import torch
+from vector_helpers import SCORE_TORCH_FREE, bump_series
 
 from metaae_edge.exporters.bundle import write_bundle
 from metaae_edge.pipeline.detector_candidates import detector_result
@@ -17,29 +18,6 @@ from metaae_edge.pipeline.series_term import (
     shift_knn_reference,
 )
 from metaae_edge.tasks.base import Normalizer
-
-SCORE = """
-import sys, numpy as np
-from metaae_edge.runtime import Runtime
-rt = Runtime.load(sys.argv[1])
-np.save(sys.argv[3], rt.score(np.load(sys.argv[2])))
-assert not loaded("torch")
-"""
-
-
-def _series(n, c=2, t=40, seed=0, pad=0):
-    """Bumps at random positions on a slow wave; ``pad`` samples of the row's own mean at
-    both ends (so a shift by <= pad with that fill keeps the row's mean and variance)."""
-    rng = np.random.default_rng(seed)
-    tt = np.arange(t)
-    pos = rng.uniform(0.3 * t, 0.7 * t, (n, 1, 1))
-    x = np.exp(-0.5 * ((tt - pos) / 3.0) ** 2) * rng.uniform(1, 2, (n, c, 1))
-    x = x + 0.3 * np.sin(2 * np.pi * tt / t + rng.uniform(0, 1, (n, c, 1)))
-    x = x + 0.05 * rng.standard_normal(x.shape) + np.arange(c)[None, :, None]
-    if pad:
-        m = x.mean(axis=2, keepdims=True)
-        x = np.concatenate([np.repeat(m, pad, 2), x, np.repeat(m, pad, 2)], axis=2)
-    return x.reshape(n, -1).astype(np.float32)
 
 
 def _shift(x, c, s):
@@ -58,7 +36,7 @@ def _shift(x, c, s):
 
 @pytest.mark.parametrize("znorm", [True, False])
 def test_graph_equals_numpy_reference(znorm):
-    x = _series(50)
+    x = bump_series(50)
     norm = Normalizer.fit(x[:40])
     z, zq = norm.transform(x[:40]).astype(np.float64), norm.transform(x[40:]).astype(np.float64)
     cfg = fit_series(z, norm, 2, znorm)
@@ -73,7 +51,7 @@ def test_graph_equals_numpy_reference(znorm):
 
 def test_a_shifted_support_series_scores_zero_up_to_w(tmp_path, python_without):
     pad, c = 6, 2
-    x = _series(30, c=c, pad=pad)
+    x = bump_series(30, c=c, pad=pad)
     norm = Normalizer.fit(x)
     z = norm.transform(x).astype(np.float64)
     term = series_term(z, norm, c, True, 0.1, 1)  # w = round(0.1 * 52) = 5
@@ -85,7 +63,7 @@ def test_a_shifted_support_series_scores_zero_up_to_w(tmp_path, python_without):
         def score(q):
             return term(torch.as_tensor(norm.transform(q), dtype=torch.float32)).numpy()
 
-        typical = score(_series(6, c=c, seed=9, pad=pad))
+        typical = score(bump_series(6, c=c, seed=9, pad=pad))
         floor = term.floor  # the squared score of a distance of 0
         for q in queries:  # distance 0 up to float32
             assert (score(q) ** 2 - floor).max() < 1e-3 * (typical ** 2).min()
@@ -96,9 +74,9 @@ def test_a_shifted_support_series_scores_zero_up_to_w(tmp_path, python_without):
                           normalizer=res.normalizer, task_summary={"name": "s"},
                           objective="anomaly", reference=x[:16], threshold=None,
                           reports={"adaptation": res.report}, seed=0)
-    q = np.concatenate([*queries, _series(6, c=c, seed=9, pad=pad)])
+    q = np.concatenate([*queries, bump_series(6, c=c, seed=9, pad=pad)])
     np.save(tmp_path / "q.npy", q)
-    run = python_without(SCORE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
+    run = python_without(SCORE_TORCH_FREE, bundle, tmp_path / "q.npy", tmp_path / "s.npy")
     assert run.returncode == 0, run.stderr
     served = np.load(tmp_path / "s.npy")
     ref = shift_knn_reference(norm.transform(q).astype(np.float64), term.bank.double().numpy(),
@@ -109,14 +87,14 @@ def test_a_shifted_support_series_scores_zero_up_to_w(tmp_path, python_without):
 
 def _csv(tmp_path, n=40, seed=0):
     path = tmp_path / "s.csv"
-    np.savetxt(path, _series(n, c=1, t=48, seed=seed), delimiter=",")  # 48 features
+    np.savetxt(path, bump_series(n, c=1, t=48, seed=seed), delimiter=",")  # 48 features
     return path
 
 
 def test_series_declaration_adds_the_shift_knn_and_rocket_candidates(cli, tmp_path):
     from metaae_edge.pipeline.detector_candidates import SHIFT_KNN, detector_candidates
 
-    x = _series(40, c=1, t=48)
+    x = bump_series(40, c=1, t=48)
     norm = Normalizer.fit(x[:32])
     z, zh = norm.transform(x[:32]).astype(np.float64), norm.transform(x[32:]).astype(np.float64)
     plain = {c.name for c in detector_candidates(z, zh, norm)}

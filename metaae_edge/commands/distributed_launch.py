@@ -81,6 +81,8 @@ def launch(ctx: typer.Context, nproc: int) -> None:
     args = parse_args(["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc),
                        "--max-restarts", "0", "--module", "metaae_edge", *_child_argv(ctx)])
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # silences torchrun's banner; --threads rules
+    if os.path.exists("/sys/class/net/lo"):  # local workers talk over loopback, not over
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # whatever the hostname resolves to
     try:
         run(args)
     except ChildFailedError as exc:
