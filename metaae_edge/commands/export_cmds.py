@@ -65,6 +65,11 @@ _CANDIDATES = typer.Option(
     "(builtin:natural) under auto / all: Gaussian, median, identity and, for Gaussian "
     "noise of a known sigma, non-local means in the graph and ours on top of it compete "
     "on held-out support images; other image checkpoints keep the meta-learned model.")
+_NLM_PRESET = typer.Option(
+    "quality", help="Denoiser checkpoints, Gaussian noise: the non-local means search "
+    "distance and refiner that compete. quality: distance 6 + the 16,297-parameter "
+    "refiner (258-471 ms on a 512x512 photo, one thread) | fast: distance 1 + a "
+    "1,393-parameter refiner (31-60 ms, 0.7-0.8 dB lower; docs/images.md).")
 _SEED = typer.Option(0, help="Seed (same seed, same bundle).")
 _DEVICE = typer.Option("cpu", help="cpu | cuda for adaptation.")
 _FORCE = typer.Option(False, "--force", help="Replace an existing bundle.")
@@ -86,6 +91,7 @@ def adapt_and_export_cmd(
     max_quality_drop: float = _MAX_DROP, tensorrt: bool = _TENSORRT,
     candidates: str = _CANDIDATES, seed: int = _SEED, device: str = _DEVICE,
     force: bool = _FORCE, sign_key: Path | None = _SIGN_KEY,
+    nlm_preset: str = _NLM_PRESET,
 ) -> None:
     """Adapt weights and architecture to a new task, freeze, export ONNX, write a bundle."""
     require_torch(device)
@@ -98,7 +104,7 @@ def adapt_and_export_cmd(
         precisions=precision, calib_samples=calib_samples, calib_method=calib_method,
         max_quality_drop=max_quality_drop, tensorrt=tensorrt, seed=seed, device=device,
         force=force, candidates=candidates, sign_key=sign_key, early_stop=early_stop,
-        budget_s=budget_s).validate()
+        budget_s=budget_s, nlm_preset=nlm_preset).validate()
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
     t = _load_task(ckpt, data, task, (channels, series), objective, noise, seed)

@@ -62,6 +62,8 @@ class ExportOptions:
     early_stop: str = "auto"
     #: wall-time cap in seconds of the data-scaled fine-tune (None: none)
     budget_s: float | None = None
+    #: the denoiser competition's NLM distance and refiner (:mod:`.nlm_presets`)
+    nlm_preset: str = "quality"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -74,15 +76,17 @@ class ExportOptions:
         """Check what can fail before any work (the CLI's order and messages).
 
         Raises:
-            DataError: an unsupported precision or ``candidates`` mode.
+            DataError: an unsupported precision, ``candidates`` mode or ``nlm_preset``.
             BundleError: ``out`` exists and ``force`` is not set, or lies below a file.
         """
         from ..budget import uses_early_stop
         from .candidates import CANDIDATE_MODES
+        from .nlm_presets import nlm_preset
 
         uses_early_stop(self.early_stop, 0)  # a bad mode fails before any work
         if self.budget_s is not None and not self.budget_s > 0:
             raise DataError(f"--budget-s must be > 0 seconds, got {self.budget_s:g}")
+        nlm_preset(self.nlm_preset)  # a bad preset fails before any work
         if self.candidates not in CANDIDATE_MODES:
             raise DataError(f"--candidates must be one of {', '.join(CANDIDATE_MODES)}, "
                             f"got {self.candidates!r}")

@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import DataError
 from .candidates import Candidate, Competition, with_support
 from .nlm_candidates import hybrid_result, nlm_candidates, nlm_sigma
+from .nlm_presets import DEFAULT_PRESET, nlm_preset
 from .nlm_refiner import joint_result
 
 __all__ = ["GAUSSIAN_SIGMAS", "classical_result", "denoiser_compete", "denoiser_select",
@@ -99,11 +100,13 @@ def _candidates(fit_task, shape, norm) -> list[Candidate]:
     return out
 
 
-def denoiser_compete(run_adapt, task, holdout: float, seed: int,
-                     hybrid: bool = True, joint: bool = True) -> Competition:
+def denoiser_compete(run_adapt, task, holdout: float, seed: int, hybrid: bool = True,
+                     joint: bool = True, preset: str | None = None) -> Competition:
     """Adapt "ours" on a split of ``task``'s support, select among it and the classical
     filters on the held-out images (see the module docstring); ``hybrid``: also adapt
-    ``ours-nlm`` (a second adaptation); ``joint``: also ``ours-nlm-joint``."""
+    ``ours-nlm`` (a second adaptation); ``joint``: also ``ours-nlm-joint``; ``preset``:
+    the NLM distance and refiner (:mod:`.nlm_presets`, default ``quality``)."""
+    nlm = nlm_preset(preset)
     if task.noise is None and task.support_noisy is None:
         raise DataError("denoising needs a noise model: pass --noise, e.g. gaussian:0.1")
     split = _split(task, holdout, seed)
@@ -123,11 +126,12 @@ def denoiser_compete(run_adapt, task, holdout: float, seed: int,
     cands = [Candidate("ours", ours), *_candidates(fit_task, shape, norm)]
     sigma = nlm_sigma(task)
     if sigma is not None:
-        cands += nlm_candidates(shape, norm, sigma)
+        cands += nlm_candidates(shape, norm, sigma, nlm.nlm_distance())
     for c in cands:
         c.score = -_hold_mse(c.result, noisy_z, clean_z)  # higher is better
     if sigma is not None:
-        cands += _nlm_nets(run_adapt, fit_task, cands, seed, hybrid, joint)
+        cands += _nlm_nets(run_adapt, fit_task, cands, seed, hybrid,
+                           nlm.refiner_path() if joint else None)
         for c in cands:
             if c.score is None:
                 c.score = -_hold_mse(c.result, noisy_z, clean_z)
@@ -138,6 +142,8 @@ def denoiser_compete(run_adapt, task, holdout: float, seed: int,
                                 "runner_up": runner.name,
                                 "metric": "-MSE on held-out support images (model units)",
                                 "n_holdout": len(hold_rows)}
+    if sigma is not None and nlm.name != DEFAULT_PRESET:  # the default's manifest as before
+        selected["nlm_preset"] = nlm.name
     selection = {"candidates": [c.row() for c in cands], "selected": selected}
     comp = Competition(best.result, ours, selection, ours_on_task=False)
     comp.pool = {c.name: c.result for c in cands}  # every candidate's AdaptResult (scripts)
@@ -145,14 +151,15 @@ def denoiser_compete(run_adapt, task, holdout: float, seed: int,
 
 
 def _nlm_nets(run_adapt, fit_task, cands, seed: int, hybrid: bool,
-              joint: bool) -> list[Candidate]:
-    """``ours-nlm`` (``hybrid``) and ``ours-nlm-joint`` (``joint``, when a refiner is
-    shipped) on the best-scoring ``nlm-*`` candidate's settings (not yet scored)."""
+              refiner) -> list[Candidate]:
+    """``ours-nlm`` (``hybrid``) and ``ours-nlm-joint`` (the ``refiner`` file, when not
+    None and present) on the best-scoring ``nlm-*`` candidate's settings (not yet
+    scored)."""
     best_nlm = max((c for c in cands if c.name.startswith("nlm-")), key=lambda c: c.score)
     out = []
     if hybrid:
         out.append(Candidate("ours-nlm", hybrid_result(run_adapt, fit_task, best_nlm, seed)))
-    res = joint_result(fit_task, best_nlm, seed) if joint else None
+    res = joint_result(fit_task, best_nlm, seed, path=refiner) if refiner else None
     if res is not None:
         out.append(Candidate("ours-nlm-joint", res))
     return out
@@ -173,7 +180,8 @@ def denoiser_select(run_adapt, task, options):
         raise DataError(CODEC_REFUSAL)
     if options.objective != "denoise" or options.candidates == "meta":
         return run_adapt(task), None, None
-    comp = denoiser_compete(run_adapt, task, options.holdout, options.seed)
+    comp = denoiser_compete(run_adapt, task, options.holdout, options.seed,
+                            preset=options.nlm_preset)
     if comp.selection is None:
         return comp.winner, None, None
     winner = dataclasses.replace(comp.winner, report=comp.ours.report)

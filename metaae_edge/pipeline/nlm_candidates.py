@@ -45,14 +45,16 @@ def nlm_sigma(task) -> float | None:
     return float(noise.level)
 
 
-def _params(patch: int, factor: float, sigma: float):
+def _params(patch: int, factor: float, sigma: float, distance: int | None = None):
     from ..space.nlm import NLMParams
 
-    return NLMParams(patch, NLM_DISTANCE, factor * sigma, sigma)
+    return NLMParams(patch, NLM_DISTANCE if distance is None else int(distance),
+                     factor * sigma, sigma)
 
 
-def nlm_candidates(shape, norm, sigma: float) -> list[Candidate]:
-    """The layer-free NLM filters (pixel-unit settings in ``report['nlm_pixel']``)."""
+def nlm_candidates(shape, norm, sigma: float, distance: int | None = None) -> list[Candidate]:
+    """The layer-free NLM filters (pixel-unit settings in ``report['nlm_pixel']``) at
+    search distance ``distance`` (default :data:`NLM_DISTANCE`; ``--nlm-preset``)."""
     from .image_candidates import classical_result
 
     std = float(np.asarray(norm.std).reshape(-1)[0])
@@ -60,7 +62,7 @@ def nlm_candidates(shape, norm, sigma: float) -> list[Candidate]:
     for patch in NLM_PATCHES:
         for f in NLM_H_FACTORS:
             name = f"nlm-p{patch}-h{f:g}"
-            px = _params(patch, f, sigma)
+            px = _params(patch, f, sigma, distance)
             res = classical_result(name, shape, norm, nlm=px.scaled(1.0 / std).as_tuple())
             res.report["nlm_pixel"] = px.as_tuple()
             out.append(Candidate(name, res))

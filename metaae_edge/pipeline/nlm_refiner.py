@@ -131,17 +131,23 @@ def _finetune(model, lat: np.ndarray, clean: np.ndarray, steps: int, seed: int) 
 def joint_result(fit_task, best, seed: int, steps: int | None = None, path=None):
     """``ours-nlm-joint`` with the NLM of ``best`` (an ``nlm-*`` candidate), fine-tuned
     ``steps`` (default :data:`JOINT_FINETUNE_STEPS`) on the fit images; None without a
-    shipped refiner."""
+    shipped refiner.
+
+    Raises:
+        CheckpointError: the refiner was trained at another NLM search distance.
+    """
     from ..adapt import AdaptResult, _arch_report
     from ..space.nlm import NLMParams
+    from .nlm_presets import check_refiner_distance
 
     shape = tuple(fit_task.sample_shape)
     model = load_refiner(path, shape, best.result.spec.nlm)
     if model is None:
         return None
+    px = NLMParams.from_tuple(best.result.report["nlm_pixel"])
+    check_refiner_distance(path or REFINER_FILE, px.patch_distance)
     steps = JOINT_FINETUNE_STEPS if steps is None else int(steps)
     norm = fit_task.normalizer()
-    px = NLMParams.from_tuple(best.result.report["nlm_pixel"])
     if steps > 0:
         lat, clean = _pairs(fit_task, norm, px, np.random.default_rng(seed + 3))
         _finetune(model, lat, clean, steps, seed)

@@ -1,0 +1,95 @@
+"""``--nlm-preset``: the NLM search distance and joint refiner of the denoiser competition.
+
+* ``quality`` (the default): NLM search distance :data:`~.nlm_candidates.NLM_DISTANCE` (6)
+  and the round-25 refiner :data:`~.nlm_refiner.REFINER_FILE` (16,297 parameters; 258-471
+  ms on a 512x512 photo, one ORT thread; docs/images.md);
+* ``fast``: distance 1 and the 1,393-parameter refiner trained at distance 1
+  (``nlm-refiner-d1-w8x3.safetensors``; 31-60 ms, 0.7-0.8 dB below ``quality`` on the six
+  held-out photos, docs/images.md "Towards 50 ms").
+
+Both keep the patch sizes :data:`~.nlm_candidates.NLM_PATCHES` competing. A refiner is
+only used at the distance it was trained at (its ``info["distance"]``; 6 when absent,
+the round-25 file): :func:`check_refiner_distance`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError, DataError
+
+__all__ = ["DEFAULT_PRESET", "NLM_PRESETS", "NLMPreset", "check_refiner_distance",
+           "nlm_preset", "refiner_distance"]
+
+#: the folder of the shipped refiners
+REFINER_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "refiners"
+#: the distance of a refiner file without ``info["distance"]`` (round 25 trained at 6)
+_LEGACY_DISTANCE = 6
+
+
+@dataclass(frozen=True)
+class NLMPreset:
+    """One preset: its NLM search distance and refiner file (None: the module default,
+    read when used, so :data:`~.nlm_candidates.NLM_DISTANCE` / ``REFINER_FILE`` rule)."""
+
+    name: str
+    distance: int | None
+    refiner: str | None
+
+    def nlm_distance(self) -> int:
+        from . import nlm_candidates
+
+        return nlm_candidates.NLM_DISTANCE if self.distance is None else self.distance
+
+    def refiner_path(self) -> Path:
+        from . import nlm_refiner
+
+        return Path(nlm_refiner.REFINER_FILE) if self.refiner is None \
+            else REFINER_DIR / self.refiner
+
+
+NLM_PRESETS = {"quality": NLMPreset("quality", None, None),
+               "fast": NLMPreset("fast", 1, "nlm-refiner-d1-w8x3.safetensors")}
+DEFAULT_PRESET = "quality"
+
+
+def nlm_preset(name: str | None) -> NLMPreset:
+    """The preset called ``name`` (None: :data:`DEFAULT_PRESET`).
+
+    Raises:
+        DataError: an unknown name, in one line.
+    """
+    key = DEFAULT_PRESET if name is None else str(name)
+    if key not in NLM_PRESETS:
+        raise DataError(f"--nlm-preset must be one of {', '.join(NLM_PRESETS)}, got {key!r}")
+    return NLM_PRESETS[key]
+
+
+def refiner_distance(path) -> int:
+    """The NLM search distance the refiner file ``path`` was trained at."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    try:
+        info = json.loads(meta.get("info", "{}"))
+    except json.JSONDecodeError:
+        info = {}
+    return int(info.get("distance", _LEGACY_DISTANCE)) if isinstance(info, dict) \
+        else _LEGACY_DISTANCE
+
+
+def check_refiner_distance(path, distance: int) -> None:
+    """Refuse the refiner ``path`` for an NLM at another search distance.
+
+    Raises:
+        CheckpointError: it was trained at a different distance, in one line.
+    """
+    trained = refiner_distance(path)
+    if trained != int(distance):
+        raise CheckpointError(
+            f"refiner {Path(path).name} was trained at NLM search distance {trained}, "
+            f"not {int(distance)}; use the refiner of that distance (--nlm-preset "
+            f"{', '.join(NLM_PRESETS)})")
