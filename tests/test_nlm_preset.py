@@ -13,8 +13,12 @@ from test_cli import assert_one_line_error
 
 from metaae_edge.errors import CheckpointError, DataError
 from metaae_edge.pipeline import ExportOptions, nlm_refiner
-from metaae_edge.pipeline.nlm_presets import (NLM_PRESETS, check_refiner_distance, nlm_preset,
-                                              refiner_distance)
+from metaae_edge.pipeline.nlm_presets import (
+    NLM_PRESETS,
+    check_refiner_distance,
+    nlm_preset,
+    refiner_distance,
+)
 from metaae_edge.spec import ArchSpec, LayerSpec
 
 
@@ -80,7 +84,7 @@ def test_default_competition_is_distance_6_and_says_nothing_new():
     assert joint.spec.param_count() == 16_297 and joint.spec.nlm[1] == 6
 
 
-def test_fast_preset_bundle_is_distance_1_and_equals_torch_at_an_odd_size(tmp_path):
+def test_fast_preset_bundle_is_distance_1_and_equals_torch_at_an_odd_size(tmp_path, cli):
     import json
 
     import onnx
@@ -106,6 +110,9 @@ def test_fast_preset_bundle_is_distance_1_and_equals_torch_at_an_odd_size(tmp_pa
     assert [n.op_type for n in enc.graph.node].count("Exp") == 4
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["reports"]["selected"]["nlm_preset"] == "fast"
+    code, out, _ = cli("inspect", bundle)
+    assert code == 0 and "nlm preset  fast (adapt-and-export --nlm-preset)" in out, out
+    assert "nlm p7 d1" in out or "nlm p5 d1" in out
     rt = Runtime.load(bundle, threads=1)
     x = np.random.default_rng(1).uniform(0, 1, (1, 1, 37, 53)).astype(np.float32)
     mean = float(np.asarray(joint.normalizer.mean).reshape(-1)[0])

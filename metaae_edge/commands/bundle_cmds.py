@@ -152,6 +152,9 @@ def _head_table(b: Any, verify: bool, signature: str | None = None,
     head.add_row("threshold", "none" if thr is None else
                  f"{_num(thr['value'], '.6g')} ({_txt(thr.get('method', '?'))}, fpr "
                  f"{_txt(thr.get('fpr', '?'))})")
+    preset = ((m.get("reports") or {}).get("selected") or {}).get("nlm_preset")
+    if preset is not None:  # a denoiser competition under a non-default --nlm-preset
+        head.add_row("nlm preset", _txt(f"{preset} (adapt-and-export --nlm-preset)"))
     if isinstance(m.get("density"), dict):  # generation (run --mode generate)
         d = m["density"]
         head.add_row("density", _txt(f"{d.get('kind', '?')} of {d.get('components', '?')} "
