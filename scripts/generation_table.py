@@ -21,7 +21,7 @@ not comparable with N generated rows).
 bundle is reused with its density refitted by the current code (``add_density`` on a
 copy, the same fit adapt-and-export stages), so density changes are measured on the same
 adapted models (``--residual pooled``: the density of bundles before session 27, one
-pooled residual; ``--blend off``: without session 28's input-space Gaussian).
+pooled residual; ``--blend on``: with session 28's input-space Gaussian, not the default).
 ``--json FILE`` writes every task's metrics.
 """
 
@@ -168,9 +168,9 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--residual", default="component", choices=("component", "pooled"),
                     help="cached bundles: refit per-component residuals, or pooled only")
-    ap.add_argument("--blend", default="on", choices=("on", "off"),
-                    help="cached bundles: off refits the density without the input-space "
-                         "Gaussian (session 27's)")
+    ap.add_argument("--blend", default="off", choices=("on", "off"),
+                    help="cached bundles: on refits the density with session 28's "
+                         "input-space Gaussian (not the default)")
     ap.add_argument("--cache", default=None, help="folder of exported bundles to reuse")
     ap.add_argument("--json", default=None, help="write every task's metrics here")
     args = ap.parse_args()

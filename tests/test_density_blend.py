@@ -139,7 +139,8 @@ def test_weight_follows_which_part_models_the_support():
 
 def test_add_density_records_the_choice(tmp_path):
     b = write_tiny_bundle(tmp_path / "b", exporter="torchscript")
-    section = add_density(b, _support())
+    assert "input_weight" not in add_density(b, _support())  # off by default
+    section = add_density(b, _support(), blend=True)
     assert section["input_weight"] in WEIGHTS
     assert set(section["input_weight_mmd2"]) == {f"{w:g}" for w in WEIGHTS}
     d = Density.load(b / DENSITY_FILE)
