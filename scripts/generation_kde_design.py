@@ -7,11 +7,12 @@ held-out rows of
   covariance H^2 x the codes' covariance (shrunk towards its diagonal), decoded through
   the bundle's decoder plus the shipped residual noise (``h=0``: the support's own
   reconstructions plus noise, the decoder's floor);
-* ``input kde h=H``: the same kernel in input space (no decoder; for reference);
 * ``support rows``: the support itself (what real rows reach at that size);
 
-and the bandwidth a support-fold MMD^2 choice picks (:mod:`metaae_edge.runtime.density_kde`
-when it exists). Also the nearest-support-row distance of each method's samples over the
+``bootstrap support`` (support rows drawn with replacement: the empirical distribution, the
+level of a density that only copies the support) and ``mix W gmm + B``: a share W of
+ours' rows, the rest from baseline B (the input-space blend, measured before it was
+built). Also the nearest-support-row distance of each method's samples over the
 held-out rows' one (memorisation check: below 1, samples sit closer to support rows than
 new real rows do).
 
@@ -83,11 +84,6 @@ def unit(family: str, index: int, args) -> dict:
             x = rt.decode(z.reshape(n, *dens.latent_shape).astype(np.float32))
             sets[f"kde h={h:g}"] = x.reshape(n, -1) + noise
         sets["bootstrap support"] = np.asarray(task.support, np.float64)[pick]
-        try:
-            from metaae_edge.runtime.density_kde import choose_bandwidth
-            out["chosen"] = choose_bandwidth(task.support, codes, rt, dens, seed=index)[0]
-        except ImportError:
-            pass
     sets = {k: norm.transform(v) for k, v in sets.items()}
     sets["input gaussian"] = input_gaussian(sup_n, n, index)
     sets["pca sampling"] = pca_sampling(sup_n, n, index)[0]
@@ -111,11 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     for family in args.families.split(","):
         units = [unit(family, i, args) for i in range(args.tasks)]
-        if "chosen" in units[0]:
-            print(f"# {family}: chosen " + " ".join(str(u["chosen"]) for u in units))
         for name in units[0]:
-            if name == "chosen":
-                continue
             m, h = ci([u[name][0] for u in units])
             dm, dh = ci([u[name][0] - u["gmm"][0] for u in units])
             r = np.mean([u[name][1] for u in units])
