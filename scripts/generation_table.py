@@ -21,7 +21,8 @@ not comparable with N generated rows).
 bundle is reused with its density refitted by the current code (``add_density`` on a
 copy, the same fit adapt-and-export stages), so density changes are measured on the same
 adapted models (``--residual pooled``: the density of bundles before session 27, one
-pooled residual). ``--json FILE`` writes every task's metrics.
+pooled residual; ``--blend on``: with session 28's input-space Gaussian, not the default).
+``--json FILE`` writes every task's metrics.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def task_for(family: str, split: str, index: int):
 
 
 def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
-               tmp: Path, per_component: bool = True) -> tuple[Path, str]:
+               tmp: Path, per_component: bool = True, blend: bool = True
+               ) -> tuple[Path, str]:
     """``(bundle, selected model)``: exported into ``cached`` once, then reused with its
     density refitted (on a copy under ``tmp``); without a cache, exported under ``tmp``."""
     from metaae_edge.exporters.density import add_density
@@ -77,7 +79,8 @@ def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
             return out, sel
     sel = (cached / "selected.txt").read_text()
     shutil.copytree(cached, tmp / "b")
-    add_density(tmp / "b", task.support, seed=index, per_component=per_component)
+    add_density(tmp / "b", task.support, seed=index, per_component=per_component,
+                blend=blend)
     return tmp / "b", sel
 
 
@@ -92,7 +95,7 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
     n = args.samples or n_held
     with tempfile.TemporaryDirectory() as tmp:
         path, sel = bundle_for(task, ckpt, index, args.candidates, cached, Path(tmp),
-                               args.residual == "component")
+                               args.residual == "component", args.blend == "on")
         rt = Runtime.load(path)
         ours = rt.generate(n, seed=index, temperature=args.temperature).reshape(n, -1)
         means = rt.generate(n, seed=index, temperature=args.temperature,
@@ -106,7 +109,8 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
                "pca sampling": pca, "support rows": sup}
     bw = median_bandwidth(held)
     out = {m: sample_metrics(s, held, bw) for m, s in samples.items()}
-    extra = "".join(f", {k}={density[k]}" for k in ("residual_prior_rows", "temperature")
+    extra = "".join(f", {k}={density[k]}" for k in ("residual_prior_rows", "temperature",
+                                                         "input_weight")
                     if k in density)
     out["info"] = f"{sel} k={density['components']}{extra}, pca q={q}"
     return out
@@ -164,6 +168,9 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--residual", default="component", choices=("component", "pooled"),
                     help="cached bundles: refit per-component residuals, or pooled only")
+    ap.add_argument("--blend", default="off", choices=("on", "off"),
+                    help="cached bundles: on refits the density with session 28's "
+                         "input-space Gaussian (not the default)")
     ap.add_argument("--cache", default=None, help="folder of exported bundles to reuse")
     ap.add_argument("--json", default=None, help="write every task's metrics here")
     args = ap.parse_args()

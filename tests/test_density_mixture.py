@@ -45,7 +45,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     plain = write_tiny_bundle(root / "plain", exporter="torchscript")
     old, new = root / "old", root / "new"
     shutil.copytree(plain, old)
-    add_density(old, _two_cluster_support(), per_component=False)
+    add_density(old, _two_cluster_support(), per_component=False, blend=False)
     base = dataclasses.replace(Density.load(old / DENSITY_FILE), temperature=1.0)
     assert base.residual_chols is None
     k, d = base.components, len(base.residual_mean)

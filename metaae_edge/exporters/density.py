@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density
+from ..runtime.density_blend import choose_input_weight, fit_input_gaussian
 from ..runtime.density_residual import fit_residuals, responsibilities
 from ..runtime.density_temperature import choose_temperature
 from .writer import BundleWriter
@@ -35,7 +36,8 @@ GENERATIVE_OBJECTIVES = ("reconstruct", "anomaly")
 
 
 def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int,
-         per_component: bool = True) -> tuple[Any, bytes, dict[str, Any]]:
+         per_component: bool = True, blend: bool = False
+         ) -> tuple[Any, bytes, dict[str, Any]]:
     """``(runtime, density.npz bytes, manifest section)`` of ``support`` through the bundle
     at ``bundle`` (its graphs on ort-cpu)."""
     from ..runtime import Runtime
@@ -54,11 +56,27 @@ def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int
     density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol,
                                   residual_means=r_means, residual_chols=r_chols,
                                   temperature=temp)
+    density, b_info = _blend(density, support, codes, resid, rt.decode, seed) if blend \
+        else (density, {})
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
                "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info,
                **({} if r_means is None else {"residual_components": len(r_means)}),
-               **r_info, "temperature": temp, "temperature_mmd2": t_info}
+               **r_info, "temperature": temp, "temperature_mmd2": t_info, **b_info}
     return rt, density.to_bytes(), section
+
+
+def _blend(density, support, codes, resid, decode, seed: int) -> tuple[Any, dict[str, Any]]:
+    """The density with its input-space Gaussian (weight chosen on support folds,
+    :mod:`~metaae_edge.runtime.density_blend`) and the manifest keys saying so."""
+    w, scores = choose_input_weight(support, codes, resid, density, decode, seed=seed)
+    if not scores:
+        return density, {}
+    info = {"input_weight": w, "input_weight_mmd2": scores}
+    if w == 0:
+        return density, info
+    mean, chol = fit_input_gaussian(support, seed)
+    return dataclasses.replace(density, input_weight=w, input_mean=mean,
+                               input_chol=chol), info
 
 
 def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.ndarray, *,
@@ -74,12 +92,17 @@ def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.nd
 
 
 def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
-                max_components: int = 5, per_component: bool = True, sign_key: Any = None,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                max_components: int = 5, per_component: bool = True, blend: bool = False,
+                sign_key: Any = None, log: Callable[[str], None] | None = None
+                ) -> dict[str, Any]:
     """Fit the latent density of ``support`` (raw samples or images) and add it to the
     existing ``bundle``; returns the manifest's ``density`` section. ``per_component``
-    False: only the pooled residual noise model (what bundles before session 27 hold)."""
-    rt, data, section = _fit(bundle, support, seed, max_components, per_component)
+    False: only the pooled residual noise model (what bundles before session 27 hold);
+    ``blend`` True: also mix in the input-space Gaussian, its weight chosen on support
+    folds (session 28; off by default: on the 20-task test table it changed no family's
+    MMD^2 beyond its interval and lost tabular's significance against PCA sampling,
+    docs/generation.md)."""
+    rt, data, section = _fit(bundle, support, seed, max_components, per_component, blend)
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
         writer.path(DENSITY_FILE).write_bytes(data)
         writer.add(DENSITY_FILE, DENSITY_ROLE)

@@ -68,6 +68,17 @@ class Density:
     #: optional (newer bundles): the latent temperature chosen on support folds
     #: (:mod:`.density_temperature`); a caller's temperature multiplies it; 1.0 if absent
     temperature: float = field(default=1.0, compare=False)
+    #: optional (session 28): an input-space Gaussian mixed in with weight
+    #: ``input_weight`` (raw units, flattened: mean (D,), lower Cholesky factor (D, D)),
+    #: the weight chosen on support folds (:mod:`.density_blend`); 0 if absent
+    input_weight: float = field(default=0.0, compare=False)
+    input_mean: np.ndarray | None = field(default=None, compare=False)
+    input_chol: np.ndarray | None = field(default=None, compare=False)
+
+    def input_draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` flattened draws of the input-space Gaussian (raw units)."""
+        eps = rng.standard_normal((n, len(self.input_mean)))
+        return self.input_mean + eps @ self.input_chol.T
 
     def residual_noise(self, n: int, rng: np.random.Generator,
                        comp: np.ndarray | None = None) -> np.ndarray | None:
@@ -126,6 +137,9 @@ class Density:
                          residual_chols=self.residual_chols)
         if self.temperature != 1.0:
             extra["temperature"] = np.asarray(self.temperature, np.float64)
+        if self.input_weight > 0:
+            extra.update(input_weight=np.asarray(self.input_weight, np.float64),
+                         input_mean=self.input_mean, input_chol=self.input_chol)
         np.savez(buf, weights=self.weights, means=self.means, chols=self.chols,
                  latent_shape=np.asarray(self.latent_shape, np.int64), **extra)
         return buf.getvalue()
@@ -148,6 +162,8 @@ class Density:
                                               "residual_means", "residual_chols"))
                 temp = np.asarray(f["temperature"], np.float64) if "temperature" in f.files \
                     else np.asarray(1.0)
+                blend = tuple(np.asarray(f[k], np.float64) if k in f.files else None
+                              for k in ("input_weight", "input_mean", "input_chol"))
         except (OSError, KeyError, ValueError) as exc:
             raise BundleError(f"{path}: not a readable latent density ({exc})") from None
         shape = tuple(int(v) for v in shape.reshape(-1))
@@ -155,10 +171,27 @@ class Density:
                                                                           len(w))
         if why is None and not (temp.shape == () and np.isfinite(temp) and 0 < temp <= 10):
             why = f"temperature {temp!r} is not a number in (0, 10]"
+        why = why or _invalid_blend(*blend)
         if why:
             raise BundleError(f"{path}: invalid latent density: {why}")
+        iw, im, ic = blend
         return cls(w, m, c, shape, residual_mean=rm, residual_chol=rc, residual_means=rms,
-                   residual_chols=rcs, temperature=float(temp))
+                   residual_chols=rcs, temperature=float(temp),
+                   input_weight=0.0 if iw is None else float(iw), input_mean=im,
+                   input_chol=ic)
+
+
+def _invalid_blend(iw, im, ic) -> str | None:
+    """Why the input-space component's arrays are invalid (None: valid, or absent)."""
+    if iw is None and im is None and ic is None:
+        return None
+    if iw is None or im is None or ic is None or iw.shape != () or not 0 < iw <= 1 \
+            or im.ndim != 1 or ic.shape != (len(im), len(im)):
+        return "input_weight / input_mean / input_chol do not fit each other"
+    if not (np.all(np.isfinite(im)) and np.all(np.isfinite(ic))) \
+            or np.any(np.diagonal(ic) <= 0) or np.any(np.triu(ic, 1) != 0):
+        return "input_chol is not a finite lower Cholesky factor"
+    return None
 
 
 def _invalid_residual(rm, rc, rms, rcs, k: int) -> str | None:

@@ -56,7 +56,8 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
     same samples. ``residual``: add the decoder's noise model (a Gaussian fitted to the
     support's reconstruction residual; probabilistic PCA's isotropic noise, generalised;
     in newer bundles one per latent component, the sample's), when the bundle stores one;
-    False gives the decoded means.
+    False gives the decoded means (and leaves out the input-space Gaussian a newer bundle
+    may mix in with weight ``input_weight``: those draws replace decoded samples).
 
     Raises:
         InputError: a bad ``n`` or ``temperature``.
@@ -73,4 +74,9 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
     noise = density.residual_noise(n, rng, comp) if residual else None
     if noise is not None:
         x = x + noise.reshape(x.shape).astype(np.float32)
+    if residual and density.input_weight > 0:  # the input-space component (session 28)
+        rows = rng.random(n) < density.input_weight
+        flat = x.reshape(n, -1)
+        flat[rows] = density.input_draw(int(rows.sum()), rng).astype(np.float32)
+        x = flat.reshape(x.shape)
     return x
