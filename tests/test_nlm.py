@@ -105,6 +105,25 @@ def test_placeholder_is_one_op_with_the_settings_and_the_torch_values():
     assert torch.equal(inside, nl_means_rows(x, p)) and torch.equal(nl_means(x, p), inside)
 
 
+
+def test_placeholder_is_per_thread_and_off_after_an_error():
+    """An export in one thread leaves another thread's NLM differentiable (the op has no
+    autograd formula), and the switch is off again after the block raises."""
+    import threading
+
+    x = torch.rand(1, 1, 9, 8, requires_grad=True)
+    p = NLMParams(3, 1, 0.3, 0.2)
+    grads = []
+    with nlm_export_placeholder():
+        t = threading.Thread(target=lambda: grads.append(
+            torch.autograd.grad(nl_means(x, p).sum(), x)[0]))
+        t.start()
+        t.join()
+    assert len(grads) == 1 and grads[0].abs().sum() > 0
+    with pytest.raises(RuntimeError, match="trace failed"), nlm_export_placeholder():
+        raise RuntimeError("trace failed")
+    torch.autograd.grad(nl_means(x, p).sum(), x)  # the plain graph again
+
 class _NLM(torch.nn.Module):
     def __init__(self, params):
         super().__init__()

@@ -81,8 +81,9 @@ def launch(ctx: typer.Context, nproc: int) -> None:
     args = parse_args(["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc),
                        "--max-restarts", "0", "--module", "metaae_edge", *_child_argv(ctx)])
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # silences torchrun's banner; --threads rules
-    if os.path.exists("/sys/class/net/lo"):  # local workers talk over loopback, not over
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # whatever the hostname resolves to
+    loopback = os.path.exists("/sys/class/net/lo") and "GLOO_SOCKET_IFNAME" not in os.environ
+    if loopback:  # local workers talk over loopback, not over what the hostname resolves to
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     try:
         run(args)
     except ChildFailedError as exc:
@@ -91,3 +92,6 @@ def launch(ctx: typer.Context, nproc: int) -> None:
         typer.echo(f"error: meta-train worker rank {rank} failed (exit code "
                    f"{failure.exitcode}); its output is above", err=True)
         sys.exit(code)
+    finally:
+        if loopback:  # this process's environment as it was (the CLI may run in-process)
+            os.environ.pop("GLOO_SOCKET_IFNAME", None)

@@ -2,7 +2,7 @@
 
 The dynamo exporter took 35-50 s to convert :func:`metaae_edge.space.nlm.nl_means_rows` at
 search distance 6 (hundreds of ops with symbolic shapes). Here the same filter is a loop
-in Python that emits 20 nodes per shift of the half search window (milliseconds):
+in Python that emits about 18-19 nodes per shift of the half search window (milliseconds):
 
 * the input is scaled by ``2 o / sqrt(C h^2 s^2)``, so that ``-D_t`` is a constant minus
   the box mean of the squared differences (the output is scaled back at the end);

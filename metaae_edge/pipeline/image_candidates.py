@@ -142,7 +142,8 @@ def denoiser_compete(run_adapt, task, holdout: float, seed: int, hybrid: bool = 
                                 "runner_up": runner.name,
                                 "metric": "-MSE on held-out support images (model units)",
                                 "n_holdout": len(hold_rows)}
-    if sigma is not None and nlm.name != DEFAULT_PRESET:  # the default's manifest as before
+    if sigma is not None and nlm.name != DEFAULT_PRESET and "nlm" in best.name:
+        # only where the winner is NLM-based; the default's manifest as before
         selected["nlm_preset"] = nlm.name
     selection = {"candidates": [c.row() for c in cands], "selected": selected}
     comp = Competition(best.result, ours, selection, ours_on_task=False)

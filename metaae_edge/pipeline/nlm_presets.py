@@ -77,8 +77,13 @@ def refiner_distance(path) -> int:
         info = json.loads(meta.get("info", "{}"))
     except json.JSONDecodeError:
         info = {}
-    return int(info.get("distance", _LEGACY_DISTANCE)) if isinstance(info, dict) \
-        else _LEGACY_DISTANCE
+    if not isinstance(info, dict):
+        return _LEGACY_DISTANCE
+    try:
+        return int(info.get("distance", _LEGACY_DISTANCE))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: its metadata's NLM distance "
+                              f"{info.get('distance')!r} is not an integer") from None
 
 
 def check_refiner_distance(path, distance: int) -> None:

@@ -34,6 +34,7 @@ with ``onnx.helper`` (the symmetric window one shift at a time, opset 13-20, any
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -121,7 +122,10 @@ def _one_hot(taps: int, rows: bool, dtype, device) -> torch.Tensor:
     return w.view(taps, 1, taps, 1) if rows else w.view(taps, 1, 1, taps)
 
 
-_PLACEHOLDER = {"on": False}
+#: per thread / task (a ContextVar): an export in one thread never routes another thread's
+#: training through the op (which has no autograd formula)
+_PLACEHOLDER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "metaae_edge_nlm_placeholder", default=False)
 
 
 @contextlib.contextmanager
@@ -130,12 +134,11 @@ def nlm_export_placeholder() -> Iterator[None]:
     (its settings as arguments): the ONNX exporters write it as a single placeholder node
     that :func:`metaae_edge.exporters.nlm_graph.splice_nlm` replaces by the NLM graph
     built with ``onnx.helper`` (milliseconds, instead of tracing hundreds of ops)."""
-    before = _PLACEHOLDER["on"]
-    _PLACEHOLDER["on"] = True
+    token = _PLACEHOLDER.set(True)
     try:
         yield
     finally:
-        _PLACEHOLDER["on"] = before
+        _PLACEHOLDER.reset(token)
 
 
 @torch.library.custom_op("metaae_edge::nlm", mutates_args=())
@@ -152,7 +155,7 @@ def _nlm_fake(x, patch_size, patch_distance, h, sigma):
 def nl_means(x: torch.Tensor, params: NLMParams) -> torch.Tensor:
     """Non-local means of ``x`` (N, C, H, W) (see the module docstring): :func:`nl_means_rows`,
     or, inside :func:`nlm_export_placeholder`, the op the exporters splice the graph into."""
-    if _PLACEHOLDER["on"]:
+    if _PLACEHOLDER.get():
         return torch.ops.metaae_edge.nlm(x, *params.as_tuple())
     return nl_means_rows(x, params)
 
