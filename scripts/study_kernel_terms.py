@@ -27,8 +27,18 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_detector_weights import CURRENT, REAL12, load, reference, vec  # noqa: E402
-from study_series_term import _auc, _keep, _z, choose, row_means, summary  # noqa: E402
+from study_detector_weights import CURRENT, REAL12, load, vec  # noqa: E402
+from study_series_term import (  # noqa: E402
+    _auc,
+    _keep,
+    _z,
+    lodo,
+    print_rows,
+    print_summaries,
+    read_references,
+    row_means,
+    table_rows,
+)
 
 ROCKET = ("rocket:z1:d1:ppv:maha", 4.0)
 EXTRA = ("ocsvm", "ocsvm-white", "knn", "pca-ppca", "parzen", "parzen-white")
@@ -70,19 +80,6 @@ def unit_aucs(args, datasets: list[str]) -> list[dict]:
     return out
 
 
-def lodo(units: list[dict], log) -> tuple[dict, int]:
-    grid = rules()
-    meta = [u for u in units if u["split"] in ("real", "train")]
-    i_all = choose(meta)
-    log(f"  all meta-training groups: {fmt(grid[i_all])}")
-    out = row_means([u for u in units if u["split"] == "test"], i_all)
-    for d in dict.fromkeys(u["group"] for u in units if u["split"] == "real"):
-        i = choose([u for u in meta if u["group"] != d])
-        log(f"  without {d}: {fmt(grid[i])}")
-        out.update(row_means([u for u in units if u["group"] == d], i))
-    return out, i_all
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for a in ("--cache", "--rocket-cache", "--kernel-cache"):
@@ -91,36 +88,26 @@ def main(argv=None) -> int:
     p.add_argument("--reference", default=None, help="real_anomaly_table.py output(s)")
     args = p.parse_args(argv)
     units = unit_aucs(args, args.datasets.split(","))
-    ref: dict = {}
-    for path in (args.reference or "").split(","):
-        ref.update(reference(path) if path else {})
-    print(f"{len(units)} units, {len(rules())} rules\nLODO choices:")
+    ref = read_references(args.reference)
+    grid = rules()
+    print(f"{len(units)} units, {len(grid)} rules\nLODO choices:")
     cols = {"current": row_means(units, 0)}
-    cols["lodo"], i_all = lodo(units, print)
+    cols["lodo"], i_all = lodo(units, print, lambda i, _held: fmt(grid[i]))
     cols["all (in-sample)"] = row_means(units, i_all)
-    rows = [r for r in dict.fromkeys(u["row"] for u in units) if "train" not in r[0]]
-    table(units, cols, rows, ref)
-    real = [r for r in rows if "synthetic" not in r[0]]
-    test = [r for r in rows if "synthetic" in r[0]]
-    print("\n" + "\n".join(summary(cols, real, ref, "real") + summary(cols, test, ref, "test")))
+    rows = table_rows(units)
+    print_rows(cols, rows, units, ref, alone_columns(units))
+    print_summaries(cols, rows, ref)
     worst = min(cols["lodo"][r] - cols["current"][r] for r in rows)
     print(f"  largest LODO drop vs current over the {len(rows)} rows: {worst:+.4f}")
     return 0
 
 
-def table(units: list[dict], cols: dict, rows: list, ref: dict) -> None:
+def alone_columns(units: list[dict]) -> tuple[list[str], dict]:
+    """Each added term's AUC alone, per row (the table's extra columns)."""
     alone: dict[tuple, list[np.ndarray]] = {}
     for u in units:
         alone.setdefault(u["row"], []).append(u["alone"])
-    names = list(cols) + [f"{n} alone" for n in EXTRA]
-    print("\n| dataset | S | units | " + " | ".join(names) + " | best classical |")
-    print("|" + " --- |" * (len(names) + 4))
-    for r in rows:
-        a = np.mean(alone[r], axis=0)
-        orc = f"{ref[r]['oracle_name']} ({ref[r]['oracle']:.3f})" if r in ref else "-"
-        print(f"| {r[0]} | {r[1]} | {len(alone[r])} | "
-              + " | ".join([f"{cols[m][r]:.4f}" for m in cols] + [f"{v:.4f}" for v in a])
-              + f" | {orc} |")
+    return [f"{n} alone" for n in EXTRA], {r: np.mean(a, axis=0) for r, a in alone.items()}
 
 
 if __name__ == "__main__":

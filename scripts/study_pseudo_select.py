@@ -26,9 +26,19 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_detector_weights import CURRENT, REAL12, load, reference  # noqa: E402
+from study_detector_weights import CURRENT, REAL12, load  # noqa: E402
 from study_kernel_terms import ROCKET  # noqa: E402
-from study_series_term import _auc, _keep, _z, choose, row_means, summary  # noqa: E402
+from study_series_term import (  # noqa: E402
+    _auc,
+    _keep,
+    _z,
+    lodo,
+    print_rows,
+    print_summaries,
+    read_references,
+    row_means,
+    table_rows,
+)
 
 OPTIONS = ("ocsvm", "knn", "gmm", "iforest", "pca-ppca", "parzen-white")
 #: ``--options additive`` (secondary, after the main result): base + ADD_WEIGHT x one term
@@ -104,21 +114,13 @@ def unit_aucs(args, datasets: list[str]) -> list[dict]:
     return out
 
 
-def lodo(units: list[dict], log) -> tuple[dict, int]:
-    meta = [u for u in units if u["split"] in ("real", "train")]
-    i_all = choose(meta)
-    log(f"  all meta-training groups: tau {TAUS[i_all]}")
-    out = row_means([u for u in units if u["split"] == "test"], i_all)
-    for d in dict.fromkeys(u["group"] for u in units if u["split"] == "real"):
-        i = choose([u for u in meta if u["group"] != d])
-        mine = [u for u in units if u["group"] == d]
-        counts: dict[str, int] = {}
-        for u in mine:
-            counts[u["picks"][i]] = counts.get(u["picks"][i], 0) + 1
-        log(f"  without {d}: tau {TAUS[i]}; picks " + ", ".join(
-            f"{k} x{v}" for k, v in counts.items()))
-        out.update(row_means(mine, i))
-    return out, i_all
+def describe(i: int, held: list[dict]) -> str:
+    """Threshold ``i``, and what it picks on the held-out dataset's units."""
+    counts: dict[str, int] = {}
+    for u in held:
+        counts[u["picks"][i]] = counts.get(u["picks"][i], 0) + 1
+    picks = "; picks " + ", ".join(f"{k} x{v}" for k, v in counts.items()) if held else ""
+    return f"tau {TAUS[i]}{picks}"
 
 
 def main(argv=None) -> int:
@@ -134,26 +136,16 @@ def main(argv=None) -> int:
     global MODE
     MODE = args.options
     units = unit_aucs(args, args.datasets.split(","))
-    ref: dict = {}
-    for path in (args.reference or "").split(","):
-        ref.update(reference(path) if path else {})
+    ref = read_references(args.reference)
     print(f"{len(units)} units, taus {TAUS}\nLODO choices:")
     cols = {"current": row_means(units, 0)}
-    cols["lodo"], i_all = lodo(units, print)
+    cols["lodo"], i_all = lodo(units, print, describe)
     cols["all (in-sample)"] = row_means(units, i_all)
     for i, tau in enumerate(TAUS[1:], 1):
         cols[f"tau {tau:g} (fixed)"] = row_means(units, i)
-    rows = [r for r in dict.fromkeys(u["row"] for u in units) if "train" not in r[0]]
-    print("\n| dataset | S | units | " + " | ".join(cols) + " | best classical |")
-    print("|" + " --- |" * (len(cols) + 4))
-    for r in rows:
-        n = sum(u["row"] == r for u in units)
-        orc = f"{ref[r]['oracle_name']} ({ref[r]['oracle']:.3f})" if r in ref else "-"
-        print(f"| {r[0]} | {r[1]} | {n} | " + " | ".join(f"{cols[m][r]:.4f}" for m in cols)
-              + f" | {orc} |")
-    real = [r for r in rows if "synthetic" not in r[0]]
-    test = [r for r in rows if "synthetic" in r[0]]
-    print("\n" + "\n".join(summary(cols, real, ref, "real") + summary(cols, test, ref, "test")))
+    rows = table_rows(units)
+    print_rows(cols, rows, units, ref)
+    print_summaries(cols, rows, ref)
     worst = min(cols["lodo"][r] - cols["current"][r] for r in rows)
     print(f"  largest LODO drop vs current over the {len(rows)} rows: {worst:+.4f}")
     return 0

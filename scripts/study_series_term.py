@@ -153,17 +153,56 @@ def fmt(rule: tuple) -> str:
     return "current + " + " + ".join(parts) + f" on {scope} rows"
 
 
-def lodo(units: list[dict], log) -> tuple[dict, int]:
-    grid = rules()
+def lodo(units: list[dict], log, describe=None) -> tuple[dict, int]:
+    """Leave one real dataset out: each real dataset's rows under the rule chosen without
+    it, the test rows under the rule chosen on every meta-training group; ``describe(i,
+    held_units)`` words rule ``i`` for ``log`` (default: this study's :func:`fmt`)."""
+    describe = describe or (lambda i, _held: fmt(rules()[i]))
     meta = [u for u in units if u["split"] in ("real", "train")]
     i_all = choose(meta)
-    log(f"  all meta-training groups: {fmt(grid[i_all])}")
+    log(f"  all meta-training groups: {describe(i_all, [])}")
     out = row_means([u for u in units if u["split"] == "test"], i_all)
     for d in dict.fromkeys(u["group"] for u in units if u["split"] == "real"):
         i = choose([u for u in meta if u["group"] != d])
-        log(f"  without {d}: {fmt(grid[i])}")
-        out.update(row_means([u for u in units if u["group"] == d], i))
+        mine = [u for u in units if u["group"] == d]
+        log(f"  without {d}: {describe(i, mine)}")
+        out.update(row_means(mine, i))
     return out, i_all
+
+
+def read_references(paths: str | None) -> dict:
+    """The best-classical rows of the comma-separated real_anomaly_table.py outputs."""
+    ref: dict = {}
+    for path in (paths or "").split(","):
+        ref.update(reference(path) if path else {})
+    return ref
+
+
+def table_rows(units: list[dict]) -> list:
+    """The reported rows (real and synthetic test; not the synthetic train rows)."""
+    return [r for r in dict.fromkeys(u["row"] for u in units) if "train" not in r[0]]
+
+
+def print_rows(cols: dict, rows: list, units: list[dict], ref: dict,
+               extra: tuple[list[str], dict] = ((), {})) -> None:
+    """The per-row Markdown table: each column of ``cols``, then ``extra``'s named
+    columns (``names, {row: values}``), then the row's best classical detector."""
+    names, values = extra
+    head = list(cols) + list(names)
+    print("\n| dataset | S | units | " + " | ".join(head) + " | best classical |")
+    print("|" + " --- |" * (len(head) + 4))
+    for r in rows:
+        n = sum(u["row"] == r for u in units)
+        orc = f"{ref[r]['oracle_name']} ({ref[r]['oracle']:.3f})" if r in ref else "-"
+        cells = [f"{cols[m][r]:.4f}" for m in cols] + [f"{v:.4f}" for v in values.get(r, ())]
+        print(f"| {r[0]} | {r[1]} | {n} | " + " | ".join(cells) + f" | {orc} |")
+
+
+def print_summaries(cols: dict, rows: list, ref: dict) -> None:
+    """:func:`summary` of the real rows, then of the synthetic test rows."""
+    real = [r for r in rows if "synthetic" not in r[0]]
+    test = [r for r in rows if "synthetic" in r[0]]
+    print("\n" + "\n".join(summary(cols, real, ref, "real") + summary(cols, test, ref, "test")))
 
 
 def summary(cols: dict, sel: list, ref: dict, label: str) -> list[str]:
@@ -207,26 +246,16 @@ def main(argv=None) -> int:
         VARIANTS = [v[0] for v in cache_rocket_terms.variants()]
     units = unit_aucs(args.cache, args.series_cache or args.rocket_cache,
                       args.datasets.split(","))
-    ref: dict = {}
-    for path in (args.reference or "").split(","):
-        ref.update(reference(path) if path else {})
+    ref = read_references(args.reference)
     grid = rules()
     print(f"{len(units)} units, {len(grid)} rules")
     print("LODO choices:")
     cols = {"current": row_means(units, 0)}
     cols["lodo"], i_all = lodo(units, print)
     cols["all (in-sample)"] = row_means(units, i_all)
-    rows = [r for r in dict.fromkeys(u["row"] for u in units) if "train" not in r[0]]
-    print("\n| dataset | S | units | " + " | ".join(cols) + " | best classical |")
-    print("|" + " --- |" * (len(cols) + 4))
-    for r in rows:
-        n = sum(u["row"] == r for u in units)
-        orc = f"{ref[r]['oracle_name']} ({ref[r]['oracle']:.3f})" if r in ref else "-"
-        print(f"| {r[0]} | {r[1]} | {n} | " + " | ".join(f"{cols[m][r]:.4f}" for m in cols)
-              + f" | {orc} |")
-    real = [r for r in rows if "synthetic" not in r[0]]
-    test = [r for r in rows if "synthetic" in r[0]]
-    print("\n" + "\n".join(summary(cols, real, ref, "real") + summary(cols, test, ref, "test")))
+    rows = table_rows(units)
+    print_rows(cols, rows, units, ref)
+    print_summaries(cols, rows, ref)
     diagnostic(units, grid, i_all, rows, ref)
     return 0
 

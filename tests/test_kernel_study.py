@@ -65,17 +65,20 @@ def test_rule_grid_starts_with_the_base_and_counts_154():
 
 
 def test_lodo_never_shows_a_fold_its_held_out_dataset(monkeypatch):
+    """The shared LODO of the studies (study_series_term.lodo, which this study calls)."""
+    import study_series_term as series
+
     seen = []
 
     def fake_choose(units):
         seen.append({u["group"] for u in units})
         return 0
 
-    monkeypatch.setattr(study, "choose", fake_choose)
+    monkeypatch.setattr(series, "choose", fake_choose)
     units = [{"group": g, "row": (g, 32), "split": s, "auc": np.array([0.5])}
              for g, s in (("a", "real"), ("b", "real"), ("t (train)", "train"),
                           ("t (test)", "test"))]
-    study.lodo(units, lambda _: None)
+    study.lodo(units, lambda _: None, lambda i, _held: study.fmt(study.rules()[i]))
     assert seen[0] == {"a", "b", "t (train)"}  # all meta-training groups, no test split
     assert seen[1:] == [{"b", "t (train)"}, {"a", "t (train)"}]
 
