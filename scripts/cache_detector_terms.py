@@ -132,16 +132,7 @@ def units(args):
 
 
 def main(argv=None) -> int:
-    import torch
-
-    from metaae_edge.meta import load_checkpoint
-
-    torch.set_num_threads(1)
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    ckpt = load_checkpoint(args.checkpoint)
-    write_unit_caches(args, lambda task: unit_terms(task, ckpt))
-    return 0
+    return run_cli(unit_terms, argv, with_checkpoint=True)
 
 
 def write_unit_caches(args, terms) -> None:
@@ -180,14 +171,21 @@ def time_ordered_unit(task):
     return out, int(c), (z, hz, qz, norm)
 
 
-def run_cli(terms, argv=None) -> int:
-    """``main`` of a cache script whose ``terms(task)`` needs no checkpoint."""
+def run_cli(terms, argv=None, with_checkpoint: bool = False) -> int:
+    """``main`` of a cache script: ``terms(task)``, or ``terms(task, ckpt)`` with the
+    ``--checkpoint`` loaded once (``with_checkpoint``), per unit of :func:`units`."""
     import torch
 
     torch.set_num_threads(1)
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    write_unit_caches(args, terms)
+    if with_checkpoint:
+        from metaae_edge.meta import load_checkpoint
+
+        ckpt = load_checkpoint(args.checkpoint)
+        write_unit_caches(args, lambda task: terms(task, ckpt))
+    else:
+        write_unit_caches(args, terms)
     return 0
 
 

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cache_detector_terms import _IForestTerm, parse_args, write_unit_caches  # noqa: E402
+from cache_detector_terms import _IForestTerm, run_cli  # noqa: E402
 from cache_kernel_terms import kernel_terms  # noqa: E402
 
 BASE = ("knn-white", "mahalanobis", "pca", "ours")
@@ -73,16 +73,7 @@ def unit_pseudo_terms(task, ckpt, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def main(argv=None) -> int:
-    import torch
-
-    from metaae_edge.meta import load_checkpoint
-
-    torch.set_num_threads(1)
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    ckpt = load_checkpoint(args.checkpoint)
-    write_unit_caches(args, lambda task: unit_pseudo_terms(task, ckpt))
-    return 0
+    return run_cli(unit_pseudo_terms, argv, with_checkpoint=True)
 
 
 if __name__ == "__main__":
