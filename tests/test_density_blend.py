@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaae_edge.errors import BundleError
 from metaae_edge.exporters.density import add_density
 from metaae_edge.exporters.writer import BundleWriter
 from metaae_edge.runtime import Runtime
@@ -23,7 +22,7 @@ from metaae_edge.runtime.density_blend import (
     choose_input_weight,
     fit_input_gaussian,
 )
-from tests.vector_helpers import D, write_tiny_bundle
+from tests.vector_helpers import D, assert_density_refused, write_tiny_bundle
 
 MEAN = np.linspace(-3.0, 3.0, D)
 CHOL = np.tril(np.full((D, D), 0.2)) + np.diag(np.linspace(0.5, 2.0, D))
@@ -96,13 +95,10 @@ def test_without_the_keys_nothing_new_is_stored_or_drawn(bundles):
 def test_bad_blend_keys_are_refused(bundles, tmp_path):
     good = Density.load(bundles["half"] / DENSITY_FILE)
     upper = good.input_chol.T.copy()
-    for bad in (dataclasses.replace(good, input_weight=1.5),
-                dataclasses.replace(good, input_chol=upper),
-                dataclasses.replace(good, input_mean=good.input_mean[:3])):
-        p = tmp_path / "d.npz"
-        p.write_bytes(bad.to_bytes())
-        with pytest.raises(BundleError, match="invalid latent density"):
-            Density.load(p)
+    assert_density_refused([dataclasses.replace(good, input_weight=1.5),
+                            dataclasses.replace(good, input_chol=upper),
+                            dataclasses.replace(good, input_mean=good.input_mean[:3])],
+                           tmp_path)
 
 
 def test_input_gaussian_keeps_constant_values_constant():

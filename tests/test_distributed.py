@@ -64,15 +64,17 @@ def _nproc2(out: Path, run: dict, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "metaae_edge", "meta-train", "--family", "manifold",
            "--out", str(out), *_flags(run), "--nproc", "2", *extra]
     env = {**_env(), "TORCH_SHOW_CPP_STACKTRACES": "1"}
-    for attempt in range(2):
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT,
-                             timeout=300)
-        if res.returncode == 0 or "(exit code -" not in res.stderr or attempt:
-            return res
+    def launch() -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT,
+                              timeout=300)
+
+    res = launch()
+    if res.returncode != 0 and "(exit code -" in res.stderr:
         warnings.warn(f"gloo worker died of a signal, reran once:\n{res.stderr[:3000]}",
                       stacklevel=2)  # shown in the summary even when the rerun passes
         out.unlink(missing_ok=True)
-    raise AssertionError("unreachable")
+        res = launch()
+    return res
 
 
 def _failure(res: subprocess.CompletedProcess) -> str:

@@ -56,3 +56,18 @@ def bump_series(n: int, c: int = 2, t: int = 40, seed: int = 0, width: float = 3
         m = x.mean(axis=2, keepdims=True)
         x = np.concatenate([np.repeat(m, pad, 2), x, np.repeat(m, pad, 2)], axis=2)
     return x.reshape(n, -1).astype(np.float32)
+
+
+def assert_density_refused(densities, tmp_path: Path) -> None:
+    """Each of ``densities`` (runtime.density.Density), written as density.npz, is
+    refused on load with the one-line BundleError."""
+    import pytest
+
+    from metaae_edge.errors import BundleError
+    from metaae_edge.runtime.density import Density
+
+    for bad in densities:
+        p = tmp_path / "d.npz"
+        p.write_bytes(bad.to_bytes())
+        with pytest.raises(BundleError, match="invalid latent density"):
+            Density.load(p)
