@@ -5,6 +5,7 @@ residual net alone. Weights are random (the time does not depend on them).
     python scripts/nlm_latency.py [--large] [--joint]
     python scripts/nlm_latency.py --variants old,rows,new [--reps 7]
     python scripts/nlm_latency.py --small [--reps 7]
+    python scripts/nlm_latency.py --lowres [--reps 9]
 
 ``--variants old,rows,new``: the NLM graph before session 27 (every shift, traced from
 ``nl_means_full``), session 27's symmetric one traced from ``nl_means_rows``, and the
@@ -123,11 +124,18 @@ def variants(names: list[str], reps: int) -> None:
 #: shipped refiner at distance 6
 SMALL_JOINT = ((5, 2, 8, 2), (5, 2, 8, 3), (5, 2, 12, 2), (5, 1, 8, 2), (5, 1, 8, 3),
                (7, 1, 8, 3), (5, 1, 12, 3), (5, 3, 8, 2), (5, 6, 24, 4), (7, 6, 24, 4))
+#: session 30's refiners with a half-resolution stage ``(patch, distance, width, depth,
+#: low width, low depth)``; the first two: the shipped ``fast`` and ``quality`` refiners
+LOWRES_JOINT = ((5, 1, 8, 3), (5, 6, 24, 4), (5, 1, 8, 1, 16, 2), (5, 1, 8, 1, 16, 3),
+                (5, 1, 8, 1, 24, 2), (5, 1, 8, 1, 24, 3), (5, 1, 8, 2, 16, 2),
+                (5, 1, 12, 1, 24, 2), (5, 1, 8, 1, 32, 2), (5, 2, 8, 1, 16, 2),
+                (5, 2, 8, 1, 24, 2))
 
 
-def small_joint(reps: int) -> None:
-    """``--small``: NLM at patch p, distance d + a joint refiner of ``depth`` x ``width``c,
-    every one in :data:`SMALL_JOINT`, reps interleaved, median."""
+def small_joint(reps: int, archs=SMALL_JOINT) -> None:
+    """``--small``: NLM at patch p, distance d + a joint refiner of ``depth`` x ``width``c
+    (and ``low depth`` x ``low width``c at half resolution where given), every one in
+    ``archs`` (``--lowres``: :data:`LOWRES_JOINT`), reps interleaved, median."""
     import os
 
     from metaae_edge.space.nlm import nl_means
@@ -136,8 +144,9 @@ def small_joint(reps: int) -> None:
     x = np.random.default_rng(1).uniform(0, 1, (1, 1, 512, 512)).astype(np.float32)
     rts = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for patch, d, width, depth in SMALL_JOINT:
-            spec = ArchSpec((1, 32, 32), (LayerSpec(width, "relu", 3),) * depth, 1, (),
+        for patch, d, width, depth, *low in archs:
+            half = (LayerSpec(low[0], "relu", 3),) * low[1] if low else ()
+            spec = ArchSpec((1, 32, 32), (LayerSpec(width, "relu", 3),) * depth, 1, half,
                             backbone="denoiser", nlm=(patch, d, 0.24, 0.345),
                             nlm_joint=True).validate()
             rts[spec] = _bundle(f"{tmp}/{len(rts)}", spec, norm, nl_means)[0]
@@ -158,8 +167,9 @@ def small_joint(reps: int) -> None:
 def main() -> None:
     torch.manual_seed(0)
     argv = sys.argv[1:]
-    if "--small" in argv:
-        return small_joint(int(argv[argv.index("--reps") + 1]) if "--reps" in argv else 7)
+    if "--small" in argv or "--lowres" in argv:
+        return small_joint(int(argv[argv.index("--reps") + 1]) if "--reps" in argv else 7,
+                           LOWRES_JOINT if "--lowres" in argv else SMALL_JOINT)
     if "--variants" in argv:
         reps = int(argv[argv.index("--reps") + 1]) if "--reps" in argv else 7
         return variants(argv[argv.index("--variants") + 1].split(","), max(7, reps))

@@ -91,11 +91,11 @@ def _loss(model, x, u, c, w) -> torch.Tensor:
 
 
 def train(data: dict[str, np.ndarray], steps: int, batch: int, lr: float, seed: int,
-          width: int, depth: int, val_every: int):
+          width: int, depth: int, val_every: int, low: tuple[int, int] = (0, 0)):
     from metaae_edge.pipeline.nlm_refiner import refiner_model
 
     torch.manual_seed(seed)
-    model = refiner_model(width, depth, 1)
+    model = refiner_model(width, depth, 1, low=low)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     tr = [torch.as_tensor(data[f"train_{k}"]) for k in "xuc"]
@@ -142,6 +142,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--width", type=int, default=24)
     ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--low-width", type=int, default=0,
+                    help="channels of a half-resolution stage after the layers (0: none)")
+    ap.add_argument("--low-depth", type=int, default=0, help="its layers")
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-only", action="store_true")
@@ -160,9 +163,9 @@ def main() -> None:
     from metaae_edge.pipeline.nlm_refiner import save_refiner
 
     model, info = train(data, args.steps, args.batch, args.lr, args.seed, args.width,
-                        args.depth, args.val_every)
+                        args.depth, args.val_every, (args.low_width, args.low_depth))
     info.update({k: getattr(args, k) for k in ("tasks", "crops", "res", "steps", "batch",
-                                                 "lr", "seed", "distance")})
+                                                 "lr", "seed", "distance", "low_width", "low_depth")})
     info["sigma_range"] = list(args.sigma_range)
     save_refiner(model, args.out, info)
     print(f"wrote {args.out}: {sum(p.numel() for p in model.parameters())} params, {info}")

@@ -130,7 +130,7 @@ class DenoiserContract(ImageContract):
             out.append((lin, layer.width, layer.kernel, half))
             lin = layer.width
         if s.decoder:
-            out.append((lin, cin, 1, full))
+            out.append((lin, cin, 1, half))  # the merge runs before the up-sampling
         if s.encoder:
             out.append((cin, c, CONV_OUTPUT_KERNEL, full))
         return out

@@ -37,23 +37,26 @@ JOINT_DRAWS = 4
 _BATCH = 64
 
 
-def _spec(shape, width: int, depth: int, nlm):
+def _spec(shape, width: int, depth: int, nlm, low: tuple[int, int] = (0, 0)):
     from ..spec import ArchSpec, LayerSpec
 
     layers = (LayerSpec(int(width), "relu", 3),) * int(depth)
-    return ArchSpec(tuple(shape), layers, int(shape[0]), (), backbone="denoiser",
+    half = (LayerSpec(int(low[0]), "relu", 3),) * int(low[1])
+    return ArchSpec(tuple(shape), layers, int(shape[0]), half, backbone="denoiser",
                     nlm=tuple(nlm), nlm_joint=True).validate()
 
 
 def refiner_model(width: int, depth: int, channels: int = 1, shape=None,
-                  nlm=(5, 6, 1.0, 1.0)):
-    """A fresh refiner (``depth`` 3x3 ReLU convs of ``width`` channels, then the tail),
-    its tail zeroed: ``f = 0``, the output is exactly NLM(z)."""
+                  nlm=(5, 6, 1.0, 1.0), low: tuple[int, int] = (0, 0)):
+    """A fresh refiner (``depth`` 3x3 ReLU convs of ``width`` channels; ``low`` = (width,
+    layers) of an optional half-resolution stage after them (the denoiser spec's
+    ``decoder``: a stride-2 conv, nearest x2 back, a 1x1 merge added as a skip); then the
+    tail), its tail zeroed: ``f = 0``, the output is exactly NLM(z)."""
     import torch
 
     from ..space import CompactDenoiser
 
-    model = CompactDenoiser(_spec(shape or (channels, 32, 32), width, depth, nlm))
+    model = CompactDenoiser(_spec(shape or (channels, 32, 32), width, depth, nlm, low))
     with torch.no_grad():
         model.tail.weight.zero_()
         model.tail.bias.zero_()
@@ -64,9 +67,11 @@ def save_refiner(model, path, info: dict[str, Any]) -> None:
     """Write the refiner's weights with its layer sizes and training ``info``."""
     from safetensors.torch import save_file
 
-    layers = model.spec.encoder
+    layers, half = model.spec.encoder, model.spec.decoder
     meta = {"kind": "nlm-refiner", "width": str(layers[0].width), "depth": str(len(layers)),
             "channels": str(model.spec.input_shape[0]), "info": json.dumps(info)}
+    if half:  # absent for refiners without a half-resolution stage (files as before)
+        meta.update(low_width=str(half[0].width), low_depth=str(len(half)))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
               metadata=meta)
 
@@ -88,7 +93,8 @@ def load_refiner(path=None, shape=(1, 32, 32), nlm=(5, 6, 1.0, 1.0)):
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open
     if meta.get("kind") != "nlm-refiner" or int(meta.get("channels", -1)) != shape[0]:
         raise CheckpointError(f"{path} is not an NLM refiner for {shape[0]}-channel images")
-    model = refiner_model(int(meta["width"]), int(meta["depth"]), shape[0], shape, nlm)
+    low = (int(meta.get("low_width", 0)), int(meta.get("low_depth", 0)))
+    model = refiner_model(int(meta["width"]), int(meta["depth"]), shape[0], shape, nlm, low)
     model.load_state_dict(state)
     model.eval()
     return model

@@ -44,12 +44,14 @@ def _upsample_like(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Nearest x2 up-sampling of ``g`` cropped to ``u``'s H x W, as two Gathers whose
     indices (``floor(i / 2)``) come from ``u``'s data (a cumulative sum of ones), not its
     shape: the exported decoder graph (``latent -> reconstruction``) then needs no Shape
-    of the autoencoder's input ``x``."""
+    of the autoencoder's input ``x``. Both Gathers run on the row axis (whole rows copied;
+    the columns' between two Transposes): a Gather on the last axis, one value at a time,
+    took ~25 ms of a 512x512 one-thread run for 8 channels (session 30)."""
     ones = u[:1, :1] * 0 + 1
     rows = torch.cumsum(ones[0, 0, :, 0], 0) - 1
     cols = torch.cumsum(ones[0, 0, 0, :], 0) - 1
-    g = g.index_select(-2, torch.div(rows, 2, rounding_mode="floor").long())
-    return g.index_select(-1, torch.div(cols, 2, rounding_mode="floor").long())
+    g = g.transpose(-1, -2).index_select(-2, torch.div(cols, 2, rounding_mode="floor").long())
+    return g.transpose(-1, -2).index_select(-2, torch.div(rows, 2, rounding_mode="floor").long())
 
 
 class CompactDenoiser(nn.Module):
@@ -116,7 +118,7 @@ class CompactDenoiser(nn.Module):
                 g = activation_fn(layer.activation)(
                     F.conv2d(g, conv.weight, conv.bias, stride=2 if j == 0 else 1,
                              padding=layer.kernel // 2))
-            h = h + self.merge(_upsample_like(g, u))
+            h = h + _upsample_like(self.merge(g), u)  # 1x1 conv: commutes with nearest
         return self.tail(h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
