@@ -165,7 +165,8 @@ def main() -> None:
     model, info = train(data, args.steps, args.batch, args.lr, args.seed, args.width,
                         args.depth, args.val_every, (args.low_width, args.low_depth))
     info.update({k: getattr(args, k) for k in ("tasks", "crops", "res", "steps", "batch",
-                                                 "lr", "seed", "distance", "low_width", "low_depth")})
+                                                 "lr", "seed", "distance", "low_width",
+                                                 "low_depth")})
     info["sigma_range"] = list(args.sigma_range)
     save_refiner(model, args.out, info)
     print(f"wrote {args.out}: {sum(p.numel() for p in model.parameters())} params, {info}")

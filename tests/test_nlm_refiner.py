@@ -75,13 +75,33 @@ def test_small_distance_1_refiner_loads_with_its_training_settings():
     assert float(model.tail.weight.detach().abs().sum()) > 0
 
 
-def test_joint_graph_equals_torch_at_any_size(tmp_path):
+def test_refiner_with_a_half_resolution_stage_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = refiner_model(8, 1, 1, (1, 16, 16), NLM, low=(12, 2))
+    assert [x.width for x in model.spec.decoder] == [12, 12]
+    assert model.spec.param_count() == sum(p.numel() for p in model.parameters())
+    x = torch.rand(2, 1, 13, 10)
+    with torch.no_grad():  # tail zeroed: exactly NLM, the stage included
+        assert torch.equal(model(x)[0], nl_means(x, NLMParams.from_tuple(NLM)))
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_refiner(model, tmp_path / "low.safetensors", {"distance": 3})
+    again = load_refiner(tmp_path / "low.safetensors", (1, 16, 16), NLM)
+    assert again.spec == model.spec
+    with torch.no_grad():
+        assert torch.equal(again(x)[0], model.eval()(x)[0])
+
+
+@pytest.mark.parametrize("low", [(0, 0), (12, 2)])
+def test_joint_graph_equals_torch_at_any_size(tmp_path, low):
+    import onnx
+
     from metaae_edge.exporters.bundle import write_bundle
     from metaae_edge.runtime import Runtime
     from metaae_edge.tasks.base import Normalizer
 
     torch.manual_seed(0)
-    model = refiner_model(8, 2, 1, (1, 16, 16), NLM)
+    model = refiner_model(8, 2 - bool(low[1]), 1, (1, 16, 16), NLM, low=low)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -100,6 +120,12 @@ def test_joint_graph_equals_torch_at_any_size(tmp_path):
         assert got.shape == (1, 1, *hw)
         assert np.abs(got - want).max() < 1e-4  # stated tolerance: 1e-4 raw units
     assert rt.bundle.manifest["outputs"]["latent"]["shape"][1] == 2
+    dec = onnx.load(str(tmp_path / "b" / "decoder.onnx"))
+    axes = [a.i for n in dec.graph.node if n.op_type == "Gather" for a in n.attribute]
+    # the half-resolution stage's up-sampling: two Gathers, both on the row axis (a
+    # Gather on the last axis copies one value at a time: ~25 ms at 512x512)
+    assert not {-1, 3} & set(axes)
+    assert sum(a in (-2, 2) for a in axes) == (2 if low[1] else 0)
 
 
 def _untrained(t):
