@@ -130,7 +130,9 @@ class DenoiserContract(ImageContract):
             out.append((lin, layer.width, layer.kernel, half))
             lin = layer.width
         if s.decoder:
-            out.append((lin, cin, 1, half))  # the merge runs before the up-sampling
+            # the merge: counted at full resolution (the graph runs it at half since session
+            # 30; kept so the supernet's MAC normalisation, max_macs_per_pixel, is unchanged)
+            out.append((lin, cin, 1, full))
         if s.encoder:
             out.append((cin, c, CONV_OUTPUT_KERNEL, full))
         return out
