@@ -47,7 +47,7 @@ def test_presets_name_shipped_refiners_of_their_distance():
         assert p.nlm_distance() == distance and p.refiner_path().is_file()
         assert refiner_distance(p.refiner_path()) == distance
     assert nlm_preset("quality").refiner_path() == nlm_refiner.REFINER_FILE
-    assert nlm_preset("fast").refiner_path().name == "nlm-refiner-d1-w8x3.safetensors"
+    assert nlm_preset("fast").refiner_path().name == "nlm-refiner-d1-w8-l32x3.safetensors"
     with pytest.raises(DataError, match="--nlm-preset must be one of quality, fast, got 'turbo'"):
         nlm_preset("turbo")
     with pytest.raises(DataError, match="--nlm-preset must be one of"):
@@ -97,8 +97,9 @@ def test_fast_preset_bundle_is_distance_1_and_equals_torch_at_an_odd_size(tmp_pa
     names = [c["name"] for c in comp.selection["candidates"]]
     assert {comp.pool[n].report["nlm_pixel"][1] for n in names if n.startswith("nlm-")} == {1}
     joint = comp.pool["ours-nlm-joint"]
-    assert joint.report["refiner"] == "nlm-refiner-d1-w8x3.safetensors"
-    assert joint.spec.param_count() == 1_393 and joint.spec.nlm[1] == 1
+    assert joint.report["refiner"] == "nlm-refiner-d1-w8-l32x3.safetensors"
+    assert joint.spec.param_count() == 21_321 and joint.spec.nlm[1] == 1
+    assert [x.width for x in joint.spec.decoder] == [32, 32, 32]  # the half-res stage
     ref = np.random.default_rng(0).uniform(0, 1, (4, 24 * 24)).astype(np.float32)
     bundle = write_bundle(tmp_path / "b", model=joint.model, spec=joint.spec,
                           normalizer=joint.normalizer, task_summary={"name": "fast"},

@@ -59,16 +59,19 @@ def test_shipped_refiner_loads_and_is_not_plain_nlm():
     assert float(gap) > 1e-4
 
 
-def test_small_distance_1_refiner_loads_with_its_training_settings():
+@pytest.mark.parametrize("name, params, low", [("nlm-refiner-d1-w8x3", 1_393, []),
+                                               ("nlm-refiner-d1-w8-l32x3", 21_321, [32] * 3)])
+def test_small_distance_1_refiners_load_with_their_training_settings(name, params, low):
     import json
 
     from safetensors import safe_open
 
     from metaae_edge.pipeline.nlm_refiner import REFINER_FILE
 
-    path = REFINER_FILE.parent / "nlm-refiner-d1-w8x3.safetensors"
+    path = REFINER_FILE.parent / f"{name}.safetensors"
     model = load_refiner(path, shape=(1, 32, 32), nlm=(5, 1, 0.8, 1.0))
-    assert model.spec.param_count() == 1_393 and model.spec.nlm[1] == 1
+    assert model.spec.param_count() == params and model.spec.nlm[1] == 1
+    assert [x.width for x in model.spec.decoder] == low
     with safe_open(str(path), "pt") as f:
         info = json.loads(f.metadata()["info"])
     assert info["distance"] == 1 and info["val_rel_mse"] < info["val_nlm_rel_mse"]

@@ -3,9 +3,11 @@
 * ``quality`` (the default): NLM search distance :data:`~.nlm_candidates.NLM_DISTANCE` (6)
   and the round-25 refiner :data:`~.nlm_refiner.REFINER_FILE` (16,297 parameters; 258-471
   ms on a 512x512 photo, one ORT thread; docs/images.md);
-* ``fast``: distance 1 and the 1,393-parameter refiner trained at distance 1
-  (``nlm-refiner-d1-w8x3.safetensors``; 31-60 ms, 0.7-0.8 dB below ``quality`` on the six
-  held-out photos, docs/images.md "Towards 50 ms").
+* ``fast``: distance 1 and the 21,321-parameter refiner with a half-resolution stage
+  trained at distance 1 (``nlm-refiner-d1-w8-l32x3.safetensors``, session 30: 49.7-50.8
+  ms on a quiet core; 30.73 / 29.96 dB patches / crops on the six held-out photos against
+  ``quality``'s 30.60 / 29.98, docs/images.md "Session 30"). Session 28's 1,393-parameter
+  ``nlm-refiner-d1-w8x3.safetensors`` (31-60 ms, 29.77 / 29.26 dB) stays in the folder.
 
 Both keep the patch sizes :data:`~.nlm_candidates.NLM_PATCHES` competing. A refiner is
 only used at the distance it was trained at (its ``info["distance"]``; 6 when absent,
@@ -51,7 +53,7 @@ class NLMPreset:
 
 
 NLM_PRESETS = {"quality": NLMPreset("quality", None, None),
-               "fast": NLMPreset("fast", 1, "nlm-refiner-d1-w8x3.safetensors")}
+               "fast": NLMPreset("fast", 1, "nlm-refiner-d1-w8-l32x3.safetensors")}
 DEFAULT_PRESET = "quality"
 
 
