@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Cache each option's Excess-Mass / Mass-Volume areas per unit (r30 selection study).
+
+The units are those of ``scripts/cache_detector_terms.py`` (same names, same fit rows:
+the support minus the 20% threshold hold-out, model space). Per unit, Goix's feature
+sub-sampling (:func:`emmv.feature_draws`: :data:`N_DRAWS` subsets of
+:data:`MAX_FEATURES` columns): on each subset every option of :data:`OPTIONS` is refitted
+on the fit rows' columns, and scored on the held-out normal rows and on :data:`N_UNIF`
+uniform samples over the bounding box of the support (fit and held-out rows) on those
+columns (the IsolationForest with :data:`IFOREST_TREES` trees). ``base`` is the z-score sum (held-out mean and std, as every ensemble term) of
+the shipped rule's raw-block terms :data:`BASE_PARTS`; ``ours``, the window-feature and
+rocket terms need the whole row and are not refitted on a subset. Stored: ``OPT@em`` and
+``OPT@mv`` (one area per draw, :mod:`emmv`), plus ``_kind``. No query row or label is
+read or stored.
+
+Example::
+
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/cache_emmv_terms.py --out /tmp/emmv_terms
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import emmv  # noqa: E402
+from cache_detector_terms import _IForestTerm, run_cli  # noqa: E402
+from cache_kernel_terms import kernel_terms  # noqa: E402
+from cache_pseudo_terms import _np  # noqa: E402
+
+BASE_PARTS = ("knn-white", "mahalanobis", "pca")
+OPTIONS = ("ocsvm", "knn", "gmm", "iforest", "pca-ppca", "parzen-white")
+N_DRAWS = 5
+MAX_FEATURES = 3
+N_UNIF = 5000
+#: trees of the sub-sampled IsolationForest (the cached query term has 200; cost)
+IFOREST_TREES = 50
+
+
+def subset_scorers(z: np.ndarray, seed: int) -> dict:
+    """``{name: scorer}`` of :data:`BASE_PARTS` and :data:`OPTIONS` fitted on ``z``."""
+    from metaae_edge.pipeline.detector_candidates import _term
+
+    out = {n: _np(_term(n, z, seed)) for n in BASE_PARTS + OPTIONS[:3]}
+    out["iforest"] = _np(_IForestTerm(z, seed, IFOREST_TREES))
+    kern = kernel_terms(z, seed)
+    out.update({n: kern[n] for n in ("pca-ppca", "parzen-white")})
+    return out
+
+
+def draw_areas(z: np.ndarray, hz: np.ndarray, seed: int) -> dict[str, tuple[float, float]]:
+    """``{option: (em area, mv area)}`` on one feature subset (``z``, ``hz`` already cut)."""
+    unif = emmv.uniform_box(np.vstack([z, hz]), N_UNIF, seed)
+    scores = {n: (f(hz), f(unif)) for n, f in subset_scorers(z, seed).items()}
+    base_h, base_u = 0.0, 0.0
+    for n in BASE_PARTS:
+        h, u = scores.pop(n)
+        mu, sd = h.mean(), max(float(h.std(ddof=1)), 1e-3)
+        base_h, base_u = base_h + (h - mu) / sd, base_u + (u - mu) / sd
+    scores = {"base": (base_h, base_u), **scores}
+    out = {}
+    for n, (h, u) in scores.items():
+        h, u = (np.nan_to_num(a, nan=1e30, posinf=1e30) for a in (h, u))
+        out[n] = (emmv.em_area(h, u), emmv.mv_area(h, u))
+    return out
+
+
+def unit_emmv_terms(task, seed: int = 0) -> dict[str, np.ndarray]:
+    from metaae_edge.pipeline.export import split_holdout
+
+    fit, hold = split_holdout(task, 0.2, 0)
+    norm = fit.normalizer()
+    z, hz = (norm.transform(np.asarray(a)).astype(np.float64) for a in (fit.support, hold))
+    ch, ser = task.info.get("channels"), task.info.get("series")
+    out = {"_kind": np.array("series" if ser else "window" if ch else "table")}
+    areas: dict[str, list] = {}
+    for i, cols in enumerate(emmv.feature_draws(z.shape[1], N_DRAWS, MAX_FEATURES, seed)):
+        for n, a in draw_areas(z[:, cols], hz[:, cols], seed + i).items():
+            areas.setdefault(n, []).append(a)
+    for n, a in areas.items():
+        out[f"{n}@em"], out[f"{n}@mv"] = np.array(a).T
+    return out
+
+
+def main(argv=None) -> int:
+    return run_cli(unit_emmv_terms, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
