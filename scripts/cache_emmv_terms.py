@@ -7,10 +7,11 @@ sub-sampling (:func:`emmv.feature_draws`: :data:`N_DRAWS` subsets of
 :data:`MAX_FEATURES` columns): on each subset every option of :data:`OPTIONS` is refitted
 on the fit rows' columns, and scored on the held-out normal rows and on :data:`N_UNIF`
 uniform samples over the bounding box of the support (fit and held-out rows) on those
-columns (the IsolationForest with :data:`IFOREST_TREES` trees). ``base`` is the z-score sum (held-out mean and std, as every ensemble term) of
-the shipped rule's raw-block terms :data:`BASE_PARTS`; ``ours``, the window-feature and
-rocket terms need the whole row and are not refitted on a subset. Stored: ``OPT@em`` and
-``OPT@mv`` (one area per draw, :mod:`emmv`), plus ``_kind``. No query row or label is
+columns (the IsolationForest with :data:`IFOREST_TREES` trees). ``base`` is the z-score
+sum (held-out mean and std, as every ensemble term) of the shipped rule's raw-block terms
+:data:`BASE_PARTS`; ``ours``, the window-feature and rocket terms need the whole row and
+are not refitted on a subset. Stored: ``OPT@em`` and ``OPT@mv`` (one area per draw,
+:mod:`emmv`), plus ``_kind``. No query row or label is
 read or stored.
 
 Example::

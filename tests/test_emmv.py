@@ -65,3 +65,21 @@ def test_feature_draws_and_box():
     rows = np.array([[0.0, 1.0], [2.0, 1.0], [1.0, 1.0]])
     u = emmv.uniform_box(rows, 100, 0)
     assert (u[:, 0] >= 0).all() and (u[:, 0] <= 2).all() and (u[:, 1] == 1).all()
+
+
+def test_selection_rule_ratios_and_tau():
+    import study_emmv_select as study
+
+    opts = study.OPTIONS
+    e = {f"{n}@em": np.array([2.0, 2.0]) for n in ("base",) + opts}
+    e.update({f"{n}@mv": np.array([0.04, 0.04]) for n in ("base",) + opts})
+    e["knn@em"], e["gmm@mv"] = np.array([4.0, 4.0]), np.array([0.01, 0.01])
+    r_em, r_mv = study.ratios(e, "em"), study.ratios(e, "mv")
+    assert np.isclose(r_em["knn"], np.log(2)) and np.isclose(r_mv["gmm"], np.log(4))
+    assert r_em["gmm"] == 0.0 and r_mv["knn"] == 0.0
+    assert study.pick(r_em, 0.5) == "knn" and study.pick(r_em, 1.0) == "base"
+    assert study.pick({o: 0.0 for o in opts}, 0.0) == "base"  # must beat base strictly
+    picks = study.unit_picks(e)
+    assert picks[0] == "base" and len(picks) == len(study.RULES)
+    assert picks[study.RULES.index(("mv", 1.0))] == "gmm"  # log 4 = 1.39 > 1
+    assert picks[study.RULES.index(("em", 1.0))] == "base"  # log 2 = 0.69 < 1

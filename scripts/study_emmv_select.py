@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Choose per unit between the shipped ``ensemble+ours`` and one single term by the
+Excess-Mass or Mass-Volume area (Goix 2016), ``(criterion, tau)`` chosen
+leave-one-dataset-out (r30 selection study, docs/real_data.md).
+
+Reads ``scripts/cache_emmv_terms.py`` (``--emmv-cache``: per option and feature draw, the
+EM and MV areas on the held-out normal rows; no query) for the choice and the query
+scores of ``--cache``, ``--rocket-cache`` and ``--kernel-cache`` for the ROC-AUC (as
+``scripts/study_pseudo_select.py``). Rule ``(c, tau)``: the option with the highest
+``r_c`` (:func:`ratios`) is exported if ``r_c > tau``, else ``base``; the first rule is
+always ``base``. Objective, LODO and test rows as ``scripts/study_series_term.py``.
+
+Example::
+
+    python scripts/study_emmv_select.py --cache /tmp/terms --rocket-cache /tmp/rocket \\
+        --kernel-cache /tmp/kernel --emmv-cache /tmp/emmv --reference /tmp/ref.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_detector_weights import REAL12  # noqa: E402
+from study_pseudo_select import (  # noqa: E402
+    OPTIONS,
+    count_picks,
+    option_weights,
+    query_terms,
+)
+from study_series_term import (  # noqa: E402
+    _auc,
+    lodo,
+    print_rows,
+    print_summaries,
+    read_references,
+    row_means,
+    table_rows,
+)
+
+TAUS = (1.0, 0.5, 0.2, 0.1, 0.05, 0.0)
+CRITERIA = ("em", "mv")
+#: ``(criterion, tau)``; the first (``"-"``) always exports ``base``
+RULES = [("-", np.inf)] + [(c, t) for t in TAUS for c in CRITERIA]
+FLOOR = 1e-9
+
+
+def ratios(e, crit: str) -> dict[str, float]:
+    """``r(o)`` of every option against ``base`` from one EM/MV cache unit: ``log(EM(o) /
+    EM(base))`` or ``log(MV(base) / MV(o))``, areas averaged over the feature draws."""
+    area = {n: max(float(np.mean(e[f"{n}@{crit}"])), FLOOR) for n in ("base",) + OPTIONS}
+    sign = 1.0 if crit == "em" else -1.0
+    return {o: sign * float(np.log(area[o] / area["base"])) for o in OPTIONS}
+
+
+def pick(r: dict[str, float], tau: float) -> str:
+    """The option of highest ``r`` (ties: the earlier) if above ``tau``, else ``base``."""
+    names = list(r)
+    best = max(names, key=lambda o: (r[o], -names.index(o)))
+    return best if r[best] > tau else "base"
+
+
+def unit_picks(e) -> list[str]:
+    """What every rule of :data:`RULES` exports on one unit."""
+    r = {c: ratios(e, c) for c in CRITERIA}
+    return ["base" if c == "-" else pick(r[c], tau) for c, tau in RULES]
+
+
+def unit_aucs(args, datasets: list[str]) -> list[dict]:
+    out = []
+    for key, u, kind, q in query_terms(args, datasets):
+        picks = unit_picks(np.load(os.path.join(args.emmv_cache, key)))
+        opts = option_weights(kind)
+        cols = np.stack([sum(v * q[n] for n, v in opts[c].items()) for c in picks], 1)
+        out.append({"group": u.group, "row": u.row, "split": u.split, "picks": picks,
+                    "auc": _auc(cols, u.y)})
+    return out
+
+
+def rule_name(i: int) -> str:
+    c, tau = RULES[i]
+    return "always base" if c == "-" else f"{c} tau {tau:g}"
+
+
+def describe(i: int, held: list[dict]) -> str:
+    return rule_name(i) + count_picks(i, held)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for a in ("--cache", "--rocket-cache", "--kernel-cache", "--emmv-cache"):
+        p.add_argument(a, required=True)
+    p.add_argument("--datasets", default=REAL12)
+    p.add_argument("--reference", default=None)
+    args = p.parse_args(argv)
+    units = unit_aucs(args, args.datasets.split(","))
+    ref = read_references(args.reference)
+    print(f"{len(units)} units, {len(RULES)} rules\nLODO choices:")
+    cols = {"current": row_means(units, 0)}
+    cols["lodo"], i_all = lodo(units, print, describe)
+    cols["all (in-sample)"] = row_means(units, i_all)
+    for i in (RULES.index(("em", 0.0)), RULES.index(("mv", 0.0))):
+        cols[f"{rule_name(i)} (fixed)"] = row_means(units, i)
+    rows = table_rows(units)
+    print_rows(cols, rows, units, ref)
+    fixed = {f"{rule_name(i)} (fixed)": row_means(units, i) for i in range(1, len(RULES))}
+    print_summaries({**cols, **fixed}, rows, ref)
+    worst = min(cols["lodo"][r] - cols["current"][r] for r in rows)
+    print(f"  largest LODO drop vs current over the {len(rows)} rows: {worst:+.4f}")
+    gaps = [r for r in rows if r in ref and cols["current"][r] < ref[r]["oracle"] - 0.005]
+    print("\nPicks of em / mv tau 0 on the rows below best classical - 0.005:")
+    for r in gaps:
+        held = [u for u in units if u["row"] == r]
+        print(f"  {r[0]} S={r[1]}: em{count_picks(RULES.index(('em', 0.0)), held)}; "
+              f"mv{count_picks(RULES.index(('mv', 0.0)), held)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
