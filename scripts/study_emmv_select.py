@@ -73,12 +73,42 @@ def unit_picks(e) -> list[str]:
 def unit_aucs(args, datasets: list[str]) -> list[dict]:
     out = []
     for key, u, kind, q in query_terms(args, datasets):
-        picks = unit_picks(np.load(os.path.join(args.emmv_cache, key)))
+        e = np.load(os.path.join(args.emmv_cache, key))
         opts = option_weights(kind)
-        cols = np.stack([sum(v * q[n] for n, v in opts[c].items()) for c in picks], 1)
-        out.append({"group": u.group, "row": u.row, "split": u.split, "picks": picks,
-                    "auc": _auc(cols, u.y)})
+        names = list(opts) + unit_picks(e)
+        cols = np.stack([sum(v * q[n] for n, v in opts[c].items()) for c in names], 1)
+        auc = _auc(cols, u.y)
+        out.append({"group": u.group, "row": u.row, "split": u.split, "picks": names[7:],
+                    "auc": auc[7:], "option_auc": dict(zip(names[:7], auc[:7])),
+                    "r": {c: ratios(e, c) for c in CRITERIA}})
     return out
+
+
+def agreement(units: list[dict]) -> None:
+    """After the result, not evidence: per unit, the Spearman correlation over the seven
+    options (base at ``r = 0``) between ``r_c`` and the query ROC-AUC, and how often the
+    top-``r`` option's AUC is >= base's, by real S and synthetic split."""
+    from scipy.stats import spearmanr
+
+    print("\nDiagnostic (after the result; in-sample, uses the query labels):")
+    for label, sel in (("real S=32", lambda u: u["split"] == "real" and u["row"][1] == 32),
+                       ("real S=256", lambda u: u["split"] == "real" and u["row"][1] == 256),
+                       ("synthetic", lambda u: u["split"] != "real")):
+        mine = [u for u in units if sel(u)]
+        parts = []
+        for c in CRITERIA:
+            rho, ok = [], []
+            for u in mine:
+                r = {"base": 0.0, **u["r"][c]}
+                a = u["option_auc"]
+                if np.ptp(list(r.values())) > 0 and np.ptp(list(a.values())) > 0:
+                    rho.append(spearmanr([r[n] for n in a], list(a.values()))[0])
+                top = max(r, key=lambda n: (r[n], n == "base"))
+                ok.append(a[top] >= a["base"])
+            mean = f"{np.mean(rho):+.3f}" if rho else "-"
+            parts.append(f"{c}: mean rho {mean} "
+                         f"({len(rho)} units with a spread), top >= base {np.mean(ok):.2f}")
+        print(f"  {label} ({len(mine)} units): " + "; ".join(parts))
 
 
 def rule_name(i: int) -> str:
@@ -117,6 +147,7 @@ def main(argv=None) -> int:
         held = [u for u in units if u["row"] == r]
         print(f"  {r[0]} S={r[1]}: em{count_picks(RULES.index(('em', 0.0)), held)}; "
               f"mv{count_picks(RULES.index(('mv', 0.0)), held)}")
+    agreement(units)
     return 0
 
 
