@@ -31,16 +31,9 @@ from study_pseudo_select import (  # noqa: E402
     count_picks,
     option_weights,
     query_terms,
+    report,
 )
-from study_series_term import (  # noqa: E402
-    _auc,
-    lodo,
-    print_rows,
-    print_summaries,
-    read_references,
-    row_means,
-    table_rows,
-)
+from study_series_term import _auc, read_references, table_rows  # noqa: E402
 
 TAUS = (1.0, 0.5, 0.2, 0.1, 0.05, 0.0)
 CRITERIA = ("em", "mv")
@@ -130,17 +123,9 @@ def main(argv=None) -> int:
     units = unit_aucs(args, args.datasets.split(","))
     ref = read_references(args.reference)
     print(f"{len(units)} units, {len(RULES)} rules\nLODO choices:")
-    cols = {"current": row_means(units, 0)}
-    cols["lodo"], i_all = lodo(units, print, describe)
-    cols["all (in-sample)"] = row_means(units, i_all)
-    for i in (RULES.index(("em", 0.0)), RULES.index(("mv", 0.0))):
-        cols[f"{rule_name(i)} (fixed)"] = row_means(units, i)
+    fixed = {f"{rule_name(i)} (fixed)": i for i in range(1, len(RULES))}
+    cols = report(units, ref, describe, fixed, ("em tau 0 (fixed)", "mv tau 0 (fixed)"))
     rows = table_rows(units)
-    print_rows(cols, rows, units, ref)
-    fixed = {f"{rule_name(i)} (fixed)": row_means(units, i) for i in range(1, len(RULES))}
-    print_summaries({**cols, **fixed}, rows, ref)
-    worst = min(cols["lodo"][r] - cols["current"][r] for r in rows)
-    print(f"  largest LODO drop vs current over the {len(rows)} rows: {worst:+.4f}")
     gaps = [r for r in rows if r in ref and cols["current"][r] < ref[r]["oracle"] - 0.005]
     print("\nPicks of em / mv tau 0 on the rows below best classical - 0.005:")
     for r in gaps:

@@ -148,19 +148,28 @@ def main(argv=None) -> int:
     global MODE
     MODE = args.options
     units = unit_aucs(args, args.datasets.split(","))
-    ref = read_references(args.reference)
     print(f"{len(units)} units, taus {TAUS}\nLODO choices:")
+    report(units, read_references(args.reference), describe,
+           {f"tau {tau:g} (fixed)": i for i, tau in enumerate(TAUS[1:], 1)})
+    return 0
+
+
+def report(units: list[dict], ref: dict, describe, fixed: dict[str, int],
+           shown: tuple[str, ...] | None = None) -> dict:
+    """Print the LODO choices, the per-row table (current, lodo, all (in-sample) and the
+    ``fixed`` rules ``{column: rule index}`` named in ``shown``, default all), the
+    summaries (every fixed rule) and the largest LODO drop; return the table's columns."""
     cols = {"current": row_means(units, 0)}
     cols["lodo"], i_all = lodo(units, print, describe)
     cols["all (in-sample)"] = row_means(units, i_all)
-    for i, tau in enumerate(TAUS[1:], 1):
-        cols[f"tau {tau:g} (fixed)"] = row_means(units, i)
+    every = {name: row_means(units, i) for name, i in fixed.items()}
+    cols.update({n: v for n, v in every.items() if shown is None or n in shown})
     rows = table_rows(units)
     print_rows(cols, rows, units, ref)
-    print_summaries(cols, rows, ref)
+    print_summaries({**cols, **every}, rows, ref)
     worst = min(cols["lodo"][r] - cols["current"][r] for r in rows)
     print(f"  largest LODO drop vs current over the {len(rows)} rows: {worst:+.4f}")
-    return 0
+    return cols
 
 
 if __name__ == "__main__":
