@@ -83,3 +83,16 @@ def test_selection_rule_ratios_and_tau():
     assert picks[0] == "base" and len(picks) == len(study.RULES)
     assert picks[study.RULES.index(("mv", 1.0))] == "gmm"  # log 4 = 1.39 > 1
     assert picks[study.RULES.index(("em", 1.0))] == "base"  # log 2 = 0.69 < 1
+
+
+def test_pooling_a_split_twice_changes_no_area():
+    import cache_emmv_terms as cache
+
+    rng = np.random.default_rng(2)
+    z, hz = rng.normal(size=(40, 3)), rng.normal(size=(12, 3))
+    one = cache.draw_areas([(z, hz)], np.vstack([z, hz]), 0)
+    two = cache.draw_areas([(z, hz), (z, hz)], np.vstack([z, hz]), 0)
+    assert set(one) == {"base", *cache.OPTIONS}
+    for n in one:  # duplicated held-out and uniform scores: the same mass and volume
+        np.testing.assert_allclose(two[n], one[n], rtol=1e-12)
+    assert all(0 < one[n][1] < 0.09 for n in one)  # MV areas: box fractions over [0.9, 0.99)
