@@ -12,8 +12,9 @@ query, and that mean's sampling covariance, the unbiased sample covariance over 
 count) and applied to the fifth fold's supports; the
 score is the squared error of the support-based location against the task's query mean,
 in the support's standardised units, summed over values. The rule (fixed before any test
-run): a D keeps its prior when the prior's error minus the support mean's is negative
-with the upper end of its 95% t-interval below 0; the kept prior is refitted on all of
+run): a D keeps its prior when the upper end of the 95% t-interval of the prior's error
+minus the support mean's is below 0 (below -1e-6 of the support mean's error: a prior
+that refuses every support, a tie, is not kept); the kept prior is refitted on all of
 that D's tasks.
 """
 
@@ -84,7 +85,7 @@ def main() -> None:
                 continue
             g, base, refused = cv_gain(items)
             h = stats.t.ppf(0.975, len(g) - 1) * g.std(ddof=1) / np.sqrt(len(g))
-            keep = bool(g.mean() < 0 and g.mean() + h < 0)
+            keep = bool(g.mean() + h < -1e-6 * base)  # a tie (all refused) is not a gain
             cv[str(dim)] = {"tasks": len(items), "gain": round(float(g.mean()), 5),
                             "base": round(base, 5),
                             "half_width": round(float(h), 5), "refused": refused,
