@@ -21,7 +21,10 @@ not comparable with N generated rows).
 bundle is reused with its density refitted by the current code (``add_density`` on a
 copy, the same fit adapt-and-export stages), so density changes are measured on the same
 adapted models (``--residual pooled``: the density of bundles before session 27, one
-pooled residual; ``--blend on``: with session 28's input-space Gaussian, not the default).
+pooled residual; ``--blend on``: with session 28's input-space Gaussian, not the default;
+``--location off``: without session 30's location prior, the default of adapt-and-export,
+whose ``on`` also scores the ablation ``input gaussian + shrinkage``, the input-space
+baseline moved by the same prior).
 ``--json FILE`` writes every task's metrics.
 """
 
@@ -192,9 +195,10 @@ def main() -> None:
     ap.add_argument("--blend", default="off", choices=("on", "off"),
                     help="cached bundles: on refits the density with session 28's "
                          "input-space Gaussian (not the default)")
-    ap.add_argument("--location", default="off", choices=("on", "off"),
-                    help="cached bundles: on refits the density with session 30's "
-                         "location prior (and scores the input gaussian moved by it)")
+    ap.add_argument("--location", default="on", choices=("on", "off"),
+                    help="cached bundles: on (the default since session 30) refits the "
+                         "density with the location prior (and scores the input gaussian "
+                         "moved by it); off: without it")
     ap.add_argument("--priors", default=str(PRIORS_FILE), help="location-priors JSON")
     ap.add_argument("--cache", default=None, help="folder of exported bundles to reuse")
     ap.add_argument("--json", default=None, help="write every task's metrics here")
@@ -212,9 +216,10 @@ def main() -> None:
         units = [unit(family, args.split, i, ckpt, args) for i in range(args.tasks)]
         print(f"# {family}: {time.perf_counter() - t0:.0f} s; "
               + "; ".join(u["info"] for u in units), flush=True)
-        lines += rows(family, units)
+        new = rows(family, units)
+        lines += new
         paired.append(paired_row(family, units))
-        print("\n".join(lines[-len(METHODS):] + [paired[-1]]), flush=True)
+        print("\n".join(new + [paired[-1]]), flush=True)
         dump[family] = units
     print("\n".join(lines + [""] + paired))
     if args.json:

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from metaae_edge.exporters.density import add_density
+from metaae_edge.exporters.density import PRIORS_FILE, add_density
 from metaae_edge.runtime.density import DENSITY_FILE, Density
 from metaae_edge.runtime.density_location import (
     LocationPrior,
@@ -72,7 +72,7 @@ def bundles(tmp_path_factory, prior):
                               task_summary={"name": "t", "family": "toy"})
     other = root / "other"
     shutil.copytree(plain, other)
-    add_density(plain, support, seed=0)
+    add_density(plain, support, seed=0)  # the shipped priors: none for "toy"
     section = add_density(other, support, seed=0, location=priors)
     shifted = Density.load(other / DENSITY_FILE).location_shift
     return {"plain": plain, "shifted": other, "section": section, "shift": shifted,
@@ -119,3 +119,19 @@ def test_bad_location_shift_is_refused(bundles, tmp_path):
     assert_density_refused([dataclasses.replace(good, location_shift=np.full(D, np.nan)),
                             dataclasses.replace(good, location_shift=np.zeros((2, D)))],
                            tmp_path)
+
+
+def test_the_shipped_sensors_prior_moves_test_supports_towards_their_query():
+    from metaae_edge.tasks import create_family
+
+    priors = load_priors(PRIORS_FILE)["sensors"]
+    assert sorted(priors) == [16, 24, 32, 48, 64, 72, 96, 128]
+    fam, gains = create_family("sensors", seed=0), []
+    for i in range(4):
+        t = fam.sample("test", i, objective="reconstruct")
+        s = np.asarray(t.support, np.float64)
+        shift = posterior_shift(s, priors[s.shape[1]], i)
+        if shift is not None:
+            q = np.asarray(t.query, np.float64).mean(0)
+            gains.append(((q - s.mean(0) - shift) ** 2).sum() - ((q - s.mean(0)) ** 2).sum())
+    assert len(gains) >= 3 and np.mean(gains) < 0

@@ -107,12 +107,14 @@ def _blend(density, support, codes, resid, decode, seed: int) -> tuple[Any, dict
 
 
 def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.ndarray, *,
-                  seed: int = 0, max_components: int = 5) -> dict[str, Any]:
+                  seed: int = 0, max_components: int = 5,
+                  location: str | Path | None = PRIORS_FILE) -> dict[str, Any]:
     """Inside :meth:`BundleWriter.create`, once the graphs are staged and listed: fit the
     density through the staged bundle (``manifest`` as its draft, see
     :meth:`BundleWriter.preview`) and stage ``density.npz``; returns the ``density``
-    section for the commit."""
-    _, data, section = _fit(writer.preview(manifest), support, seed, max_components)
+    section for the commit. ``location``: as in :func:`add_density`."""
+    _, data, section = _fit(writer.preview(manifest), support, seed, max_components,
+                            location=location)
     writer.path(DENSITY_FILE).write_bytes(data)
     writer.add(DENSITY_FILE, DENSITY_ROLE)
     return section
@@ -120,7 +122,7 @@ def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.nd
 
 def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
                 max_components: int = 5, per_component: bool = True, blend: bool = False,
-                location: str | Path | None = None, sign_key: Any = None,
+                location: str | Path | None = PRIORS_FILE, sign_key: Any = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit the latent density of ``support`` (raw samples or images) and add it to the
     existing ``bundle``; returns the manifest's ``density`` section. ``per_component``
@@ -128,9 +130,10 @@ def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
     ``blend`` True: also mix in the input-space Gaussian, its weight chosen on support
     folds (session 28; off by default: on the 20-task test table it changed no family's
     MMD^2 beyond its interval and lost tabular's significance against PCA sampling,
-    docs/generation.md); ``location``: a location-priors JSON (e.g. :data:`PRIORS_FILE`):
-    shift the samples by its prior for the bundle's task family and input size (session
-    30)."""
+    docs/generation.md); ``location``: a location-priors JSON (default
+    :data:`PRIORS_FILE`, the shipped one; None: no shift): shift the samples by its prior
+    for the bundle's task family and input size, when it has one (session 30; the default
+    since its 20-task test run, docs/generation.md)."""
     rt, data, section = _fit(bundle, support, seed, max_components, per_component, blend,
                              location)
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
