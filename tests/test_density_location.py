@@ -101,6 +101,15 @@ print("ok")
     assert res.stdout.strip() == "ok"
 
 
+def test_inspect_shows_the_prior_only_where_it_is_used(bundles, cli):
+    code, out, err = cli("inspect", bundles["shifted"])
+    assert code == 0, err
+    rms = bundles["section"]["location_shift_rms"]
+    assert f"location prior toy (shift rms {rms:g} support std)" in " ".join(out.split())
+    code, out, err = cli("inspect", bundles["plain"])
+    assert code == 0 and "location prior" not in out, err
+
+
 def test_without_a_prior_for_the_family_nothing_changes(bundles, tmp_path):
     with np.load(bundles["plain"] / DENSITY_FILE) as f:
         assert "location_shift" not in f.files
