@@ -59,10 +59,10 @@ def parse_args(argv=None):
 class _IForestTerm:
     """IsolationForest score (``iforest`` detector: 200 trees) as a term-like callable."""
 
-    def __init__(self, z: np.ndarray, seed: int):
+    def __init__(self, z: np.ndarray, seed: int, n_estimators: int = 200):
         from sklearn.ensemble import IsolationForest
 
-        self.model = IsolationForest(n_estimators=200, random_state=seed).fit(z)
+        self.model = IsolationForest(n_estimators=n_estimators, random_state=seed).fit(z)
 
     def __call__(self, zt):
         import torch

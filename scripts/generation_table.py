@@ -21,7 +21,10 @@ not comparable with N generated rows).
 bundle is reused with its density refitted by the current code (``add_density`` on a
 copy, the same fit adapt-and-export stages), so density changes are measured on the same
 adapted models (``--residual pooled``: the density of bundles before session 27, one
-pooled residual; ``--blend on``: with session 28's input-space Gaussian, not the default).
+pooled residual; ``--blend on``: with session 28's input-space Gaussian, not the default;
+``--location off``: without session 30's location prior, the default of adapt-and-export,
+whose ``on`` also scores the ablation ``input gaussian + shrinkage``, the input-space
+baseline moved by the same prior).
 ``--json FILE`` writes every task's metrics.
 """
 
@@ -42,11 +45,13 @@ from metaae_edge.evaluate.generation import (
     pca_sampling,
     sample_metrics,
 )
+from metaae_edge.exporters.density import PRIORS_FILE
 
 CHECKPOINTS = {"manifold": "manifold", "sensors": "sensors", "digits": "digits",
                "digits-res": "digits-res"}  # others: --checkpoint
 METHODS = ("ours", "ours, decoded means", "input gaussian", "pca sampling", "support rows")
 BASELINES = ("input gaussian", "pca sampling")
+SHRUNK = "input gaussian + shrinkage"  # the ablation of --location on (not a baseline)
 WINE_NORMAL = {"test": 0, "train": 1}
 
 
@@ -62,8 +67,8 @@ def task_for(family: str, split: str, index: int):
 
 
 def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
-               tmp: Path, per_component: bool = True, blend: bool = True
-               ) -> tuple[Path, str]:
+               tmp: Path, per_component: bool = True, blend: bool = True,
+               location: str | None = None) -> tuple[Path, str]:
     """``(bundle, selected model)``: exported into ``cached`` once, then reused with its
     density refitted (on a copy under ``tmp``); without a cache, exported under ``tmp``."""
     from metaae_edge.exporters.density import add_density
@@ -80,7 +85,7 @@ def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
     sel = (cached / "selected.txt").read_text()
     shutil.copytree(cached, tmp / "b")
     add_density(tmp / "b", task.support, seed=index, per_component=per_component,
-                blend=blend)
+                blend=blend, location=location)
     return tmp / "b", sel
 
 
@@ -95,7 +100,8 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
     n = args.samples or n_held
     with tempfile.TemporaryDirectory() as tmp:
         path, sel = bundle_for(task, ckpt, index, args.candidates, cached, Path(tmp),
-                               args.residual == "component", args.blend == "on")
+                               args.residual == "component", args.blend == "on",
+                               args.priors if args.location == "on" else None)
         rt = Runtime.load(path)
         ours = rt.generate(n, seed=index, temperature=args.temperature).reshape(n, -1)
         means = rt.generate(n, seed=index, temperature=args.temperature,
@@ -107,13 +113,30 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
     samples = {"ours": norm.transform(ours), "ours, decoded means": norm.transform(means),
                "input gaussian": input_gaussian(sup, n, index),
                "pca sampling": pca, "support rows": sup}
+    if args.location == "on":  # the ablation: the baseline moved by the same prior
+        samples[SHRUNK] = samples["input gaussian"] + prior_shift(task, norm, args.priors,
+                                                                  index)
     bw = median_bandwidth(held)
     out = {m: sample_metrics(s, held, bw) for m, s in samples.items()}
     extra = "".join(f", {k}={density[k]}" for k in ("residual_prior_rows", "temperature",
-                                                         "input_weight")
+                                                         "input_weight", "location_prior")
                     if k in density)
     out["info"] = f"{sel} k={density['components']}{extra}, pca q={q}"
     return out
+
+
+def prior_shift(task, norm, priors: str, seed: int) -> np.ndarray:
+    """The location prior's shift of ``task``'s support in its model space (0: none)."""
+    from metaae_edge.runtime.density_location import load_priors, posterior_shift
+
+    x = np.asarray(task.support, np.float64).reshape(len(task.support), -1)
+    prior = load_priors(priors).get(task.family, {}).get(x.shape[1])
+    shift = None if prior is None else posterior_shift(x, prior, seed)
+    if shift is None:
+        return np.zeros(x.shape[1])
+    mean = x.mean(0, keepdims=True)
+    return (norm.transform((mean + shift).astype(np.float32))
+            - norm.transform(mean.astype(np.float32))).reshape(-1)
 
 
 def ci(v: list[float]) -> tuple[float, float]:
@@ -133,7 +156,7 @@ def _fmt(v: list[float]) -> str:
 
 def rows(family: str, units: list[dict]) -> list[str]:
     out = []
-    for m in METHODS:
+    for m in METHODS + ((SHRUNK,) if SHRUNK in units[0] else ()):
         vals = {k: [u[m][k] for u in units] for k in ("mmd2", "precision", "recall")}
         wins = "" if m != "ours" else str(sum(
             u["ours"]["mmd2"] < min(u[b]["mmd2"] for b in BASELINES)
@@ -144,13 +167,14 @@ def rows(family: str, units: list[dict]) -> list[str]:
 
 
 def paired_row(family: str, units: list[dict]) -> str:
-    """``| family | ours - input gaussian | ours - pca sampling | tasks |`` (MMD^2)."""
+    """``| family | ours - input gaussian | ours - pca sampling | tasks |`` (MMD^2); with
+    ``--location on`` also ``ours - input gaussian + shrinkage``."""
     cells = []
-    for b in BASELINES:
+    for b in BASELINES + ((SHRUNK,) if SHRUNK in units[0] else ()):
         m, h = ci([u["ours"]["mmd2"] - u[b]["mmd2"] for u in units])
         sig = " *" if abs(m) > h else ""
         cells.append(f"{m:+.4f} ± {h:.4f}{sig}")
-    return f"| {family} | {cells[0]} | {cells[1]} | {len(units)} |"
+    return f"| {family} | {' | '.join(cells)} | {len(units)} |"
 
 
 def main() -> None:
@@ -171,13 +195,19 @@ def main() -> None:
     ap.add_argument("--blend", default="off", choices=("on", "off"),
                     help="cached bundles: on refits the density with session 28's "
                          "input-space Gaussian (not the default)")
+    ap.add_argument("--location", default="on", choices=("on", "off"),
+                    help="cached bundles: on (the default since session 30) refits the "
+                         "density with the location prior (and scores the input gaussian "
+                         "moved by it); off: without it")
+    ap.add_argument("--priors", default=str(PRIORS_FILE), help="location-priors JSON")
     ap.add_argument("--cache", default=None, help="folder of exported bundles to reuse")
     ap.add_argument("--json", default=None, help="write every task's metrics here")
     args = ap.parse_args()
     lines = ["| family | method | MMD² (lower better) | precision | recall | ours best MMD² |",
              "| --- | --- | --- | --- | --- | --- |"]
-    paired = ["| family | ours − input gaussian | ours − pca sampling | tasks |",
-              "| --- | --- | --- | --- |"]
+    extra = f" ours − {SHRUNK} |" if args.location == "on" else ""
+    paired = ["| family | ours − input gaussian | ours − pca sampling |" + extra + " tasks |",
+              "| --- | --- | --- |" + (" --- |" if extra else "") + " --- |"]
     dump = {}
     for family in args.families.split(","):
         name = CHECKPOINTS.get(family)
@@ -186,9 +216,10 @@ def main() -> None:
         units = [unit(family, args.split, i, ckpt, args) for i in range(args.tasks)]
         print(f"# {family}: {time.perf_counter() - t0:.0f} s; "
               + "; ".join(u["info"] for u in units), flush=True)
-        lines += rows(family, units)
+        new = rows(family, units)
+        lines += new
         paired.append(paired_row(family, units))
-        print("\n".join(lines[-len(METHODS):] + [paired[-1]]), flush=True)
+        print("\n".join(new + [paired[-1]]), flush=True)
         dump[family] = units
     print("\n".join(lines + [""] + paired))
     if args.json:

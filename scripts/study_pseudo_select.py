@@ -91,20 +91,28 @@ def pick(crit: dict[str, float], tau: float) -> str:
     return best if crit[best] - crit["base"] > tau else "base"
 
 
-def unit_aucs(args, datasets: list[str]) -> list[dict]:
+def query_terms(args, datasets: list[str]):
+    """Per unit: ``(cache file name, unit, kind, {term: query z-scores})`` for the terms
+    of ``base`` and every option of :data:`OPTIONS`, from ``args.cache``,
+    ``args.rocket_cache`` and ``args.kernel_cache``."""
     paths = sorted(p for p in glob.glob(os.path.join(args.cache, "*.npz"))
                    if _keep(p, datasets))
-    out = []
     for path, u in zip(paths, load(args.cache, datasets)):
         key = os.path.basename(path)
         t, rk = np.load(path), np.load(os.path.join(args.rocket_cache, key))
         kd = np.load(os.path.join(args.kernel_cache, key))
-        p = np.load(os.path.join(args.pseudo_cache, key))
-        kind = str(p["_kind"])
+        kind = str(rk["_kind"])
         q = {n: _z(t, n) for n in CURRENT if f"{n}@query" in t.files}
         if kind != "table":
             q["rocket"] = _z(rk, ROCKET[0])
         q.update({n: _z(kd if n in ("pca-ppca", "parzen-white") else t, n) for n in OPTIONS})
+        yield key, u, kind, q
+
+
+def unit_aucs(args, datasets: list[str]) -> list[dict]:
+    out = []
+    for key, u, kind, q in query_terms(args, datasets):
+        p = np.load(os.path.join(args.pseudo_cache, key))
         opts = option_weights(kind)
         crit = criterion(p, kind)
         picks = [pick(crit, tau) for tau in TAUS]
@@ -114,13 +122,17 @@ def unit_aucs(args, datasets: list[str]) -> list[dict]:
     return out
 
 
-def describe(i: int, held: list[dict]) -> str:
-    """Threshold ``i``, and what it picks on the held-out dataset's units."""
+def count_picks(i: int, held: list[dict]) -> str:
+    """``"; picks NAME xN, ..."``: what rule ``i`` exports on the units ``held``."""
     counts: dict[str, int] = {}
     for u in held:
         counts[u["picks"][i]] = counts.get(u["picks"][i], 0) + 1
-    picks = "; picks " + ", ".join(f"{k} x{v}" for k, v in counts.items()) if held else ""
-    return f"tau {TAUS[i]}{picks}"
+    return "; picks " + ", ".join(f"{k} x{v}" for k, v in counts.items()) if held else ""
+
+
+def describe(i: int, held: list[dict]) -> str:
+    """Threshold ``i``, and what it picks on the held-out dataset's units."""
+    return f"tau {TAUS[i]}{count_picks(i, held)}"
 
 
 def main(argv=None) -> int:
@@ -136,19 +148,28 @@ def main(argv=None) -> int:
     global MODE
     MODE = args.options
     units = unit_aucs(args, args.datasets.split(","))
-    ref = read_references(args.reference)
     print(f"{len(units)} units, taus {TAUS}\nLODO choices:")
+    report(units, read_references(args.reference), describe,
+           {f"tau {tau:g} (fixed)": i for i, tau in enumerate(TAUS[1:], 1)})
+    return 0
+
+
+def report(units: list[dict], ref: dict, describe, fixed: dict[str, int],
+           shown: tuple[str, ...] | None = None) -> dict:
+    """Print the LODO choices, the per-row table (current, lodo, all (in-sample) and the
+    ``fixed`` rules ``{column: rule index}`` named in ``shown``, default all), the
+    summaries (every fixed rule) and the largest LODO drop; return the table's columns."""
     cols = {"current": row_means(units, 0)}
     cols["lodo"], i_all = lodo(units, print, describe)
     cols["all (in-sample)"] = row_means(units, i_all)
-    for i, tau in enumerate(TAUS[1:], 1):
-        cols[f"tau {tau:g} (fixed)"] = row_means(units, i)
+    every = {name: row_means(units, i) for name, i in fixed.items()}
+    cols.update({n: v for n, v in every.items() if shown is None or n in shown})
     rows = table_rows(units)
     print_rows(cols, rows, units, ref)
-    print_summaries(cols, rows, ref)
+    print_summaries({**cols, **every}, rows, ref)
     worst = min(cols["lodo"][r] - cols["current"][r] for r in rows)
     print(f"  largest LODO drop vs current over the {len(rows)} rows: {worst:+.4f}")
-    return 0
+    return cols
 
 
 if __name__ == "__main__":

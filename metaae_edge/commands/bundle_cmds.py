@@ -160,6 +160,10 @@ def _head_table(b: Any, verify: bool, signature: str | None = None,
         head.add_row("density", _txt(f"{d.get('kind', '?')} of {d.get('components', '?')} "
                                      f"over latent {d.get('latent_shape')} "
                                      f"({d.get('n_codes', '?')} codes)"))
+        if d.get("location_prior"):  # session 30: the family's learned location prior
+            rms = d.get("location_shift_rms")
+            head.add_row("location prior", _txt(str(d["location_prior"]) + (
+                "" if rms is None else f" (shift rms {rms:g} support std)")))
     head.add_row("integrity", "sha256 verified" if verify else
                  "paths and sizes checked (add --verify for sha256)")
     if signature is not None:

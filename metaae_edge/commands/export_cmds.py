@@ -111,7 +111,7 @@ def adapt_and_export_cmd(
     t = _load_task(ckpt, data, task, (channels, series), objective, noise, seed)
     report = adapt_and_export(
         ckpt, t, options, progress=RichProgress(),
-        log=lambda line: console.print(line, highlight=False, markup=False),
+        log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True),
         on_precision=lambda r: _print_precision(r, max_quality_drop))
     _print_summary(report, fpr)
     console.print(f"  bundle {report.bundle} ({report.bundle_bytes / 1024:.1f} KiB) in "

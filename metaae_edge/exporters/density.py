@@ -24,22 +24,46 @@ import numpy as np
 
 from ..runtime.density import DENSITY_FILE, DENSITY_ROLE, fit_density
 from ..runtime.density_blend import choose_input_weight, fit_input_gaussian
+from ..runtime.density_location import load_priors, posterior_shift
 from ..runtime.density_residual import fit_residuals, responsibilities
 from ..runtime.density_temperature import choose_temperature
 from .writer import BundleWriter
 
-__all__ = ["GENERATIVE_OBJECTIVES", "add_density", "stage_density"]
+__all__ = ["GENERATIVE_OBJECTIVES", "PRIORS_FILE", "add_density", "stage_density"]
 
 #: objectives whose decoder maps codes of clean data back to data (a denoise bundle's
 #: codes are of corrupted inputs: no density, and generate refuses it)
 GENERATIVE_OBJECTIVES = ("reconstruct", "anomaly")
 
+#: the location priors learned on meta-training tasks (``scripts/generation_prior.py``)
+PRIORS_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / "location_priors.json"
+
+
+def _location(density, manifest: dict[str, Any], support: np.ndarray, seed: int,
+              priors: str | Path | None) -> tuple[Any, dict[str, Any]]:
+    """The density with the location prior's shift of ``support`` (session 30,
+    :mod:`~metaae_edge.runtime.density_location`) when ``priors`` holds one for the
+    bundle's task family and input size, and the manifest keys saying what happened."""
+    family = str((manifest.get("task") or {}).get("family", ""))
+    x = support.reshape(len(support), -1)
+    path = Path(priors)
+    prior = load_priors(path).get(family, {}).get(x.shape[1]) if path.exists() else None
+    if prior is None:
+        return density, {}
+    shift = posterior_shift(x, prior, seed)
+    if shift is None:
+        return density, {"location_prior": f"{family}: support mean implausible, unused"}
+    sd = np.where(x.std(0) > 1e-12, x.std(0), 1.0)
+    return dataclasses.replace(density, location_shift=shift.astype(np.float32)), {
+        "location_prior": family,
+        "location_shift_rms": round(float(np.sqrt(np.mean((shift / sd) ** 2))), 6)}
+
 
 def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int,
-         per_component: bool = True, blend: bool = False
-         ) -> tuple[Any, bytes, dict[str, Any]]:
+         per_component: bool = True, blend: bool = False,
+         location: str | Path | None = None) -> tuple[Any, bytes, dict[str, Any]]:
     """``(runtime, density.npz bytes, manifest section)`` of ``support`` through the bundle
-    at ``bundle`` (its graphs on ort-cpu)."""
+    at ``bundle`` (its graphs on ort-cpu); ``location``: a location-priors JSON."""
     from ..runtime import Runtime
 
     rt = Runtime.load(bundle, backend="ort-cpu")
@@ -58,10 +82,13 @@ def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int
                                   temperature=temp)
     density, b_info = _blend(density, support, codes, resid, rt.decode, seed) if blend \
         else (density, {})
+    density, l_info = (density, {}) if location is None else \
+        _location(density, rt.manifest, support, seed, location)
     section = {"path": DENSITY_FILE, "latent_shape": list(density.latent_shape),
                "residual_noise": "full" if r_chol.ndim == 2 else "diagonal", **density.info,
                **({} if r_means is None else {"residual_components": len(r_means)}),
-               **r_info, "temperature": temp, "temperature_mmd2": t_info, **b_info}
+               **r_info, "temperature": temp, "temperature_mmd2": t_info, **b_info,
+               **l_info}
     return rt, density.to_bytes(), section
 
 
@@ -80,12 +107,14 @@ def _blend(density, support, codes, resid, decode, seed: int) -> tuple[Any, dict
 
 
 def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.ndarray, *,
-                  seed: int = 0, max_components: int = 5) -> dict[str, Any]:
+                  seed: int = 0, max_components: int = 5,
+                  location: str | Path | None = PRIORS_FILE) -> dict[str, Any]:
     """Inside :meth:`BundleWriter.create`, once the graphs are staged and listed: fit the
     density through the staged bundle (``manifest`` as its draft, see
     :meth:`BundleWriter.preview`) and stage ``density.npz``; returns the ``density``
-    section for the commit."""
-    _, data, section = _fit(writer.preview(manifest), support, seed, max_components)
+    section for the commit. ``location``: as in :func:`add_density`."""
+    _, data, section = _fit(writer.preview(manifest), support, seed, max_components,
+                            location=location)
     writer.path(DENSITY_FILE).write_bytes(data)
     writer.add(DENSITY_FILE, DENSITY_ROLE)
     return section
@@ -93,16 +122,20 @@ def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.nd
 
 def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
                 max_components: int = 5, per_component: bool = True, blend: bool = False,
-                sign_key: Any = None, log: Callable[[str], None] | None = None
-                ) -> dict[str, Any]:
+                location: str | Path | None = PRIORS_FILE, sign_key: Any = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit the latent density of ``support`` (raw samples or images) and add it to the
     existing ``bundle``; returns the manifest's ``density`` section. ``per_component``
     False: only the pooled residual noise model (what bundles before session 27 hold);
     ``blend`` True: also mix in the input-space Gaussian, its weight chosen on support
     folds (session 28; off by default: on the 20-task test table it changed no family's
     MMD^2 beyond its interval and lost tabular's significance against PCA sampling,
-    docs/generation.md)."""
-    rt, data, section = _fit(bundle, support, seed, max_components, per_component, blend)
+    docs/generation.md); ``location``: a location-priors JSON (default
+    :data:`PRIORS_FILE`, the shipped one; None: no shift): shift the samples by its prior
+    for the bundle's task family and input size, when it has one (session 30; the default
+    since its 20-task test run, docs/generation.md)."""
+    rt, data, section = _fit(bundle, support, seed, max_components, per_component, blend,
+                             location)
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
         writer.path(DENSITY_FILE).write_bytes(data)
         writer.add(DENSITY_FILE, DENSITY_ROLE)

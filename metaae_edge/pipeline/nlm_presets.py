@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import CheckpointError, DataError
 
 __all__ = ["DEFAULT_PRESET", "NLM_PRESETS", "NLMPreset", "check_refiner_distance",
-           "nlm_preset", "refiner_distance"]
+           "nlm_preset", "refiner_distance", "unused_preset_note"]
 
 #: the folder of the shipped refiners
 REFINER_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "refiners"
@@ -100,3 +100,27 @@ def check_refiner_distance(path, distance: int) -> None:
             f"refiner {Path(path).name} was trained at NLM search distance {trained}, "
             f"not {int(distance)}; use the refiner of that distance (--nlm-preset "
             f"{', '.join(NLM_PRESETS)})")
+
+
+def unused_preset_note(preset: str | None, *, denoiser: bool, objective: str | None,
+                       candidates: str, task) -> str | None:
+    """The one-line warning for a non-default ``preset`` that cannot change the bundle
+    (nothing reads it: not a denoiser checkpoint, not a ``denoise`` export, ``--candidates
+    meta``, or no NLM candidates because the noise is not Gaussian of a known sigma);
+    None when the preset is the default or may take effect."""
+    from .nlm_candidates import nlm_sigma
+
+    name = DEFAULT_PRESET if preset is None else str(preset)
+    if name == DEFAULT_PRESET:
+        return None
+    if not denoiser:
+        why = "the checkpoint is not a denoiser (e.g. builtin:natural)"
+    elif objective != "denoise":
+        why = f"the objective is {objective}, not denoise"
+    elif candidates == "meta":
+        why = "--candidates meta leaves the NLM candidates out"
+    elif nlm_sigma(task) is None:
+        why = "the NLM candidates need Gaussian noise of a known sigma (--noise gaussian:S)"
+    else:
+        return None
+    return f"warning: --nlm-preset {name} has no effect: {why}; the bundle is the default's"

@@ -74,6 +74,10 @@ class Density:
     input_weight: float = field(default=0.0, compare=False)
     input_mean: np.ndarray | None = field(default=None, compare=False)
     input_chol: np.ndarray | None = field(default=None, compare=False)
+    #: optional (session 30): a raw-unit shift (D,) added to every generated row, the
+    #: empirical-Bayes move of the support mean towards the family's location prior
+    #: (:mod:`.density_location`); absent: no shift
+    location_shift: np.ndarray | None = field(default=None, compare=False)
 
     def input_draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` flattened draws of the input-space Gaussian (raw units)."""
@@ -140,6 +144,8 @@ class Density:
         if self.input_weight > 0:
             extra.update(input_weight=np.asarray(self.input_weight, np.float64),
                          input_mean=self.input_mean, input_chol=self.input_chol)
+        if self.location_shift is not None:
+            extra["location_shift"] = np.asarray(self.location_shift, np.float32)
         np.savez(buf, weights=self.weights, means=self.means, chols=self.chols,
                  latent_shape=np.asarray(self.latent_shape, np.int64), **extra)
         return buf.getvalue()
@@ -164,6 +170,8 @@ class Density:
                     else np.asarray(1.0)
                 blend = tuple(np.asarray(f[k], np.float64) if k in f.files else None
                               for k in ("input_weight", "input_mean", "input_chol"))
+                shift = np.asarray(f["location_shift"], np.float32) \
+                    if "location_shift" in f.files else None
         except (OSError, KeyError, ValueError) as exc:
             raise BundleError(f"{path}: not a readable latent density ({exc})") from None
         shape = tuple(int(v) for v in shape.reshape(-1))
@@ -172,13 +180,16 @@ class Density:
         if why is None and not (temp.shape == () and np.isfinite(temp) and 0 < temp <= 10):
             why = f"temperature {temp!r} is not a number in (0, 10]"
         why = why or _invalid_blend(*blend)
+        if why is None and shift is not None and not (shift.ndim == 1 and
+                                                      np.all(np.isfinite(shift))):
+            why = "location_shift is not a finite vector"
         if why:
             raise BundleError(f"{path}: invalid latent density: {why}")
         iw, im, ic = blend
         return cls(w, m, c, shape, residual_mean=rm, residual_chol=rc, residual_means=rms,
                    residual_chols=rcs, temperature=float(temp),
                    input_weight=0.0 if iw is None else float(iw), input_mean=im,
-                   input_chol=ic)
+                   input_chol=ic, location_shift=shift)
 
 
 def _invalid_blend(iw, im, ic) -> str | None:

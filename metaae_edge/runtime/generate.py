@@ -57,7 +57,8 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
     support's reconstruction residual; probabilistic PCA's isotropic noise, generalised;
     in newer bundles one per latent component, the sample's), when the bundle stores one;
     False gives the decoded means (and leaves out the input-space Gaussian a newer bundle
-    may mix in with weight ``input_weight``: those draws replace decoded samples).
+    may mix in with weight ``input_weight``: those draws replace decoded samples). A
+    bundle whose density stores ``location_shift`` (session 30) adds it to every row.
 
     Raises:
         InputError: a bad ``n`` or ``temperature``.
@@ -79,4 +80,10 @@ def generate(rt: Any, n: Any, seed: int | None = None, temperature: float = 1.0,
         flat = x.reshape(n, -1)
         flat[rows] = density.input_draw(int(rows.sum()), rng).astype(np.float32)
         x = flat.reshape(x.shape)
+    if density.location_shift is not None:  # the family's location prior (session 30)
+        if density.location_shift.size != x[0].size:
+            raise BundleError(f"bundle {rt.bundle.root}: its density's location_shift has "
+                              f"{density.location_shift.size} values, a sample "
+                              f"{x[0].size}")
+        x = x + density.location_shift.reshape(x.shape[1:])
     return x
