@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ours-budget-s", type=float, default=None,
                     help="ours' fine-tune wall-time cap (ExportOptions.budget_s)")
     ap.add_argument("--nlm-distance", type=int, default=None,
-                    help="the NLM candidates' search distance (default: NLM_DISTANCE, 6)")
+                    help="the NLM candidates' search distance (default: NLM_DISTANCE, 1)")
     ap.add_argument("--refiner", default=None,
                     help="the ours-nlm-joint refiner file (default: the shipped one)")
     args = ap.parse_args(argv)

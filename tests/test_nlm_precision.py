@@ -1,4 +1,4 @@
-"""FP16 and INT8 of the NLM helper graph (the ``--nlm-preset fast`` joint bundle: NLM d1 +
+"""FP16 and INT8 of the NLM helper graph (the default joint bundle: NLM d1 +
 the shipped 21,321-parameter refiner with a half-resolution stage, session 30) on real
 photo patches: both pass the accuracy gate
 judged on noisy -> clean held-out patches, keep the spliced NLM (4 ``Exp`` nodes), and
@@ -33,14 +33,14 @@ def _psnr(a, b):
 
 
 @pytest.fixture(scope="module")
-def fast_bundle(tmp_path_factory):
+def default_bundle(tmp_path_factory):
     from test_nlm_preset import _untrained
 
     from metaae_edge.exporters.bundle import write_bundle
     from metaae_edge.pipeline.image_candidates import denoiser_compete
 
     task = _camera_task()
-    comp = denoiser_compete(_untrained, task, 0.2, 0, hybrid=False, preset="fast")
+    comp = denoiser_compete(_untrained, task, 0.2, 0, hybrid=False, preset=None)
     joint = comp.pool["ours-nlm-joint"]
     assert joint.spec.param_count() == 21_321 and joint.spec.nlm[1] == 1
     root = write_bundle(tmp_path_factory.mktemp("nlmp") / "b", model=joint.model,
@@ -54,13 +54,13 @@ def fast_bundle(tmp_path_factory):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_reduced_nlm_graph_passes_the_gate_and_keeps_quality(fast_bundle, precision):
+def test_reduced_nlm_graph_passes_the_gate_and_keeps_quality(default_bundle, precision):
     import onnx
 
     from metaae_edge.exporters.precision import add_precision
     from metaae_edge.runtime import Runtime
 
-    root, task, noisy = fast_bundle
+    root, task, noisy = default_bundle
     calib = np.clip(task.support + np.random.default_rng(6).normal(0, SIGMA, task.support.shape),
                     0, 1).astype(np.float32)
     rep = add_precision(root, precision, calib, noisy, holdout_target=task.query,

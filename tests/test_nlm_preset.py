@@ -1,7 +1,8 @@
-"""``--nlm-preset``: ``fast`` makes the denoiser competition's NLM distance 1 with the
-distance-1 refiner (its bundle's graph and the manifest say so, and the runtime equals
-torch on an odd size); ``quality`` is the default and leaves the manifest as before; a
-bad preset or a refiner of another distance is one line, exit 2."""
+"""``--nlm-preset``: ``quality`` (the default since session 30) makes the denoiser
+competition's NLM distance 1 with the half-resolution-stage refiner (its bundle's graph
+says so, the manifest names no preset, and the runtime equals torch on an odd size);
+``fast`` (distance 1, 1,393 parameters) and ``wide`` (distance 6, the round-25 refiner)
+record themselves; a bad preset or a refiner of another distance is one line, exit 2."""
 
 from __future__ import annotations
 
@@ -40,51 +41,71 @@ def _compete(preset):
 
 
 def test_presets_name_shipped_refiners_of_their_distance():
-    assert set(NLM_PRESETS) == {"quality", "fast"}
+    assert set(NLM_PRESETS) == {"quality", "fast", "wide"}
     assert nlm_preset(None) is nlm_preset("quality")
-    for name, distance in (("quality", 6), ("fast", 1)):
+    for name, distance in (("quality", 1), ("fast", 1), ("wide", 6)):
         p = nlm_preset(name)
         assert p.nlm_distance() == distance and p.refiner_path().is_file()
         assert refiner_distance(p.refiner_path()) == distance
     assert nlm_preset("quality").refiner_path() == nlm_refiner.REFINER_FILE
-    assert nlm_preset("fast").refiner_path().name == "nlm-refiner-d1-w8-l32x3.safetensors"
-    with pytest.raises(DataError, match="--nlm-preset must be one of quality, fast, got 'turbo'"):
+    assert nlm_refiner.REFINER_FILE.name == "nlm-refiner-d1-w8-l32x3.safetensors"
+    assert nlm_preset("fast").refiner_path().name == "nlm-refiner-d1-w8x3.safetensors"
+    assert nlm_preset("wide").refiner_path().name == "nlm-refiner.safetensors"
+    with pytest.raises(DataError,
+                       match="--nlm-preset must be one of quality, fast, wide, got 'turbo'"):
         nlm_preset("turbo")
     with pytest.raises(DataError, match="--nlm-preset must be one of"):
         ExportOptions(out="unused", nlm_preset="Fast").validate()
     with pytest.raises(CheckpointError, match="trained at NLM search distance 6, not 1"):
-        check_refiner_distance(nlm_refiner.REFINER_FILE, 1)
+        check_refiner_distance(nlm_preset("wide").refiner_path(), 1)
     check_refiner_distance(nlm_preset("fast").refiner_path(), 1)
+    check_refiner_distance(nlm_refiner.REFINER_FILE, 1)
 
 
 def test_bad_preset_is_one_line_exit_2_before_any_work(cli, tmp_path):
     code, _, err = cli("adapt-and-export", "builtin:natural", "--data", tmp_path / "none.npy",
                        "--objective", "denoise", "--noise", "gaussian:0.1",
                        "--nlm-preset", "turbo", "--out", tmp_path / "b")
-    assert_one_line_error(code, err, "--nlm-preset must be one of quality, fast, got 'turbo'")
+    assert_one_line_error(code, err,
+                          "--nlm-preset must be one of quality, fast, wide, got 'turbo'")
     assert not (tmp_path / "b").exists()
 
 
 def test_refiner_of_another_distance_is_refused(monkeypatch):
     from metaae_edge.pipeline import nlm_candidates
 
-    monkeypatch.setattr(nlm_candidates, "NLM_DISTANCE", 2)  # quality's distance, not 6
-    with pytest.raises(CheckpointError, match="nlm-refiner.safetensors was trained at NLM "
-                                              "search distance 6, not 2"):
+    monkeypatch.setattr(nlm_candidates, "NLM_DISTANCE", 2)  # quality's distance, not 1
+    with pytest.raises(CheckpointError, match="nlm-refiner-d1-w8-l32x3.safetensors was "
+                                              "trained at NLM search distance 1, not 2"):
         _compete("quality")
 
 
-def test_default_competition_is_distance_6_and_says_nothing_new():
-    comp = _compete(None)
+@pytest.mark.parametrize("preset, distance, params, refiner", [
+    ("fast", 1, 1_393, "nlm-refiner-d1-w8x3.safetensors"),
+    ("wide", 6, 16_297, "nlm-refiner.safetensors")])
+def test_other_presets_use_their_refiner_and_say_so(preset, distance, params, refiner,
+                                                    tmp_path, cli):
+    from metaae_edge.exporters.bundle import write_bundle
+
+    comp = _compete(preset)
     rows = {c["name"]: c for c in comp.selection["candidates"]}
-    assert "nlm_preset" not in comp.selection["selected"]
-    assert {comp.pool[n].report["nlm_pixel"][1] for n in rows if n.startswith("nlm-")} == {6}
+    assert comp.selection["selected"]["nlm_preset"] == preset
+    assert {comp.pool[n].report["nlm_pixel"][1] for n in rows if n.startswith("nlm-")} \
+        == {distance}
     joint = comp.pool["ours-nlm-joint"]
-    assert joint.report["refiner"] == "nlm-refiner.safetensors"
-    assert joint.spec.param_count() == 16_297 and joint.spec.nlm[1] == 6
+    assert joint.report["refiner"] == refiner
+    assert joint.spec.param_count() == params and joint.spec.nlm[1] == distance
+    ref = np.random.default_rng(0).uniform(0, 1, (4, 24 * 24)).astype(np.float32)
+    bundle = write_bundle(tmp_path / "b", model=joint.model, spec=joint.spec,
+                          normalizer=joint.normalizer, task_summary={"name": preset},
+                          objective="denoise", reference=ref, threshold=None,
+                          reports={"adaptation": joint.report, **comp.selection}, seed=0)
+    code, out, _ = cli("inspect", bundle)
+    assert code == 0 and f"nlm preset  {preset} (adapt-and-export --nlm-preset)" in out, out
+    assert f"d{distance}" in out
 
 
-def test_fast_preset_bundle_is_distance_1_and_equals_torch_at_an_odd_size(tmp_path, cli):
+def test_default_bundle_is_distance_1_half_res_and_equals_torch_at_an_odd_size(tmp_path, cli):
     import json
 
     import onnx
@@ -92,8 +113,8 @@ def test_fast_preset_bundle_is_distance_1_and_equals_torch_at_an_odd_size(tmp_pa
     from metaae_edge.exporters.bundle import write_bundle
     from metaae_edge.runtime import Runtime
 
-    comp = _compete("fast")
-    assert comp.selection["selected"]["nlm_preset"] == "fast"
+    comp = _compete(None)
+    assert "nlm_preset" not in comp.selection["selected"]
     names = [c["name"] for c in comp.selection["candidates"]]
     assert {comp.pool[n].report["nlm_pixel"][1] for n in names if n.startswith("nlm-")} == {1}
     joint = comp.pool["ours-nlm-joint"]
@@ -102,7 +123,7 @@ def test_fast_preset_bundle_is_distance_1_and_equals_torch_at_an_odd_size(tmp_pa
     assert [x.width for x in joint.spec.decoder] == [32, 32, 32]  # the half-res stage
     ref = np.random.default_rng(0).uniform(0, 1, (4, 24 * 24)).astype(np.float32)
     bundle = write_bundle(tmp_path / "b", model=joint.model, spec=joint.spec,
-                          normalizer=joint.normalizer, task_summary={"name": "fast"},
+                          normalizer=joint.normalizer, task_summary={"name": "default"},
                           objective="denoise", reference=ref, threshold=None,
                           reports={"adaptation": joint.report, **comp.selection}, seed=0)
     enc = onnx.load(str(tmp_path / "b" / "encoder.onnx"))
@@ -110,9 +131,9 @@ def test_fast_preset_bundle_is_distance_1_and_equals_torch_at_an_odd_size(tmp_pa
     # at distance 1 (84 at distance 6, tests/test_nlm.py)
     assert [n.op_type for n in enc.graph.node].count("Exp") == 4
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["reports"]["selected"]["nlm_preset"] == "fast"
+    assert "nlm_preset" not in manifest["reports"]["selected"]
     code, out, _ = cli("inspect", bundle)
-    assert code == 0 and "nlm preset  fast (adapt-and-export --nlm-preset)" in out, out
+    assert code == 0 and "nlm preset" not in out, out
     assert "nlm p7 d1" in out or "nlm p5 d1" in out
     rt = Runtime.load(bundle, threads=1)
     x = np.random.default_rng(1).uniform(0, 1, (1, 1, 37, 53)).astype(np.float32)

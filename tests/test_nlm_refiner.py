@@ -10,7 +10,7 @@ import torch
 from image_helpers import edge_task
 
 from metaae_edge.errors import SpecError
-from metaae_edge.pipeline import nlm_refiner
+from metaae_edge.pipeline import nlm_candidates, nlm_refiner
 from metaae_edge.pipeline.nlm_refiner import load_refiner, refiner_model, save_refiner
 from metaae_edge.space.nlm import NLMParams, nl_means
 from metaae_edge.spec import ArchSpec, LayerSpec
@@ -162,13 +162,14 @@ def test_joint_candidate_selected_when_it_helps_not_when_it_does_not(tmp_path, m
         w[0, 1, 1, 1], w[0, 0, 1, 1], w[1, 1, 1, 1], w[1, 0, 1, 1] = 1.0, -1.0, -1.0, 1.0
         bad.body[0].bias.zero_()
         bad.tail.weight[0, 0, 1, 1], bad.tail.weight[0, 1, 1, 1] = 0.9, -0.9
-    save_refiner(bad, tmp_path / "bad.safetensors", {})
+    at = {"distance": nlm_candidates.NLM_DISTANCE}  # the competition's NLM distance
+    save_refiner(bad, tmp_path / "bad.safetensors", at)
     comp, scores = _compete(monkeypatch, tmp_path / "bad.safetensors", 0)
     best_nlm = max(v for k, v in scores.items() if k.startswith("nlm-"))
     assert scores["ours-nlm-joint"] < best_nlm
     assert comp.selection["selected"]["name"] != "ours-nlm-joint"
     # an untrained refiner (exactly NLM) fine-tuned on the fit images: better, selected
-    save_refiner(refiner_model(8, 2, 1, (1, 24, 24), NLM), tmp_path / "zero.safetensors", {})
+    save_refiner(refiner_model(8, 2, 1, (1, 24, 24), NLM), tmp_path / "zero.safetensors", at)
     comp, scores = _compete(monkeypatch, tmp_path / "zero.safetensors", 150)
     assert comp.selection["selected"]["name"] == "ours-nlm-joint", comp.selection
     assert comp.winner.spec.nlm_joint and comp.winner.report["finetune_steps"] == 150

@@ -67,10 +67,10 @@ _CANDIDATES = typer.Option(
     "on held-out support images; other image checkpoints keep the meta-learned model.")
 _NLM_PRESET = typer.Option(
     "quality", help="Denoiser checkpoints, Gaussian noise: the non-local means search "
-    "distance and refiner that compete. quality: distance 6 + the 16,297-parameter "
-    "refiner (258-471 ms on a 512x512 photo, one thread) | fast: distance 1 + a "
-    "21,321-parameter refiner with a half-resolution stage (~50 ms, within 0.1 dB; "
-    "docs/images.md).")
+    "distance and refiner that compete. quality: distance 1 + a 21,321-parameter refiner "
+    "with a half-resolution stage (~50 ms on a 512x512 photo, one thread) | fast: "
+    "distance 1 + 1,393 parameters (~31 ms, ~0.9 dB lower) | wide: distance 6 + 16,297 "
+    "parameters (the default before session 30: 258-471 ms, same quality; docs/images.md).")
 _SEED = typer.Option(0, help="Seed (same seed, same bundle).")
 _DEVICE = typer.Option("cpu", help="cpu | cuda for adaptation.")
 _FORCE = typer.Option(False, "--force", help="Replace an existing bundle.")

@@ -29,7 +29,9 @@ __all__ = ["NLM_DISTANCE", "NLM_DRAWS", "NLM_H_FACTORS", "NLM_PATCHES", "hybrid_
 
 NLM_H_FACTORS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 NLM_PATCHES = (5, 7)
-NLM_DISTANCE = 6
+#: the default search distance (session 30: 1, with the half-resolution-stage refiner;
+#: rounds 25-28 used 6, now ``--nlm-preset wide``; :mod:`.nlm_presets`)
+NLM_DISTANCE = 1
 #: noise draws of the fit images whose NLM outputs the ``ours-nlm`` fine-tune cycles
 NLM_DRAWS = 4
 #: the ``ours-nlm`` fine-tune's learning rate, as a factor on the adaptation's (1e-3

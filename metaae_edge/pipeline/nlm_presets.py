@@ -1,15 +1,16 @@
 """``--nlm-preset``: the NLM search distance and joint refiner of the denoiser competition.
 
-* ``quality`` (the default): NLM search distance :data:`~.nlm_candidates.NLM_DISTANCE` (6)
-  and the round-25 refiner :data:`~.nlm_refiner.REFINER_FILE` (16,297 parameters; 258-471
-  ms on a 512x512 photo, one ORT thread; docs/images.md);
-* ``fast``: distance 1 and the 21,321-parameter refiner with a half-resolution stage
-  trained at distance 1 (``nlm-refiner-d1-w8-l32x3.safetensors``, session 30: 49.7-50.8
-  ms on a quiet core; 30.73 / 29.96 dB patches / crops on the six held-out photos against
-  ``quality``'s 30.60 / 29.98, docs/images.md "Session 30"). Session 28's 1,393-parameter
-  ``nlm-refiner-d1-w8x3.safetensors`` (31-60 ms, 29.77 / 29.26 dB) stays in the folder.
+* ``quality`` (the default since session 30): NLM search distance
+  :data:`~.nlm_candidates.NLM_DISTANCE` (1) and :data:`~.nlm_refiner.REFINER_FILE`
+  (``nlm-refiner-d1-w8-l32x3.safetensors``, 21,321 parameters with a half-resolution
+  stage; 47-51 ms on a 512x512 photo, one ORT thread, quiet core; 30.73 / 29.96 dB
+  patches / crops on the six held-out photos, docs/images.md "Session 30");
+* ``fast``: distance 1 and session 28's 1,393-parameter refiner
+  (``nlm-refiner-d1-w8x3.safetensors``; 31-60 ms, 29.77 / 29.26 dB);
+* ``wide``: distance 6 and the round-25 16,297-parameter refiner
+  (``nlm-refiner.safetensors``; the default of rounds 25-29: 258-471 ms, 30.60 / 29.98 dB).
 
-Both keep the patch sizes :data:`~.nlm_candidates.NLM_PATCHES` competing. A refiner is
+All keep the patch sizes :data:`~.nlm_candidates.NLM_PATCHES` competing. A refiner is
 only used at the distance it was trained at (its ``info["distance"]``; 6 when absent,
 the round-25 file): :func:`check_refiner_distance`.
 """
@@ -53,7 +54,8 @@ class NLMPreset:
 
 
 NLM_PRESETS = {"quality": NLMPreset("quality", None, None),
-               "fast": NLMPreset("fast", 1, "nlm-refiner-d1-w8-l32x3.safetensors")}
+               "fast": NLMPreset("fast", 1, "nlm-refiner-d1-w8x3.safetensors"),
+               "wide": NLMPreset("wide", 6, "nlm-refiner.safetensors")}
 DEFAULT_PRESET = "quality"
 
 

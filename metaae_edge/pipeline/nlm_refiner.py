@@ -27,8 +27,10 @@ from ..errors import CheckpointError
 __all__ = ["JOINT_DRAWS", "JOINT_FINETUNE_LR", "JOINT_FINETUNE_STEPS", "REFINER_FILE",
            "joint_result", "load_refiner", "refiner_model", "save_refiner"]
 
+#: the default refiner (session 30: trained at NLM distance 1, a half-resolution stage;
+#: the round-25 ``nlm-refiner.safetensors``, distance 6, is ``--nlm-preset wide``)
 REFINER_FILE = (Path(__file__).resolve().parent.parent / "checkpoints" / "refiners"
-                / "nlm-refiner.safetensors")
+                / "nlm-refiner-d1-w8-l32x3.safetensors")
 #: fine-tune steps of the pre-trained refiner on the fit images (0: used as shipped)
 JOINT_FINETUNE_STEPS = 0
 JOINT_FINETUNE_LR = 1e-4
