@@ -24,7 +24,8 @@ adapted models (``--residual pooled``: the density of bundles before session 27,
 pooled residual; ``--blend on``: with session 28's input-space Gaussian, not the default;
 ``--location off``: without session 30's location prior, the default of adapt-and-export,
 whose ``on`` also scores the ablation ``input gaussian + shrinkage``, the input-space
-baseline moved by the same prior).
+baseline moved by the same prior; ``--factor on``: session 30 (b)'s factor-analysis
+residual).
 ``--json FILE`` writes every task's metrics.
 """
 
@@ -68,7 +69,7 @@ def task_for(family: str, split: str, index: int):
 
 def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
                tmp: Path, per_component: bool = True, blend: bool = True,
-               location: str | None = None) -> tuple[Path, str]:
+               location: str | None = None, factor: bool = False) -> tuple[Path, str]:
     """``(bundle, selected model)``: exported into ``cached`` once, then reused with its
     density refitted (on a copy under ``tmp``); without a cache, exported under ``tmp``."""
     from metaae_edge.exporters.density import add_density
@@ -85,7 +86,7 @@ def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
     sel = (cached / "selected.txt").read_text()
     shutil.copytree(cached, tmp / "b")
     add_density(tmp / "b", task.support, seed=index, per_component=per_component,
-                blend=blend, location=location)
+                blend=blend, location=location, factor=factor)
     return tmp / "b", sel
 
 
@@ -101,7 +102,8 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path, sel = bundle_for(task, ckpt, index, args.candidates, cached, Path(tmp),
                                args.residual == "component", args.blend == "on",
-                               args.priors if args.location == "on" else None)
+                               args.priors if args.location == "on" else None,
+                               args.factor == "on")
         rt = Runtime.load(path)
         ours = rt.generate(n, seed=index, temperature=args.temperature).reshape(n, -1)
         means = rt.generate(n, seed=index, temperature=args.temperature,
@@ -118,7 +120,8 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
                                                                   index)
     bw = median_bandwidth(held)
     out = {m: sample_metrics(s, held, bw) for m, s in samples.items()}
-    extra = "".join(f", {k}={density[k]}" for k in ("residual_prior_rows", "temperature",
+    extra = "".join(f", {k}={density[k]}" for k in ("residual_prior_rows",
+                                                     "residual_factor_rank", "temperature",
                                                          "input_weight", "location_prior")
                     if k in density)
     out["info"] = f"{sel} k={density['components']}{extra}, pca q={q}"
@@ -199,6 +202,9 @@ def main() -> None:
                     help="cached bundles: on (the default since session 30) refits the "
                          "density with the location prior (and scores the input gaussian "
                          "moved by it); off: without it")
+    ap.add_argument("--factor", default="off", choices=("on", "off"),
+                    help="cached bundles: on refits the density with session 30 (b)'s "
+                         "factor-analysis residual (rank by held-out likelihood)")
     ap.add_argument("--priors", default=str(PRIORS_FILE), help="location-priors JSON")
     ap.add_argument("--cache", default=None, help="folder of exported bundles to reuse")
     ap.add_argument("--json", default=None, help="write every task's metrics here")

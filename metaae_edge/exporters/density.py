@@ -61,9 +61,11 @@ def _location(density, manifest: dict[str, Any], support: np.ndarray, seed: int,
 
 def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int,
          per_component: bool = True, blend: bool = False,
-         location: str | Path | None = None) -> tuple[Any, bytes, dict[str, Any]]:
+         location: str | Path | None = None, factor: bool = False
+         ) -> tuple[Any, bytes, dict[str, Any]]:
     """``(runtime, density.npz bytes, manifest section)`` of ``support`` through the bundle
-    at ``bundle`` (its graphs on ort-cpu); ``location``: a location-priors JSON."""
+    at ``bundle`` (its graphs on ort-cpu); ``location``: a location-priors JSON;
+    ``factor``: the residual may be a factor analyser (session 30 (b))."""
     from ..runtime import Runtime
 
     rt = Runtime.load(bundle, backend="ort-cpu")
@@ -75,7 +77,7 @@ def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int
     resid = support - rt.reconstruct(support)  # raw units: the decoder's noise model
     resp = responsibilities(density, codes) if per_component else None
     r_mean, r_chol, r_means, r_chols, r_info = fit_residuals(
-        resid, resp, support.reshape(len(support), -1).std(0), seed=seed)
+        resid, resp, support.reshape(len(support), -1).std(0), seed=seed, factor=factor)
     temp, t_info = choose_temperature(codes, density, seed=seed)
     density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol,
                                   residual_means=r_means, residual_chols=r_chols,
@@ -122,7 +124,8 @@ def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.nd
 
 def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
                 max_components: int = 5, per_component: bool = True, blend: bool = False,
-                location: str | Path | None = PRIORS_FILE, sign_key: Any = None,
+                location: str | Path | None = PRIORS_FILE, factor: bool = False,
+                sign_key: Any = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit the latent density of ``support`` (raw samples or images) and add it to the
     existing ``bundle``; returns the manifest's ``density`` section. ``per_component``
@@ -133,9 +136,11 @@ def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
     docs/generation.md); ``location``: a location-priors JSON (default
     :data:`PRIORS_FILE`, the shipped one; None: no shift): shift the samples by its prior
     for the bundle's task family and input size, when it has one (session 30; the default
-    since its 20-task test run, docs/generation.md)."""
+    since its 20-task test run, docs/generation.md); ``factor``: the residual noise model
+    may be a factor analyser, its rank by held-out likelihood on the support residuals
+    (session 30 (b), :mod:`~metaae_edge.runtime.density_factor`)."""
     rt, data, section = _fit(bundle, support, seed, max_components, per_component, blend,
-                             location)
+                             location, factor)
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
         writer.path(DENSITY_FILE).write_bytes(data)
         writer.add(DENSITY_FILE, DENSITY_ROLE)

@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from .density import _LOG2PI, TARGETS, Density, _covariance, _log_prob, pooled_residual
+from .density import (
+    _LOG2PI,
+    TARGETS,
+    Density,
+    _covariance,
+    _cv_score,
+    _log_prob,
+    pooled_residual,
+)
+from .density_factor import choose_factor_rank, factor_covariance
 
 __all__ = ["PRIOR_ROWS", "component_residuals", "fit_component_residuals", "fit_residuals",
            "responsibilities"]
@@ -86,10 +95,13 @@ def _loglik(resid: np.ndarray, resp: np.ndarray, means: np.ndarray,
 def _pooled(x: np.ndarray, shrink: tuple[float, str] | None
             ) -> tuple[np.ndarray, np.ndarray]:
     """The pooled residual Gaussian as :func:`~.density.fit_residual` fits it, at a given
-    (shrinkage, target) (the one it chose on all rows; None: diagonal)."""
+    (shrinkage, target) (the one it chose on all rows; None: diagonal; ``(rank,
+    "factor")``: the factor analyser of :mod:`.density_factor`)."""
     mean = x.mean(0)
     if shrink is None:
         return mean, np.maximum(x.var(0), 1e-12)
+    if shrink[1] == "factor":
+        return mean, factor_covariance(x, int(shrink[0]))
     floor = 1e-4 * float(x.var(0).mean()) + 1e-8
     return mean, _covariance(x, np.ones(len(x)), mean, shrink[0], floor, shrink[1])
 
@@ -129,20 +141,42 @@ def fit_component_residuals(resid: np.ndarray, resp: np.ndarray,
     return m.astype(np.float32), chols.astype(np.float32), info
 
 
+def _factor(x: np.ndarray, shrink: tuple[float, str], seed: int
+            ) -> tuple[tuple[float, str], np.ndarray | None, dict[str, Any]]:
+    """``(shrink, chol, info)``: the factor analyser's ``(rank, "factor")`` and Cholesky
+    factor when its held-out likelihood beats the shrunk Gaussian's (``shrink``) on the
+    same folds, else ``shrink`` and None."""
+    folds = max(2, min(4, len(x) // 4))
+    score = _cv_score(x, 1, shrink[0], folds, seed, shrink[1])
+    rank, info = choose_factor_rank(x, score, seed=seed, folds=folds)
+    if rank is None:
+        return shrink, None, info
+    chol = np.linalg.cholesky(factor_covariance(x, rank)).astype(np.float32)
+    return (float(rank), "factor"), chol, info
+
+
 def fit_residuals(resid: np.ndarray, resp: np.ndarray | None, scale: np.ndarray, *,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                          np.ndarray | None, dict[str, Any]]:
+                  seed: int = 0, factor: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None,
+                             dict[str, Any]]:
     """``(mean, chol, means, chols, info)``: the pooled residual Gaussian and (``resp``
     given, K > 1) the per-component ones, fitted on residuals divided by ``scale`` (the
     support's per-value std, raw units), where the scaled identity is a meaningful
     shrinkage target (the input-space Ledoit-Wolf baseline's, in the task's model space)
     beside the diagonal, then scaled back to raw units. ``means`` / ``chols`` are None
-    when the pooled model predicts held-out support residuals at least as well."""
+    when the pooled model predicts held-out support residuals at least as well.
+    ``factor``: the pooled residual may also be a factor analyser (session 30 (b),
+    :mod:`.density_factor`), rank by held-out likelihood; then the per-component ones
+    shrink towards it."""
     x = np.asarray(resid, np.float64).reshape(len(resid), -1)
     s = np.asarray(scale, np.float64).reshape(-1)
     s = np.where(s > 1e-12 * max(float(s.max()), 1e-30), s, 1.0)
     mean, chol, shrink = pooled_residual(x / s, seed=seed, targets=TARGETS)
     info: dict[str, Any] = {} if shrink is None else {"residual_shrinkage": list(shrink)}
+    if factor and shrink is not None:
+        shrink, fa_chol, more = _factor(x / s, shrink, seed)
+        info.update(more)
+        chol = chol if fa_chol is None else fa_chol
     means = chols = None
     if resp is not None:
         means, chols, more = fit_component_residuals(x / s, resp, shrink, seed=seed)
