@@ -110,6 +110,22 @@ def test_inspect_shows_the_prior_only_where_it_is_used(bundles, cli):
     assert code == 0 and "location prior" not in out, err
 
 
+def test_write_bundle_uses_the_shipped_prior_unless_told_not_to(bundles, tmp_path,
+                                                                monkeypatch):
+    from metaae_edge.exporters import density
+
+    monkeypatch.setattr(density, "PRIORS_FILE", bundles["priors"])  # "toy" as if shipped
+    kw = {"task_summary": {"name": "t", "family": "toy"}, "density_support": bundles["support"]}
+    on = write_tiny_bundle(tmp_path / "on", **kw)
+    off = write_tiny_bundle(tmp_path / "off", density_prior=False, **kw)
+    sections = [json.loads((b / "manifest.json").read_text())["density"] for b in (on, off)]
+    assert sections[0]["location_prior"] == "toy"
+    assert "location_prior" not in sections[1]
+    with np.load(on / DENSITY_FILE) as f_on, np.load(off / DENSITY_FILE) as f_off:
+        assert "location_shift" in f_on.files and "location_shift" not in f_off.files
+        np.testing.assert_allclose(f_on["location_shift"], bundles["shift"], atol=1e-6)
+
+
 def test_without_a_prior_for_the_family_nothing_changes(bundles, tmp_path):
     with np.load(bundles["plain"] / DENSITY_FILE) as f:
         assert "location_shift" not in f.files

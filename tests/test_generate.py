@@ -190,6 +190,9 @@ def test_adapt_and_export_adds_a_density_except_for_denoise(tmp_path):
     assert rep.manifest["density"]["n_codes"] == len(task.support)
     assert rep.manifest["density"]["location_prior"] == "sensors"  # session 30's default
     assert Runtime.load(tmp_path / "r").generate(4, seed=0).shape == (4, task.support.shape[1])
+    rep = adapt_and_export("builtin:sensors", task, ExportOptions(
+        out=tmp_path / "n", location_prior=False, **fast))  # --no-location-prior
+    assert "location_prior" not in rep.manifest["density"]
     dn = load_export_task("builtin:sensors", task="sensors:0", objective="denoise")
     rep = adapt_and_export("builtin:sensors", dn, ExportOptions(out=tmp_path / "d", **fast))
     assert "density" not in rep.manifest

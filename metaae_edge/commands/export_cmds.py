@@ -71,6 +71,10 @@ _NLM_PRESET = typer.Option(
     "with a half-resolution stage (~50 ms on a 512x512 photo, one thread) | fast: "
     "distance 1 + 1,393 parameters (~31 ms, ~0.9 dB lower) | wide: distance 6 + 16,297 "
     "parameters (the default before session 30: 258-471 ms, same quality; docs/images.md).")
+_LOCATION_PRIOR = typer.Option(
+    True, "--location-prior/--no-location-prior", help="reconstruct / anomaly bundles: "
+    "shift generated samples by the location prior learned on the task family's "
+    "meta-training tasks, where one is shipped (builtin sensors tasks; docs/generation.md).")
 _SEED = typer.Option(0, help="Seed (same seed, same bundle).")
 _DEVICE = typer.Option("cpu", help="cpu | cuda for adaptation.")
 _FORCE = typer.Option(False, "--force", help="Replace an existing bundle.")
@@ -92,7 +96,7 @@ def adapt_and_export_cmd(
     max_quality_drop: float = _MAX_DROP, tensorrt: bool = _TENSORRT,
     candidates: str = _CANDIDATES, seed: int = _SEED, device: str = _DEVICE,
     force: bool = _FORCE, sign_key: Path | None = _SIGN_KEY,
-    nlm_preset: str = _NLM_PRESET,
+    nlm_preset: str = _NLM_PRESET, location_prior: bool = _LOCATION_PRIOR,
 ) -> None:
     """Adapt weights and architecture to a new task, freeze, export ONNX, write a bundle."""
     require_torch(device)
@@ -105,7 +109,8 @@ def adapt_and_export_cmd(
         precisions=precision, calib_samples=calib_samples, calib_method=calib_method,
         max_quality_drop=max_quality_drop, tensorrt=tensorrt, seed=seed, device=device,
         force=force, candidates=candidates, sign_key=sign_key, early_stop=early_stop,
-        budget_s=budget_s, nlm_preset=nlm_preset).validate()
+        budget_s=budget_s, nlm_preset=nlm_preset,
+        location_prior=location_prior).validate()
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
     t = _load_task(ckpt, data, task, (channels, series), objective, noise, seed)

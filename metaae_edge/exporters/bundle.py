@@ -105,6 +105,7 @@ def write_bundle(
     exporter: str = "dynamo",
     sign_key: Any = None,
     density_support: np.ndarray | None = None,
+    density_prior: bool = True,
 ) -> Path:
     """Export ``model`` and write a verified bundle directory at ``out``.
 
@@ -127,6 +128,9 @@ def write_bundle(
         density_support: raw samples (or images) to fit the latent density on, through the
             staged graphs, into the same write (``density.npz`` and the ``density``
             section; :mod:`metaae_edge.exporters.density`, seeded with ``seed``, 0 if None).
+        density_prior: shift the density's samples by the shipped location prior of the
+            task's family and input size, where there is one (False: never;
+            ``--no-location-prior``).
 
     Returns:
         ``out``.
@@ -155,9 +159,10 @@ def write_bundle(
                              parity=parity, files=writer.file_entries(), seed=seed,
                              score_stats=_score_stats(scores))
         if density_support is not None:  # the latent density, fitted on the staged graphs
-            from .density import stage_density
+            from . import density
 
-            manifest["density"] = stage_density(writer, manifest, density_support,
-                                                seed=0 if seed is None else seed)
+            manifest["density"] = density.stage_density(
+                writer, manifest, density_support, seed=0 if seed is None else seed,
+                location=density.PRIORS_FILE if density_prior else None)
         writer.commit(manifest)
     return out

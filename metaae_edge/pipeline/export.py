@@ -64,6 +64,8 @@ class ExportOptions:
     budget_s: float | None = None
     #: the denoiser competition's NLM distance and refiner (:mod:`.nlm_presets`)
     nlm_preset: str = "quality"
+    #: generative bundles: the family's learned location prior (docs/generation.md)
+    location_prior: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -293,6 +295,7 @@ def _write(result, selection, t, hold, options: ExportOptions, log, on_precision
         force=options.force, seed=options.seed, sign_key=options.sign_key,
         # the latent density (generate), in the same one write
         density_support=t.support if options.objective in GENERATIVE_OBJECTIVES else None,
+        density_prior=options.location_prior,
     )
     t1 = time.perf_counter()
     precisions = _precisions(bundle, t, options, hold, log, on_precision)
