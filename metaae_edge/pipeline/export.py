@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import AccuracyGateError, BundleError, DataError
 from .kinds import is_image_checkpoint, kind_of
+from .nlm_presets import log_unused_preset
 from .progress import NullProgress, Progress, finetune_bar
 
 __all__ = ["SUPPORTED_PRECISIONS", "ExportOptions", "ExportReport", "PrecisionResult",
@@ -342,17 +343,6 @@ def _export(result, selection, ours, t, hold, options: ExportOptions, log, on_pr
     return result, bundle, threshold, precisions, spent
 
 
-def _note_unused_preset(ckpt, task, options: ExportOptions, log) -> None:
-    """Say (one ``log`` line) when ``--nlm-preset`` cannot change this export."""
-    from .nlm_presets import unused_preset_note
-
-    note = unused_preset_note(options.nlm_preset, denoiser=kind_of(ckpt).backbone == "denoiser",
-                              objective=options.objective, candidates=options.candidates,
-                              task=task)
-    if note is not None:
-        log(note)
-
-
 def _rename(sel: dict[str, Any], candidates: list[dict[str, Any]], name: str) -> None:
     """Make ``name`` the selected candidate: its score, its margin over the best other."""
     scores = {c["name"]: c["score"] for c in candidates}
@@ -395,7 +385,7 @@ def adapt_and_export(checkpoint: Any, task, options: ExportOptions, *,
     if options.objective == "anomaly":
         t, hold = split_holdout(task, options.holdout, options.seed)
     log, on_precision = log or (lambda line: None), on_precision or (lambda r: None)
-    _note_unused_preset(ckpt, t, options, log)
+    log_unused_preset(options, denoiser=kind_of(ckpt).backbone == "denoiser", task=t, log=log)
     result, selection, ours = _adapt_select(ckpt, t, hold, options, progress)
     t1 = time.perf_counter()
     result, bundle, threshold, precisions, spent = _export(

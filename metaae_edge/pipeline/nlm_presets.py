@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import CheckpointError, DataError
 
 __all__ = ["DEFAULT_PRESET", "NLM_PRESETS", "NLMPreset", "check_refiner_distance",
-           "nlm_preset", "refiner_distance", "unused_preset_note"]
+           "log_unused_preset", "nlm_preset", "refiner_distance", "unused_preset_note"]
 
 #: the folder of the shipped refiners
 REFINER_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "refiners"
@@ -126,3 +126,13 @@ def unused_preset_note(preset: str | None, *, denoiser: bool, objective: str | N
     else:
         return None
     return f"warning: --nlm-preset {name} has no effect: {why}; the bundle is the default's"
+
+
+def log_unused_preset(options, *, denoiser: bool, task, log) -> None:
+    """Pass :func:`unused_preset_note`'s line for an export's ``options`` (an
+    :class:`~metaae_edge.pipeline.ExportOptions`) to ``log``, when there is one."""
+    note = unused_preset_note(options.nlm_preset, denoiser=denoiser,
+                              objective=options.objective, candidates=options.candidates,
+                              task=task)
+    if note is not None:
+        log(note)
