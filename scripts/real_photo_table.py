@@ -66,11 +66,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="ours' candidate competition (meta: the adapted network alone)")
     ap.add_argument("--ours-budget-s", type=float, default=None,
                     help="ours' fine-tune wall-time cap (ExportOptions.budget_s)")
+    ap.add_argument("--nlm-preset", default="quality",
+                    help="ours' denoiser preset (adapt-and-export --nlm-preset: quality, "
+                         "fast, wide)")
     ap.add_argument("--nlm-distance", type=int, default=None,
-                    help="the NLM candidates' search distance (default: NLM_DISTANCE, 1)")
+                    help="research: override the NLM candidates' search distance "
+                         "(default: the preset's)")
     ap.add_argument("--refiner", default=None,
-                    help="the ours-nlm-joint refiner file (default: the shipped one)")
+                    help="research: override the ours-nlm-joint refiner file (default: the "
+                         "preset's)")
     args = ap.parse_args(argv)
+    try:
+        from metaae_edge.pipeline.nlm_presets import nlm_preset
+
+        nlm_preset(args.nlm_preset)  # a bad name fails before any work
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.nlm_preset != "quality" and (args.nlm_distance or args.refiner):
+        raise SystemExit("error: --nlm-distance / --refiner override the default preset "
+                         "only; drop --nlm-preset")
     _candidate_settings(args.nlm_distance, args.refiner)
     try:
         import torch
@@ -83,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             budget_s=args.budget_s, n_support=args.n_support, n_query=args.n_query,
             size=args.size, full_crop=args.full_crop,
             log=lambda line: print(line, file=sys.stderr, flush=True),
-            ours_options={"candidates": args.ours_candidates, "budget_s": args.ours_budget_s})
+            ours_options={"candidates": args.ours_candidates, "budget_s": args.ours_budget_s,
+                          "nlm_preset": args.nlm_preset})
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
