@@ -69,6 +69,29 @@ def unit_aucs(args, datasets: list[str]) -> list[dict]:
     return out
 
 
+def base_rank(folder: str) -> None:
+    """Label-free diagnostic (reads only the centrality cache): per (real / synthetic,
+    row kind, S), base's Kendall centrality against the best single option's, how often
+    base is the most central option, and its mean rank among the seven (1 = most)."""
+    import glob
+
+    groups: dict[str, list] = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
+        k = os.path.basename(path)[:-4].split("~")
+        e = np.load(path)
+        c = unit_centralities(e)["kendall"]
+        single = max(v for n, v in c.items() if n != "base")
+        g = f"{'real' if k[0] == 'real' else 'syn'} {e['_kind']} S={k[2 if k[0] == 'real' else 3]}"
+        groups.setdefault(g, []).append((c["base"], single, c["base"] >= single,
+                                         1 + sum(v > c["base"] for v in c.values())))
+    print("\nBase's centrality (kendall; label-free):")
+    for g, v in sorted(groups.items()):
+        a = np.array(v, float)
+        print(f"  {g}: {len(v)} units, base {a[:, 0].mean():.3f}, best single "
+              f"{a[:, 1].mean():.3f}, base most central {a[:, 2].mean():.2f}, base's "
+              f"mean rank (1-7) {a[:, 3].mean():.1f}")
+
+
 def rule_name(i: int) -> str:
     c, tau = RULES[i]
     return "always base" if c == "-" else f"{c} tau {tau:g}"
@@ -99,6 +122,7 @@ def main(argv=None) -> int:
         print(f"  {r[0]} S={r[1]}: " + "; ".join(
             f"{c}{count_picks(RULES.index((c, 0.0)), held)}" for c in CRITERIA))
     agreement(units, CRITERIA)
+    base_rank(args.centrality_cache)
     return 0
 
 
