@@ -70,34 +70,55 @@ class _IForestTerm:
         return torch.as_tensor(-self.model.score_samples(zt.double().numpy()))
 
 
-def unit_terms(task, ckpt, seed: int = 0) -> dict[str, np.ndarray]:
-    """Every term's held-out std, held-out scores and query scores on one unit."""
-    import torch
-
+def fitted_terms(fit, ckpt, seed: int, names=None) -> tuple:
+    """``(normaliser, model-space fit rows, {name: term})``: every term of ``names``
+    (default :data:`TERMS`, plus :data:`SPEC_TERMS` on windows) fitted on ``fit``'s
+    support as the product fits it (``ours``: ``ckpt`` adapted, 30 fine-tune steps;
+    skipped when the model cannot decode)."""
     from metaae_edge.adapt import adapt
-    from metaae_edge.pipeline.detector_candidates import _scales, _term
-    from metaae_edge.pipeline.export import split_holdout
+    from metaae_edge.pipeline.detector_candidates import _term
     from metaae_edge.pipeline.window_features import check_channels, fit_front
 
-    fit, hold = split_holdout(task, 0.2, 0)
     norm = fit.normalizer()
-    z, hz, qz = (norm.transform(np.asarray(a)).astype(np.float64)
-                 for a in (fit.support, hold, task.query))
-    channels = task.info.get("channels")
+    z = norm.transform(np.asarray(fit.support)).astype(np.float64)
+    channels = fit.info.get("channels")
     front = (fit_front(z, norm, check_channels(channels, z.shape[1]))
              if channels is not None else None)
-    ours = adapt(ckpt, fit, finetune_steps=30)
-    names = list(TERMS) + (list(SPEC_TERMS) if front is not None else [])
-    out = {"_labels": np.asarray(task.query_labels, np.int8)}
+    if names is None:
+        names = list(TERMS) + (list(SPEC_TERMS) if front is not None else [])
+    ours = adapt(ckpt, fit, finetune_steps=30) if "ours" in names else None
+    terms = {}
     for n in names:
+        if n.startswith("spec:") and front is None:
+            continue
         if n == "ours" and not hasattr(ours.model, "decode"):
             continue
-        t = _IForestTerm(z, seed) if n == "iforest" else _term(n, z, seed, ours, front)
+        terms[n] = _IForestTerm(z, seed) if n == "iforest" else _term(n, z, seed, ours, front)
+    return norm, z, terms
+
+
+def term_scores(t, rows: np.ndarray) -> np.ndarray:
+    """Term ``t``'s scores of model-space ``rows`` (non-finite values clipped)."""
+    import torch
+
+    with torch.no_grad():
+        s = t(torch.as_tensor(rows, dtype=torch.float32)).double().numpy()
+    return np.nan_to_num(s, nan=1e30, posinf=1e30, neginf=-1e30)
+
+
+def unit_terms(task, ckpt, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every term's held-out std, held-out scores and query scores on one unit."""
+    from metaae_edge.pipeline.detector_candidates import _scales
+    from metaae_edge.pipeline.export import split_holdout
+
+    fit, hold = split_holdout(task, 0.2, 0)
+    norm, _z, terms = fitted_terms(fit, ckpt, seed)
+    hz, qz = (norm.transform(np.asarray(a)).astype(np.float64) for a in (hold, task.query))
+    out = {"_labels": np.asarray(task.query_labels, np.int8)}
+    for n, t in terms.items():
         out[f"{n}@sd"] = np.float64(_scales([t], hz)[0])
-        with torch.no_grad():
-            for part, rows in (("hold", hz), ("query", qz)):
-                s = t(torch.as_tensor(rows, dtype=torch.float32)).double().numpy()
-                out[f"{n}@{part}"] = np.nan_to_num(s, nan=1e30, posinf=1e30, neginf=-1e30)
+        for part, rows in (("hold", hz), ("query", qz)):
+            out[f"{n}@{part}"] = term_scores(t, rows)
     return out
 
 

@@ -83,6 +83,12 @@ def draw_areas(splits: list, box_rows: np.ndarray, seed: int) -> dict[str, tuple
     return out
 
 
+def fold_parts(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    """The cross-fitting folds: a ``default_rng(seed)`` permutation of ``range(n)`` cut
+    into ``folds`` near-equal parts (shared with ``cache_centrality_terms.py``)."""
+    return np.array_split(np.random.default_rng(seed).permutation(n), folds)
+
+
 def _unit(task, seed: int, folds: int) -> dict[str, np.ndarray]:
     from metaae_edge.pipeline.export import split_holdout
 
@@ -93,7 +99,7 @@ def _unit(task, seed: int, folds: int) -> dict[str, np.ndarray]:
     out = {"_kind": np.array("series" if ser else "window" if ch else "table")}
     rows = np.vstack([z, hz])
     if folds:  # cross-fitting over the whole support (the secondary configuration)
-        parts = np.array_split(np.random.default_rng(seed).permutation(len(rows)), folds)
+        parts = fold_parts(len(rows), folds, seed)
         splits = [(np.delete(rows, p, 0), rows[p]) for p in parts]
     else:
         splits = [(z, hz)]

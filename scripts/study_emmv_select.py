@@ -77,10 +77,11 @@ def unit_aucs(args, datasets: list[str]) -> list[dict]:
     return out
 
 
-def agreement(units: list[dict]) -> None:
+def agreement(units: list[dict], criteria: tuple[str, ...] = CRITERIA) -> None:
     """After the result, not evidence: per unit, the Spearman correlation over the seven
-    options (base at ``r = 0``) between ``r_c`` and the query ROC-AUC, and how often the
-    top-``r`` option's AUC is >= base's, by real S and synthetic split."""
+    options (base at ``r = 0`` unless ``u["r"][c]`` has its own) between ``r_c`` and the
+    query ROC-AUC, and how often the top-``r`` option's AUC is >= base's (ties: base), by
+    real S and synthetic split."""
     from scipy.stats import spearmanr
 
     print("\nDiagnostic (after the result; in-sample, uses the query labels):")
@@ -89,7 +90,7 @@ def agreement(units: list[dict]) -> None:
                        ("synthetic", lambda u: u["split"] != "real")):
         mine = [u for u in units if sel(u)]
         parts = []
-        for c in CRITERIA:
+        for c in criteria:
             rho, ok = [], []
             for u in mine:
                 r = {"base": 0.0, **u["r"][c]}
