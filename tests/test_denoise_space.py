@@ -85,6 +85,23 @@ def test_spec_round_trip_and_sizes():
         ArchSpec((1, 8, 8), (LayerSpec(8, "relu", 3),), 2, (), backbone="denoiser").validate()
 
 
+def test_macs_count_the_merge_at_half_resolution_and_the_penalty_scale_is_unchanged():
+    spec = _low_spec()  # 16x16: full 256 px, half 64 px
+    full, half = 256, 64
+    want = ((1 * 8 * 9 + 8 * 8 * 9) * full + (8 * 16 * 9 + 16 * 16 * 9) * half
+            + 16 * 8 * half  # the 1x1 merge runs before the up-sampling (session 30)
+            + 8 * 1 * 9 * full)
+    assert spec.macs() == want
+    assert spec.macs((15, 17)) == ((1 * 8 * 9 + 8 * 8 * 9) * 255
+                                   + (8 * 16 * 9 + 16 * 16 * 9 + 16 * 8) * 8 * 9
+                                   + 8 * 9 * 255)
+    # the supernet's resource penalty is normalised as before (merge at full resolution):
+    # max_width 16, low width 32, depth 3, kernel 3, one channel; the value main computed
+    net = _supernet(0)
+    assert net.max_macs_per_pixel(1) == 8864.0
+    assert 8864.0 == (1 * 16 + 16 * 16 * 2) * 9 + (16 * 32 + 32 * 32) * 9 / 4 + 32 * 16 + 16 * 9
+
+
 def test_odd_size_image_through_the_bundle_equals_torch(tmp_path):
     from metaae_edge.exporters.bundle import write_bundle
     from metaae_edge.runtime import Runtime

@@ -53,9 +53,10 @@ def default_bundle(tmp_path_factory):
     return root, task, noisy.astype(np.float32)
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int8-uint8"])
 def test_reduced_nlm_graph_passes_the_gate_and_keeps_quality(default_bundle, precision):
     import onnx
+    from onnx import numpy_helper
 
     from metaae_edge.exporters.precision import add_precision
     from metaae_edge.runtime import Runtime
@@ -63,14 +64,23 @@ def test_reduced_nlm_graph_passes_the_gate_and_keeps_quality(default_bundle, pre
     root, task, noisy = default_bundle
     calib = np.clip(task.support + np.random.default_rng(6).normal(0, SIGMA, task.support.shape),
                     0, 1).astype(np.float32)
+    precision, _, acts = precision.partition("-")
     rep = add_precision(root, precision, calib, noisy, holdout_target=task.query,
-                        calib_samples=32, max_quality_drop=0.02)
+                        calib_samples=32, max_quality_drop=0.02,
+                        int8_activations=acts or "int8")
     assert rep["relative_drop"] < 0.02
     graph = onnx.load(str(root / f"autoencoder.{precision}.onnx")).graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("Exp") == 4  # the spliced NLM at distance 1 survives the conversion
     if precision == "int8":
         assert "QuantizeLinear" in ops
+        assert rep["info"]["activations"] == (acts or "int8")
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        zero_points = {inits[n.input[2]].dtype.name for n in graph.node
+                       if n.op_type == "QuantizeLinear"}
+        assert zero_points == {acts or "int8"}
+        # the tail (a ConvTranspose since session 31) stays float
+        assert "ConvTranspose" in ops
     imgs = noisy.reshape(-1, 1, RES, RES)
     clean = task.query.reshape(-1, 1, RES, RES)
     full = Runtime.load(root, threads=1).denoise(imgs)

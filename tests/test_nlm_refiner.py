@@ -129,6 +129,12 @@ def test_joint_graph_equals_torch_at_any_size(tmp_path, low):
     # Gather on the last axis copies one value at a time: ~25 ms at 512x512)
     assert not {-1, 3} & set(axes)
     assert sum(a in (-2, 2) for a in axes) == (2 if low[1] else 0)
+    # the tail (8 -> 1) is a ConvTranspose in both graphs that hold it (session 31)
+    for name in ("decoder.onnx", "autoencoder.onnx"):
+        ops = [n.op_type for n in onnx.load(str(tmp_path / "b" / name)).graph.node]
+        assert ops.count("ConvTranspose") == 1
+        spec = model.spec  # the body, the half-resolution stage and its merge stay Conv
+        assert ops.count("Conv") == len(spec.encoder) + len(spec.decoder) + bool(spec.decoder)
 
 
 def _untrained(t):

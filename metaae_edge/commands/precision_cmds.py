@@ -36,6 +36,9 @@ def calibrate_command(
         help="Allowed relative drop of the task metric vs fp32.")] = 0.02,
     seed: Annotated[int, typer.Option(help="Seed of the calibration draw / split.")] = 0,
     sign_key: Annotated[Path | None, typer.Option(help=_SIGN_HELP)] = None,
+    int8_activations: Annotated[str, typer.Option(
+        help="int8 (symmetric, TensorRT) | uint8 (asymmetric; faster with onnxruntime on "
+        "CPUs).")] = "int8",
 ) -> None:
     """Add a gated FP16 or INT8 graph (and its anomaly threshold) to a bundle."""
     import numpy as np
@@ -60,7 +63,7 @@ def calibrate_command(
     rep = add_precision(bundle, precision, calib, hold, labels=y, method=calib_method,
                         calib_samples=calib_samples, max_quality_drop=max_quality_drop,
                         seed=seed, log=lambda s: console.print(s, highlight=False, markup=False),
-                        sign_key=sign_key)
+                        sign_key=sign_key, int8_activations=int8_activations)
     console.print(f"{precision}: query MSE {rep['metric_fp32']['query_mse']:.5f} -> "
                   f"{rep['metric_reduced']['query_mse']:.5f} (drop "
                   f"{100 * rep['relative_drop']:.2f}%), float layers: "

@@ -254,6 +254,11 @@ class IOContract(ABC):
         """Multiply-accumulates per sample at ``hw`` (images; default: own resolution)."""
         raise NotImplementedError
 
+    def manifest_macs(self) -> set[int]:
+        """The ``macs`` values a valid manifest may record: :meth:`macs`, and counts that
+        earlier versions wrote for the same architecture."""
+        return {self.macs()}
+
     @abstractmethod
     def describe(self) -> str:
         """One line describing the architecture (``ArchSpec.describe``)."""

@@ -130,9 +130,10 @@ class DenoiserContract(ImageContract):
             out.append((lin, layer.width, layer.kernel, half))
             lin = layer.width
         if s.decoder:
-            # the merge: counted at full resolution (the graph runs it at half since session
-            # 30; kept so the supernet's MAC normalisation, max_macs_per_pixel, is unchanged)
-            out.append((lin, cin, 1, full))
+            # the merge: a 1x1 conv at half resolution (before the nearest up-sampling, as
+            # the graph runs it since session 30); the supernet's MAC normalisation keeps
+            # its full-resolution count (DenoiserSupernet.max_macs_per_pixel)
+            out.append((lin, cin, 1, half))
         if s.encoder:
             out.append((cin, c, CONV_OUTPUT_KERNEL, full))
         return out
@@ -149,6 +150,14 @@ class DenoiserContract(ImageContract):
         h, w = hw or self.spec.input_shape[1:]
         return (sum(ci * co * k * k * px for ci, co, k, px in self.conv_layers(hw))
                 + self._smoothing(h * w)[1])
+
+    def manifest_macs(self) -> set[int]:
+        # bundles written before session 31 counted the merge at full resolution
+        if not self.spec.decoder:
+            return {self.macs()}
+        h, w = self.spec.input_shape[1:]
+        lin, cin = self.conv_layers()[-2 if self.spec.encoder else -1][:2]
+        return {self.macs(), self.macs() + lin * cin * (h * w - (-(-h // 2)) * (-(-w // 2)))}
 
     def describe(self) -> str:
         s = self.spec

@@ -115,16 +115,22 @@ def _quiet() -> Iterator[None]:
 def _export_autoencoder(module: nn.Module, example: torch.Tensor, opset: int,
                         exporter: str, contract: IOContract) -> onnx.ModelProto:
     """Export ``module``; a spec with ``nlm``: NLM as one placeholder node, then spliced
-    (:mod:`.nlm_graph`: the graph built with ``onnx.helper``, not traced)."""
+    (:mod:`.nlm_graph`: the graph built with ``onnx.helper``, not traced); a denoiser's
+    narrow convs (its tail) as ConvTranspose (:mod:`.conv_rewrite`)."""
     spec = contract.spec
     if not getattr(spec, "nlm", None):
-        return _trace(module, example, opset, exporter, contract, {})
-    from ..space.nlm import nlm_export_placeholder
-    from .nlm_graph import splice_nlm, translation_table
+        proto = _trace(module, example, opset, exporter, contract, {})
+    else:
+        from ..space.nlm import nlm_export_placeholder
+        from .nlm_graph import splice_nlm, translation_table
 
-    with nlm_export_placeholder():
-        proto = _trace(module, example, opset, exporter, contract, translation_table())
-    splice_nlm(proto, spec.input_shape[0])  # none if the module's NLM was traced as ops
+        with nlm_export_placeholder():
+            proto = _trace(module, example, opset, exporter, contract, translation_table())
+        splice_nlm(proto, spec.input_shape[0])  # none if the module's NLM was traced as ops
+    if getattr(spec, "backbone", None) == "denoiser":
+        from .conv_rewrite import narrow_convs_as_transposed
+
+        narrow_convs_as_transposed(proto)  # the tail: an NCHWc conv would pad it to 16
     return proto
 
 

@@ -35,7 +35,7 @@ def graph_name(role: str, precision: str) -> str:
 
 
 def _build_fn(precision: str, fp32: Path, calib: np.ndarray | None, method: str,
-              samples: int, seed: int, input_name: str = "x"):
+              samples: int, seed: int, input_name: str = "x", activations: str = "int8"):
     import onnx
 
     if precision == "fp16":
@@ -51,7 +51,8 @@ def _build_fn(precision: str, fp32: Path, calib: np.ndarray | None, method: str,
     reader = CalibrationReader(calib, input_name=input_name, samples=samples, seed=seed)
 
     def build(exclude: list[str], path: Path) -> dict[str, Any]:
-        return quantize_int8(fp32, path, reader, method=method, nodes_to_exclude=exclude)
+        return quantize_int8(fp32, path, reader, method=method, nodes_to_exclude=exclude,
+                             activations=activations)
     return build
 
 
@@ -78,6 +79,7 @@ def add_precision(
     threshold_data: Any = None,
     log: Callable[[str], None] | None = None,
     sign_key: Any = None,
+    int8_activations: str = "int8",
 ) -> dict[str, Any]:
     """Write ``autoencoder.<precision>.onnx`` (+ encoder / decoder) into a bundle, gated.
 
@@ -104,6 +106,10 @@ def add_precision(
             precision; default: the normal samples of ``holdout_data``.
         log: called with one line per gate attempt (and the note of a removed signature).
         sign_key: re-sign with this Ed25519 key (or PEM path); None drops a signature.
+        int8_activations: ``int8`` (symmetric; TensorRT takes it) or ``uint8``
+            (asymmetric; faster on onnxruntime's CPU kernels, see
+            :func:`~metaae_edge.calibration.int8.quantize_int8`); recorded in the report's
+            ``info``.
 
     Returns:
         The gate report stored in ``manifest["precision_reports"][precision]``.
@@ -113,14 +119,15 @@ def add_precision(
         DataError: bad data or precision.
         AccuracyGateError: the budget cannot be met; the bundle is left unchanged.
     """
-    _check_args(precision, max_quality_drop)
+    _check_args(precision, max_quality_drop, int8_activations)
     import onnx
 
     bundle = load_bundle(bundle_dir, verify=True)
     data = _GateData.read(bundle, precision, calib_data, holdout_data, holdout_target, labels)
     fp32 = bundle.path_for("autoencoder", "fp32")
     layers = linear_nodes(onnx.load(str(fp32)).graph)
-    build = _build_fn(precision, fp32, data.calib, method, calib_samples, seed)
+    build = _build_fn(precision, fp32, data.calib, method, calib_samples, seed,
+                      activations=int8_activations)
     with BundleWriter.update(bundle, sign_key=sign_key, log=log) as writer:
         ae = graph_name("autoencoder", precision)
         report = run_gate(build, fp32, writer.path(ae), x=data.x, target=data.target,
@@ -132,7 +139,8 @@ def add_precision(
         for role, name in (("encoder", "x"), ("decoder", "latent")):
             if bundle.parsed.file(role, "fp32") is not None:
                 build_role = partial(_build_fn, precision, method=method,
-                                     samples=calib_samples, seed=seed, input_name=name)
+                                     samples=calib_samples, seed=seed, input_name=name,
+                                     activations=int8_activations)
                 report["graphs"][role] = _reduce_companion(
                     writer, bundle, role, precision, report["excluded"], data, build_role)
         threshold = _refit_threshold(bundle, writer.path(ae), data, threshold_data, precision)
@@ -143,7 +151,12 @@ def add_precision(
     return report
 
 
-def _check_args(precision: str, max_quality_drop: float) -> None:
+def _check_args(precision: str, max_quality_drop: float, activations: str) -> None:
+    from ..calibration.int8 import ACTIVATIONS
+
+    if activations not in ACTIVATIONS:
+        raise DataError(f"int8_activations must be one of {', '.join(ACTIVATIONS)}, "
+                        f"got {activations!r}")
     if precision not in REDUCED_PRECISIONS:
         raise DataError(f"precision must be one of {', '.join(REDUCED_PRECISIONS)}, "
                         f"got {precision!r} (fp32 graphs are written by adapt-and-export)")

@@ -184,8 +184,13 @@ class DenoiserSupernet(Supernet):
         return total + last * c * CONV_OUTPUT_KERNEL ** 2
 
     def max_macs_per_pixel(self, c: int) -> float:
+        """The largest network's MACs per pixel, the normaliser of :meth:`resource_cost`:
+        its merge (a 1x1 conv, ``spec.macs()`` counts it at half resolution) counted at
+        full resolution, as :meth:`expected_macs_per_pixel` does (the penalty's scale as
+        before session 31)."""
         spec = self._largest((c, 8, 8))
-        return spec.macs() / 64.0
+        merge = 0.75 * max(self.low_widths) * self.cfg.max_width if self.low_depth else 0.0
+        return spec.macs() / 64.0 + merge
 
     def _largest(self, shape) -> ArchSpec:
         k = max(self.cfg.kernel_choices)
