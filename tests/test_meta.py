@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -41,6 +43,9 @@ def test_each_algorithm_updates_weights_and_alpha(family, algorithm):
     assert not torch.equal(a0, tr.model.arch.latent)
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
     assert tr.metrics and "val_query_loss_hard" in tr.metrics[-1]
+    # every algorithm reports a finite training query loss (MAML printed nan before)
+    train = [m["train_query_loss"] for m in tr.metrics if "train_query_loss" in m]
+    assert train and all(math.isfinite(v) and v > 0 for v in train)
 
 
 def test_maml_caps_inner_steps():

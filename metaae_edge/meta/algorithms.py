@@ -243,9 +243,12 @@ class MAML(MetaAlgorithm):
         def outer(p: Params) -> torch.Tensor:
             adapted = inner_loop(self.model, p, batch, inner, mode=mode, first_order=False,
                                  generator=generator)
-            return self._query_loss(adapted, batch, inner, mode, generator)
+            loss = self._query_loss(adapted, batch, inner, mode, generator)
+            return loss, loss.detach()
 
-        return TaskUpdate(grad(outer)(params))
+        # the differentiated query loss is also the reported one (no extra RNG draws)
+        g, loss = grad(outer, has_aux=True)(params)
+        return TaskUpdate(g, query_loss=float(loss))
 
 
 _ALGORITHMS: dict[str, type[MetaAlgorithm]] = {}
