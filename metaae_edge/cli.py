@@ -45,20 +45,44 @@ def _register() -> None:
 _register()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line and exit code 2.
+#: the command-line framework's usage-error base class (``click``'s, or typer's vendored
+#: copy of it), found from a public typer class so that no private module is imported
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
-    typer's standalone mode already handles usage errors (exit 2) and ``--help``; a
-    :class:`MetaAEError` escapes it and is reported here without a traceback.
+
+def _usage_line(exc: Exception) -> str:
+    """A usage error (bad option value, unknown option, missing argument) as one line."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+    return f"error: {message}{where}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; every user error is one line on stderr and exit code 2.
+
+    The app runs outside typer's standalone mode so that usage errors (a bad option value,
+    an unknown option) are reported here in one line, like a :class:`MetaAEError`, rather
+    than as typer's framed multi-line panel; ``--help`` and a bare command print help.
+    Always ends in ``SystemExit`` (0 on success); Ctrl-C prints ``interrupted`` (130).
     """
     try:
-        app(args=argv, prog_name="metaae-edge")
+        code = app(args=argv, prog_name="metaae-edge", standalone_mode=False)
     except MetaAEError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except _USAGE_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: help, as before
+            if exc.format_message().strip():
+                typer.echo(exc.format_message(), err=True)
+        else:
+            typer.echo(_usage_line(exc), err=True)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    if code == 130:  # typer turns Ctrl-C into exit code 130
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,7 +52,7 @@ def tiny_conv_checkpoint(tmp_path_factory):
 def cli(capsys):
     """Run the CLI in-process: ``cli("inspect", path)`` -> ``(exit code, stdout, stderr)``.
 
-    ``main`` always ends in ``SystemExit`` (typer's standalone mode; user errors exit 2)."""
+    ``main`` always ends in ``SystemExit`` (0 on success; user errors exit 2 with one line)."""
     from metaae_edge.cli import main
 
     def run(*args):

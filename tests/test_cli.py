@@ -81,3 +81,33 @@ def test_corrupt_checkpoint(cli, tmp_path, damage):
     code, _, err = cli("adapt-and-export", str(ckpt), "--task", "manifold:0",
                            "--out", str(tmp_path / "b"))
     assert_one_line_error(code, err, "checkpoint")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("run", "b", "--precision", "int9"), "'int9' is not one of"),
+    (("--bogus",), "No such option: --bogus"),
+    (("run",), "Missing argument"),
+])
+def test_usage_errors_are_one_line(cli, args, needle):
+    """A bad option value, an unknown option or a missing argument: one line, exit 2 (not
+    the framework's framed multi-line panel), naming the command's --help."""
+    code, _, err = cli(*args)
+    assert_one_line_error(code, err, needle, "--help`")
+
+
+def test_help_and_success_still_exit_zero(cli):
+    code, out, err = cli("run", "--help")
+    assert code == 0 and "Usage" in out and not err.strip()
+    code, out, _ = cli("tasks")
+    assert code == 0 and "manifold" in out
+
+
+def test_ctrl_c_prints_interrupted(cli, monkeypatch):
+    from metaae_edge import cli as cli_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "app", interrupted)
+    code, _, err = cli("tasks")
+    assert code == 130 and err.strip() == "interrupted"
