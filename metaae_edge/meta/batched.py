@@ -213,8 +213,10 @@ def batched_updates(algorithm: MetaAlgorithm, params: Params, batches: list[Task
         leaves = {k: v.requires_grad_(True) for k, v in stacked.items()}
         adapted = batched_inner_loop(model, leaves, support, inner, mode=mode, noise=noise,
                                      first_order=False)
-        g = _grads(_losses(model, adapted, query, q_cfg, q_noise), leaves)
-        return [TaskUpdate({k: v[t] for k, v in g.items()}) for t in range(n)]
+        losses = _losses(model, adapted, query, q_cfg, q_noise)
+        g = _grads(losses, leaves)  # the differentiated loss is also the reported one
+        return [TaskUpdate({k: v[t] for k, v in g.items()}, query_loss=float(losses[t]))
+                for t in range(n)]
     adapted = batched_inner_loop(model, stacked, support, inner, mode=mode, noise=noise)
     if queried:
         leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}
