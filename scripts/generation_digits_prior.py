@@ -7,10 +7,11 @@ its two settings on val tasks (never test); write it beside the shipped checkpoi
 1. Inference accuracy on train tasks ``--first`` ..: the best augmentation of the grid
    against the task's (mirror, shift exact; gamma the nearest grid point) and the
    support rows' most responsible class against their labels.
-2. The variance floor x shrinkage of the move, on val tasks ``--first`` .. (the val image
+2. The variance floor x shrinkage of the move x the class shares (the support's, or
+   equal over the classes present), on val tasks ``--first`` .. (the val image
    pool is disjoint from the train pool the class means come from): the squared error,
    raw units summed over pixels, of the location (support mean + shift) against the
-   task's query mean, minus the support mean's own; the pair with the lowest mean wins.
+   task's query mean, minus the support mean's own; the lowest mean wins.
 3. The refusal threshold: the mean per-row log-likelihood of the best fit, on train
    digits tasks and on non-digits inputs of 64 values (sensors and manifold train tasks
    of D = 64, uniform noise in [0, 1]); ``refuse_below`` = the digits tasks' 0.5%
@@ -60,17 +61,24 @@ def accuracy(prior: DigitsPrior, items) -> tuple[float, float, float]:
     return float(np.mean(aug_ok)), float(np.mean(gam_ok)), float(np.mean(cls_ok))
 
 
-def location_gain(prior: DigitsPrior, items) -> np.ndarray:
-    """Per task: squared location error with the shift minus without (raw units)."""
-    out = []
+SHRINKS = (0.5, 0.75, 1.0)
+SHARES = ("support", "equal")
+
+
+def location_gains(prior: DigitsPrior, items) -> tuple[dict, float]:
+    """``({(shrink, shares): per task squared location error with the shift minus
+    without (raw units)}, the support mean's mean error)``."""
+    out: dict = {(a, b): [] for a in SHRINKS for b in SHARES}
+    bases = []
     for t in items:
         s = np.asarray(t.support, np.float64)
-        q = np.asarray(t.query, np.float64)
+        base = np.asarray(t.query, np.float64).mean(0) - s.mean(0)
+        bases.append(float((base ** 2).sum()))
         fit = fit_support(s, prior)
-        shift = prior.shrink * (fit.location - s.mean(0))
-        base = q.mean(0) - s.mean(0)
-        out.append(float(((base - shift) ** 2).sum() - (base ** 2).sum()))
-    return np.asarray(out)
+        for shrink, shares in out:
+            shift = shrink * (fit.location(shares) - s.mean(0))
+            out[shrink, shares].append(float(((base - shift) ** 2).sum() - bases[-1]))
+    return {k: np.asarray(v) for k, v in out.items()}, float(np.mean(bases))
 
 
 def others(n: int) -> dict[str, list[np.ndarray]]:
@@ -105,17 +113,18 @@ def main() -> None:
     best = None
     for floor in (0.002, 0.005, 0.01, 0.02):
         acc = accuracy(train_prior(floor=floor), train[:50])
-        for shrink in (0.5, 0.75, 1.0):
-            g = location_gain(train_prior(floor=floor, shrink=shrink), val)
+        gains, base = location_gains(train_prior(floor=floor), val)
+        for (shrink, shares), g in gains.items():
             h = stats.t.ppf(0.975, len(g) - 1) * g.std(ddof=1) / np.sqrt(len(g))
-            print(f"floor {floor} shrink {shrink}: val location error with − without "
-                  f"{g.mean():+.4f} ± {h:.4f}; train aug / gamma±1 / row class "
+            print(f"floor {floor} shrink {shrink} shares {shares}: val location error "
+                  f"with − without {g.mean():+.4f} ± {h:.4f} (support mean's {base:.4f}); "
+                  f"train aug / gamma±1 / row class "
                   f"{acc[0]:.2f} / {acc[1]:.2f} / {acc[2]:.2f}", flush=True)
             if best is None or g.mean() < best[0]:
-                best = (g.mean(), floor, shrink)
-    prior = train_prior(floor=best[1], shrink=best[2])
+                best = (g.mean(), floor, shrink, shares)
+    prior = train_prior(floor=best[1], shrink=best[2], shares=best[3])
     acc = accuracy(prior, train)
-    print(f"chosen floor {best[1]} shrink {best[2]}; on {len(train)} train tasks: "
+    print(f"chosen floor {best[1]} shrink {best[2]} shares {best[3]}; on {len(train)} train tasks: "
           f"augmentation exact {acc[0]:.3f}, gamma within a grid step {acc[1]:.3f}, "
           f"row class {acc[2]:.3f}")
     ll = np.array([fit_support(t.support, prior).loglik for t in train])
@@ -129,7 +138,7 @@ def main() -> None:
               f"{int((o < cut).sum())}/{len(o)}")
     if a.out:
         prior = DigitsPrior(prior.gammas, prior.means, prior.variances, prior.floor,
-                            prior.shrink, round(cut, 3))
+                            prior.shrink, round(cut, 3), prior.shares)
         Path(a.out).write_text(json.dumps({"about": "session 31 digits location prior "
                                            "(scripts/generation_digits_prior.py)",
                                            "args": vars(a), **prior.to_json()},

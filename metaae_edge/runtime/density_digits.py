@@ -36,6 +36,8 @@ DIGITS_PRIOR_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / \
 GAMMAS = tuple(float(g) for g in np.exp(np.linspace(np.log(0.7), np.log(1.4), 9)))
 _SIDE = 8
 _EM_STEPS = 15
+#: rows' worth of responsibility that make a class present (``shares="equal"``)
+PRESENT_ROWS = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,19 +52,22 @@ class DigitsPrior:
     floor: float = 0.005
     shrink: float = 1.0
     refuse_below: float = -np.inf
+    shares: str = "support"  # or "equal": equal shares over the classes present
 
     def to_json(self) -> dict:
         r = lambda a: np.round(np.asarray(a, np.float64), 5).tolist()  # noqa: E731
         return {"gammas": r(self.gammas), "means": r(self.means),
                 "variances": r(self.variances), "floor": self.floor,
-                "shrink": self.shrink, "refuse_below": self.refuse_below}
+                "shrink": self.shrink, "refuse_below": self.refuse_below,
+                "shares": self.shares}
 
     @classmethod
     def from_json(cls, obj: dict) -> DigitsPrior:
         return cls(np.asarray(obj["gammas"], np.float64),
                    np.asarray(obj["means"], np.float64),
                    np.asarray(obj["variances"], np.float64), float(obj["floor"]),
-                   float(obj["shrink"]), float(obj["refuse_below"]))
+                   float(obj["shrink"]), float(obj["refuse_below"]),
+                   str(obj.get("shares", "support")))
 
     @classmethod
     def from_images(cls, images: np.ndarray, labels: np.ndarray, **kw) -> DigitsPrior:
@@ -80,13 +85,25 @@ class DigitsPrior:
 @dataclass(frozen=True)
 class DigitsFit:
     """The support's best augmentation ``(flip, dy, dx, gamma)``, class shares (10,),
-    per-row class responsibilities (n, 10), mean per-row log-likelihood, location (64,)."""
+    per-row class responsibilities (n, 10), mean per-row log-likelihood and the
+    augmented class means (10, 64)."""
 
     augmentation: tuple[bool, int, int, float]
     shares: np.ndarray
     resp: np.ndarray
     loglik: float
-    location: np.ndarray
+    atoms: np.ndarray
+
+    def location(self, shares: str = "support") -> np.ndarray:
+        """``sum_c w_c atom_c``: ``w`` the support's class shares, or (``"equal"``) equal
+        over the classes holding at least :data:`PRESENT_ROWS` rows' responsibility (a
+        task's pool holds about as many images of each of its classes, and its support
+        and query split them)."""
+        w = self.shares
+        if shares == "equal":
+            present = self.resp.sum(0) >= min(PRESENT_ROWS, float(self.resp.sum(0).max()))
+            w = present / present.sum()
+        return w @ self.atoms
 
 
 def _move(a: np.ndarray, flip: bool, dy: int, dx: int, fill: float) -> np.ndarray:
@@ -140,9 +157,8 @@ def fit_support(support: np.ndarray, prior: DigitsPrior) -> DigitsFit | None:
         var = np.maximum(_move(prior.variances[gi], flip, dy, dx, 0.0), prior.floor)
         ll, pi, resp = _mixture(x, mu, var)
         if best is None or ll > best[0]:
-            best = (ll, (flip, dy, dx, float(prior.gammas[gi])), pi, resp, pi @ mu)
-    ll, aug, pi, resp, loc = best
-    return DigitsFit(aug, pi, resp, ll, loc)
+            best = (ll, (flip, dy, dx, float(prior.gammas[gi])), pi, resp, mu)
+    return DigitsFit(best[1], best[2], best[3], best[0], best[4])
 
 
 def digits_shift(support: np.ndarray, prior: DigitsPrior) -> np.ndarray | None:
@@ -153,7 +169,7 @@ def digits_shift(support: np.ndarray, prior: DigitsPrior) -> np.ndarray | None:
     if fit is None or not np.isfinite(fit.loglik) or fit.loglik < prior.refuse_below:
         return None
     x = np.asarray(support, np.float64).reshape(len(support), -1)
-    return prior.shrink * (fit.location - x.mean(0))
+    return prior.shrink * (fit.location(prior.shares) - x.mean(0))
 
 
 def load_digits_prior(path: str | Path = DIGITS_PRIOR_FILE) -> DigitsPrior | None:
