@@ -15,6 +15,7 @@ ours' MMD^2 per knob, minus the shipped knob's and minus both baselines (paired,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,16 +43,24 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1024)
     ap.add_argument("--cache", required=True)
     ap.add_argument("--digits-file", default=str(DIGITS_PRIOR_FILE))
+    ap.add_argument("--only", default=None,
+                    help="comma-separated knob indices of KNOBS (0: the shipped one, kept)")
+    ap.add_argument("--json", default=None, help="write every knob's per-task MMD² here")
     a = ap.parse_args()
+    knobs = KNOBS if a.only is None else \
+        tuple(KNOBS[int(k)] for k in sorted({0, *map(int, a.only.split(","))}))
     ckpt = load_checkpoint("builtin:digits")
     runs = {}
-    for knob in KNOBS:
+    for knob in knobs:
         args = SimpleNamespace(cache=a.cache, samples=a.samples, candidates="auto",
                                residual="component", blend="off", location="on",
                                priors=str(PRIORS_FILE), factor="on", digits_prior="on",
                                digits_file=a.digits_file, temperature=_patch(*knob))
         runs[knob] = [unit("digits", "val", i, ckpt, args) for i in range(a.tasks)]
         print(f"# {knob}: " + "; ".join(u["info"] for u in runs[knob]), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(
+            {f"{k[0]} {k[1]:g}": [u["ours"]["mmd2"] for u in us] for k, us in runs.items()}))
     base = runs[KNOBS[0]]
     print("| knob | ours MMD² | minus shipped knob | ours − input gaussian | "
           "ours − pca sampling |")
@@ -60,7 +69,7 @@ def main() -> None:
         m, h = ci([u["ours"]["mmd2"] for u in us])
         cells = [_cell([u["ours"]["mmd2"] - b["ours"]["mmd2"] for u, b in zip(us, base)])]
         cells += [_cell([u["ours"]["mmd2"] - u[b]["mmd2"] for u in us]) for b in BASELINES]
-        print(f"| {knob[0]} {knob[1]:g} | {m:.4f} ± {h:.4f} | " + " | ".join(cells) + " |")
+        print(f"| {knob[0]} {knob[1]:g} | {m:.6f} ± {h:.4f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_train_tasks_augmentation_and_classes_are_inferred(prior):
         aug_ok.append(fit.augmentation[:3] == (a["flip"], a["dy"], a["dx"]))
         truth = targets[np.asarray(t.info["support_indices"])]
         rows_ok.append(np.mean(fit.resp.argmax(1) == truth))
-    # measured on these 20 tasks: mirror + shift 20/20, rows' class 0.93 (margin below)
+    # measured on these 20 tasks: mirror + shift 20/20, rows' class 0.92 (margin below)
     assert np.mean(aug_ok) >= 0.85
     assert np.mean(rows_ok) >= 0.85
 

@@ -62,6 +62,20 @@ def _location(density, manifest: dict[str, Any], support: np.ndarray, seed: int,
     return _shifted(density, x, posterior_shift(x, prior, seed), family)
 
 
+def _digits_rank(manifest: dict[str, Any], support: np.ndarray,
+                 digits: str | Path | None) -> int | None:
+    """The factor residual's rank a digits bundle takes with the structured prior (its
+    ``residual_rank``, session 31), when the prior applies to ``support``; else None."""
+    family = str((manifest.get("task") or {}).get("family", ""))
+    x = support.reshape(len(support), -1)
+    if family != "digits" or digits is None or x.shape[1] != 64:
+        return None
+    prior = load_digits_prior(digits)
+    if prior is None or not prior.residual_rank or digits_shift(x, prior) is None:
+        return None
+    return prior.residual_rank
+
+
 def _shifted(density, x: np.ndarray, shift: np.ndarray | None, name: str
              ) -> tuple[Any, dict[str, Any]]:
     """``density`` with ``shift`` (None: the prior refused the support) and its keys."""
@@ -92,8 +106,10 @@ def _fit(bundle: str | Path, support: np.ndarray, seed: int, max_components: int
     density = fit_density(codes, seed=seed, max_components=max_components)
     resid = support - rt.reconstruct(support)  # raw units: the decoder's noise model
     resp = responsibilities(density, codes) if per_component else None
+    rank = None if location is None else _digits_rank(rt.manifest, support, digits)
     r_mean, r_chol, r_means, r_chols, r_info = fit_residuals(
-        resid, resp, support.reshape(len(support), -1).std(0), seed=seed, factor=factor)
+        resid, resp, support.reshape(len(support), -1).std(0), seed=seed, factor=factor,
+        factor_rank=rank)
     temp, t_info = choose_temperature(codes, density, seed=seed)
     density = dataclasses.replace(density, residual_mean=r_mean, residual_chol=r_chol,
                                   residual_means=r_means, residual_chols=r_chols,

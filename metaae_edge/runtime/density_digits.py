@@ -53,13 +53,14 @@ class DigitsPrior:
     shrink: float = 1.0
     refuse_below: float = -np.inf
     shares: str = "support"  # or "equal": equal shares over the classes present
+    residual_rank: int = 0  # the factor residual's rank the bundle takes with it (0: none)
 
     def to_json(self) -> dict:
         r = lambda a: np.round(np.asarray(a, np.float64), 5).tolist()  # noqa: E731
         return {"gammas": r(self.gammas), "means": r(self.means),
                 "variances": r(self.variances), "floor": self.floor,
                 "shrink": self.shrink, "refuse_below": self.refuse_below,
-                "shares": self.shares}
+                "shares": self.shares, "residual_rank": self.residual_rank}
 
     @classmethod
     def from_json(cls, obj: dict) -> DigitsPrior:
@@ -67,7 +68,7 @@ class DigitsPrior:
                    np.asarray(obj["means"], np.float64),
                    np.asarray(obj["variances"], np.float64), float(obj["floor"]),
                    float(obj["shrink"]), float(obj["refuse_below"]),
-                   str(obj.get("shares", "support")))
+                   str(obj.get("shares", "support")), int(obj.get("residual_rank", 0)))
 
     @classmethod
     def from_images(cls, images: np.ndarray, labels: np.ndarray, **kw) -> DigitsPrior:
