@@ -143,7 +143,7 @@ def _blend(density, support, codes, resid, decode, seed: int) -> tuple[Any, dict
 def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.ndarray, *,
                   seed: int = 0, max_components: int = 5,
                   location: str | Path | None = PRIORS_FILE,
-                  digits: str | Path | None = None) -> dict[str, Any]:
+                  digits: str | Path | None = DIGITS_PRIOR_FILE) -> dict[str, Any]:
     """Inside :meth:`BundleWriter.create`, once the graphs are staged and listed: fit the
     density through the staged bundle (``manifest`` as its draft, see
     :meth:`BundleWriter.preview`) and stage ``density.npz``; returns the ``density``
@@ -158,7 +158,7 @@ def stage_density(writer: BundleWriter, manifest: dict[str, Any], support: np.nd
 def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
                 max_components: int = 5, per_component: bool = True, blend: bool = False,
                 location: str | Path | None = PRIORS_FILE, factor: bool = False,
-                digits: str | Path | None = None, sign_key: Any = None,
+                digits: str | Path | None = DIGITS_PRIOR_FILE, sign_key: Any = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit the latent density of ``support`` (raw samples or images) and add it to the
     existing ``bundle``; returns the manifest's ``density`` section. ``per_component``
@@ -173,7 +173,8 @@ def add_density(bundle: str | Path, support: np.ndarray, *, seed: int = 0,
     may be a factor analyser, its rank by held-out likelihood on the support residuals
     (session 30 (b), :mod:`~metaae_edge.runtime.density_factor`); ``digits``: with
     ``location`` given, a digits bundle's shift comes from this structured prior file
-    instead (session 31, :mod:`~metaae_edge.runtime.density_digits`; None: not used)."""
+    instead (session 31, :mod:`~metaae_edge.runtime.density_digits`; the default since its
+    20-task test run; None: not used)."""
     rt, data, section = _fit(bundle, support, seed, max_components, per_component, blend,
                              location, factor, digits)
     with BundleWriter.update(rt.bundle, sign_key=sign_key, log=log) as writer:
