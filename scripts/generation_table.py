@@ -25,7 +25,9 @@ pooled residual; ``--blend on``: with session 28's input-space Gaussian, not the
 ``--location off``: without session 30's location prior, the default of adapt-and-export,
 whose ``on`` also scores the ablation ``input gaussian + shrinkage``, the input-space
 baseline moved by the same prior; ``--factor on``: session 30 (b)'s factor-analysis
-residual).
+residual; ``--digits-prior on``: with ``--location on``, digits bundles take session 31's
+structured location prior, ``metaae_edge/runtime/density_digits.py``, and the ablation
+moves the input gaussian by its shift).
 ``--json FILE`` writes every task's metrics.
 """
 
@@ -46,7 +48,7 @@ from metaae_edge.evaluate.generation import (
     pca_sampling,
     sample_metrics,
 )
-from metaae_edge.exporters.density import PRIORS_FILE
+from metaae_edge.exporters.density import DIGITS_PRIOR_FILE, PRIORS_FILE
 
 CHECKPOINTS = {"manifold": "manifold", "sensors": "sensors", "digits": "digits",
                "digits-res": "digits-res"}  # others: --checkpoint
@@ -69,7 +71,8 @@ def task_for(family: str, split: str, index: int):
 
 def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
                tmp: Path, per_component: bool = True, blend: bool = True,
-               location: str | None = None, factor: bool = False) -> tuple[Path, str]:
+               location: str | None = None, factor: bool = False,
+               digits: str | None = None) -> tuple[Path, str]:
     """``(bundle, selected model)``: exported into ``cached`` once, then reused with its
     density refitted (on a copy under ``tmp``); without a cache, exported under ``tmp``."""
     from metaae_edge.exporters.density import add_density
@@ -86,7 +89,7 @@ def bundle_for(task, ckpt, index: int, candidates: str, cached: Path | None,
     sel = (cached / "selected.txt").read_text()
     shutil.copytree(cached, tmp / "b")
     add_density(tmp / "b", task.support, seed=index, per_component=per_component,
-                blend=blend, location=location, factor=factor)
+                blend=blend, location=location, factor=factor, digits=digits)
     return tmp / "b", sel
 
 
@@ -103,7 +106,7 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
         path, sel = bundle_for(task, ckpt, index, args.candidates, cached, Path(tmp),
                                args.residual == "component", args.blend == "on",
                                args.priors if args.location == "on" else None,
-                               args.factor == "on")
+                               args.factor == "on", _digits(args))
         rt = Runtime.load(path)
         ours = rt.generate(n, seed=index, temperature=args.temperature).reshape(n, -1)
         means = rt.generate(n, seed=index, temperature=args.temperature,
@@ -117,7 +120,7 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
                "pca sampling": pca, "support rows": sup}
     if args.location == "on":  # the ablation: the baseline moved by the same prior
         samples[SHRUNK] = samples["input gaussian"] + prior_shift(task, norm, args.priors,
-                                                                  index)
+                                                                  index, _digits(args))
     bw = median_bandwidth(held)
     out = {m: sample_metrics(s, held, bw) for m, s in samples.items()}
     extra = "".join(f", {k}={density[k]}" for k in ("residual_prior_rows",
@@ -128,13 +131,22 @@ def unit(family: str, split: str, index: int, ckpt, args) -> dict:
     return out
 
 
-def prior_shift(task, norm, priors: str, seed: int) -> np.ndarray:
+def _digits(args) -> str | None:
+    """The structured digits prior's file when ``--location on --digits-prior on``."""
+    return args.digits_file if args.location == "on" and args.digits_prior == "on" else None
+
+
+def prior_shift(task, norm, priors: str, seed: int, digits: str | None = None) -> np.ndarray:
     """The location prior's shift of ``task``'s support in its model space (0: none)."""
+    from metaae_edge.runtime.density_digits import digits_shift, load_digits_prior
     from metaae_edge.runtime.density_location import load_priors, posterior_shift
 
     x = np.asarray(task.support, np.float64).reshape(len(task.support), -1)
-    prior = load_priors(priors).get(task.family, {}).get(x.shape[1])
-    shift = None if prior is None else posterior_shift(x, prior, seed)
+    if task.family == "digits" and digits is not None and x.shape[1] == 64:
+        shift = digits_shift(x, load_digits_prior(digits))
+    else:
+        prior = load_priors(priors).get(task.family, {}).get(x.shape[1])
+        shift = None if prior is None else posterior_shift(x, prior, seed)
     if shift is None:
         return np.zeros(x.shape[1])
     mean = x.mean(0, keepdims=True)
@@ -186,7 +198,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--families", default="manifold,sensors,tabular,digits,wine")
     ap.add_argument("--tasks", type=int, default=3)
-    ap.add_argument("--split", default="test", choices=("train", "test"))
+    ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--samples", type=int, default=0,
                     help="generated rows per method (0: as many as held-out rows)")
     ap.add_argument("--checkpoint", default="builtin:manifold",
@@ -205,7 +217,12 @@ def main() -> None:
     ap.add_argument("--factor", default="off", choices=("on", "off"),
                     help="cached bundles: on refits the density with session 30 (b)'s "
                          "factor-analysis residual (rank by held-out likelihood)")
+    ap.add_argument("--digits-prior", default="off", choices=("on", "off"),
+                    help="with --location on: digits bundles take session 31's structured "
+                         "location prior")
     ap.add_argument("--priors", default=str(PRIORS_FILE), help="location-priors JSON")
+    ap.add_argument("--digits-file", default=str(DIGITS_PRIOR_FILE),
+                    help="the structured digits prior's JSON")
     ap.add_argument("--cache", default=None, help="folder of exported bundles to reuse")
     ap.add_argument("--json", default=None, help="write every task's metrics here")
     args = ap.parse_args()

@@ -163,6 +163,7 @@ def write_bundle(
 
             manifest["density"] = density.stage_density(
                 writer, manifest, density_support, seed=0 if seed is None else seed,
-                location=density.PRIORS_FILE if density_prior else None)
+                location=density.PRIORS_FILE if density_prior else None,
+                digits=density.DIGITS_PRIOR_FILE if density_prior else None)
         writer.commit(manifest)
     return out

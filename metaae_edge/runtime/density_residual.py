@@ -155,8 +155,19 @@ def _factor(x: np.ndarray, shrink: tuple[float, str], seed: int
     return (float(rank), "factor"), chol, info
 
 
+def _forced(x: np.ndarray, shrink: tuple[float, str], rank: int
+            ) -> tuple[tuple[float, str], np.ndarray | None, dict[str, Any]]:
+    """:func:`_factor` with the rank given (session 31: chosen for generation, by MMD^2
+    on val tasks, not by likelihood), when the rows allow it (as 4 folds would)."""
+    if not 0 < rank <= min(x.shape[1] - 1, len(x) - len(x) // 4 - 2):
+        return shrink, None, {}
+    chol = np.linalg.cholesky(factor_covariance(x, rank)).astype(np.float32)
+    return (float(rank), "factor"), chol, {"residual_factor_rank": rank,
+                                           "residual_factor_forced": True}
+
+
 def fit_residuals(resid: np.ndarray, resp: np.ndarray | None, scale: np.ndarray, *,
-                  seed: int = 0, factor: bool = False
+                  seed: int = 0, factor: bool = False, factor_rank: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None,
                              dict[str, Any]]:
     """``(mean, chol, means, chols, info)``: the pooled residual Gaussian and (``resp``
@@ -167,14 +178,16 @@ def fit_residuals(resid: np.ndarray, resp: np.ndarray | None, scale: np.ndarray,
     when the pooled model predicts held-out support residuals at least as well.
     ``factor``: the pooled residual may also be a factor analyser (session 30 (b),
     :mod:`.density_factor`), rank by held-out likelihood; then the per-component ones
-    shrink towards it."""
+    shrink towards it. ``factor_rank``: that factor analyser with this rank, whatever
+    the likelihood says (``factor`` is then ignored)."""
     x = np.asarray(resid, np.float64).reshape(len(resid), -1)
     s = np.asarray(scale, np.float64).reshape(-1)
     s = np.where(s > 1e-12 * max(float(s.max()), 1e-30), s, 1.0)
     mean, chol, shrink = pooled_residual(x / s, seed=seed, targets=TARGETS)
     info: dict[str, Any] = {} if shrink is None else {"residual_shrinkage": list(shrink)}
-    if factor and shrink is not None:
-        shrink, fa_chol, more = _factor(x / s, shrink, seed)
+    if (factor or factor_rank) and shrink is not None:
+        shrink, fa_chol, more = _factor(x / s, shrink, seed) if not factor_rank else \
+            _forced(x / s, shrink, int(factor_rank))
         info.update(more)
         chol = chol if fa_chol is None else fa_chol
     means = chols = None
