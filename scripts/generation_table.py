@@ -217,9 +217,9 @@ def main() -> None:
     ap.add_argument("--factor", default="off", choices=("on", "off"),
                     help="cached bundles: on refits the density with session 30 (b)'s "
                          "factor-analysis residual (rank by held-out likelihood)")
-    ap.add_argument("--digits-prior", default="off", choices=("on", "off"),
+    ap.add_argument("--digits-prior", default="on", choices=("on", "off"),
                     help="with --location on: digits bundles take session 31's structured "
-                         "location prior")
+                         "location prior (on: adapt-and-export's default since session 31)")
     ap.add_argument("--priors", default=str(PRIORS_FILE), help="location-priors JSON")
     ap.add_argument("--digits-file", default=str(DIGITS_PRIOR_FILE),
                     help="the structured digits prior's JSON")
